@@ -1,0 +1,222 @@
+//! `flowprint analyze`
+
+use super::{DiagFormat, RuleArgs, has_errors, print_diagnostics};
+use flowprint::eval::{Evaluator, LocalNets};
+use flowprint::flow::ingest::{InputFormat, open_input, read_flows};
+use flowprint::infer::{HostSummary, Inventory};
+use ipnet::IpNet;
+use std::io::Write;
+
+/// How many malformed lines of one input are printed before the rest are only counted.
+const MAX_REPORTED_ERRORS: u64 = 20;
+
+/// Output of `analyze`.
+#[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    /// An aligned table for people.
+    Table,
+    /// One JSON object per host per line.
+    Json,
+}
+
+/// Arguments of `analyze`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub rules: RuleArgs,
+    /// A local network whose addresses are hosts (repeatable; replaces the private ranges).
+    #[arg(long = "local-net", value_name = "CIDR")]
+    pub local_net: Vec<IpNet>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Show the evidence behind each verdict.
+    #[arg(long)]
+    pub explain: bool,
+    /// Format of the inputs (detected from content by default).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub input_format: InputFormat,
+    /// Flow files (`-` for stdin).
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<String>,
+}
+
+/// Runs `analyze`.
+pub fn run(args: Args) -> anyhow::Result<i32> {
+    let compiled = args.rules.compile()?;
+    print_diagnostics(&compiled, DiagFormat::Text)?;
+    let rule_errors = has_errors(&compiled);
+    let local = if args.local_net.is_empty() {
+        LocalNets::default()
+    } else {
+        LocalNets::new(args.local_net.clone())
+    };
+    let ruleset = &compiled.ruleset;
+    let mut evaluator = Evaluator::new(ruleset, &local);
+    let mut inventory = Inventory::new();
+    let mut unreadable = false;
+    let (mut flows, mut skipped) = (0u64, 0u64);
+    for input in &args.inputs {
+        let reader = match open_input(input) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("flowprint: cannot read {input}: {e}");
+                unreadable = true;
+                continue;
+            }
+        };
+        let mut reported = 0u64;
+        let result = read_flows(
+            reader,
+            input,
+            args.input_format,
+            &mut |flow| inventory.observe(&flow, &mut evaluator),
+            &mut |err| {
+                reported += 1;
+                if reported <= MAX_REPORTED_ERRORS {
+                    eprintln!("warning: skipped {err}");
+                }
+            },
+        );
+        match result {
+            Ok(stats) => {
+                flows += stats.flows;
+                skipped += stats.skipped;
+                if stats.skipped > MAX_REPORTED_ERRORS {
+                    eprintln!(
+                        "warning: {input}: {} more malformed lines not shown",
+                        stats.skipped - MAX_REPORTED_ERRORS
+                    );
+                }
+            }
+            Err(e) => {
+                eprintln!("flowprint: cannot read {input}: {e}");
+                unreadable = true;
+            }
+        }
+    }
+    let summaries = inventory.summaries(ruleset);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match args.format {
+        Format::Json => {
+            for s in &summaries {
+                serde_json::to_writer(&mut out, s)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        Format::Table => print_table(&mut out, &summaries, args.explain)?,
+    }
+    out.flush()?;
+    let identified = summaries.iter().filter(|s| s.os.is_some() || !s.software.is_empty()).count();
+    eprintln!(
+        "{flows} flows read from {} input(s), {skipped} malformed line(s) skipped; {} host(s), {identified} identified; {} rule(s)",
+        args.inputs.len(),
+        summaries.len(),
+        ruleset.len()
+    );
+    Ok(if unreadable {
+        2
+    } else if rule_errors {
+        1
+    } else {
+        0
+    })
+}
+
+fn os_text(s: &HostSummary) -> (String, String) {
+    match &s.os {
+        None => ("-".into(), "".into()),
+        Some(os) => {
+            let mut t = os.family.clone().unwrap_or_else(|| "?".into());
+            if let Some(n) = os.name.as_ref().filter(|n| Some(*n) != os.family.as_ref()) {
+                t.push_str(&format!(" ({n})"));
+            }
+            if let Some(v) = &os.version {
+                t.push_str(&format!(" {v}"));
+            }
+            (t, format!("{:.2}", os.confidence))
+        }
+    }
+}
+
+fn software_text(s: &HostSummary) -> String {
+    if s.software.is_empty() {
+        return "-".into();
+    }
+    s.software
+        .iter()
+        .map(|sw| match &sw.version {
+            Some(v) => format!("{} {v}", sw.name),
+            None => sw.name.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn print_table(out: &mut impl Write, summaries: &[HostSummary], explain: bool) -> std::io::Result<()> {
+    let rows: Vec<[String; 7]> = summaries
+        .iter()
+        .map(|s| {
+            let (os, conf) = os_text(s);
+            [
+                s.host.clone(),
+                os,
+                conf,
+                software_text(s),
+                s.device.as_ref().map_or("-".into(), |d| d.kind.clone()),
+                s.flows.to_string(),
+                s.evidence.len().to_string(),
+            ]
+        })
+        .collect();
+    let header = ["HOST", "OS", "CONF", "SOFTWARE", "DEVICE", "FLOWS", "RULES"];
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |out: &mut dyn Write, cells: &[&str]| -> std::io::Result<()> {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        writeln!(out, "{}", s.trim_end())
+    };
+    line(out, &header)?;
+    for (r, s) in rows.iter().zip(summaries) {
+        let cells: Vec<&str> = r.iter().map(String::as_str).collect();
+        line(out, &cells)?;
+        if explain {
+            for e in &s.evidence {
+                let concl: Vec<String> = e
+                    .conclusions
+                    .iter()
+                    .map(|c| {
+                        let v = c.version.as_ref().map(|v| format!(" {v}")).unwrap_or_default();
+                        format!("{}={}{v} ({})", c.attribute.name(), c.value, c.confidence)
+                    })
+                    .collect();
+                writeln!(
+                    out,
+                    "    {} — {}\n        {} flow(s) {} .. {}; concludes {}\n        e.g. {}",
+                    e.rule,
+                    e.title.as_deref().unwrap_or(""),
+                    e.flows,
+                    e.first_seen,
+                    e.last_seen,
+                    concl.join(", "),
+                    e.example
+                )?;
+            }
+            for a in &s.alternatives {
+                writeln!(out, "    alternative {} = {} ({})", a.attribute.name(), a.value, a.confidence)?;
+            }
+        }
+    }
+    Ok(())
+}

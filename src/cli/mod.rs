@@ -1,0 +1,106 @@
+//! Subcommands of the `flowprint` binary.
+
+mod analyze;
+mod bench;
+mod check;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use flowprint::compiler::{Compiled, Compiler};
+use flowprint::diagnostic::Severity;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Know which operating systems and software run on a network, from flow records alone.
+#[derive(Parser)]
+#[command(name = "flowprint", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compile rule files or packs and print their diagnostics (exit 1 on errors).
+    Check(check::Args),
+    /// Apply rules to flow records and print what they say about each host.
+    Analyze(analyze::Args),
+    /// Reproducible performance figures.
+    Bench(bench::Args),
+}
+
+/// Output of diagnostics.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum DiagFormat {
+    /// rustc-style text with snippets.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Rule selection shared by commands.
+#[derive(clap::Args)]
+pub struct RuleArgs {
+    /// A rule file or a pack directory (repeatable); added to the bundled packs.
+    #[arg(long = "rules", short = 'r', value_name = "PATH")]
+    pub rules: Vec<PathBuf>,
+    /// Do not load the bundled packs.
+    #[arg(long)]
+    pub no_default_rules: bool,
+}
+
+impl RuleArgs {
+    /// Compiles the selected rules. I/O errors on rule paths are fatal (exit 2).
+    pub fn compile(&self) -> anyhow::Result<Compiled> {
+        let mut c = Compiler::new();
+        if !self.no_default_rules {
+            c.add_embedded();
+        }
+        for p in &self.rules {
+            c.add_path(p)
+                .map_err(|e| anyhow::anyhow!("cannot read rules {}: {e}", p.display()))?;
+        }
+        Ok(c.compile())
+    }
+}
+
+/// Prints diagnostics to stderr (text) or stdout (JSON lines).
+pub fn print_diagnostics(compiled: &Compiled, format: DiagFormat) -> std::io::Result<()> {
+    match format {
+        DiagFormat::Text => {
+            let mut err = std::io::stderr().lock();
+            for d in &compiled.diagnostics {
+                write!(err, "{}", d.render(&compiled.sources))?;
+            }
+        }
+        DiagFormat::Json => {
+            let mut out = std::io::stdout().lock();
+            for d in &compiled.diagnostics {
+                writeln!(out, "{}", d.to_json(&compiled.sources))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether any diagnostic is an error.
+pub fn has_errors(compiled: &Compiled) -> bool {
+    compiled.diagnostics.iter().any(|d| d.severity() == Severity::Error)
+}
+
+/// Whether an error chain ends in a broken pipe (stdout closed by `head` and the like).
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Parses arguments and runs the command; returns the exit code.
+pub fn run() -> anyhow::Result<i32> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check(a) => check::run(a),
+        Command::Analyze(a) => analyze::run(a),
+        Command::Bench(a) => bench::run(a),
+    }
+}

@@ -1,0 +1,337 @@
+//! Conditions: field resolution, type checking and lowering to [`Cond`].
+
+use super::values::{self, describe, family_desc};
+use super::{ListEntry, ListValue};
+use crate::ast::{CmpOp, Expr, Ident, PredOp, Predicate, SetRef, Value, ValueKind};
+use crate::diagnostic::{Code, Diagnostic, did_you_mean};
+use crate::ruleset::{AddrSet, Cond, DomainSet, merge_ranges};
+use crate::schema::{FIELDS, Field, NumField, NumUnit, Side};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+type Lists = HashMap<String, ListEntry>;
+
+/// Lowers a condition, collecting every error in it.
+pub(super) fn lower(expr: &Expr, lists: &Lists) -> Result<Cond, Vec<Diagnostic>> {
+    let mut errs = Vec::new();
+    let cond = lower_expr(expr, lists, &mut errs);
+    match cond {
+        Some(c) if errs.is_empty() => Ok(c),
+        _ => Err(errs),
+    }
+}
+
+fn lower_expr(expr: &Expr, lists: &Lists, errs: &mut Vec<Diagnostic>) -> Option<Cond> {
+    match expr {
+        Expr::And(parts, _) | Expr::Or(parts, _) => {
+            let lowered: Vec<Option<Cond>> = parts.iter().map(|p| lower_expr(p, lists, errs)).collect();
+            let lowered: Option<Vec<Cond>> = lowered.into_iter().collect();
+            let lowered = lowered?.into_boxed_slice();
+            Some(if matches!(expr, Expr::And(..)) {
+                Cond::And(lowered)
+            } else {
+                Cond::Or(lowered)
+            })
+        }
+        Expr::Not(inner, _) => Some(Cond::Not(Box::new(lower_expr(inner, lists, errs)?))),
+        Expr::Pred(p) => match lower_pred(p, lists) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                errs.push(e);
+                None
+            }
+        },
+    }
+}
+
+/// Maps words people bring from other tools onto ours, for "did you mean" hints.
+fn field_hint(name: &str) -> Option<String> {
+    let normalized = name
+        .replace("destination", "peer")
+        .replace("source", "host")
+        .replace("dst", "peer")
+        .replace("src", "host")
+        .replace("remote", "peer")
+        .replace("local", "host")
+        .replace("server", "peer")
+        .replace("client", "host")
+        .replace('_', ".");
+    let names = FIELDS.iter().map(|(n, _)| *n);
+    if let Some(s) = did_you_mean(&normalized, names.clone()) {
+        let note = if normalized != name.replace('_', ".") {
+            " (rules speak of the local `host` and the remote `peer`, whichever direction a record was exported in)"
+        } else {
+            ""
+        };
+        return Some(format!("did you mean `{s}`?{note}"));
+    }
+    did_you_mean(name, names).map(|s| format!("did you mean `{s}`?"))
+}
+
+fn unknown_field(f: &Ident) -> Diagnostic {
+    let d = Diagnostic::new(Code::UnknownField, f.span, format!("unknown field `{}`", f.name)).label("not a field");
+    match field_hint(&f.name) {
+        Some(h) => d.hint(h),
+        None => d.hint("see docs/rule-language.md for the fields: host.addr, peer.port, bytes, peer.domain, ..."),
+    }
+}
+
+fn lower_pred(p: &Predicate, lists: &Lists) -> Result<Cond, Diagnostic> {
+    let field = crate::schema::field(&p.field.name).ok_or_else(|| unknown_field(&p.field))?;
+    match field {
+        Field::Addr(side) => lower_addr(p, side, lists),
+        Field::Num(nf) => lower_num(p, nf, lists),
+        Field::Domain(side) => lower_domain(p, side, lists),
+        Field::Flags => lower_flags(p),
+    }
+}
+
+fn op_mismatch(p: &Predicate, what: &str) -> Diagnostic {
+    Diagnostic::new(Code::TypeMismatch, p.span, format!("`{}` {what}", p.field.name))
+}
+
+fn use_list<'a>(name: &Ident, lists: &'a Lists, field: &str) -> Result<Option<&'a ListValue>, Diagnostic> {
+    match lists.get(&name.name) {
+        Some(entry) => {
+            entry.used.set(true);
+            Ok(entry.value.as_ref())
+        }
+        None => {
+            let mut d = Diagnostic::new(
+                Code::UndefinedList,
+                name.span,
+                format!("list `{}` is not defined in this pack", name.name),
+            );
+            d = match did_you_mean(&name.name, lists.keys().map(String::as_str)) {
+                Some(s) => d.hint(format!("did you mean `{s}`?")),
+                None => d.hint(format!(
+                    "define it in any file of the pack: `list {} = {} {{ ... }}`",
+                    name.name,
+                    match field {
+                        "addr" => "addresses",
+                        "domain" => "domains",
+                        "port" => "ports",
+                        _ => "numbers",
+                    }
+                )),
+            };
+            Err(d)
+        }
+    }
+}
+
+/// A list used with a field of the wrong kind, or broken by its own errors.
+fn wrong_list(name: &Ident, list: Option<&ListValue>, want: &str) -> Diagnostic {
+    match list {
+        Some(l) => Diagnostic::new(
+            Code::TypeMismatch,
+            name.span,
+            format!("list `{}` holds {}, but this field needs {want}", name.name, l.kind()),
+        ),
+        // The list's own errors were reported where it is defined.
+        None => Diagnostic::new(Code::InvalidList, name.span, format!("list `{}` has errors (see above)", name.name)),
+    }
+}
+
+fn lower_addr(p: &Predicate, side: Side, lists: &Lists) -> Result<Cond, Diagnostic> {
+    let (set, negate) = match &p.op {
+        PredOp::Cmp(CmpOp::Eq, v) => (AddrSet::from_ranges(vec![values::addr_range(v)?]), false),
+        PredOp::Cmp(CmpOp::Ne, v) => (AddrSet::from_ranges(vec![values::addr_range(v)?]), true),
+        PredOp::In(s) | PredOp::NotIn(s) => {
+            let negate = matches!(p.op, PredOp::NotIn(_));
+            match s {
+                SetRef::Literal(vals, _) => {
+                    let ranges = vals.iter().map(values::addr_range).collect::<Result<Vec<_>, _>>()?;
+                    (AddrSet::from_ranges(ranges), negate)
+                }
+                SetRef::Single(v) => (AddrSet::from_ranges(vec![values::addr_range(v)?]), negate),
+                SetRef::Named(n) => match use_list(n, lists, "addr")? {
+                    Some(ListValue::Addresses(set)) => {
+                        return Ok(Cond::Addr {
+                            side,
+                            set: set.clone(),
+                            negate,
+                        });
+                    }
+                    other => return Err(wrong_list(n, other, "addresses")),
+                },
+            }
+        }
+        _ => return Err(op_mismatch(p, "is an address: use `==`, `!=`, `in` or `not in`")),
+    };
+    Ok(Cond::Addr {
+        side,
+        set: Arc::new(set),
+        negate,
+    })
+}
+
+fn num_ranges_of(values: &[Value], unit: NumUnit) -> Result<Vec<(u64, u64)>, Diagnostic> {
+    values.iter().map(|v| values::number_range(v, unit)).collect()
+}
+
+fn lower_num(p: &Predicate, field: NumField, lists: &Lists) -> Result<Cond, Diagnostic> {
+    let unit = field.unit();
+    let (mut ranges, negate) = match &p.op {
+        PredOp::Cmp(op, v) => {
+            let x = values::number(v, unit)?;
+            match op {
+                CmpOp::Eq => (vec![(x, x)], false),
+                CmpOp::Ne => (vec![(x, x)], true),
+                CmpOp::Lt if x == 0 => return Err(Diagnostic::new(Code::InvalidRange, p.span, "nothing is below 0")),
+                CmpOp::Lt => (vec![(0, x - 1)], false),
+                CmpOp::Le => (vec![(0, x)], false),
+                CmpOp::Gt if x == u64::MAX => {
+                    return Err(Diagnostic::new(Code::InvalidRange, p.span, "nothing is above this value"));
+                }
+                CmpOp::Gt => (vec![(x + 1, u64::MAX)], false),
+                CmpOp::Ge => (vec![(x, u64::MAX)], false),
+            }
+        }
+        PredOp::In(s) | PredOp::NotIn(s) => {
+            let negate = matches!(p.op, PredOp::NotIn(_));
+            let ranges = match s {
+                SetRef::Literal(vals, span) => {
+                    if vals.is_empty() {
+                        return Err(Diagnostic::new(Code::InvalidRange, *span, "an empty set matches nothing"));
+                    }
+                    num_ranges_of(vals, unit)?
+                }
+                SetRef::Single(v) => vec![values::number_range(v, unit)?],
+                SetRef::Named(n) => match use_list(n, lists, if unit == NumUnit::Port { "port" } else { "number" })? {
+                    Some(ListValue::Ports(r)) if unit == NumUnit::Port => r.clone(),
+                    Some(ListValue::Numbers(vals)) => num_ranges_of(vals, unit).map_err(|e| {
+                        e.secondary(n.span, format!("in list `{}`, used here", n.name))
+                    })?,
+                    other => return Err(wrong_list(n, other, if unit == NumUnit::Port { "ports" } else { "numbers" })),
+                },
+            };
+            (ranges, negate)
+        }
+        PredOp::About { center, tolerance } => {
+            let c = values::number(center, unit)?;
+            let t = match &tolerance.kind {
+                ValueKind::Quantity { number, unit: Some(u) } if u == "%" => {
+                    let pct: f64 = number.parse().map_err(|_| {
+                        Diagnostic::new(Code::InvalidNumber, tolerance.span, "not a valid percentage")
+                    })?;
+                    if pct > 100.0 {
+                        return Err(Diagnostic::new(Code::InvalidNumber, tolerance.span, "a tolerance above 100% matches almost anything")
+                            .hint("use a range instead: `field in low .. high`"));
+                    }
+                    (c as f64 * pct / 100.0).round() as u64
+                }
+                _ => values::number(tolerance, unit)?,
+            };
+            (vec![(c.saturating_sub(t), c.saturating_add(t))], false)
+        }
+        PredOp::Matches(..) => return Err(op_mismatch(p, &format!("is a number; `matches` applies to names ({})", family_desc(unit)))),
+        PredOp::Has(_) => return Err(op_mismatch(p, "is a number; `has` applies to `tcp.flags`")),
+    };
+    Ok(Cond::Num {
+        field,
+        ranges: merge_ranges(&mut ranges).into_boxed_slice(),
+        negate,
+    })
+}
+
+fn lower_domain(p: &Predicate, side: Side, lists: &Lists) -> Result<Cond, Diagnostic> {
+    let mut set = DomainSet::default();
+    let add = |v: &Value, set: &mut DomainSet| -> Result<(), Diagnostic> {
+        let (suffix, name) = values::domain_pattern(v)?;
+        if suffix {
+            set.suffixes.insert(name.into());
+        } else {
+            set.exact.insert(name.into());
+        }
+        Ok(())
+    };
+    let negate = match &p.op {
+        PredOp::Cmp(CmpOp::Eq | CmpOp::Ne, v) => {
+            add(v, &mut set)?;
+            matches!(p.op, PredOp::Cmp(CmpOp::Ne, _))
+        }
+        PredOp::In(s) | PredOp::NotIn(s) => {
+            let negate = matches!(p.op, PredOp::NotIn(_));
+            match s {
+                SetRef::Literal(vals, _) => {
+                    for v in vals {
+                        add(v, &mut set)?;
+                    }
+                }
+                SetRef::Single(v) => {
+                    return Err(Diagnostic::new(Code::TypeMismatch, v.span, "domain names have no ranges"));
+                }
+                SetRef::Named(n) => match use_list(n, lists, "domain")? {
+                    Some(ListValue::Domains(set)) => {
+                        return Ok(Cond::Domain {
+                            side,
+                            set: set.clone(),
+                            negate,
+                        });
+                    }
+                    other => return Err(wrong_list(n, other, "domains")),
+                },
+            }
+            negate
+        }
+        PredOp::Matches(re, span) => {
+            let re = regex::RegexBuilder::new(re)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| {
+                    let msg = e.to_string();
+                    let last = msg.lines().last().unwrap_or("invalid").trim().to_string();
+                    Diagnostic::new(Code::InvalidRegex, *span, format!("invalid regular expression: {last}"))
+                        .hint("the syntax is that of the Rust `regex` crate; escape `.` as `\\.`")
+                })?;
+            return Ok(Cond::Regex { side, re });
+        }
+        PredOp::Cmp(_, v) => {
+            return Err(op_mismatch(p, "is a name: use `==`, `!=`, `in`, `not in` or `matches`")
+                .secondary(v.span, format!("{} here", describe(v))));
+        }
+        PredOp::About { .. } | PredOp::Has(_) => {
+            return Err(op_mismatch(p, "is a name: use `==`, `!=`, `in`, `not in` or `matches`"));
+        }
+    };
+    Ok(Cond::Domain {
+        side,
+        set: Arc::new(set),
+        negate,
+    })
+}
+
+fn flag_bits(vals: &[Value]) -> Result<u8, Diagnostic> {
+    let mut mask = 0;
+    for v in vals {
+        let bit = match &v.kind {
+            ValueKind::Word(w) => crate::flow::tcp_flags::from_name(w),
+            _ => None,
+        };
+        match bit {
+            Some(b) => mask |= b,
+            None => {
+                return Err(Diagnostic::new(Code::TypeMismatch, v.span, format!("expected a TCP flag, found {}", describe(v)))
+                    .hint("flags are fin, syn, rst, psh, ack, urg, ece, cwr"));
+            }
+        }
+    }
+    Ok(mask)
+}
+
+fn lower_flags(p: &Predicate) -> Result<Cond, Diagnostic> {
+    match &p.op {
+        PredOp::Has(vals) => Ok(Cond::Flags {
+            mask: flag_bits(vals)?,
+            exact: false,
+            negate: false,
+        }),
+        PredOp::Cmp(op @ (CmpOp::Eq | CmpOp::Ne), v) => Ok(Cond::Flags {
+            mask: flag_bits(std::slice::from_ref(v))?,
+            exact: true,
+            negate: *op == CmpOp::Ne,
+        }),
+        _ => Err(op_mismatch(p, "is a set of flags: use `has syn`, `has { syn, ack }` or `== syn`")),
+    }
+}

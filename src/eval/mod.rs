@@ -1,0 +1,157 @@
+//! Per-flow matching: a flow → the rules it satisfies, for each local endpoint.
+//!
+//! An [`Evaluator`] borrows one [`Ruleset`] snapshot and is cheap to create; make one per
+//! worker. Each flow is viewed once per local endpoint (a flow between two local hosts counts
+//! for both), candidates come from the ruleset's indexes, and only those are checked in full.
+
+use crate::flow::Flow;
+use crate::ruleset::{AddrSet, Ruleset};
+use crate::schema::{View, addr_key};
+use ipnet::IpNet;
+use std::net::IpAddr;
+
+/// Which addresses are hosts (the local endpoints that are fingerprinted).
+#[derive(Debug, Clone)]
+pub struct LocalNets {
+    set: AddrSet,
+    nets: Vec<IpNet>,
+}
+
+/// RFC 1918, RFC 4193 unique-local and the link-local ranges.
+pub const DEFAULT_LOCAL_NETS: &[&str] = &[
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",
+    "fc00::/7",
+    "fe80::/10",
+];
+
+impl Default for LocalNets {
+    fn default() -> Self {
+        let nets: Vec<IpNet> = DEFAULT_LOCAL_NETS
+            .iter()
+            .map(|s| s.parse().expect("built-in networks are valid"))
+            .collect();
+        LocalNets::new(nets)
+    }
+}
+
+impl LocalNets {
+    /// The given networks (replacing the default).
+    pub fn new(nets: Vec<IpNet>) -> LocalNets {
+        let set = AddrSet::from_ranges(
+            nets.iter()
+                .map(|n| (addr_key(n.network()), addr_key(n.broadcast())))
+                .collect(),
+        );
+        LocalNets { set, nets }
+    }
+
+    /// Whether `a` is a host address.
+    #[inline]
+    pub fn contains(&self, a: IpAddr) -> bool {
+        self.set.contains(addr_key(a))
+    }
+
+    /// The networks, as given.
+    pub fn nets(&self) -> &[IpNet] {
+        &self.nets
+    }
+}
+
+/// One rule satisfied by one flow, seen from one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Match {
+    /// Position of the rule in [`Ruleset::rules`].
+    pub rule: u32,
+    /// The local endpoint the match is evidence about.
+    pub host: IpAddr,
+    /// Whether that host is the record's source.
+    pub host_is_src: bool,
+}
+
+/// Per-worker evaluation state over one ruleset snapshot.
+pub struct Evaluator<'r> {
+    rules: &'r Ruleset,
+    local: &'r LocalNets,
+    seen: Vec<u32>,
+    stamp: u32,
+}
+
+impl<'r> Evaluator<'r> {
+    /// An evaluator over `rules`, with `local` deciding which endpoints are hosts.
+    pub fn new(rules: &'r Ruleset, local: &'r LocalNets) -> Evaluator<'r> {
+        Evaluator {
+            rules,
+            local,
+            seen: vec![0; rules.len()],
+            stamp: 0,
+        }
+    }
+
+    /// The hosts of a flow: its source and/or destination when they are local.
+    #[inline]
+    pub fn hosts<'f>(&self, flow: &'f Flow) -> [Option<View<'f>>; 2] {
+        hosts(self.local, flow)
+    }
+
+    /// Calls `on_match` for every (rule, host) the flow satisfies. Returns how many local
+    /// endpoints the flow had (0 when it is between two non-local addresses).
+    #[inline]
+    pub fn eval(&mut self, flow: &Flow, mut on_match: impl FnMut(Match)) -> usize {
+        let mut n = 0;
+        for view in hosts(self.local, flow).into_iter().flatten() {
+            n += 1;
+            self.stamp = self.stamp.wrapping_add(1);
+            if self.stamp == 0 {
+                self.seen.iter_mut().for_each(|s| *s = 0);
+                self.stamp = 1;
+            }
+            let (stamp, seen, rules) = (self.stamp, &mut self.seen, self.rules);
+            rules.index().candidates(&view, |r| {
+                let slot = &mut seen[r as usize];
+                if *slot == stamp {
+                    return;
+                }
+                *slot = stamp;
+                if rules.rules()[r as usize].cond.matches(&view) {
+                    on_match(Match {
+                        rule: r,
+                        host: view.addr(crate::schema::Side::Host),
+                        host_is_src: view.host_is_src,
+                    });
+                }
+            });
+        }
+        n
+    }
+}
+
+#[inline]
+fn hosts<'f>(local: &LocalNets, flow: &'f Flow) -> [Option<View<'f>>; 2] {
+    let src = local.contains(flow.src).then_some(View {
+        flow,
+        host_is_src: true,
+    });
+    let dst = (local.contains(flow.dst) && flow.dst != flow.src).then_some(View {
+        flow,
+        host_is_src: false,
+    });
+    [src, dst]
+}
+
+/// The reference evaluator: checks every rule against every flow. For tests of the indexes.
+pub fn eval_naive(rules: &Ruleset, local: &LocalNets, flow: &Flow, mut on_match: impl FnMut(Match)) {
+    for view in hosts(local, flow).into_iter().flatten() {
+        for (i, rule) in rules.rules().iter().enumerate() {
+            if rule.cond.matches(&view) {
+                on_match(Match {
+                    rule: i as u32,
+                    host: view.addr(crate::schema::Side::Host),
+                    host_is_src: view.host_is_src,
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Readers that turn flow files (nfdump CSV, NFStream CSV, goflow2 JSON, flowprint JSON lines)
+//! into [`Flow`]s.
+//!
+//! All readers work line by line on a [`BufRead`], reuse one line buffer, never keep more than
+//! [`MAX_LINE`] bytes of a line, and never stop at a malformed line: each one is reported to
+//! the caller as a [`ReadError`] with its 1-based line number and counted in
+//! [`ReadStats::skipped`]. The formats and the detection of [`InputFormat::Auto`] are described
+//! in `docs/flow-schema.md`.
+//!
+//! ```
+//! use flowprint::flow::ingest::{read_flows, InputFormat};
+//!
+//! let csv = "ts,te,td,sa,da,sp,dp,pr,flg,ipkt,ibyt\n\
+//!            2020-02-07 21:03:54,2020-02-07 21:03:55,1.000,10.0.0.2,1.1.1.1,5353,53,UDP,........,1,64\n";
+//! let mut flows = Vec::new();
+//! let stats = read_flows(csv.as_bytes(), "example.csv", InputFormat::Auto,
+//!                        &mut |f| flows.push(f), &mut |e| panic!("{e}")).unwrap();
+//! assert_eq!((stats.flows, flows[0].dst_port), (1, 53));
+//! ```
+
+mod goflow2;
+mod jsonl;
+mod lines;
+mod nfdump_csv;
+mod value;
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use super::Flow;
+pub use jsonl::flow_to_json;
+use lines::Line;
+
+/// The longest line accepted, in bytes; a longer line is reported and skipped.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// Buffer size of the readers made by [`open_input`].
+const INPUT_BUFFER: usize = 256 * 1024;
+
+/// The format of a flow file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InputFormat {
+    /// Detect from the first non-empty line: `{` starts JSON lines (goflow2 when the first
+    /// object has goflow2 keys such as `src_addr`, else flowprint's schema), anything else is CSV.
+    Auto,
+    /// Header-driven CSV: nfdump `-o csv` (old and new headers), `-o csv-fast`, NFStream.
+    NfdumpCsv,
+    /// goflow2 JSON lines (v2 snake_case keys or v1 CamelCase keys).
+    Goflow2,
+    /// flowprint's own JSON lines schema (see [`flow_to_json`]).
+    Jsonl,
+}
+
+/// One malformed line of an input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadError {
+    /// The name of the input (a path, or `-` for stdin) as given to [`read_flows`].
+    pub source: String,
+    /// 1-based line number.
+    pub line: u64,
+    /// What is wrong, e.g. ``bad source address `1.2.3` in column 4 `sa` ``.
+    pub reason: String,
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.source, self.line, self.reason)
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+/// Counts of one [`read_flows`] call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadStats {
+    /// Lines read, including blank, header and summary lines.
+    pub lines: u64,
+    /// Flows passed to `on_flow`.
+    pub flows: u64,
+    /// Malformed lines passed to `on_error`.
+    pub skipped: u64,
+}
+
+/// What a format reader made of one non-blank line.
+pub(super) enum Outcome {
+    /// A flow record.
+    Flow(Flow),
+    /// A line that is part of the format but not a record (header, summary block).
+    Skip,
+    /// A malformed line, with the reason.
+    Malformed(String),
+    /// The rest of the input cannot be read (e.g. a CSV header without addresses).
+    Fatal(String),
+}
+
+/// The per-format state of one read.
+enum Reader {
+    /// `Auto` before the first non-blank line.
+    Undetected,
+    Csv(nfdump_csv::CsvReader),
+    Goflow2,
+    Jsonl,
+}
+
+impl Reader {
+    fn line(&mut self, line: &str) -> Outcome {
+        match self {
+            Reader::Undetected => {
+                if line.starts_with('{') {
+                    match json_kind(line) {
+                        Ok(kind) => *self = kind,
+                        Err(reason) => return Outcome::Malformed(reason),
+                    }
+                } else {
+                    *self = Reader::Csv(nfdump_csv::CsvReader::new());
+                }
+                self.line(line)
+            }
+            Reader::Csv(csv) => csv.line(line),
+            Reader::Goflow2 => match goflow2::parse_line(line) {
+                Ok(flow) => Outcome::Flow(flow),
+                Err(reason) => Outcome::Malformed(reason),
+            },
+            Reader::Jsonl => match jsonl::parse_line(line) {
+                Ok(flow) => Outcome::Flow(flow),
+                Err(reason) => Outcome::Malformed(reason),
+            },
+        }
+    }
+}
+
+/// Keys that only goflow2 writes; their presence in the first object selects goflow2.
+#[derive(Deserialize)]
+struct GoflowProbe {
+    src_addr: Option<IgnoredAny>,
+    #[serde(rename = "SrcAddr")]
+    src_addr_v1: Option<IgnoredAny>,
+    dst_addr: Option<IgnoredAny>,
+    #[serde(rename = "DstAddr")]
+    dst_addr_v1: Option<IgnoredAny>,
+}
+
+/// Which JSON reader fits a first line, from its keys.
+fn json_kind(line: &str) -> Result<Reader, String> {
+    let probe: GoflowProbe =
+        serde_json::from_str(line).map_err(|e| value::json_error_reason(&e))?;
+    let goflow = probe.src_addr.is_some()
+        || probe.src_addr_v1.is_some()
+        || probe.dst_addr.is_some()
+        || probe.dst_addr_v1.is_some();
+    Ok(if goflow {
+        Reader::Goflow2
+    } else {
+        Reader::Jsonl
+    })
+}
+
+/// Reads flows from `reader` until its end, passing each flow to `on_flow` and each malformed
+/// line to `on_error` (which never stops the read).
+///
+/// `source` names the input in errors. Returns an `InvalidData` error only when the rest of
+/// the input cannot be interpreted (a CSV file whose header lacks the address columns, or that
+/// has no header); other `Err`s come from the reader itself.
+pub fn read_flows<R: BufRead>(
+    mut reader: R,
+    source: &str,
+    format: InputFormat,
+    on_flow: &mut dyn FnMut(Flow),
+    on_error: &mut dyn FnMut(ReadError),
+) -> io::Result<ReadStats> {
+    let mut stats = ReadStats::default();
+    let mut state = match format {
+        InputFormat::Auto => Reader::Undetected,
+        InputFormat::NfdumpCsv => Reader::Csv(nfdump_csv::CsvReader::new()),
+        InputFormat::Goflow2 => Reader::Goflow2,
+        InputFormat::Jsonl => Reader::Jsonl,
+    };
+    let mut buf = Vec::with_capacity(1024);
+    let mut report = |stats: &mut ReadStats, reason: String| {
+        stats.skipped += 1;
+        on_error(ReadError {
+            source: source.to_owned(),
+            line: stats.lines,
+            reason,
+        });
+    };
+    loop {
+        let kind = lines::read_line(&mut reader, &mut buf, MAX_LINE)?;
+        if kind == Line::Eof {
+            return Ok(stats);
+        }
+        stats.lines += 1;
+        if kind == Line::TooLong {
+            report(&mut stats, format!("line longer than {MAX_LINE} bytes"));
+            continue;
+        }
+        let mut bytes = buf.as_slice();
+        if stats.lines == 1 {
+            bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+        }
+        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        let line = match std::str::from_utf8(bytes) {
+            Ok(line) => line,
+            Err(e) => {
+                let reason = format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1);
+                report(&mut stats, reason);
+                continue;
+            }
+        };
+        if line.trim_ascii().is_empty() {
+            continue;
+        }
+        match state.line(line) {
+            Outcome::Flow(flow) => {
+                stats.flows += 1;
+                on_flow(flow);
+            }
+            Outcome::Skip => {}
+            Outcome::Malformed(reason) => report(&mut stats, reason),
+            Outcome::Fatal(reason) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{source}:{}: {reason}", stats.lines),
+                ));
+            }
+        }
+    }
+}
+
+/// Opens a flow file for [`read_flows`] with a 256 KiB buffer; `-` is standard input.
+/// Errors name the path.
+pub fn open_input(path: &str) -> io::Result<Box<dyn BufRead>> {
+    if path == "-" {
+        return Ok(Box::new(BufReader::with_capacity(
+            INPUT_BUFFER,
+            io::stdin().lock(),
+        )));
+    }
+    let file = File::open(path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    Ok(Box::new(BufReader::with_capacity(INPUT_BUFFER, file)))
+}
+
+#[cfg(test)]
+mod tests;

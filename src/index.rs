@@ -1,0 +1,301 @@
+//! Indexes that turn a flow into a short list of candidate rules.
+//!
+//! Each rule is filed under its cheapest *anchor*: a condition that must hold whenever the rule
+//! matches (an address range, a domain, a port or byte-count interval). A conjunction is filed
+//! under its most selective indexable part; a disjunction under all of its branches. Rules
+//! without any anchor are checked against every flow (and the compiler warns about them).
+
+use crate::ruleset::{Cond, DomainSet};
+use crate::schema::{NUM_SLOTS, NumField, Side, View, addr_key};
+use rustc_hash::FxHashMap;
+use std::sync::Arc;
+
+/// An interval that stabs more than this many elementary segments is kept in a linear list
+/// instead, so that a few wide intervals cannot blow up the index.
+const WIDE_SEGMENTS: usize = 64;
+
+/// Stabbing-query index over inclusive intervals: elementary segments, each with its rule list.
+#[derive(Debug, Clone)]
+pub struct IntervalIndex<K> {
+    bounds: Vec<K>,
+    lists: Vec<(u32, u32)>,
+    flat: Vec<u32>,
+    wide: Vec<(K, K, u32)>,
+}
+
+impl<K> Default for IntervalIndex<K> {
+    fn default() -> Self {
+        IntervalIndex {
+            bounds: Vec::new(),
+            lists: Vec::new(),
+            flat: Vec::new(),
+            wide: Vec::new(),
+        }
+    }
+}
+
+/// Key types of an [`IntervalIndex`].
+pub trait Key: Copy + Ord + std::fmt::Debug {
+    /// The largest key.
+    const MAX: Self;
+    /// `self + 1`; only called when `self < MAX`.
+    fn next(self) -> Self;
+}
+impl Key for u64 {
+    const MAX: Self = u64::MAX;
+    fn next(self) -> Self {
+        self + 1
+    }
+}
+impl Key for u128 {
+    const MAX: Self = u128::MAX;
+    fn next(self) -> Self {
+        self + 1
+    }
+}
+
+impl<K: Key> IntervalIndex<K> {
+    /// Builds the index from `(lo, hi, rule)` entries (inclusive bounds).
+    pub fn build(entries: &[(K, K, u32)]) -> IntervalIndex<K> {
+        let mut points: Vec<K> = Vec::with_capacity(entries.len() * 2);
+        for &(lo, hi, _) in entries {
+            points.push(lo);
+            if hi < K::MAX {
+                points.push(hi.next());
+            }
+        }
+        points.sort_unstable();
+        points.dedup();
+        let (mut narrow, wide): (Vec<_>, Vec<_>) = entries.iter().partition(|&&(lo, hi, _)| {
+            let a = points.partition_point(|&p| p < lo);
+            let b = points.partition_point(|&p| p <= hi);
+            b - a <= WIDE_SEGMENTS
+        });
+        narrow.sort_unstable_by_key(|&(lo, _, _)| lo);
+        let mut idx = IntervalIndex {
+            wide,
+            ..Default::default()
+        };
+        let mut active: Vec<(K, u32)> = Vec::new();
+        let mut next = 0;
+        let mut current: Vec<u32> = Vec::new();
+        for &p in &points {
+            active.retain(|&(hi, _)| hi >= p);
+            while next < narrow.len() && narrow[next].0 <= p {
+                active.push((narrow[next].1, narrow[next].2));
+                next += 1;
+            }
+            current.clear();
+            current.extend(active.iter().map(|&(_, r)| r));
+            current.sort_unstable();
+            current.dedup();
+            let same = idx
+                .lists
+                .last()
+                .is_some_and(|&(s, e)| idx.flat[s as usize..e as usize] == current[..]);
+            if same {
+                continue;
+            }
+            if idx.bounds.is_empty() && current.is_empty() {
+                continue;
+            }
+            let start = idx.flat.len() as u32;
+            idx.flat.extend_from_slice(&current);
+            idx.bounds.push(p);
+            idx.lists.push((start, idx.flat.len() as u32));
+        }
+        idx
+    }
+
+    /// Whether nothing is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.flat.is_empty() && self.wide.is_empty()
+    }
+
+    /// Calls `f` for every rule whose interval contains `key`.
+    #[inline]
+    pub fn lookup(&self, key: K, mut f: impl FnMut(u32)) {
+        let i = self.bounds.partition_point(|&b| b <= key);
+        if i > 0 {
+            let (s, e) = self.lists[i - 1];
+            for &r in &self.flat[s as usize..e as usize] {
+                f(r);
+            }
+        }
+        for &(lo, hi, r) in &self.wide {
+            if lo <= key && key <= hi {
+                f(r);
+            }
+        }
+    }
+}
+
+/// Exact-name and suffix index over domain names.
+#[derive(Debug, Clone, Default)]
+pub struct DomainIndex {
+    exact: FxHashMap<Box<str>, Vec<u32>>,
+    suffix: FxHashMap<Box<str>, Vec<u32>>,
+}
+
+impl DomainIndex {
+    fn add(&mut self, set: &DomainSet, rule: u32) {
+        for n in &set.exact {
+            self.exact.entry(n.clone()).or_default().push(rule);
+        }
+        for n in &set.suffixes {
+            self.suffix.entry(n.clone()).or_default().push(rule);
+        }
+    }
+
+    /// Whether nothing is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.suffix.is_empty()
+    }
+
+    /// Calls `f` for every rule with `name` or one of its parent domains.
+    #[inline]
+    pub fn lookup(&self, name: &str, mut f: impl FnMut(u32)) {
+        if let Some(rs) = self.exact.get(name) {
+            rs.iter().for_each(|&r| f(r));
+        }
+        if self.suffix.is_empty() {
+            return;
+        }
+        let mut rest = name;
+        while let Some(dot) = rest.find('.') {
+            rest = &rest[dot + 1..];
+            if let Some(rs) = self.suffix.get(rest) {
+                rs.iter().for_each(|&r| f(r));
+            }
+        }
+    }
+}
+
+/// A condition every match of a rule satisfies, usable as an index key.
+#[derive(Debug, Clone)]
+pub enum Anchor {
+    /// The address of a side is in these ranges.
+    Addr(Side, Vec<(u128, u128)>),
+    /// A numeric field is in these ranges.
+    Num(NumField, Vec<(u64, u64)>),
+    /// The name of a side is in this set.
+    Domain(Side, Arc<DomainSet>),
+}
+
+/// Anchors of a condition and their cost (lower is more selective), or `None` when some match
+/// of the condition is not covered by any anchor.
+pub fn anchors(cond: &Cond) -> Option<(u32, Vec<Anchor>)> {
+    match cond {
+        Cond::And(cs) => cs.iter().filter_map(anchors).min_by_key(|(c, _)| *c),
+        Cond::Or(cs) => {
+            let mut cost = 0;
+            let mut all = Vec::new();
+            for c in cs.iter() {
+                let (k, mut a) = anchors(c)?;
+                cost = cost.max(k);
+                all.append(&mut a);
+            }
+            Some((cost, all))
+        }
+        Cond::Not(_) | Cond::Regex { .. } | Cond::Flags { .. } => None,
+        Cond::Num { negate: true, .. }
+        | Cond::Addr { negate: true, .. }
+        | Cond::Domain { negate: true, .. } => None,
+        Cond::Addr { side, set, .. } => {
+            let wide = set.ranges.iter().any(|&(lo, hi)| hi - lo >= 1 << 24);
+            Some((if wide { 6 } else { 1 }, vec![Anchor::Addr(*side, set.ranges.clone())]))
+        }
+        Cond::Domain { side, set, .. } => Some((1, vec![Anchor::Domain(*side, set.clone())])),
+        Cond::Num { field, ranges, .. } => {
+            let width: u64 = ranges.iter().map(|&(lo, hi)| hi.saturating_sub(lo)).fold(0, u64::saturating_add);
+            let cost = match field {
+                NumField::SideBytes(_) | NumField::Bytes | NumField::Duration if width < 1 << 20 => 2,
+                NumField::SidePackets(_) | NumField::Packets if width < 16 => 3,
+                NumField::Port(Side::Peer) if width < 1024 => 3,
+                NumField::Port(Side::Host) if width < 1024 => 4,
+                NumField::Ttl(_) => 6,
+                NumField::Proto => 8,
+                NumField::IpVersion => 9,
+                _ => 7,
+            };
+            Some((cost, vec![Anchor::Num(*field, ranges.to_vec())]))
+        }
+    }
+}
+
+/// All indexes of a ruleset.
+#[derive(Debug, Default)]
+pub struct Index {
+    addr: [IntervalIndex<u128>; 2],
+    num: Vec<IntervalIndex<u64>>,
+    num_fields: Vec<NumField>,
+    domain: [DomainIndex; 2],
+    /// Rules checked against every flow.
+    pub unindexed: Vec<u32>,
+}
+
+fn side_slot(s: Side) -> usize {
+    usize::from(s == Side::Peer)
+}
+
+impl Index {
+    /// Files every rule under its anchors. Returns the index; unindexable rules are listed in
+    /// `unindexed`.
+    pub fn build(conds: &[&Cond]) -> Index {
+        let mut addr: [Vec<(u128, u128, u32)>; 2] = Default::default();
+        let mut num: Vec<Vec<(u64, u64, u32)>> = vec![Vec::new(); NUM_SLOTS];
+        let mut num_fields: Vec<Option<NumField>> = vec![None; NUM_SLOTS];
+        let mut idx = Index::default();
+        for (i, cond) in conds.iter().enumerate() {
+            let rule = i as u32;
+            match anchors(cond) {
+                None => idx.unindexed.push(rule),
+                Some((_, list)) => {
+                    for a in list {
+                        match a {
+                            Anchor::Addr(s, ranges) => {
+                                addr[side_slot(s)].extend(ranges.into_iter().map(|(lo, hi)| (lo, hi, rule)))
+                            }
+                            Anchor::Num(f, ranges) => {
+                                num_fields[f.slot()] = Some(f);
+                                num[f.slot()].extend(ranges.into_iter().map(|(lo, hi)| (lo, hi, rule)))
+                            }
+                            Anchor::Domain(s, set) => idx.domain[side_slot(s)].add(&set, rule),
+                        }
+                    }
+                }
+            }
+        }
+        idx.addr = [IntervalIndex::build(&addr[0]), IntervalIndex::build(&addr[1])];
+        for (slot, entries) in num.iter().enumerate() {
+            if let Some(f) = num_fields[slot] {
+                idx.num.push(IntervalIndex::build(entries));
+                idx.num_fields.push(f);
+            }
+        }
+        idx
+    }
+
+    /// Calls `f` with every candidate rule for this view (a rule may be reported more than once).
+    #[inline]
+    pub fn candidates(&self, v: &View<'_>, mut f: impl FnMut(u32)) {
+        for side in [Side::Host, Side::Peer] {
+            let ix = &self.addr[side_slot(side)];
+            if !ix.is_empty() {
+                ix.lookup(addr_key(v.addr(side)), &mut f);
+            }
+            let dx = &self.domain[side_slot(side)];
+            if !dx.is_empty()
+                && let Some(name) = v.name(side)
+            {
+                dx.lookup(name, &mut f);
+            }
+        }
+        for (ix, &field) in self.num.iter().zip(&self.num_fields) {
+            if let Some(x) = v.num(field) {
+                ix.lookup(x, &mut f);
+            }
+        }
+        self.unindexed.iter().for_each(|&r| f(r));
+    }
+}

@@ -1,0 +1,484 @@
+//! Rule text → [`ast::File`]. The only module that knows pest; its errors are turned into our
+//! own [`Diagnostic`]s here, in one place.
+
+use crate::ast::*;
+use crate::diagnostic::{Code, Diagnostic};
+use crate::span::{FileId, Span};
+use pest::Parser as _;
+use pest::iterators::Pair;
+
+#[derive(pest_derive::Parser)]
+#[grammar = "grammar/flowprint.pest"]
+struct Grammar;
+
+type Pairs<'i> = pest::iterators::Pairs<'i, Rule>;
+
+/// Parses one rule file. On a syntax error returns the diagnostics (one per error found).
+pub fn parse(file: FileId, text: &str) -> Result<File, Vec<Diagnostic>> {
+    pest::set_error_detail(true);
+    let mut pairs = match Grammar::parse(Rule::file, text) {
+        Ok(p) => p,
+        Err(e) => return Err(vec![syntax_error(file, text, e)]),
+    };
+    let mut p = Builder {
+        file,
+        errors: Vec::new(),
+    };
+    let root = pairs.next().expect("file rule always yields one pair");
+    let items = root
+        .into_inner()
+        .filter(|pair| pair.as_rule() != Rule::EOI)
+        .map(|pair| p.item_from_pair(pair))
+        .collect();
+    if p.errors.is_empty() {
+        Ok(File { items })
+    } else {
+        Err(p.errors)
+    }
+}
+
+/// Human names for grammar rules, used in "expected ..." messages.
+fn rule_name(r: &Rule) -> String {
+    match r {
+        Rule::EOI => "end of file",
+        Rule::list_decl => "`list`",
+        Rule::rule_decl => "`rule`",
+        Rule::item => "`list` or `rule`",
+        Rule::list_kind => "a list kind (`addresses`, `domains`, `ports`, `numbers`)",
+        Rule::meta_entry | Rule::meta_key => "a metadata entry (`title \"...\"`)",
+        Rule::meta_value => "a metadata value",
+        Rule::when_clause => "`when`",
+        Rule::then_clause => "`then`",
+        Rule::over_clause => "`over`",
+        Rule::expr | Rule::and_expr | Rule::not_expr | Rule::predicate => "a condition",
+        Rule::cmp_pred
+        | Rule::cmp_op
+        | Rule::in_pred
+        | Rule::not_in_pred
+        | Rule::about_pred
+        | Rule::matches_pred
+        | Rule::has_pred => "an operator (`==`, `!=`, `<`, `<=`, `>`, `>=`, `in`, `not in`, `~`, `matches`, `has`)",
+        Rule::set_literal => "a set (`{ ... }`)",
+        Rule::list_ref | Rule::name => "a name",
+        Rule::conclusion => "a conclusion (`os.family = \"...\"`)",
+        Rule::conclusion_version => "`version`",
+        Rule::conclusion_confidence => "`confidence`",
+        Rule::tolerance => "a tolerance (`1%`, `4 KiB`)",
+        Rule::aggregate => "an aggregate (`count >= 3`)",
+        Rule::range => "a range (`lo .. hi`)",
+        Rule::cidr => "a network (`10.0.0.0/8`)",
+        Rule::ipv4 | Rule::ipv6 => "an address",
+        Rule::quantity | Rule::number => "a number",
+        Rule::unit => "a unit",
+        Rule::regex => "a regular expression (`/.../`)",
+        Rule::string => "a string (`\"...\"`)",
+        Rule::string_list => "a list of strings (`[\"...\", ...]`)",
+        Rule::word => "a word",
+        Rule::field => "a field (`peer.port`, `bytes`, ...)",
+        _ => return format!("{r:?}"),
+    }
+    .to_string()
+}
+
+fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagnostic {
+    use pest::error::{ErrorVariant, InputLocation};
+    let (start, end) = match e.location {
+        InputLocation::Pos(p) => (p, p),
+        InputLocation::Span((s, e)) => (s, e),
+    };
+    // Point at the whole offending token, not just its first byte.
+    let end = if end > start {
+        end
+    } else {
+        let rest = &text[start.min(text.len())..];
+        let tok = rest
+            .char_indices()
+            .find(|(_, c)| c.is_whitespace() || "{}()[],".contains(*c))
+            .map(|(i, _)| i)
+            .unwrap_or(rest.len());
+        start + tok.max(rest.chars().next().map_or(0, char::len_utf8))
+    };
+    let found = &text[start.min(text.len())..end.min(text.len())];
+    let found_desc = if found.is_empty() {
+        "end of file".to_string()
+    } else {
+        format!("`{found}`")
+    };
+    let (message, hint) = match &e.variant {
+        ErrorVariant::ParsingError { positives, .. } => {
+            let mut names: Vec<String> = positives.iter().map(rule_name).collect();
+            names.sort();
+            names.dedup();
+            let expected = match names.len() {
+                0 => "something else".to_string(),
+                1 => names[0].clone(),
+                _ => {
+                    let last = names.pop().unwrap_or_default();
+                    format!("{} or {last}", names.join(", "))
+                }
+            };
+            let hint = syntax_hint(found, &positives[..]);
+            (format!("expected {expected}, found {found_desc}"), hint)
+        }
+        ErrorVariant::CustomError { message } => (message.clone(), None),
+    };
+    let mut d = Diagnostic::new(Code::Syntax, Span::new(file, start, end), message).label("unexpected here");
+    if let Some(h) = hint {
+        d = d.hint(h);
+    }
+    d
+}
+
+fn syntax_hint(found: &str, positives: &[Rule]) -> Option<String> {
+    if found == "=" && positives.contains(&Rule::cmp_op) {
+        return Some("comparisons use `==`".into());
+    }
+    if found.starts_with('\'') {
+        return Some("strings are written in double quotes: \"...\"".into());
+    }
+    if found == "&&" || found == "||" {
+        return Some("use `and` / `or`".into());
+    }
+    if found.starts_with('-') && positives.iter().any(|r| matches!(r, Rule::set_literal | Rule::cmp_op)) {
+        return Some("ranges are written `lo .. hi`, e.g. `8000 .. 8100`".into());
+    }
+    if positives.contains(&Rule::when_clause) {
+        return Some("a rule needs metadata first, then `when <condition>`, then `then <conclusion>`".into());
+    }
+    None
+}
+
+struct Builder {
+    file: FileId,
+    errors: Vec<Diagnostic>,
+}
+
+impl Builder {
+    /// The span of a pair, without the trailing whitespace pest may include.
+    fn span(&self, pair: &Pair<'_, Rule>) -> Span {
+        let s = pair.as_span();
+        let len = pair.as_str().trim_end().len();
+        Span::new(self.file, s.start(), s.start() + len)
+    }
+
+    fn ident(&self, pair: Pair<'_, Rule>) -> Ident {
+        Ident {
+            name: pair.as_str().to_string(),
+            span: self.span(&pair),
+        }
+    }
+
+    fn item_from_pair(&mut self, pair: Pair<'_, Rule>) -> Item {
+        match pair.as_rule() {
+            Rule::list_decl => Item::List(self.list_from_pairs(pair)),
+            Rule::rule_decl => Item::Rule(self.rule_from_pairs(pair)),
+            r => unreachable!("grammar yields only lists and rules at top level, got {r:?}"),
+        }
+    }
+
+    fn list_from_pairs(&mut self, pair: Pair<'_, Rule>) -> ListDecl {
+        let span = self.span(&pair);
+        let mut inner = pair.into_inner();
+        let name = self.ident(inner.next().expect("list name"));
+        let kind = self.ident(inner.next().expect("list kind"));
+        let values = self.set_values(inner.next().expect("list body").into_inner());
+        ListDecl {
+            name,
+            kind,
+            values,
+            span,
+        }
+    }
+
+    fn rule_from_pairs(&mut self, pair: Pair<'_, Rule>) -> RuleDecl {
+        let span = self.span(&pair);
+        let mut inner = pair.into_inner();
+        let id = self.ident(inner.next().expect("rule id"));
+        let mut meta = Vec::new();
+        let mut when = None;
+        let mut over = None;
+        let mut then = Vec::new();
+        for p in inner {
+            match p.as_rule() {
+                Rule::meta_entry => meta.push(self.meta_from_pairs(p)),
+                Rule::when_clause => {
+                    when = Some(self.expr_from_pair(p.into_inner().next().expect("condition")))
+                }
+                Rule::over_clause => over = Some(self.over_from_pairs(p)),
+                Rule::then_clause => {
+                    then = p.into_inner().map(|c| self.conclusion_from_pairs(c)).collect()
+                }
+                r => unreachable!("unexpected {r:?} in rule"),
+            }
+        }
+        RuleDecl {
+            id,
+            meta,
+            when: when.expect("grammar requires when"),
+            over,
+            then,
+            span,
+        }
+    }
+
+    fn meta_from_pairs(&mut self, pair: Pair<'_, Rule>) -> Meta {
+        let mut inner = pair.into_inner();
+        let key = self.ident(inner.next().expect("meta key"));
+        let v = inner.next().expect("meta value");
+        let value_span = self.span(&v);
+        let value = match v.as_rule() {
+            Rule::string => MetaValue::Str(self.string_from_pair(v)),
+            Rule::string_list => MetaValue::List(
+                v.into_inner()
+                    .map(|s| {
+                        let sp = self.span(&s);
+                        (self.string_from_pair(s), sp)
+                    })
+                    .collect(),
+            ),
+            Rule::number => MetaValue::Number(v.as_str().replace('_', "")),
+            _ => MetaValue::Word(v.as_str().to_string()),
+        };
+        Meta {
+            key,
+            value,
+            value_span,
+        }
+    }
+
+    fn expr_from_pair(&mut self, pair: Pair<'_, Rule>) -> Expr {
+        let span = self.span(&pair);
+        match pair.as_rule() {
+            Rule::expr => {
+                let mut parts: Vec<Expr> = pair.into_inner().map(|p| self.expr_from_pair(p)).collect();
+                if parts.len() == 1 {
+                    parts.pop().expect("one part")
+                } else {
+                    Expr::Or(parts, span)
+                }
+            }
+            Rule::and_expr => {
+                let mut parts: Vec<Expr> = pair.into_inner().map(|p| self.expr_from_pair(p)).collect();
+                if parts.len() == 1 {
+                    parts.pop().expect("one part")
+                } else {
+                    Expr::And(parts, span)
+                }
+            }
+            Rule::not_expr => {
+                let inner = pair.into_inner().next().expect("negated expression");
+                Expr::Not(Box::new(self.expr_from_pair(inner)), span)
+            }
+            Rule::predicate => Expr::Pred(self.predicate_from_pairs(pair)),
+            r => unreachable!("unexpected {r:?} in condition"),
+        }
+    }
+
+    fn predicate_from_pairs(&mut self, pair: Pair<'_, Rule>) -> Predicate {
+        let span = self.span(&pair);
+        let mut inner = pair.into_inner();
+        let field = self.ident(inner.next().expect("field"));
+        let op_pair = inner.next().expect("operator");
+        let op = match op_pair.as_rule() {
+            Rule::cmp_pred => {
+                let mut i = op_pair.into_inner();
+                let op = match i.next().expect("cmp op").as_str() {
+                    "==" => CmpOp::Eq,
+                    "!=" => CmpOp::Ne,
+                    "<" => CmpOp::Lt,
+                    "<=" => CmpOp::Le,
+                    ">" => CmpOp::Gt,
+                    _ => CmpOp::Ge,
+                };
+                PredOp::Cmp(op, self.value_from_pair(i.next().expect("value")))
+            }
+            Rule::in_pred => PredOp::In(self.set_from_pair(op_pair.into_inner().next().expect("set"))),
+            Rule::not_in_pred => PredOp::NotIn(self.set_from_pair(op_pair.into_inner().next().expect("set"))),
+            Rule::about_pred => {
+                let mut i = op_pair.into_inner();
+                let center = self.value_from_pair(i.next().expect("center"));
+                let tol = i.next().expect("tolerance").into_inner().next().expect("quantity");
+                PredOp::About {
+                    center,
+                    tolerance: self.value_from_pair(tol),
+                }
+            }
+            Rule::matches_pred => {
+                let p = op_pair.into_inner().next().expect("pattern");
+                let sp = self.span(&p);
+                let pattern = match p.as_rule() {
+                    Rule::regex => p
+                        .into_inner()
+                        .next()
+                        .map(|b| b.as_str().replace("\\/", "/"))
+                        .unwrap_or_default(),
+                    _ => self.string_from_pair(p),
+                };
+                PredOp::Matches(pattern, sp)
+            }
+            Rule::has_pred => {
+                let p = op_pair.into_inner().next().expect("flags");
+                match p.as_rule() {
+                    Rule::set_literal => PredOp::Has(self.set_values(p.into_inner())),
+                    _ => PredOp::Has(vec![self.value_from_pair(p)]),
+                }
+            }
+            r => unreachable!("unexpected {r:?} as operator"),
+        };
+        Predicate { field, op, span }
+    }
+
+    fn set_from_pair(&mut self, pair: Pair<'_, Rule>) -> SetRef {
+        match pair.as_rule() {
+            Rule::set_literal => {
+                let span = self.span(&pair);
+                SetRef::Literal(self.set_values(pair.into_inner()), span)
+            }
+            Rule::range | Rule::cidr => SetRef::Single(self.value_from_pair(pair)),
+            Rule::list_ref => SetRef::Named(self.ident(pair.into_inner().next().expect("name"))),
+            r => unreachable!("unexpected {r:?} as set"),
+        }
+    }
+
+    fn set_values(&mut self, pairs: Pairs<'_>) -> Vec<Value> {
+        pairs.map(|p| self.value_from_pair(p)).collect()
+    }
+
+    fn value_from_pair(&mut self, pair: Pair<'_, Rule>) -> Value {
+        let span = self.span(&pair);
+        let kind = match pair.as_rule() {
+            Rule::ipv4 => ValueKind::Ipv4(pair.as_str().to_string()),
+            Rule::ipv6 => ValueKind::Ipv6(pair.as_str().to_string()),
+            Rule::cidr => ValueKind::Cidr(pair.as_str().to_string()),
+            Rule::quantity => {
+                let mut i = pair.into_inner();
+                let number = i.next().expect("number").as_str().replace('_', "");
+                let unit = i.next().map(|u| u.as_str().to_string());
+                ValueKind::Quantity { number, unit }
+            }
+            Rule::string => ValueKind::Str(self.string_from_pair(pair)),
+            Rule::word => ValueKind::Word(pair.as_str().to_string()),
+            Rule::range => {
+                let mut i = pair.into_inner();
+                let lo = self.value_from_pair(i.next().expect("lo"));
+                let hi = self.value_from_pair(i.next().expect("hi"));
+                ValueKind::Range(Box::new(lo), Box::new(hi))
+            }
+            r => unreachable!("unexpected {r:?} as value"),
+        };
+        Value { kind, span }
+    }
+
+    fn over_from_pairs(&mut self, pair: Pair<'_, Rule>) -> Over {
+        let span = self.span(&pair);
+        let mut inner = pair.into_inner();
+        let window = self.value_from_pair(inner.next().expect("window"));
+        let aggregates = inner
+            .map(|a| {
+                let mut i = a.into_inner();
+                let name = self.ident(i.next().expect("aggregate"));
+                let op = match i.next().expect("op").as_str() {
+                    "==" => CmpOp::Eq,
+                    "!=" => CmpOp::Ne,
+                    "<" => CmpOp::Lt,
+                    "<=" => CmpOp::Le,
+                    ">" => CmpOp::Gt,
+                    _ => CmpOp::Ge,
+                };
+                (name, op, self.value_from_pair(i.next().expect("value")))
+            })
+            .collect();
+        Over {
+            window,
+            aggregates,
+            span,
+        }
+    }
+
+    fn conclusion_from_pairs(&mut self, pair: Pair<'_, Rule>) -> Conclusion {
+        let span = self.span(&pair);
+        let mut inner = pair.into_inner();
+        let target = self.ident(inner.next().expect("target"));
+        let v = inner.next().expect("label");
+        let value_span = self.span(&v);
+        let value = self.string_from_pair(v);
+        let mut version = None;
+        let mut confidence = None;
+        for p in inner {
+            let is_version = p.as_rule() == Rule::conclusion_version;
+            let x = p.into_inner().next().expect("value");
+            let sp = self.span(&x);
+            if is_version {
+                version = Some((self.string_from_pair(x), sp));
+            } else {
+                confidence = Some((x.as_str().replace('_', ""), sp));
+            }
+        }
+        Conclusion {
+            target,
+            value,
+            value_span,
+            version,
+            confidence,
+            span,
+        }
+    }
+
+    /// Resolves escapes: `\"`, `\\`, `\n`, `\t`, `\r`, `\0`, `\u{XXXX}`.
+    fn string_from_pair(&mut self, pair: Pair<'_, Rule>) -> String {
+        let body = pair.into_inner().next().expect("string body");
+        let base = body.as_span().start();
+        let raw = body.as_str();
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.char_indices();
+        while let Some((i, c)) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            let Some((_, e)) = chars.next() else { break };
+            match e {
+                '"' => out.push('"'),
+                '\\' => out.push('\\'),
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                'r' => out.push('\r'),
+                '0' => out.push('\0'),
+                'u' => {
+                    let rest = &raw[i + 2..];
+                    let parsed = rest
+                        .strip_prefix('{')
+                        .and_then(|r| r.find('}').map(|end| &r[..end]))
+                        .filter(|hex| !hex.is_empty() && hex.len() <= 6)
+                        .and_then(|hex| u32::from_str_radix(hex, 16).ok().map(|n| (hex.len(), n)))
+                        .and_then(|(len, n)| char::from_u32(n).map(|ch| (len, ch)));
+                    match parsed {
+                        Some((len, ch)) => {
+                            out.push(ch);
+                            for _ in 0..len + 2 {
+                                chars.next();
+                            }
+                        }
+                        None => self.errors.push(
+                            Diagnostic::new(
+                                Code::InvalidEscape,
+                                Span::new(self.file, base + i, base + i + 2),
+                                "invalid unicode escape",
+                            )
+                            .hint("write `\\u{XXXX}` with 1 to 6 hex digits of a valid code point"),
+                        ),
+                    }
+                }
+                other => self.errors.push(
+                    Diagnostic::new(
+                        Code::InvalidEscape,
+                        Span::new(self.file, base + i, base + i + 1 + other.len_utf8()),
+                        format!("unknown escape `\\{other}`"),
+                    )
+                    .hint("valid escapes are \\\" \\\\ \\n \\t \\r \\0 \\u{XXXX}"),
+                ),
+            }
+        }
+        out
+    }
+}
