@@ -14,19 +14,30 @@ use std::sync::Arc;
 /// instead, so that a few wide intervals cannot blow up the index.
 const WIDE_SEGMENTS: usize = 64;
 
+/// Start of the IPv4-mapped block in the address key space.
+const V4_MAPPED: u128 = 0xffff_0000_0000;
+
 /// Stabbing-query index over inclusive intervals: elementary segments, each with its rule list.
 #[derive(Debug, Clone)]
 pub struct IntervalIndex<K> {
     bounds: Vec<K>,
+    /// Radix table: `buckets[i]` is the first bound above `base + (i << shift)`, so a lookup
+    /// only binary-searches the few bounds of one bucket.
+    buckets: Vec<u32>,
+    base: K,
+    shift: u32,
     lists: Vec<(u32, u32)>,
     flat: Vec<u32>,
     wide: Vec<(K, K, u32)>,
 }
 
-impl<K> Default for IntervalIndex<K> {
+impl<K: Key> Default for IntervalIndex<K> {
     fn default() -> Self {
         IntervalIndex {
             bounds: Vec::new(),
+            buckets: Vec::new(),
+            base: K::MIN,
+            shift: 0,
             lists: Vec::new(),
             flat: Vec::new(),
             wide: Vec::new(),
@@ -36,23 +47,40 @@ impl<K> Default for IntervalIndex<K> {
 
 /// Key types of an [`IntervalIndex`].
 pub trait Key: Copy + Ord + std::fmt::Debug {
+    /// The smallest key.
+    const MIN: Self;
     /// The largest key.
     const MAX: Self;
     /// `self + 1`; only called when `self < MAX`.
     fn next(self) -> Self;
+    /// `self - base` (self >= base), widened.
+    fn offset(self, base: Self) -> u128;
 }
 impl Key for u64 {
+    const MIN: Self = 0;
     const MAX: Self = u64::MAX;
     fn next(self) -> Self {
         self + 1
     }
+    #[inline]
+    fn offset(self, base: Self) -> u128 {
+        u128::from(self - base)
+    }
 }
 impl Key for u128 {
+    const MIN: Self = 0;
     const MAX: Self = u128::MAX;
     fn next(self) -> Self {
         self + 1
     }
+    #[inline]
+    fn offset(self, base: Self) -> u128 {
+        self - base
+    }
 }
+
+/// Bits of the radix table of an [`IntervalIndex`].
+const BUCKET_BITS: u32 = 12;
 
 impl<K: Key> IntervalIndex<K> {
     /// Builds the index from `(lo, hi, rule)` entries (inclusive bounds).
@@ -104,7 +132,26 @@ impl<K: Key> IntervalIndex<K> {
             idx.bounds.push(p);
             idx.lists.push((start, idx.flat.len() as u32));
         }
+        idx.build_buckets();
         idx
+    }
+
+    fn build_buckets(&mut self) {
+        if self.bounds.len() < 32 {
+            return;
+        }
+        let base = self.bounds[0];
+        let span = self.bounds[self.bounds.len() - 1].offset(base);
+        let bits = 128 - span.leading_zeros();
+        self.shift = bits.saturating_sub(BUCKET_BITS);
+        let n = (span >> self.shift) as usize + 2;
+        self.buckets = (0..n)
+            .map(|i| {
+                let edge = (i as u128) << self.shift;
+                self.bounds.partition_point(|&b| b.offset(base) < edge) as u32
+            })
+            .collect();
+        self.base = base;
     }
 
     /// Whether nothing is indexed.
@@ -115,7 +162,21 @@ impl<K: Key> IntervalIndex<K> {
     /// Calls `f` for every rule whose interval contains `key`.
     #[inline]
     pub fn lookup(&self, key: K, mut f: impl FnMut(u32)) {
-        let i = self.bounds.partition_point(|&b| b <= key);
+        let i = if self.buckets.is_empty() {
+            self.bounds.partition_point(|&b| b <= key)
+        } else if key < self.base {
+            0
+        } else {
+            let bucket = (key.offset(self.base) >> self.shift) as usize;
+            match (self.buckets.get(bucket), self.buckets.get(bucket + 1)) {
+                (Some(&lo), Some(&hi)) => {
+                    // bounds[..lo] are <= key, bounds[hi..] are > key (for in-table keys).
+                    let (lo, hi) = (lo as usize, (hi as usize + 1).min(self.bounds.len()));
+                    lo + self.bounds[lo..hi].partition_point(|&b| b <= key)
+                }
+                _ => self.bounds.len(),
+            }
+        };
         if i > 0 {
             let (s, e) = self.lists[i - 1];
             for &r in &self.flat[s as usize..e as usize] {
@@ -226,7 +287,10 @@ pub fn anchors(cond: &Cond) -> Option<(u32, Vec<Anchor>)> {
 /// All indexes of a ruleset.
 #[derive(Debug, Default)]
 pub struct Index {
-    addr: [IntervalIndex<u128>; 2],
+    /// Per side: IPv4 (keys inside the IPv4-mapped block) and IPv6 ranges, kept apart so that
+    /// the radix table of each covers a dense key space.
+    addr4: [IntervalIndex<u128>; 2],
+    addr6: [IntervalIndex<u128>; 2],
     num: Vec<IntervalIndex<u64>>,
     num_fields: Vec<NumField>,
     domain: [DomainIndex; 2],
@@ -242,7 +306,8 @@ impl Index {
     /// Files every rule under its anchors. Returns the index; unindexable rules are listed in
     /// `unindexed`.
     pub fn build(conds: &[&Cond]) -> Index {
-        let mut addr: [Vec<(u128, u128, u32)>; 2] = Default::default();
+        let mut addr4: [Vec<(u128, u128, u32)>; 2] = Default::default();
+        let mut addr6: [Vec<(u128, u128, u32)>; 2] = Default::default();
         let mut num: Vec<Vec<(u64, u64, u32)>> = vec![Vec::new(); NUM_SLOTS];
         let mut num_fields: Vec<Option<NumField>> = vec![None; NUM_SLOTS];
         let mut idx = Index::default();
@@ -254,7 +319,18 @@ impl Index {
                     for a in list {
                         match a {
                             Anchor::Addr(s, ranges) => {
-                                addr[side_slot(s)].extend(ranges.into_iter().map(|(lo, hi)| (lo, hi, rule)))
+                                for (lo, hi) in ranges {
+                                    let (v4lo, v4hi) = (V4_MAPPED, V4_MAPPED | 0xffff_ffff);
+                                    if lo <= v4hi && hi >= v4lo {
+                                        addr4[side_slot(s)].push((lo.max(v4lo), hi.min(v4hi), rule));
+                                    }
+                                    if lo < v4lo {
+                                        addr6[side_slot(s)].push((lo, hi.min(v4lo - 1), rule));
+                                    }
+                                    if hi > v4hi {
+                                        addr6[side_slot(s)].push((lo.max(v4hi + 1), hi, rule));
+                                    }
+                                }
                             }
                             Anchor::Num(f, ranges) => {
                                 num_fields[f.slot()] = Some(f);
@@ -266,7 +342,8 @@ impl Index {
                 }
             }
         }
-        idx.addr = [IntervalIndex::build(&addr[0]), IntervalIndex::build(&addr[1])];
+        idx.addr4 = [IntervalIndex::build(&addr4[0]), IntervalIndex::build(&addr4[1])];
+        idx.addr6 = [IntervalIndex::build(&addr6[0]), IntervalIndex::build(&addr6[1])];
         for (slot, entries) in num.iter().enumerate() {
             if let Some(f) = num_fields[slot] {
                 idx.num.push(IntervalIndex::build(entries));
@@ -280,9 +357,14 @@ impl Index {
     #[inline]
     pub fn candidates(&self, v: &View<'_>, mut f: impl FnMut(u32)) {
         for side in [Side::Host, Side::Peer] {
-            let ix = &self.addr[side_slot(side)];
+            let a = v.addr(side);
+            let ix = if a.is_ipv4() {
+                &self.addr4[side_slot(side)]
+            } else {
+                &self.addr6[side_slot(side)]
+            };
             if !ix.is_empty() {
-                ix.lookup(addr_key(v.addr(side)), &mut f);
+                ix.lookup(addr_key(a), &mut f);
             }
             let dx = &self.domain[side_slot(side)];
             if !dx.is_empty()

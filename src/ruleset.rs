@@ -278,6 +278,8 @@ impl Cond {
 #[derive(Debug, Default)]
 pub struct Ruleset {
     pub(crate) rules: Vec<Rule>,
+    /// The conditions again, densely packed: the hot path touches only these.
+    pub(crate) conds: Vec<Cond>,
     pub(crate) index: Index,
 }
 
@@ -300,6 +302,12 @@ impl Ruleset {
     /// Rules that no index selects (checked against every flow).
     pub fn unindexed(&self) -> &[u32] {
         &self.index.unindexed
+    }
+
+    /// The condition of rule `r`, from the dense array.
+    #[inline]
+    pub fn cond(&self, r: u32) -> &Cond {
+        &self.conds[r as usize]
     }
 
     pub(crate) fn index(&self) -> &Index {

@@ -187,7 +187,11 @@ impl Compiler {
             (s.file, s.start)
         });
         Compiled {
-            ruleset: Ruleset { rules, index },
+            ruleset: Ruleset {
+                conds: rules.iter().map(|r| r.cond.clone()).collect(),
+                rules,
+                index,
+            },
             diagnostics,
             sources,
         }

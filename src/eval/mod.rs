@@ -115,7 +115,7 @@ impl<'r> Evaluator<'r> {
                     return;
                 }
                 *slot = stamp;
-                if rules.rules()[r as usize].cond.matches(&view) {
+                if rules.cond(r).matches(&view) {
                     on_match(Match {
                         rule: r,
                         host: view.addr(crate::schema::Side::Host),

@@ -86,7 +86,7 @@ pub struct ReadStats {
 }
 
 /// What a format reader made of one non-blank line.
-pub(super) enum Outcome {
+enum Outcome {
     /// A flow record.
     Flow(Flow),
     /// A line that is part of the format but not a record (header, summary block).

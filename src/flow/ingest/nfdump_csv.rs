@@ -190,7 +190,7 @@ impl<'a> Iterator for Fields<'a> {
             };
             return Some(Ok(field));
         }
-        let field = match s.find(',') {
+        let field = match s.bytes().position(|b| b == b',') {
             Some(i) => {
                 self.rest = &s[i + 1..];
                 &s[..i]
@@ -204,13 +204,14 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
-/// Whether a line is a header: every field a plain name like `ts` or `src2dst_bytes`.
+/// Whether a line is a header: every field a name like `ts`, `src2dst_bytes` or
+/// `mplsLabel1-10`. A record never passes, as its addresses start with a digit or hold a `:`.
 fn looks_like_header(line: &str) -> bool {
     line.split(',').all(|f| {
         let f = f.trim_matches(' ');
         let mut b = f.bytes();
         matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
-            && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+            && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
     })
 }
 
@@ -512,5 +513,7 @@ mod tests {
         assert!(!looks_like_header("1kxun.pcap,0,0,192.168.5.44"));
         assert!(!looks_like_header("2020-02-07 21:03:54,x"));
         assert!(!looks_like_header("a,,b"));
+        assert!(looks_like_header("firstSeen,srcAddr,dstAddr,mplsLabel1-10"));
+        assert!(!looks_like_header("a.pcap,fe80::1,ff02::1"));
     }
 }
