@@ -34,7 +34,9 @@ impl Rng {
 
 /// A public-looking peer address from an index (spread over 20.0.0.0/6).
 pub fn peer_addr(i: u64) -> Ipv4Addr {
-    Ipv4Addr::from(0x1400_0000u32.wrapping_add((i as u32).wrapping_mul(2_654_435_761) & 0x03ff_ffff))
+    Ipv4Addr::from(
+        0x1400_0000u32.wrapping_add((i as u32).wrapping_mul(2_654_435_761) & 0x03ff_ffff),
+    )
 }
 
 /// A rule pack of `n` rules mixing address, port, size and domain conditions, as one file.
@@ -54,7 +56,11 @@ pub fn generate_rules(n: usize, seed: u64) -> String {
                 "proto == tcp and peer.bytes ~ {} +- 0.1%",
                 1_000_000 + rng.below(200_000_000)
             ),
-            _ => format!("peer.domain in {{ \"*.vendor{}.example\", \"host{}.example\" }}", rng.below(1 << 16), i),
+            _ => format!(
+                "peer.domain in {{ \"*.vendor{}.example\", \"host{}.example\" }}",
+                rng.below(1 << 16),
+                i
+            ),
         };
         let _ = writeln!(
             out,
@@ -71,7 +77,12 @@ pub fn generate_flows(n: usize, seed: u64) -> Vec<Flow> {
     let mut rng = Rng::new(seed ^ 0xf10f);
     (0..n)
         .map(|_| {
-            let host = IpAddr::V4(Ipv4Addr::new(10, 0, rng.below(256) as u8, 1 + rng.below(254) as u8));
+            let host = IpAddr::V4(Ipv4Addr::new(
+                10,
+                0,
+                rng.below(256) as u8,
+                1 + rng.below(254) as u8,
+            ));
             let peer = IpAddr::V4(peer_addr(rng.below(1 << 20)));
             let port = [80u16, 443, 53, 123, 8080, 22][rng.below(6) as usize];
             let proto = if port == 53 || port == 123 { 17 } else { 6 };
@@ -82,7 +93,11 @@ pub fn generate_flows(n: usize, seed: u64) -> Vec<Flow> {
             };
             let name = match rng.below(8) {
                 0 => Some(format!("host{}.example", rng.below(20_000))),
-                1 => Some(format!("cdn{}.vendor{}.example", rng.below(9), rng.below(1 << 16))),
+                1 => Some(format!(
+                    "cdn{}.vendor{}.example",
+                    rng.below(9),
+                    rng.below(1 << 16)
+                )),
                 2 => Some("www.unrelated.example".to_string()),
                 _ => None,
             };

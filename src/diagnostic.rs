@@ -187,8 +187,14 @@ impl Diagnostic {
             d = d.with_notes(vec![format!("help: {h}")]);
         }
         let config = codespan_reporting::term::Config::default();
-        codespan_reporting::term::emit_into_string(&config, sources, &d)
-            .unwrap_or_else(|e| format!("{}[{}]: {} ({e})\n", self.severity_word(), self.code, self.message))
+        codespan_reporting::term::emit_into_string(&config, sources, &d).unwrap_or_else(|e| {
+            format!(
+                "{}[{}]: {} ({e})\n",
+                self.severity_word(),
+                self.code,
+                self.message
+            )
+        })
     }
 
     fn severity_word(&self) -> &'static str {
@@ -234,7 +240,10 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// The closest candidate to `name`, if it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let limit = (name.chars().count() / 3).max(2);
     candidates
         .into_iter()

@@ -264,13 +264,23 @@ pub fn anchors(cond: &Cond) -> Option<(u32, Vec<Anchor>)> {
         | Cond::Domain { negate: true, .. } => None,
         Cond::Addr { side, set, .. } => {
             let wide = set.ranges.iter().any(|&(lo, hi)| hi - lo >= 1 << 24);
-            Some((if wide { 6 } else { 1 }, vec![Anchor::Addr(*side, set.ranges.clone())]))
+            Some((
+                if wide { 6 } else { 1 },
+                vec![Anchor::Addr(*side, set.ranges.clone())],
+            ))
         }
         Cond::Domain { side, set, .. } => Some((1, vec![Anchor::Domain(*side, set.clone())])),
         Cond::Num { field, ranges, .. } => {
-            let width: u64 = ranges.iter().map(|&(lo, hi)| hi.saturating_sub(lo)).fold(0, u64::saturating_add);
+            let width: u64 = ranges
+                .iter()
+                .map(|&(lo, hi)| hi.saturating_sub(lo))
+                .fold(0, u64::saturating_add);
             let cost = match field {
-                NumField::SideBytes(_) | NumField::Bytes | NumField::Duration if width < 1 << 20 => 2,
+                NumField::SideBytes(_) | NumField::Bytes | NumField::Duration
+                    if width < 1 << 20 =>
+                {
+                    2
+                }
                 NumField::SidePackets(_) | NumField::Packets if width < 16 => 3,
                 NumField::Port(Side::Peer) if width < 1024 => 3,
                 NumField::Port(Side::Host) if width < 1024 => 4,
@@ -322,7 +332,11 @@ impl Index {
                                 for (lo, hi) in ranges {
                                     let (v4lo, v4hi) = (V4_MAPPED, V4_MAPPED | 0xffff_ffff);
                                     if lo <= v4hi && hi >= v4lo {
-                                        addr4[side_slot(s)].push((lo.max(v4lo), hi.min(v4hi), rule));
+                                        addr4[side_slot(s)].push((
+                                            lo.max(v4lo),
+                                            hi.min(v4hi),
+                                            rule,
+                                        ));
                                     }
                                     if lo < v4lo {
                                         addr6[side_slot(s)].push((lo, hi.min(v4lo - 1), rule));
@@ -334,7 +348,8 @@ impl Index {
                             }
                             Anchor::Num(f, ranges) => {
                                 num_fields[f.slot()] = Some(f);
-                                num[f.slot()].extend(ranges.into_iter().map(|(lo, hi)| (lo, hi, rule)))
+                                num[f.slot()]
+                                    .extend(ranges.into_iter().map(|(lo, hi)| (lo, hi, rule)))
                             }
                             Anchor::Domain(s, set) => idx.domain[side_slot(s)].add(&set, rule),
                         }
@@ -342,8 +357,14 @@ impl Index {
                 }
             }
         }
-        idx.addr4 = [IntervalIndex::build(&addr4[0]), IntervalIndex::build(&addr4[1])];
-        idx.addr6 = [IntervalIndex::build(&addr6[0]), IntervalIndex::build(&addr6[1])];
+        idx.addr4 = [
+            IntervalIndex::build(&addr4[0]),
+            IntervalIndex::build(&addr4[1]),
+        ];
+        idx.addr6 = [
+            IntervalIndex::build(&addr6[0]),
+            IntervalIndex::build(&addr6[1]),
+        ];
         for (slot, entries) in num.iter().enumerate() {
             if let Some(f) = num_fields[slot] {
                 idx.num.push(IntervalIndex::build(entries));
@@ -379,5 +400,59 @@ impl Index {
             }
         }
         self.unindexed.iter().for_each(|&r| f(r));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn brute(entries: &[(u64, u64, u32)], key: u64) -> Vec<u32> {
+        let mut v: Vec<u32> = entries
+            .iter()
+            .filter(|&&(lo, hi, _)| lo <= key && key <= hi)
+            .map(|e| e.2)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    proptest! {
+        #[test]
+        fn interval_index_equals_linear_scan(
+            raw in proptest::collection::vec((0u64..5_000, 0u64..2_000, 0u32..300), 0..400),
+            keys in proptest::collection::vec(0u64..8_000, 1..100),
+        ) {
+            // Many short and some long intervals, so both the segment lists and the wide list
+            // (and the radix buckets, above 32 bounds) are exercised.
+            let entries: Vec<(u64, u64, u32)> = raw.iter().map(|&(lo, w, r)| {
+                let w = if r % 7 == 0 { w * 4 } else { w % 20 };
+                (lo, lo + w, r)
+            }).collect();
+            let idx = IntervalIndex::build(&entries);
+            for k in keys.into_iter().chain([0, u64::MAX]) {
+                let mut got = Vec::new();
+                idx.lookup(k, |r| got.push(r));
+                got.sort_unstable();
+                got.dedup();
+                prop_assert_eq!(got, brute(&entries, k), "key {}", k);
+            }
+        }
+    }
+
+    #[test]
+    fn open_ended_intervals_reach_the_maximum() {
+        let idx = IntervalIndex::build(&[(10u64, u64::MAX, 1), (5, 7, 2)]);
+        let mut got = Vec::new();
+        idx.lookup(u64::MAX, |r| got.push(r));
+        assert_eq!(got, vec![1]);
+        got.clear();
+        idx.lookup(6, |r| got.push(r));
+        assert_eq!(got, vec![2]);
+        got.clear();
+        idx.lookup(8, |r| got.push(r));
+        assert!(got.is_empty());
     }
 }

@@ -10,6 +10,7 @@ pub mod eval;
 pub mod flow;
 pub mod index;
 pub mod infer;
+pub mod pack;
 pub mod parser;
 pub mod ruleset;
 pub mod schema;

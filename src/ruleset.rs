@@ -255,7 +255,11 @@ impl Cond {
             Cond::And(cs) => cs.iter().all(|c| c.matches(v)),
             Cond::Or(cs) => cs.iter().any(|c| c.matches(v)),
             Cond::Not(c) => !c.matches(v),
-            Cond::Num { field, ranges, negate } => match v.num(*field) {
+            Cond::Num {
+                field,
+                ranges,
+                negate,
+            } => match v.num(*field) {
                 Some(x) => in_ranges(ranges, x) != *negate,
                 None => false,
             },
@@ -265,9 +269,17 @@ impl Cond {
                 None => false,
             },
             Cond::Regex { side, re } => v.name(*side).is_some_and(|n| re.is_match(n)),
-            Cond::Flags { mask, exact, negate } => {
+            Cond::Flags {
+                mask,
+                exact,
+                negate,
+            } => {
                 let f = v.flow.tcp_flags;
-                let hit = if *exact { f == *mask } else { f & mask == *mask };
+                let hit = if *exact {
+                    f == *mask
+                } else {
+                    f & mask == *mask
+                };
                 hit != *negate
             }
         }

@@ -113,8 +113,14 @@ pub const FIELDS: &[(&str, Field)] = &[
     ("packets", Field::Num(NumField::Packets)),
     ("host.bytes", Field::Num(NumField::SideBytes(Side::Host))),
     ("peer.bytes", Field::Num(NumField::SideBytes(Side::Peer))),
-    ("host.packets", Field::Num(NumField::SidePackets(Side::Host))),
-    ("peer.packets", Field::Num(NumField::SidePackets(Side::Peer))),
+    (
+        "host.packets",
+        Field::Num(NumField::SidePackets(Side::Host)),
+    ),
+    (
+        "peer.packets",
+        Field::Num(NumField::SidePackets(Side::Peer)),
+    ),
     ("duration", Field::Num(NumField::Duration)),
     ("host.ttl", Field::Num(NumField::Ttl(Side::Host))),
     ("peer.ttl", Field::Num(NumField::Ttl(Side::Peer))),
@@ -156,7 +162,11 @@ impl<'f> View<'f> {
     /// The address of `side`.
     #[inline]
     pub fn addr(&self, side: Side) -> IpAddr {
-        if self.is_src(side) { self.flow.src } else { self.flow.dst }
+        if self.is_src(side) {
+            self.flow.src
+        } else {
+            self.flow.dst
+        }
     }
 
     /// The value of a numeric field, `None` when the record does not carry it.
@@ -164,7 +174,11 @@ impl<'f> View<'f> {
     pub fn num(&self, field: NumField) -> Option<u64> {
         let f = self.flow;
         Some(match field {
-            NumField::Port(s) => u64::from(if self.is_src(s) { f.src_port } else { f.dst_port }),
+            NumField::Port(s) => u64::from(if self.is_src(s) {
+                f.src_port
+            } else {
+                f.dst_port
+            }),
             NumField::Proto => u64::from(f.proto),
             NumField::Bytes => f.bytes + f.rev_bytes,
             NumField::Packets => f.packets + f.rev_packets,
@@ -183,7 +197,11 @@ impl<'f> View<'f> {
                 }
             }
             NumField::Duration => f.duration_ms(),
-            NumField::Ttl(s) => u64::from(if self.is_src(s) { f.src_ttl? } else { f.dst_ttl? }),
+            NumField::Ttl(s) => u64::from(if self.is_src(s) {
+                f.src_ttl?
+            } else {
+                f.dst_ttl?
+            }),
             NumField::IpVersion => {
                 if f.src.is_ipv4() {
                     4

@@ -124,7 +124,11 @@ impl<'a> codespan_reporting::files::Files<'a> for SourceMap {
             .ok_or(codespan_reporting::files::Error::FileMissing)
     }
 
-    fn line_index(&'a self, id: FileId, byte: usize) -> Result<usize, codespan_reporting::files::Error> {
+    fn line_index(
+        &'a self,
+        id: FileId,
+        byte: usize,
+    ) -> Result<usize, codespan_reporting::files::Error> {
         let src = self
             .sources
             .get(id)
@@ -141,13 +145,13 @@ impl<'a> codespan_reporting::files::Files<'a> for SourceMap {
             .sources
             .get(id)
             .ok_or(codespan_reporting::files::Error::FileMissing)?;
-        let start = *src
-            .line_starts
-            .get(line)
-            .ok_or(codespan_reporting::files::Error::LineTooLarge {
-                given: line,
-                max: src.line_starts.len() - 1,
-            })?;
+        let start =
+            *src.line_starts
+                .get(line)
+                .ok_or(codespan_reporting::files::Error::LineTooLarge {
+                    given: line,
+                    max: src.line_starts.len() - 1,
+                })?;
         let end = src
             .line_starts
             .get(line + 1)

@@ -107,7 +107,10 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         Format::Table => print_table(&mut out, &summaries, args.explain)?,
     }
     out.flush()?;
-    let identified = summaries.iter().filter(|s| s.os.is_some() || !s.software.is_empty()).count();
+    let identified = summaries
+        .iter()
+        .filter(|s| s.os.is_some() || !s.software.is_empty())
+        .count();
     eprintln!(
         "{flows} flows read from {} input(s), {skipped} malformed line(s) skipped; {} host(s), {identified} identified; {} rule(s)",
         args.inputs.len(),
@@ -153,7 +156,11 @@ fn software_text(s: &HostSummary) -> String {
         .join(", ")
 }
 
-fn print_table(out: &mut impl Write, summaries: &[HostSummary], explain: bool) -> std::io::Result<()> {
+fn print_table(
+    out: &mut impl Write,
+    summaries: &[HostSummary],
+    explain: bool,
+) -> std::io::Result<()> {
     let rows: Vec<[String; 7]> = summaries
         .iter()
         .map(|s| {
@@ -197,7 +204,11 @@ fn print_table(out: &mut impl Write, summaries: &[HostSummary], explain: bool) -
                     .conclusions
                     .iter()
                     .map(|c| {
-                        let v = c.version.as_ref().map(|v| format!(" {v}")).unwrap_or_default();
+                        let v = c
+                            .version
+                            .as_ref()
+                            .map(|v| format!(" {v}"))
+                            .unwrap_or_default();
                         format!("{}={}{v} ({})", c.attribute.name(), c.value, c.confidence)
                     })
                     .collect();
@@ -214,7 +225,13 @@ fn print_table(out: &mut impl Write, summaries: &[HostSummary], explain: bool) -
                 )?;
             }
             for a in &s.alternatives {
-                writeln!(out, "    alternative {} = {} ({})", a.attribute.name(), a.value, a.confidence)?;
+                writeln!(
+                    out,
+                    "    alternative {} = {} ({})",
+                    a.attribute.name(),
+                    a.value,
+                    a.confidence
+                )?;
             }
         }
     }

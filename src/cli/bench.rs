@@ -36,7 +36,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Runs `bench`.
 pub fn run(args: Args) -> anyhow::Result<i32> {
     match args.what {
-        What::Eval { rules, flows, passes } => {
+        What::Eval {
+            rules,
+            flows,
+            passes,
+        } => {
             let text = generate_rules(rules, 42);
             let mut compile_times = Vec::new();
             let mut compiled = None;
@@ -49,8 +53,15 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 compiled = Some(out);
             }
             let compiled = compiled.expect("compiled at least once");
-            if let Some(d) = compiled.diagnostics.iter().find(|d| d.severity() == flowprint::diagnostic::Severity::Error) {
-                anyhow::bail!("generated rules failed to compile:\n{}", d.render(&compiled.sources));
+            if let Some(d) = compiled
+                .diagnostics
+                .iter()
+                .find(|d| d.severity() == flowprint::diagnostic::Severity::Error)
+            {
+                anyhow::bail!(
+                    "generated rules failed to compile:\n{}",
+                    d.render(&compiled.sources)
+                );
             }
             let ruleset = &compiled.ruleset;
             println!(

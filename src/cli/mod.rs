@@ -84,7 +84,10 @@ pub fn print_diagnostics(compiled: &Compiled, format: DiagFormat) -> std::io::Re
 
 /// Whether any diagnostic is an error.
 pub fn has_errors(compiled: &Compiled) -> bool {
-    compiled.diagnostics.iter().any(|d| d.severity() == Severity::Error)
+    compiled
+        .diagnostics
+        .iter()
+        .any(|d| d.severity() == Severity::Error)
 }
 
 /// Whether an error chain ends in a broken pipe (stdout closed by `head` and the like).

@@ -24,7 +24,8 @@ pub(super) fn lower(expr: &Expr, lists: &Lists) -> Result<Cond, Vec<Diagnostic>>
 fn lower_expr(expr: &Expr, lists: &Lists, errs: &mut Vec<Diagnostic>) -> Option<Cond> {
     match expr {
         Expr::And(parts, _) | Expr::Or(parts, _) => {
-            let lowered: Vec<Option<Cond>> = parts.iter().map(|p| lower_expr(p, lists, errs)).collect();
+            let lowered: Vec<Option<Cond>> =
+                parts.iter().map(|p| lower_expr(p, lists, errs)).collect();
             let lowered: Option<Vec<Cond>> = lowered.into_iter().collect();
             let lowered = lowered?.into_boxed_slice();
             Some(if matches!(expr, Expr::And(..)) {
@@ -69,7 +70,12 @@ fn field_hint(name: &str) -> Option<String> {
 }
 
 fn unknown_field(f: &Ident) -> Diagnostic {
-    let d = Diagnostic::new(Code::UnknownField, f.span, format!("unknown field `{}`", f.name)).label("not a field");
+    let d = Diagnostic::new(
+        Code::UnknownField,
+        f.span,
+        format!("unknown field `{}`", f.name),
+    )
+    .label("not a field");
     match field_hint(&f.name) {
         Some(h) => d.hint(h),
         None => d.hint("see docs/rule-language.md for the fields: host.addr, peer.port, bytes, peer.domain, ..."),
@@ -87,10 +93,18 @@ fn lower_pred(p: &Predicate, lists: &Lists) -> Result<Cond, Diagnostic> {
 }
 
 fn op_mismatch(p: &Predicate, what: &str) -> Diagnostic {
-    Diagnostic::new(Code::TypeMismatch, p.span, format!("`{}` {what}", p.field.name))
+    Diagnostic::new(
+        Code::TypeMismatch,
+        p.span,
+        format!("`{}` {what}", p.field.name),
+    )
 }
 
-fn use_list<'a>(name: &Ident, lists: &'a Lists, field: &str) -> Result<Option<&'a ListValue>, Diagnostic> {
+fn use_list<'a>(
+    name: &Ident,
+    lists: &'a Lists,
+    field: &str,
+) -> Result<Option<&'a ListValue>, Diagnostic> {
     match lists.get(&name.name) {
         Some(entry) => {
             entry.used.set(true);
@@ -126,10 +140,18 @@ fn wrong_list(name: &Ident, list: Option<&ListValue>, want: &str) -> Diagnostic 
         Some(l) => Diagnostic::new(
             Code::TypeMismatch,
             name.span,
-            format!("list `{}` holds {}, but this field needs {want}", name.name, l.kind()),
+            format!(
+                "list `{}` holds {}, but this field needs {want}",
+                name.name,
+                l.kind()
+            ),
         ),
         // The list's own errors were reported where it is defined.
-        None => Diagnostic::new(Code::InvalidList, name.span, format!("list `{}` has errors (see above)", name.name)),
+        None => Diagnostic::new(
+            Code::InvalidList,
+            name.span,
+            format!("list `{}` has errors (see above)", name.name),
+        ),
     }
 }
 
@@ -141,7 +163,10 @@ fn lower_addr(p: &Predicate, side: Side, lists: &Lists) -> Result<Cond, Diagnost
             let negate = matches!(p.op, PredOp::NotIn(_));
             match s {
                 SetRef::Literal(vals, _) => {
-                    let ranges = vals.iter().map(values::addr_range).collect::<Result<Vec<_>, _>>()?;
+                    let ranges = vals
+                        .iter()
+                        .map(values::addr_range)
+                        .collect::<Result<Vec<_>, _>>()?;
                     (AddrSet::from_ranges(ranges), negate)
                 }
                 SetRef::Single(v) => (AddrSet::from_ranges(vec![values::addr_range(v)?]), negate),
@@ -157,7 +182,12 @@ fn lower_addr(p: &Predicate, side: Side, lists: &Lists) -> Result<Cond, Diagnost
                 },
             }
         }
-        _ => return Err(op_mismatch(p, "is an address: use `==`, `!=`, `in` or `not in`")),
+        _ => {
+            return Err(op_mismatch(
+                p,
+                "is an address: use `==`, `!=`, `in` or `not in`",
+            ));
+        }
     };
     Ok(Cond::Addr {
         side,
@@ -167,7 +197,10 @@ fn lower_addr(p: &Predicate, side: Side, lists: &Lists) -> Result<Cond, Diagnost
 }
 
 fn num_ranges_of(values: &[Value], unit: NumUnit) -> Result<Vec<(u64, u64)>, Diagnostic> {
-    values.iter().map(|v| values::number_range(v, unit)).collect()
+    values
+        .iter()
+        .map(|v| values::number_range(v, unit))
+        .collect()
 }
 
 fn lower_num(p: &Predicate, field: NumField, lists: &Lists) -> Result<Cond, Diagnostic> {
@@ -178,11 +211,21 @@ fn lower_num(p: &Predicate, field: NumField, lists: &Lists) -> Result<Cond, Diag
             match op {
                 CmpOp::Eq => (vec![(x, x)], false),
                 CmpOp::Ne => (vec![(x, x)], true),
-                CmpOp::Lt if x == 0 => return Err(Diagnostic::new(Code::InvalidRange, p.span, "nothing is below 0")),
+                CmpOp::Lt if x == 0 => {
+                    return Err(Diagnostic::new(
+                        Code::InvalidRange,
+                        p.span,
+                        "nothing is below 0",
+                    ));
+                }
                 CmpOp::Lt => (vec![(0, x - 1)], false),
                 CmpOp::Le => (vec![(0, x)], false),
                 CmpOp::Gt if x == u64::MAX => {
-                    return Err(Diagnostic::new(Code::InvalidRange, p.span, "nothing is above this value"));
+                    return Err(Diagnostic::new(
+                        Code::InvalidRange,
+                        p.span,
+                        "nothing is above this value",
+                    ));
                 }
                 CmpOp::Gt => (vec![(x + 1, u64::MAX)], false),
                 CmpOp::Ge => (vec![(x, u64::MAX)], false),
@@ -193,17 +236,39 @@ fn lower_num(p: &Predicate, field: NumField, lists: &Lists) -> Result<Cond, Diag
             let ranges = match s {
                 SetRef::Literal(vals, span) => {
                     if vals.is_empty() {
-                        return Err(Diagnostic::new(Code::InvalidRange, *span, "an empty set matches nothing"));
+                        return Err(Diagnostic::new(
+                            Code::InvalidRange,
+                            *span,
+                            "an empty set matches nothing",
+                        ));
                     }
                     num_ranges_of(vals, unit)?
                 }
                 SetRef::Single(v) => vec![values::number_range(v, unit)?],
-                SetRef::Named(n) => match use_list(n, lists, if unit == NumUnit::Port { "port" } else { "number" })? {
+                SetRef::Named(n) => match use_list(
+                    n,
+                    lists,
+                    if unit == NumUnit::Port {
+                        "port"
+                    } else {
+                        "number"
+                    },
+                )? {
                     Some(ListValue::Ports(r)) if unit == NumUnit::Port => r.clone(),
                     Some(ListValue::Numbers(vals)) => num_ranges_of(vals, unit).map_err(|e| {
                         e.secondary(n.span, format!("in list `{}`, used here", n.name))
                     })?,
-                    other => return Err(wrong_list(n, other, if unit == NumUnit::Port { "ports" } else { "numbers" })),
+                    other => {
+                        return Err(wrong_list(
+                            n,
+                            other,
+                            if unit == NumUnit::Port {
+                                "ports"
+                            } else {
+                                "numbers"
+                            },
+                        ));
+                    }
                 },
             };
             (ranges, negate)
@@ -211,13 +276,24 @@ fn lower_num(p: &Predicate, field: NumField, lists: &Lists) -> Result<Cond, Diag
         PredOp::About { center, tolerance } => {
             let c = values::number(center, unit)?;
             let t = match &tolerance.kind {
-                ValueKind::Quantity { number, unit: Some(u) } if u == "%" => {
+                ValueKind::Quantity {
+                    number,
+                    unit: Some(u),
+                } if u == "%" => {
                     let pct: f64 = number.parse().map_err(|_| {
-                        Diagnostic::new(Code::InvalidNumber, tolerance.span, "not a valid percentage")
+                        Diagnostic::new(
+                            Code::InvalidNumber,
+                            tolerance.span,
+                            "not a valid percentage",
+                        )
                     })?;
                     if pct > 100.0 {
-                        return Err(Diagnostic::new(Code::InvalidNumber, tolerance.span, "a tolerance above 100% matches almost anything")
-                            .hint("use a range instead: `field in low .. high`"));
+                        return Err(Diagnostic::new(
+                            Code::InvalidNumber,
+                            tolerance.span,
+                            "a tolerance above 100% matches almost anything",
+                        )
+                        .hint("use a range instead: `field in low .. high`"));
                     }
                     (c as f64 * pct / 100.0).round() as u64
                 }
@@ -225,7 +301,15 @@ fn lower_num(p: &Predicate, field: NumField, lists: &Lists) -> Result<Cond, Diag
             };
             (vec![(c.saturating_sub(t), c.saturating_add(t))], false)
         }
-        PredOp::Matches(..) => return Err(op_mismatch(p, &format!("is a number; `matches` applies to names ({})", family_desc(unit)))),
+        PredOp::Matches(..) => {
+            return Err(op_mismatch(
+                p,
+                &format!(
+                    "is a number; `matches` applies to names ({})",
+                    family_desc(unit)
+                ),
+            ));
+        }
         PredOp::Has(_) => return Err(op_mismatch(p, "is a number; `has` applies to `tcp.flags`")),
     };
     Ok(Cond::Num {
@@ -260,7 +344,11 @@ fn lower_domain(p: &Predicate, side: Side, lists: &Lists) -> Result<Cond, Diagno
                     }
                 }
                 SetRef::Single(v) => {
-                    return Err(Diagnostic::new(Code::TypeMismatch, v.span, "domain names have no ranges"));
+                    return Err(Diagnostic::new(
+                        Code::TypeMismatch,
+                        v.span,
+                        "domain names have no ranges",
+                    ));
                 }
                 SetRef::Named(n) => match use_list(n, lists, "domain")? {
                     Some(ListValue::Domains(set)) => {
@@ -282,17 +370,26 @@ fn lower_domain(p: &Predicate, side: Side, lists: &Lists) -> Result<Cond, Diagno
                 .map_err(|e| {
                     let msg = e.to_string();
                     let last = msg.lines().last().unwrap_or("invalid").trim().to_string();
-                    Diagnostic::new(Code::InvalidRegex, *span, format!("invalid regular expression: {last}"))
-                        .hint("the syntax is that of the Rust `regex` crate; escape `.` as `\\.`")
+                    Diagnostic::new(
+                        Code::InvalidRegex,
+                        *span,
+                        format!("invalid regular expression: {last}"),
+                    )
+                    .hint("the syntax is that of the Rust `regex` crate; escape `.` as `\\.`")
                 })?;
             return Ok(Cond::Regex { side, re });
         }
         PredOp::Cmp(_, v) => {
-            return Err(op_mismatch(p, "is a name: use `==`, `!=`, `in`, `not in` or `matches`")
-                .secondary(v.span, format!("{} here", describe(v))));
+            return Err(
+                op_mismatch(p, "is a name: use `==`, `!=`, `in`, `not in` or `matches`")
+                    .secondary(v.span, format!("{} here", describe(v))),
+            );
         }
         PredOp::About { .. } | PredOp::Has(_) => {
-            return Err(op_mismatch(p, "is a name: use `==`, `!=`, `in`, `not in` or `matches`"));
+            return Err(op_mismatch(
+                p,
+                "is a name: use `==`, `!=`, `in`, `not in` or `matches`",
+            ));
         }
     };
     Ok(Cond::Domain {
@@ -312,8 +409,12 @@ fn flag_bits(vals: &[Value]) -> Result<u8, Diagnostic> {
         match bit {
             Some(b) => mask |= b,
             None => {
-                return Err(Diagnostic::new(Code::TypeMismatch, v.span, format!("expected a TCP flag, found {}", describe(v)))
-                    .hint("flags are fin, syn, rst, psh, ack, urg, ece, cwr"));
+                return Err(Diagnostic::new(
+                    Code::TypeMismatch,
+                    v.span,
+                    format!("expected a TCP flag, found {}", describe(v)),
+                )
+                .hint("flags are fin, syn, rst, psh, ack, urg, ece, cwr"));
             }
         }
     }
@@ -332,6 +433,9 @@ fn lower_flags(p: &Predicate) -> Result<Cond, Diagnostic> {
             exact: true,
             negate: *op == CmpOp::Ne,
         }),
-        _ => Err(op_mismatch(p, "is a set of flags: use `has syn`, `has { syn, ack }` or `== syn`")),
+        _ => Err(op_mismatch(
+            p,
+            "is a set of flags: use `has syn`, `has { syn, ack }` or `== syn`",
+        )),
     }
 }

@@ -70,7 +70,10 @@ pub struct Compiled {
 impl Compiled {
     /// Number of error diagnostics.
     pub fn errors(&self) -> usize {
-        self.diagnostics.iter().filter(|d| d.severity() == Severity::Error).count()
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity() == Severity::Error)
+            .count()
     }
 
     /// Number of warning diagnostics.
@@ -133,7 +136,8 @@ impl Compiler {
             files.push(path.to_path_buf());
         }
         for f in &files {
-            let text = std::fs::read(f).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", f.display())))?;
+            let text = std::fs::read(f)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", f.display())))?;
             let name = f.display().to_string();
             match String::from_utf8(text) {
                 Ok(text) => {
@@ -144,7 +148,10 @@ impl Compiler {
                     self.diagnostics.push(Diagnostic::new(
                         Code::Io,
                         Span::new(id, 0, 0),
-                        format!("{name} is not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()),
+                        format!(
+                            "{name} is not valid UTF-8 (byte {})",
+                            e.utf8_error().valid_up_to()
+                        ),
                     ));
                 }
             }
@@ -207,7 +214,10 @@ impl Compiler {
                             Diagnostic::new(
                                 Code::DuplicateList,
                                 decl.name.span,
-                                format!("list `{}` is defined twice in pack `{}`", decl.name.name, pack.name),
+                                format!(
+                                    "list `{}` is defined twice in pack `{}`",
+                                    decl.name.name, pack.name
+                                ),
                             )
                             .secondary(prev.span, "first defined here")
                             .hint("rename one of them; lists are shared by all files of a pack"),
@@ -235,7 +245,10 @@ impl Compiler {
                         Diagnostic::new(
                             Code::DuplicateRule,
                             decl.id.span,
-                            format!("rule id `{}` is used twice in pack `{}`", decl.id.name, pack.name),
+                            format!(
+                                "rule id `{}` is used twice in pack `{}`",
+                                decl.id.name, pack.name
+                            ),
                         )
                         .secondary(*prev, "first used here")
                         .hint("ids name the evidence a rule produces; give each rule its own"),
@@ -253,13 +266,19 @@ impl Compiler {
                 self.diagnostics.extend(errs);
             }
         }
-        let mut unused: Vec<(&String, &ListEntry)> =
-            lists.iter().filter(|(_, l)| !l.used.get() && l.value.is_some()).collect();
+        let mut unused: Vec<(&String, &ListEntry)> = lists
+            .iter()
+            .filter(|(_, l)| !l.used.get() && l.value.is_some())
+            .collect();
         unused.sort_by_key(|(_, l)| (l.span.file, l.span.start));
         for (name, l) in unused {
             self.diagnostics.push(
-                Diagnostic::new(Code::UnusedList, l.span, format!("list `{name}` is never used"))
-                    .hint("remove it, or refer to it from a rule: `peer.domain in NAME`"),
+                Diagnostic::new(
+                    Code::UnusedList,
+                    l.span,
+                    format!("list `{name}` is never used"),
+                )
+                .hint("remove it, or refer to it from a rule: `peer.domain in NAME`"),
             );
         }
     }
@@ -294,23 +313,37 @@ impl Compiler {
             "ports" => ListValue::Ports(
                 decl.values
                     .iter()
-                    .filter_map(|v| values::number_range(v, NumUnit::Port).map_err(|e| errs.push(e)).ok())
+                    .filter_map(|v| {
+                        values::number_range(v, NumUnit::Port)
+                            .map_err(|e| errs.push(e))
+                            .ok()
+                    })
                     .collect(),
             ),
             "numbers" => {
                 for v in &decl.values {
-                    if !matches!(&v.kind, ast::ValueKind::Quantity { .. } | ast::ValueKind::Range(..)) {
+                    if !matches!(
+                        &v.kind,
+                        ast::ValueKind::Quantity { .. } | ast::ValueKind::Range(..)
+                    ) {
                         errs.push(Diagnostic::new(
                             Code::InvalidList,
                             v.span,
-                            format!("a `numbers` list holds numbers and ranges, found {}", values::describe(v)),
+                            format!(
+                                "a `numbers` list holds numbers and ranges, found {}",
+                                values::describe(v)
+                            ),
                         ));
                     }
                 }
                 ListValue::Numbers(decl.values.clone())
             }
             other => {
-                let mut d = Diagnostic::new(Code::InvalidList, decl.kind.span, format!("unknown list kind `{other}`"));
+                let mut d = Diagnostic::new(
+                    Code::InvalidList,
+                    decl.kind.span,
+                    format!("unknown list kind `{other}`"),
+                );
                 d = match did_you_mean(other, kinds) {
                     Some(k) => d.hint(format!("did you mean `{k}`?")),
                     None => d.hint("list kinds are `addresses`, `domains`, `ports` and `numbers`"),
@@ -322,8 +355,12 @@ impl Compiler {
         };
         if decl.values.is_empty() {
             errs.push(
-                Diagnostic::new(Code::InvalidRange, decl.span, format!("list `{}` is empty", decl.name.name))
-                    .hint("an empty list matches nothing"),
+                Diagnostic::new(
+                    Code::InvalidRange,
+                    decl.span,
+                    format!("list `{}` is empty", decl.name.name),
+                )
+                .hint("an empty list matches nothing"),
             );
         }
         let ok = errs.is_empty();
@@ -347,8 +384,12 @@ fn collect_rule_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io:
 fn parse_confidence(text: &str, span: Span) -> Result<f64, Diagnostic> {
     match text.parse::<f64>() {
         Ok(c) if c > 0.0 && c <= 1.0 => Ok(c),
-        _ => Err(Diagnostic::new(Code::InvalidConfidence, span, format!("confidence `{text}` is not in (0, 1]"))
-            .hint("a confidence is a probability, e.g. `0.8`")),
+        _ => Err(Diagnostic::new(
+            Code::InvalidConfidence,
+            span,
+            format!("confidence `{text}` is not in (0, 1]"),
+        )
+        .hint("a confidence is a probability, e.g. `0.8`")),
     }
 }
 
@@ -379,13 +420,21 @@ fn rule_from_decl(
         let key = m.key.name.as_str();
         if let Some(prev) = seen.insert(key, m.key.span) {
             errs.push(
-                Diagnostic::new(Code::InvalidMetadata, m.key.span, format!("`{key}` is given twice"))
-                    .secondary(prev, "first given here"),
+                Diagnostic::new(
+                    Code::InvalidMetadata,
+                    m.key.span,
+                    format!("`{key}` is given twice"),
+                )
+                .secondary(prev, "first given here"),
             );
             continue;
         }
         let want = |what: &str| {
-            Diagnostic::new(Code::InvalidMetadata, m.value_span, format!("`{key}` takes {what}"))
+            Diagnostic::new(
+                Code::InvalidMetadata,
+                m.value_span,
+                format!("`{key}` takes {what}"),
+            )
         };
         match (key, &m.value) {
             ("title", MetaValue::Str(s)) => rule.title = Some(s.clone()),
@@ -398,7 +447,9 @@ fn rule_from_decl(
                 "stable" => rule.status = Status::Stable,
                 _ => errs.push(want("`experimental`, `test` or `stable`")),
             },
-            ("references", MetaValue::List(l)) => rule.references = l.iter().map(|(s, _)| s.clone()).collect(),
+            ("references", MetaValue::List(l)) => {
+                rule.references = l.iter().map(|(s, _)| s.clone()).collect()
+            }
             ("references", MetaValue::Str(s)) => rule.references = vec![s.clone()],
             ("tags", MetaValue::List(l)) => rule.tags = l.iter().map(|(s, _)| s.clone()).collect(),
             ("confidence", MetaValue::Number(n)) => match parse_confidence(n, m.value_span) {
@@ -411,7 +462,11 @@ fn rule_from_decl(
             ("references" | "tags", _) => errs.push(want("a list of strings: [\"...\", \"...\"]")),
             ("confidence", _) => errs.push(want("a number in (0, 1]")),
             _ => {
-                let mut d = Diagnostic::new(Code::InvalidMetadata, m.key.span, format!("unknown metadata key `{key}`"));
+                let mut d = Diagnostic::new(
+                    Code::InvalidMetadata,
+                    m.key.span,
+                    format!("unknown metadata key `{key}`"),
+                );
                 d = match did_you_mean(key, META_KEYS.iter().copied()) {
                     Some(k) => d.hint(format!("did you mean `{k}`?")),
                     None => d.hint(format!("known keys: {}", META_KEYS.join(", "))),
@@ -422,12 +477,20 @@ fn rule_from_decl(
     }
     if let Some(over) = &decl.over {
         errs.push(
-            Diagnostic::new(Code::Unsupported, over.span, "stateful `over` clauses are not evaluated by this version")
-                .hint("remove the `over` clause; this version judges each flow on its own"),
+            Diagnostic::new(
+                Code::Unsupported,
+                over.span,
+                "stateful `over` clauses are not evaluated by this version",
+            )
+            .hint("remove the `over` clause; this version judges each flow on its own"),
         );
     }
     for c in &decl.then {
-        let Some(attribute) = Attribute::NAMES.iter().find(|(n, _)| *n == c.target.name).map(|&(_, a)| a) else {
+        let Some(attribute) = Attribute::NAMES
+            .iter()
+            .find(|(n, _)| *n == c.target.name)
+            .map(|&(_, a)| a)
+        else {
             let mut d = Diagnostic::new(
                 Code::UnknownConclusion,
                 c.target.span,
@@ -436,20 +499,30 @@ fn rule_from_decl(
             let names = Attribute::NAMES.iter().map(|(n, _)| *n);
             d = match did_you_mean(&c.target.name, names) {
                 Some(n) => d.hint(format!("did you mean `{n}`?")),
-                None => d.hint("a rule concludes `os.family`, `os.name`, `os.version`, `software` or `device`"),
+                None => d.hint(
+                    "a rule concludes `os.family`, `os.name`, `os.version`, `software` or `device`",
+                ),
             };
             errs.push(d);
             continue;
         };
         if let (Some((_, vspan)), false) = (&c.version, attribute == Attribute::Software) {
             errs.push(
-                Diagnostic::new(Code::UnknownConclusion, *vspan, "`version` only qualifies `software`")
-                    .hint("for an operating system, conclude `os.version = \"...\"`"),
+                Diagnostic::new(
+                    Code::UnknownConclusion,
+                    *vspan,
+                    "`version` only qualifies `software`",
+                )
+                .hint("for an operating system, conclude `os.version = \"...\"`"),
             );
             continue;
         }
         if c.value.trim().is_empty() {
-            errs.push(Diagnostic::new(Code::UnknownConclusion, c.value_span, "a conclusion needs a non-empty label"));
+            errs.push(Diagnostic::new(
+                Code::UnknownConclusion,
+                c.value_span,
+                "a conclusion needs a non-empty label",
+            ));
             continue;
         }
         let confidence = match &c.confidence {

@@ -26,8 +26,14 @@ fn unit_factor(unit: Option<&str>, family: NumUnit) -> Result<u128, String> {
         (NumUnit::Duration, None) => {
             return Err("a duration needs a unit: `ms`, `s`, `m`, `h` or `d`".into());
         }
-        (NumUnit::Bytes, Some(u)) => return Err(format!("`{u}` is not a size unit; use B, KB, KiB, MB, MiB, GB, GiB")),
-        (NumUnit::Duration, Some(u)) => return Err(format!("`{u}` is not a time unit; use ms, s, m, h, d")),
+        (NumUnit::Bytes, Some(u)) => {
+            return Err(format!(
+                "`{u}` is not a size unit; use B, KB, KiB, MB, MiB, GB, GiB"
+            ));
+        }
+        (NumUnit::Duration, Some(u)) => {
+            return Err(format!("`{u}` is not a time unit; use ms, s, m, h, d"));
+        }
         (_, None) => 1,
         (_, Some(u)) => return Err(format!("this field takes a plain number, not `{u}`")),
     };
@@ -62,13 +68,26 @@ pub fn number(v: &Value, family: NumUnit) -> Result<u64, Diagnostic> {
     match &v.kind {
         ValueKind::Quantity { number, unit } => {
             if unit.as_deref() == Some("%") {
-                return Err(Diagnostic::new(Code::InvalidNumber, v.span, "a percentage is only valid as a tolerance")
-                    .hint("write `field ~ value +- 5%`"));
+                return Err(Diagnostic::new(
+                    Code::InvalidNumber,
+                    v.span,
+                    "a percentage is only valid as a tolerance",
+                )
+                .hint("write `field ~ value +- 5%`"));
             }
             let factor = unit_factor(unit.as_deref(), family)
                 .map_err(|m| Diagnostic::new(Code::InvalidNumber, v.span, m))?;
-            if number.contains('.') && matches!(family, NumUnit::Port | NumUnit::Proto | NumUnit::Ttl | NumUnit::Count) {
-                return Err(Diagnostic::new(Code::InvalidNumber, v.span, "expected a whole number"));
+            if number.contains('.')
+                && matches!(
+                    family,
+                    NumUnit::Port | NumUnit::Proto | NumUnit::Ttl | NumUnit::Count
+                )
+            {
+                return Err(Diagnostic::new(
+                    Code::InvalidNumber,
+                    v.span,
+                    "expected a whole number",
+                ));
             }
             let max = family_max(family);
             match scaled(number, factor) {
@@ -80,15 +99,24 @@ pub fn number(v: &Value, family: NumUnit) -> Result<u64, Diagnostic> {
                 )),
             }
         }
-        ValueKind::Word(w) if family == NumUnit::Proto => crate::flow::proto::from_name(w).map(u64::from).ok_or_else(|| {
-            let names: Vec<&str> = crate::flow::proto::NAMES.iter().map(|(n, _)| *n).collect();
-            let mut d = Diagnostic::new(Code::TypeMismatch, v.span, format!("unknown protocol `{w}`"));
-            d = match crate::diagnostic::did_you_mean(w, names.iter().copied()) {
-                Some(s) => d.hint(format!("did you mean `{s}`? Or write the protocol number")),
-                None => d.hint(format!("known names: {}; or write the protocol number", names.join(", "))),
-            };
-            d
-        }),
+        ValueKind::Word(w) if family == NumUnit::Proto => crate::flow::proto::from_name(w)
+            .map(u64::from)
+            .ok_or_else(|| {
+                let names: Vec<&str> = crate::flow::proto::NAMES.iter().map(|(n, _)| *n).collect();
+                let mut d = Diagnostic::new(
+                    Code::TypeMismatch,
+                    v.span,
+                    format!("unknown protocol `{w}`"),
+                );
+                d = match crate::diagnostic::did_you_mean(w, names.iter().copied()) {
+                    Some(s) => d.hint(format!("did you mean `{s}`? Or write the protocol number")),
+                    None => d.hint(format!(
+                        "known names: {}; or write the protocol number",
+                        names.join(", ")
+                    )),
+                };
+                d
+            }),
         _ => Err(Diagnostic::new(
             Code::TypeMismatch,
             v.span,
@@ -102,8 +130,12 @@ pub fn number_range(v: &Value, family: NumUnit) -> Result<(u64, u64), Diagnostic
     if let ValueKind::Range(lo, hi) = &v.kind {
         let (a, b) = (number(lo, family)?, number(hi, family)?);
         if a > b {
-            return Err(Diagnostic::new(Code::InvalidRange, v.span, "the lower end is above the upper end")
-                .hint("write ranges as `low .. high`"));
+            return Err(Diagnostic::new(
+                Code::InvalidRange,
+                v.span,
+                "the lower end is above the upper end",
+            )
+            .hint("write ranges as `low .. high`"));
         }
         return Ok((a, b));
     }
@@ -128,7 +160,10 @@ pub fn describe(v: &Value) -> String {
     match &v.kind {
         ValueKind::Ipv4(s) | ValueKind::Ipv6(s) => format!("address `{s}`"),
         ValueKind::Cidr(s) => format!("network `{s}`"),
-        ValueKind::Quantity { number, unit: Some(u) } => format!("`{number} {u}`"),
+        ValueKind::Quantity {
+            number,
+            unit: Some(u),
+        } => format!("`{number} {u}`"),
         ValueKind::Quantity { number, unit: None } => format!("number `{number}`"),
         ValueKind::Str(s) => format!("string \"{s}\""),
         ValueKind::Word(w) => format!("`{w}`"),
@@ -137,8 +172,13 @@ pub fn describe(v: &Value) -> String {
 }
 
 fn parse_addr(v: &Value, text: &str) -> Result<IpAddr, Diagnostic> {
-    text.parse::<IpAddr>()
-        .map_err(|_| Diagnostic::new(Code::InvalidAddress, v.span, format!("`{text}` is not a valid IP address")))
+    text.parse::<IpAddr>().map_err(|_| {
+        Diagnostic::new(
+            Code::InvalidAddress,
+            v.span,
+            format!("`{text}` is not a valid IP address"),
+        )
+    })
 }
 
 /// The inclusive key range of an address, network or address range literal.
@@ -150,31 +190,56 @@ pub fn addr_range(v: &Value) -> Result<(u128, u128), Diagnostic> {
         }
         ValueKind::Cidr(s) => {
             let net: IpNet = s.parse().map_err(|_| {
-                Diagnostic::new(Code::InvalidAddress, v.span, format!("`{s}` is not a valid network"))
-                    .hint("write networks as `10.0.0.0/8` or `2001:db8::/32`")
+                Diagnostic::new(
+                    Code::InvalidAddress,
+                    v.span,
+                    format!("`{s}` is not a valid network"),
+                )
+                .hint("write networks as `10.0.0.0/8` or `2001:db8::/32`")
             })?;
             if net.network() != net.addr() {
-                return Err(Diagnostic::new(Code::InvalidAddress, v.span, format!("`{s}` has host bits set"))
-                    .hint(format!("did you mean `{}`?", net.trunc())));
+                return Err(Diagnostic::new(
+                    Code::InvalidAddress,
+                    v.span,
+                    format!("`{s}` has host bits set"),
+                )
+                .hint(format!("did you mean `{}`?", net.trunc())));
             }
             Ok((addr_key(net.network()), addr_key(net.broadcast())))
         }
         ValueKind::Range(lo, hi) => {
             let (a, _) = addr_range(lo)?;
             let (b, _) = addr_range(hi)?;
-            let (la, lb) = (matches!(lo.kind, ValueKind::Ipv4(_)), matches!(hi.kind, ValueKind::Ipv4(_)));
-            if la != lb || !matches!(lo.kind, ValueKind::Ipv4(_) | ValueKind::Ipv6(_)) || !matches!(hi.kind, ValueKind::Ipv4(_) | ValueKind::Ipv6(_)) {
-                return Err(Diagnostic::new(Code::InvalidAddress, v.span, "an address range needs two addresses of the same family"));
+            let (la, lb) = (
+                matches!(lo.kind, ValueKind::Ipv4(_)),
+                matches!(hi.kind, ValueKind::Ipv4(_)),
+            );
+            if la != lb
+                || !matches!(lo.kind, ValueKind::Ipv4(_) | ValueKind::Ipv6(_))
+                || !matches!(hi.kind, ValueKind::Ipv4(_) | ValueKind::Ipv6(_))
+            {
+                return Err(Diagnostic::new(
+                    Code::InvalidAddress,
+                    v.span,
+                    "an address range needs two addresses of the same family",
+                ));
             }
             if a > b {
-                return Err(Diagnostic::new(Code::InvalidRange, v.span, "the first address is above the second"));
+                return Err(Diagnostic::new(
+                    Code::InvalidRange,
+                    v.span,
+                    "the first address is above the second",
+                ));
             }
             Ok((a, b))
         }
         _ => Err(Diagnostic::new(
             Code::TypeMismatch,
             v.span,
-            format!("expected an address, network or address range, found {}", describe(v)),
+            format!(
+                "expected an address, network or address range, found {}",
+                describe(v)
+            ),
         )),
     }
 }
@@ -196,10 +261,17 @@ pub fn domain_pattern(v: &Value) -> Result<(bool, String), Diagnostic> {
     let valid = !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
     if !valid {
-        let mut d = Diagnostic::new(Code::InvalidDomain, v.span, format!("\"{s}\" is not a domain name or `*.suffix` pattern"));
+        let mut d = Diagnostic::new(
+            Code::InvalidDomain,
+            v.span,
+            format!("\"{s}\" is not a domain name or `*.suffix` pattern"),
+        );
         if name.contains('*') {
             d = d.hint("a wildcard may only stand first, as `*.example.com`");
         } else if name.contains('/') || name.contains(':') {

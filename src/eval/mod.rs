@@ -142,7 +142,12 @@ fn hosts<'f>(local: &LocalNets, flow: &'f Flow) -> [Option<View<'f>>; 2] {
 }
 
 /// The reference evaluator: checks every rule against every flow. For tests of the indexes.
-pub fn eval_naive(rules: &Ruleset, local: &LocalNets, flow: &Flow, mut on_match: impl FnMut(Match)) {
+pub fn eval_naive(
+    rules: &Ruleset,
+    local: &LocalNets,
+    flow: &Flow,
+    mut on_match: impl FnMut(Match),
+) {
     for view in hosts(local, flow).into_iter().flatten() {
         for (i, rule) in rules.rules().iter().enumerate() {
             if rule.cond.matches(&view) {

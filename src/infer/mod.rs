@@ -149,7 +149,10 @@ impl Inventory {
     pub fn summaries(&self, rules: &Ruleset) -> Vec<HostSummary> {
         let mut hosts: Vec<_> = self.hosts.iter().collect();
         hosts.sort_by_key(|(a, _)| **a);
-        hosts.into_iter().map(|(a, h)| summarize(*a, h, rules)).collect()
+        hosts
+            .into_iter()
+            .map(|(a, h)| summarize(*a, h, rules))
+            .collect()
     }
 }
 
@@ -256,7 +259,11 @@ impl Scores {
 
     /// Labels with combined confidence, best first (ties: alphabetical).
     fn ranked(&self) -> Vec<(String, f64)> {
-        let mut v: Vec<(String, f64)> = self.labels.iter().map(|(l, m)| (l.clone(), round(1.0 - m))).collect();
+        let mut v: Vec<(String, f64)> = self
+            .labels
+            .iter()
+            .map(|(l, m)| (l.clone(), round(1.0 - m)))
+            .collect();
         v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         v
     }
@@ -287,7 +294,10 @@ fn summarize(addr: IpAddr, h: &HostState, rules: &Ruleset) -> HostSummary {
     let mut software: BTreeMap<String, (Scores, Scores)> = BTreeMap::new();
     for &r in h.evidence.keys() {
         let rule = &all[r as usize];
-        let rule_family = rule.conclusions.iter().find(|c| c.attribute == Attribute::OsFamily);
+        let rule_family = rule
+            .conclusions
+            .iter()
+            .find(|c| c.attribute == Attribute::OsFamily);
         let agrees = match (rule_family, &winner) {
             (Some(f), Some(w)) => &f.value == w,
             _ => true,
@@ -317,7 +327,10 @@ fn summarize(addr: IpAddr, h: &HostState, rules: &Ruleset) -> HostSummary {
             family: family_ranked.first().map(|(l, _)| l.clone()),
             name: name_ranked.first().map(|(l, _)| l.clone()),
             version: version_ranked.first().map(|(l, _)| l.clone()),
-            confidence: family_ranked.first().or(name_ranked.first()).map_or(0.0, |(_, c)| *c),
+            confidence: family_ranked
+                .first()
+                .or(name_ranked.first())
+                .map_or(0.0, |(_, c)| *c),
         })
     };
     let mut alternatives = Vec::new();
@@ -344,7 +357,11 @@ fn summarize(addr: IpAddr, h: &HostState, rules: &Ruleset) -> HostSummary {
             }
         })
         .collect();
-    software.sort_by(|a, b| b.confidence.total_cmp(&a.confidence).then_with(|| a.name.cmp(&b.name)));
+    software.sort_by(|a, b| {
+        b.confidence
+            .total_cmp(&a.confidence)
+            .then_with(|| a.name.cmp(&b.name))
+    });
     let mut evidence: Vec<EvidenceOut> = h
         .evidence
         .iter()
@@ -361,8 +378,17 @@ fn summarize(addr: IpAddr, h: &HostState, rules: &Ruleset) -> HostSummary {
             }
         })
         .collect();
-    let strength = |e: &EvidenceOut| e.conclusions.iter().map(|c| c.confidence).fold(0.0, f64::max);
-    evidence.sort_by(|a, b| strength(b).total_cmp(&strength(a)).then_with(|| a.rule.cmp(&b.rule)));
+    let strength = |e: &EvidenceOut| {
+        e.conclusions
+            .iter()
+            .map(|c| c.confidence)
+            .fold(0.0, f64::max)
+    };
+    evidence.sort_by(|a, b| {
+        strength(b)
+            .total_cmp(&strength(a))
+            .then_with(|| a.rule.cmp(&b.rule))
+    });
     HostSummary {
         host: addr.to_string(),
         os,

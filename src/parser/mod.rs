@@ -66,7 +66,9 @@ fn rule_name(r: &Rule) -> String {
         | Rule::not_in_pred
         | Rule::about_pred
         | Rule::matches_pred
-        | Rule::has_pred => "an operator (`==`, `!=`, `<`, `<=`, `>`, `>=`, `in`, `not in`, `~`, `matches`, `has`)",
+        | Rule::has_pred => {
+            "an operator (`==`, `!=`, `<`, `<=`, `>`, `>=`, `in`, `not in`, `~`, `matches`, `has`)"
+        }
         Rule::set_literal => "a set (`{ ... }`)",
         Rule::list_ref | Rule::name => "a name",
         Rule::conclusion => "a conclusion (`os.family = \"...\"`)",
@@ -118,6 +120,9 @@ fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagno
             let mut names: Vec<String> = positives.iter().map(rule_name).collect();
             names.sort();
             names.dedup();
+            if names.len() > 1 {
+                names.retain(|n| n != "a unit");
+            }
             let expected = match names.len() {
                 0 => "something else".to_string(),
                 1 => names[0].clone(),
@@ -131,7 +136,8 @@ fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagno
         }
         ErrorVariant::CustomError { message } => (message.clone(), None),
     };
-    let mut d = Diagnostic::new(Code::Syntax, Span::new(file, start, end), message).label("unexpected here");
+    let mut d = Diagnostic::new(Code::Syntax, Span::new(file, start, end), message)
+        .label("unexpected here");
     if let Some(h) = hint {
         d = d.hint(h);
     }
@@ -148,11 +154,17 @@ fn syntax_hint(found: &str, positives: &[Rule]) -> Option<String> {
     if found == "&&" || found == "||" {
         return Some("use `and` / `or`".into());
     }
-    if found.starts_with('-') && positives.iter().any(|r| matches!(r, Rule::set_literal | Rule::cmp_op)) {
+    if found.starts_with('-')
+        && positives
+            .iter()
+            .any(|r| matches!(r, Rule::set_literal | Rule::cmp_op))
+    {
         return Some("ranges are written `lo .. hi`, e.g. `8000 .. 8100`".into());
     }
     if positives.contains(&Rule::when_clause) {
-        return Some("a rule needs metadata first, then `when <condition>`, then `then <conclusion>`".into());
+        return Some(
+            "a rule needs metadata first, then `when <condition>`, then `then <conclusion>`".into(),
+        );
     }
     None
 }
@@ -215,7 +227,10 @@ impl Builder {
                 }
                 Rule::over_clause => over = Some(self.over_from_pairs(p)),
                 Rule::then_clause => {
-                    then = p.into_inner().map(|c| self.conclusion_from_pairs(c)).collect()
+                    then = p
+                        .into_inner()
+                        .map(|c| self.conclusion_from_pairs(c))
+                        .collect()
                 }
                 r => unreachable!("unexpected {r:?} in rule"),
             }
@@ -259,7 +274,8 @@ impl Builder {
         let span = self.span(&pair);
         match pair.as_rule() {
             Rule::expr => {
-                let mut parts: Vec<Expr> = pair.into_inner().map(|p| self.expr_from_pair(p)).collect();
+                let mut parts: Vec<Expr> =
+                    pair.into_inner().map(|p| self.expr_from_pair(p)).collect();
                 if parts.len() == 1 {
                     parts.pop().expect("one part")
                 } else {
@@ -267,7 +283,8 @@ impl Builder {
                 }
             }
             Rule::and_expr => {
-                let mut parts: Vec<Expr> = pair.into_inner().map(|p| self.expr_from_pair(p)).collect();
+                let mut parts: Vec<Expr> =
+                    pair.into_inner().map(|p| self.expr_from_pair(p)).collect();
                 if parts.len() == 1 {
                     parts.pop().expect("one part")
                 } else {
@@ -301,12 +318,21 @@ impl Builder {
                 };
                 PredOp::Cmp(op, self.value_from_pair(i.next().expect("value")))
             }
-            Rule::in_pred => PredOp::In(self.set_from_pair(op_pair.into_inner().next().expect("set"))),
-            Rule::not_in_pred => PredOp::NotIn(self.set_from_pair(op_pair.into_inner().next().expect("set"))),
+            Rule::in_pred => {
+                PredOp::In(self.set_from_pair(op_pair.into_inner().next().expect("set")))
+            }
+            Rule::not_in_pred => {
+                PredOp::NotIn(self.set_from_pair(op_pair.into_inner().next().expect("set")))
+            }
             Rule::about_pred => {
                 let mut i = op_pair.into_inner();
                 let center = self.value_from_pair(i.next().expect("center"));
-                let tol = i.next().expect("tolerance").into_inner().next().expect("quantity");
+                let tol = i
+                    .next()
+                    .expect("tolerance")
+                    .into_inner()
+                    .next()
+                    .expect("quantity");
                 PredOp::About {
                     center,
                     tolerance: self.value_from_pair(tol),
