@@ -25,7 +25,7 @@ pub enum Item {
     /// `list name = kind { ... }`
     List(ListDecl),
     /// `rule id { ... }`
-    Rule(RuleDecl),
+    Rule(Box<RuleDecl>),
 }
 
 /// A named list, shared by all files of a pack.

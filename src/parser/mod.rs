@@ -192,7 +192,7 @@ impl Builder {
     fn item_from_pair(&mut self, pair: Pair<'_, Rule>) -> Item {
         match pair.as_rule() {
             Rule::list_decl => Item::List(self.list_from_pairs(pair)),
-            Rule::rule_decl => Item::Rule(self.rule_from_pairs(pair)),
+            Rule::rule_decl => Item::Rule(Box::new(self.rule_from_pairs(pair))),
             r => unreachable!("grammar yields only lists and rules at top level, got {r:?}"),
         }
     }

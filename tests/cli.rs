@@ -1,0 +1,312 @@
+//! The `flowprint` binary as a user runs it: exit codes, outputs, diagnostics.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_flowprint"));
+    c.current_dir(std::env::temp_dir());
+    c
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn example_flows() -> String {
+    root()
+        .join("examples/flows/home-network.jsonl")
+        .display()
+        .to_string()
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run flowprint")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn temp_file(name: &str, content: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("flowprint-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, content).unwrap();
+    p
+}
+
+#[test]
+fn analyze_on_bundled_rules_prints_a_table_of_hosts() {
+    let out = run(&["analyze", &example_flows()]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("HOST"), "{stdout}");
+    let line = |host: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(host))
+            .unwrap_or_else(|| panic!("{host} missing:\n{stdout}"))
+            .to_string()
+    };
+    assert!(line("192.168.1.10 ").contains("Windows"), "{stdout}");
+    assert!(line("192.168.1.40 ").contains("Android"), "{stdout}");
+    assert!(
+        line("192.168.1.50 ").contains("Linux") || line("192.168.1.50 ").contains("Ubuntu"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("8.8.8.8"),
+        "non-local addresses are not hosts:\n{stdout}"
+    );
+    assert!(
+        text(&out.stderr).contains("21 flows read"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn analyze_json_has_one_object_per_host_with_the_documented_fields() {
+    let out = run(&["analyze", "--format", "json", &example_flows()]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 7);
+    for h in &lines {
+        for key in [
+            "host",
+            "os",
+            "software",
+            "device",
+            "alternatives",
+            "evidence",
+            "flows",
+        ] {
+            assert!(h.get(key).is_some(), "{key} missing in {h}");
+        }
+    }
+    let win = lines.iter().find(|h| h["host"] == "192.168.1.10").unwrap();
+    assert_eq!(win["os"]["family"], "Windows");
+    let c = win["os"]["confidence"].as_f64().unwrap();
+    assert!(c > 0.5 && c <= 1.0, "{c}");
+    let ev = win["evidence"].as_array().unwrap();
+    assert!(!ev.is_empty());
+    assert!(
+        ev.iter()
+            .all(|e| e["rule"].as_str().unwrap().starts_with("os-core/")
+                && e["flows"].as_u64().unwrap() >= 1)
+    );
+    assert!(
+        ev[0]["first_seen"]
+            .as_str()
+            .unwrap()
+            .starts_with("2024-05-01T")
+    );
+}
+
+#[test]
+fn a_custom_rule_fires_and_is_explained() {
+    let rules = root().join("examples/rules/my-rules.rules");
+    let out = run(&[
+        "analyze",
+        "--explain",
+        "--rules",
+        rules.to_str().unwrap(),
+        &example_flows(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("my-rules/firefox-users"), "{stdout}");
+    assert!(
+        stdout
+            .contains("e.g. tcp 192.168.1.10:50130 -> 34.107.221.82:80 (detectportal.firefox.com)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_typo_is_reported_with_location_code_and_hint() {
+    let p = temp_file(
+        "typo.rules",
+        "rule t {\n    when dst.prot == 80\n    then os.family = \"Windows\" confidence 0.9\n}\n",
+    );
+    let out = run(&["check", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("error[FP0002]: unknown field `dst.prot`"),
+        "{err}"
+    );
+    assert!(err.contains("typo.rules:2:10"), "{err}");
+    assert!(err.contains("did you mean `peer.port`?"), "{err}");
+    assert!(err.contains("^^^^^^^^"), "{err}");
+
+    let out = run(&["check", "--format", "json", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let d: serde_json::Value =
+        serde_json::from_str(text(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(d["code"], "FP0002");
+    assert_eq!(d["severity"], "error");
+    assert_eq!(d["line"], 2);
+    assert_eq!(d["column"], 10);
+    assert!(d["file"].as_str().unwrap().ends_with("typo.rules"));
+    assert!(d["hint"].as_str().unwrap().contains("peer.port"));
+}
+
+#[test]
+fn all_errors_of_all_files_are_shown_and_good_rules_still_run() {
+    let dir = std::env::temp_dir().join(format!("flowprint-pack-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("a.rules"),
+        "rule bad-a {\n when peer.prot == 1\n then device = \"x\" confidence 0.5\n}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("b.rules"), "rule bad-b {\n when peer.port == 1\n then device = \"x\" confidence 7\n}\nrule good {\n when peer.domain == \"detectportal.firefox.com\"\n then software = \"Firefox\" confidence 0.5\n}\n").unwrap();
+    let out = run(&["check", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("a.rules:2:7") && err.contains("b.rules:3:31"),
+        "{err}"
+    );
+    assert!(err.contains("1 rule(s) compiled, 2 error(s)"), "{err}");
+    let out = run(&[
+        "analyze",
+        "--no-default-rules",
+        "--rules",
+        dir.to_str().unwrap(),
+        "--format",
+        "json",
+        &example_flows(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "rule errors give exit 1");
+    assert!(
+        text(&out.stdout).contains("flowprint-pack"),
+        "the good rule still ran: {}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn check_without_paths_checks_the_bundled_packs() {
+    let out = run(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("0 error(s)"));
+}
+
+#[test]
+fn unreadable_input_exits_2_and_bad_usage_exits_2() {
+    let out = run(&["analyze", "/nonexistent/flows.csv"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("/nonexistent/flows.csv"));
+    let out = run(&["analyze", "--format", "yaml", &example_flows()]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn malformed_lines_are_reported_counted_and_skipped() {
+    let good = std::fs::read_to_string(example_flows()).unwrap();
+    let mut lines: Vec<&str> = good.lines().collect();
+    lines.insert(
+        3,
+        "{\"src\": \"192.168.1.10\", \"dst\": \"not an address\"}",
+    );
+    lines.insert(5, "garbage");
+    let p = temp_file("bad.jsonl", &(lines.join("\n") + "\n"));
+    let out = run(&["analyze", "--format", "json", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    assert!(err.contains("bad.jsonl:4:"), "{err}");
+    assert!(err.contains("bad.jsonl:6:"), "{err}");
+    assert!(
+        err.contains("21 flows read") && err.contains("2 malformed line(s) skipped"),
+        "{err}"
+    );
+}
+
+#[test]
+fn reads_stdin_and_local_nets_choose_the_hosts() {
+    let mut child = bin()
+        .args([
+            "analyze",
+            "--format",
+            "json",
+            "--local-net",
+            "192.168.1.40/32",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&std::fs::read(example_flows()).unwrap())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let hosts: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(hosts.len(), 1);
+    assert_eq!(hosts[0]["host"], "192.168.1.40");
+    assert_eq!(hosts[0]["os"]["family"], "Android");
+}
+
+#[test]
+fn reads_real_nfdump_csv_exports() {
+    let dir = root().join("../shared/corpus/exports");
+    if !dir.is_dir() {
+        eprintln!("skipped: {} is absent", dir.display());
+        return;
+    }
+    let file = dir.join("iphone.nfv9.nfdump.csv");
+    let out = run(&["analyze", "--format", "json", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("0 malformed line(s)"), "{err}");
+    let hosts: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let iphone = hosts
+        .iter()
+        .find(|h| h["host"] == "192.168.2.17")
+        .expect("the iPhone is a host");
+    assert!(iphone["flows"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn bench_prints_a_rate() {
+    let out = run(&[
+        "bench", "eval", "--rules", "200", "--flows", "2000", "--passes", "1",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("200 (") && s.contains("M flows/s"), "{s}");
+}
+
+#[test]
+fn library_example_runs() {
+    // The example is built by `cargo test` (examples are compiled with the test profile).
+    let exe = Path::new(env!("CARGO_BIN_EXE_flowprint"))
+        .parent()
+        .unwrap()
+        .join("examples/library");
+    if !exe.exists() {
+        eprintln!("skipped: {} not built", exe.display());
+        return;
+    }
+    let out = Command::new(exe).output().unwrap();
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("\"family\": \"Windows\""));
+}
