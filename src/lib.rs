@@ -1,3 +1,45 @@
+//! flowprint: know which operating systems and software run on a network, from flow records
+//! alone.
+//!
+//! The pipeline, one module per stage, data flowing one way:
+//!
+//! ```text
+//! rule files ──parser──▶ AST (spans) ──compiler──▶ Ruleset (immutable, indexed, Send + Sync)
+//!                                                        │
+//! flow records ──flow::ingest──▶ Flow ──eval::Evaluator──┴──▶ Match ──infer::Inventory──▶ HostSummary
+//! ```
+//!
+//! ```
+//! use flowprint::compiler::Compiler;
+//! use flowprint::eval::{Evaluator, LocalNets};
+//! use flowprint::flow::{Flow, normalize_name, proto};
+//! use flowprint::infer::Inventory;
+//!
+//! let mut compiler = Compiler::new();
+//! compiler.add_source("mine", "mine.rules", r#"
+//!     rule apple-captive {
+//!         when  peer.domain == "captive.apple.com" and peer.port == 80
+//!         then  os.family = "macOS" confidence 0.5, os.family = "iOS" confidence 0.5
+//!     }
+//! "#);
+//! let compiled = compiler.compile();
+//! assert_eq!(compiled.errors(), 0);
+//!
+//! let mut flow = Flow::new("192.168.1.20".parse().unwrap(), 50200,
+//!                          "17.253.53.207".parse().unwrap(), 80, proto::TCP);
+//! flow.dst_name = normalize_name("captive.apple.com");
+//!
+//! let local = LocalNets::default();
+//! let mut evaluator = Evaluator::new(&compiled.ruleset, &local);
+//! let mut inventory = Inventory::new();
+//! inventory.observe(&flow, &mut evaluator);
+//! let hosts = inventory.summaries(&compiled.ruleset);
+//! assert_eq!(hosts[0].host, "192.168.1.20");
+//! assert_eq!(hosts[0].evidence[0].rule, "mine/apple-captive");
+//! ```
+
+#![warn(missing_docs)]
+
 pub mod ast;
 pub mod bench;
 pub mod compiler;

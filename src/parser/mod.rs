@@ -7,9 +7,14 @@ use crate::span::{FileId, Span};
 use pest::Parser as _;
 use pest::iterators::Pair;
 
-#[derive(pest_derive::Parser)]
-#[grammar = "grammar/flowprint.pest"]
-struct Grammar;
+#[allow(missing_docs)]
+mod generated {
+    /// The pest parser generated from `grammar/flowprint.pest`.
+    #[derive(pest_derive::Parser)]
+    #[grammar = "grammar/flowprint.pest"]
+    pub struct Grammar;
+}
+use generated::{Grammar, Rule};
 
 type Pairs<'i> = pest::iterators::Pairs<'i, Rule>;
 
