@@ -199,7 +199,7 @@ pub enum Cond {
         /// Which field.
         field: NumField,
         /// Sorted, merged inclusive ranges.
-        ranges: Box<[(u64, u64)]>,
+        ranges: NumRanges,
         /// `!=` / `not in`: present and outside.
         negate: bool,
     },
@@ -237,6 +237,36 @@ pub enum Cond {
         /// `!=`.
         negate: bool,
     },
+}
+
+/// Sorted inclusive ranges, stored inline when there is one (the common case), so that checking
+/// a candidate rule does not chase another pointer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NumRanges {
+    /// A single range.
+    One([(u64, u64); 1]),
+    /// Several ranges.
+    Many(Box<[(u64, u64)]>),
+}
+
+impl std::ops::Deref for NumRanges {
+    type Target = [(u64, u64)];
+    #[inline]
+    fn deref(&self) -> &[(u64, u64)] {
+        match self {
+            NumRanges::One(r) => r,
+            NumRanges::Many(r) => r,
+        }
+    }
+}
+
+impl From<Vec<(u64, u64)>> for NumRanges {
+    fn from(v: Vec<(u64, u64)>) -> NumRanges {
+        match v.as_slice() {
+            [one] => NumRanges::One([*one]),
+            _ => NumRanges::Many(v.into_boxed_slice()),
+        }
+    }
 }
 
 #[inline]

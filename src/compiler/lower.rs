@@ -314,7 +314,7 @@ fn lower_num(p: &Predicate, field: NumField, lists: &Lists) -> Result<Cond, Diag
     };
     Ok(Cond::Num {
         field,
-        ranges: merge_ranges(&mut ranges).into_boxed_slice(),
+        ranges: merge_ranges(&mut ranges).into(),
         negate,
     })
 }
