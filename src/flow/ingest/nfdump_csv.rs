@@ -36,6 +36,9 @@ enum Column {
     DstTtl,
     SrcName,
     DstName,
+    /// NFStream's `requested_server_name`: the server's name for TLS, HTTP and QUIC, the queried
+    /// name for DNS, but the *client's* name for DHCP and a query for LLMNR/NetBIOS/mDNS/SSDP.
+    ServerName,
     Exporter,
     Sampling,
     IcmpType,
@@ -94,7 +97,7 @@ const HEADER_NAMES: &[(&str, Column)] = &[
     ("src2dst_bytes", Column::Bytes),
     ("dst2src_packets", Column::RevPackets),
     ("dst2src_bytes", Column::RevBytes),
-    ("requested_server_name", Column::DstName),
+    ("requested_server_name", Column::ServerName),
     // flowprint's JSON key names, for hand-written CSV
     ("start", Column::Start),
     ("end", Column::End),
@@ -368,6 +371,7 @@ struct Row {
     dst_ttl: Option<u8>,
     src_name: Option<Arc<str>>,
     dst_name: Option<Arc<str>>,
+    server_name: Option<Arc<str>>,
     exporter: Option<IpAddr>,
     sampling: Option<u32>,
     icmp_type: Option<u8>,
@@ -414,6 +418,7 @@ impl Row {
             Column::DstTtl => self.dst_ttl = ttl(v, "destination TTL")?,
             Column::SrcName => self.src_name = name(v),
             Column::DstName => self.dst_name = name(v),
+            Column::ServerName => self.server_name = name(v),
             Column::Exporter => {
                 let a = parse_addr(v, "exporter address")?;
                 self.exporter = Some(a).filter(|a| !a.is_unspecified());
@@ -438,6 +443,13 @@ impl Row {
             .end
             .or_else(|| Some(start.saturating_add(self.duration?)))
             .unwrap_or(start);
+        // A server name only names the destination on ports whose protocols carry one (TLS SNI,
+        // HTTP Host, QUIC, DNS query); IP literals are not names.
+        let server_name = self.server_name.filter(|n| {
+            n.parse::<std::net::IpAddr>().is_err()
+                && matches!(self.dst_port, 53 | 80 | 443 | 853 | 3128 | 8000 | 8008 | 8080 | 8443 | 8888)
+        });
+        let dst_name = self.dst_name.or(server_name);
         let mut dst_port = self.dst_port;
         if dst_port == 0
             && matches!(self.proto, proto::ICMP | proto::ICMPV6)
@@ -461,7 +473,7 @@ impl Row {
             src_ttl: self.src_ttl,
             dst_ttl: self.dst_ttl,
             src_name: self.src_name,
-            dst_name: self.dst_name,
+            dst_name,
             exporter: self.exporter,
             sampling: self.sampling.filter(|&s| s != 0).unwrap_or(1),
         })
