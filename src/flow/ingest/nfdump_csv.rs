@@ -447,7 +447,10 @@ impl Row {
         // HTTP Host, QUIC, DNS query); IP literals are not names.
         let server_name = self.server_name.filter(|n| {
             n.parse::<std::net::IpAddr>().is_err()
-                && matches!(self.dst_port, 53 | 80 | 443 | 853 | 3128 | 8000 | 8008 | 8080 | 8443 | 8888)
+                && matches!(
+                    self.dst_port,
+                    53 | 80 | 443 | 853 | 3128 | 8000 | 8008 | 8080 | 8443 | 8888
+                )
         });
         let dst_name = self.dst_name.or(server_name);
         let mut dst_port = self.dst_port;
