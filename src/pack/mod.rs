@@ -75,6 +75,12 @@ pub fn run_cases(pack: &str, ruleset: &Ruleset, cases: &[Case]) -> Vec<CaseResul
 
 fn run_case(pack: &str, ruleset: &Ruleset, case: &Case) -> CaseResult {
     let mut failures = Vec::new();
+    for r in case.expect.rules.iter().chain(&case.expect.not_rules) {
+        let id = format!("{pack}/{r}");
+        if !ruleset.rules().iter().any(|rule| rule.id == id) {
+            failures.push(format!("rule `{r}` does not exist in pack `{pack}`"));
+        }
+    }
     let local = LocalNets::default();
     let mut evaluator = Evaluator::new(ruleset, &local);
     let mut inventory = Inventory::new();
