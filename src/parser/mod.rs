@@ -26,12 +26,13 @@ pub fn parse(file: FileId, text: &str) -> Result<File, Vec<Diagnostic>> {
         Ok(p) => p,
         Err(_) => {
             pest::set_error_detail(true);
-            let e = match Grammar::parse(Rule::file, text) {
-                Err(e) => e,
-                Ok(_) => unreachable!("the grammar is deterministic"),
-            };
+            let detailed = Grammar::parse(Rule::file, text);
             pest::set_error_detail(false);
-            return Err(vec![syntax_error(file, text, e)]);
+            return Err(vec![match detailed {
+                Err(e) => syntax_error(file, text, e),
+                // The grammar is deterministic; should the two parses ever disagree, still say so.
+                Ok(_) => Diagnostic::new(Code::Syntax, Span::new(file, 0, 0), "syntax error"),
+            }]);
         }
     };
     let mut p = Builder {
