@@ -5,6 +5,7 @@
 //! evaluator maps a flow onto those roles once per local endpoint (see [`crate::eval`]).
 
 pub mod ingest;
+pub mod netflow;
 pub mod time;
 
 use std::net::IpAddr;
