@@ -401,9 +401,9 @@ impl Row {
         match col {
             Column::Start => self.start = Some(parse_time(v, "start time")?),
             Column::End => self.end = Some(parse_time(v, "end time")?),
-            Column::Duration => {
-                self.duration = Some(parse_seconds(v).ok_or_else(|| bad("duration", v))?);
-            }
+            // A derived column: nfdump prints an end before the start as a huge unsigned
+            // number, so an unreadable duration is ignored rather than losing the record.
+            Column::Duration => self.duration = parse_seconds(v),
             Column::Src => self.src = Some(parse_addr(v, "source address")?),
             Column::Dst => self.dst = Some(parse_addr(v, "destination address")?),
             Column::SrcPort => self.src_port = parse_uint(v, "source port")?,

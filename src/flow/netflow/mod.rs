@@ -38,6 +38,9 @@ pub struct ExporterStats {
     pub unknown_enterprise_fields: u64,
     /// Estimated lost records (v5, IPFIX) or export packets (v9), from sequence numbers.
     pub sequence_lost: u64,
+    /// Data records without source or destination address (e.g. WLC client statistics):
+    /// counted, not turned into flows.
+    pub without_addresses: u64,
 }
 
 /// A datagram that could not be decoded at all.
@@ -239,6 +242,15 @@ impl Raw {
         boot: Option<i64>,
     ) -> Option<Flow> {
         let (src, dst) = (self.src?, self.dst?);
+        if src.is_unspecified() && dst.is_unspecified() {
+            return None;
+        }
+        // ICMP has no ports: some exporters put the type in the source port; nfdump shows 0.
+        let src_port = if matches!(self.proto, proto::ICMP | proto::ICMPV6) {
+            0
+        } else {
+            self.sp
+        };
         let start = self.time(self.start_abs, self.start_delta, self.start_up, ctx, boot);
         let end = self.time(self.end_abs, self.end_delta, self.end_up, ctx, boot);
         let start_ms = start.or(end).unwrap_or(ctx.export_ms);
@@ -262,7 +274,7 @@ impl Raw {
             end_ms,
             src,
             dst,
-            src_port: self.sp,
+            src_port,
             dst_port,
             proto: self.proto,
             bytes: self.bytes.saturating_mul(scale),
@@ -349,6 +361,8 @@ fn decode_records(
         } else if let Some(flow) = raw.into_flow(ctx, *session.sampling, *session.boot) {
             out(flow);
             n += 1;
+        } else {
+            session.stats.without_addresses += 1;
         }
     }
     Ok(n)
@@ -415,7 +429,26 @@ impl Decoder {
         }
     }
 
+    /// NetFlow v5; a buffer may hold several PDUs back to back (as some capture tools store
+    /// them), which are decoded in turn.
     fn decode_v5(
+        &mut self,
+        exporter: IpAddr,
+        mut d: &[u8],
+        out: &mut dyn FnMut(Flow),
+    ) -> Result<u64, String> {
+        let mut total = 0;
+        loop {
+            let n = self.decode_v5_pdu(exporter, d, out)?;
+            total += n;
+            d = &d[24 + n as usize * 48..];
+            if d.len() < 24 || u16_at(d, 0) != 5 {
+                return Ok(total);
+            }
+        }
+    }
+
+    fn decode_v5_pdu(
         &mut self,
         exporter: IpAddr,
         d: &[u8],

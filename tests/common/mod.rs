@@ -1,0 +1,175 @@
+//! Helpers shared by integration tests: the shared corpus, and nfdump's tools as a peer.
+#![allow(dead_code)]
+
+use flowprint::flow::Flow;
+use flowprint::flow::ingest::{InputFormat, read_flows};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// `../shared/corpus/<sub>`, or `None` (with a one-line reason) when absent.
+pub fn corpus(sub: &str) -> Option<PathBuf> {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/corpus")
+        .join(sub);
+    if d.is_dir() {
+        Some(d)
+    } else {
+        eprintln!("skipped: {} is absent", d.display());
+        None
+    }
+}
+
+/// Whether a program is on PATH (tests that need it skip with a reason otherwise).
+pub fn have(program: &str) -> bool {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: {program} is not installed (scripts/test.sh installs it)");
+    }
+    ok
+}
+
+/// A free UDP port on 127.0.0.1.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "flowprint-{tag}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// nfcapd collecting on 127.0.0.1:`port` into `dir`.
+pub struct Nfcapd {
+    child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Nfcapd {
+    pub fn start(dir: &Path) -> Nfcapd {
+        let port = free_udp_port();
+        let child = Command::new("nfcapd")
+            .args(["-b", "127.0.0.1", "-p", &port.to_string(), "-w"])
+            .arg(dir)
+            .args(["-t", "3600"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nfcapd");
+        std::thread::sleep(Duration::from_millis(700));
+        Nfcapd {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Stops nfcapd (SIGTERM, so that it writes its file) and decodes what it collected with
+    /// `nfdump -o csv`, read back with flowprint's CSV reader.
+    pub fn stop_and_read(mut self) -> Vec<Flow> {
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let mut flows = Vec::new();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("nfcapd.20")
+            })
+            .collect();
+        files.sort();
+        for f in files {
+            flows.extend(nfdump_csv(&f));
+        }
+        flows
+    }
+}
+
+/// Flows of an nfcapd file as `nfdump -o csv` prints them (TZ=UTC).
+pub fn nfdump_csv(file: &Path) -> Vec<Flow> {
+    let out = Command::new("nfdump")
+        .env("TZ", "UTC")
+        .arg("-r")
+        .arg(file)
+        .args(["-o", "csv"])
+        .output()
+        .unwrap();
+    let mut flows = Vec::new();
+    read_flows(
+        out.stdout.as_slice(),
+        "nfdump",
+        InputFormat::NfdumpCsv,
+        &mut |f| flows.push(f),
+        &mut |e| panic!("nfdump csv: {e}"),
+    )
+    .unwrap();
+    flows
+}
+
+/// Sends datagrams to `port` on 127.0.0.1 from `from` (any 127.x address).
+pub fn send(from: &str, port: u16, datagrams: &[Vec<u8>]) {
+    let s = UdpSocket::bind(format!("{from}:0")).unwrap();
+    let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for d in datagrams {
+        s.send_to(d, to).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A comparable key of a flow: endpoints, protocol, unsampled counters, TCP flags. ICMP
+/// destination ports are left out: nfdump 1.7.1 itself prints type/code there for IPFIX and 0
+/// for v9.
+pub fn key(f: &Flow) -> (String, String, u16, u16, u8, u64, u64, u8) {
+    key_scaled(f, 1)
+}
+
+/// [`key`] with counters divided by `rate`.
+pub fn key_scaled(f: &Flow, rate: u64) -> (String, String, u16, u16, u8, u64, u64, u8) {
+    let icmp = matches!(f.proto, 1 | 58);
+    (
+        f.src.to_string(),
+        f.dst.to_string(),
+        f.src_port,
+        if icmp { 0 } else { f.dst_port },
+        f.proto,
+        f.packets / rate,
+        f.bytes / rate,
+        if f.proto == 6 { f.tcp_flags } else { 0 },
+    )
+}
