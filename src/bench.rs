@@ -115,3 +115,133 @@ pub fn generate_flows(n: usize, seed: u64) -> Vec<Flow> {
         })
         .collect()
 }
+
+/// The fields of the generated IPFIX template: (element id, length), as softflowd and most
+/// probes export them.
+const IPFIX_FIELDS: &[(u16, u16)] = &[
+    (8, 4),   // sourceIPv4Address
+    (12, 4),  // destinationIPv4Address
+    (7, 2),   // sourceTransportPort
+    (11, 2),  // destinationTransportPort
+    (4, 1),   // protocolIdentifier
+    (6, 1),   // tcpControlBits
+    (5, 1),   // ipClassOfService
+    (10, 4),  // ingressInterface
+    (14, 4),  // egressInterface
+    (1, 8),   // octetDeltaCount
+    (2, 8),   // packetDeltaCount
+    (152, 8), // flowStartMilliseconds
+    (153, 8), // flowEndMilliseconds
+];
+
+/// `n` IPFIX messages of `records` data records each (template 256 in the first message),
+/// as an exporter would send them.
+pub fn generate_ipfix(n: usize, records: usize, seed: u64) -> Vec<Vec<u8>> {
+    let mut rng = Rng::new(seed ^ 0x1f1f);
+    let rec_len: usize = IPFIX_FIELDS.iter().map(|&(_, l)| usize::from(l)).sum();
+    let mut seq = 0u32;
+    (0..n)
+        .map(|i| {
+            let mut m = Vec::with_capacity(16 + 8 + IPFIX_FIELDS.len() * 4 + 4 + records * rec_len);
+            m.extend_from_slice(&[0, 10, 0, 0]);
+            m.extend_from_slice(&1_700_000_000u32.to_be_bytes());
+            m.extend_from_slice(&seq.to_be_bytes());
+            m.extend_from_slice(&1u32.to_be_bytes());
+            if i == 0 {
+                let len = 4 + 4 + IPFIX_FIELDS.len() * 4;
+                m.extend_from_slice(&2u16.to_be_bytes());
+                m.extend_from_slice(&(len as u16).to_be_bytes());
+                m.extend_from_slice(&256u16.to_be_bytes());
+                m.extend_from_slice(&(IPFIX_FIELDS.len() as u16).to_be_bytes());
+                for &(id, l) in IPFIX_FIELDS {
+                    m.extend_from_slice(&id.to_be_bytes());
+                    m.extend_from_slice(&l.to_be_bytes());
+                }
+            }
+            m.extend_from_slice(&256u16.to_be_bytes());
+            m.extend_from_slice(&((4 + records * rec_len) as u16).to_be_bytes());
+            for _ in 0..records {
+                let host = 0x0a00_0000u32 | rng.below(1 << 16) as u32;
+                let peer = u32::from(peer_addr(rng.below(1 << 20)));
+                let (src, dst) = if rng.below(2) == 0 { (host, peer) } else { (peer, host) };
+                m.extend_from_slice(&src.to_be_bytes());
+                m.extend_from_slice(&dst.to_be_bytes());
+                m.extend_from_slice(&(30_000 + rng.below(30_000) as u16).to_be_bytes());
+                m.extend_from_slice(&[443u16, 80, 53][rng.below(3) as usize].to_be_bytes());
+                m.extend_from_slice(&[6, 0x1b, 0]);
+                m.extend_from_slice(&1u32.to_be_bytes());
+                m.extend_from_slice(&2u32.to_be_bytes());
+                let bytes = 40 + rng.below(1 << 24);
+                m.extend_from_slice(&bytes.to_be_bytes());
+                m.extend_from_slice(&(1 + bytes / 1200).to_be_bytes());
+                let start = 1_700_000_000_000u64 - rng.below(60_000);
+                m.extend_from_slice(&start.to_be_bytes());
+                m.extend_from_slice(&(start + rng.below(30_000)).to_be_bytes());
+            }
+            let len = m.len() as u16;
+            m[2..4].copy_from_slice(&len.to_be_bytes());
+            seq = seq.wrapping_add(records as u32);
+            m
+        })
+        .collect()
+}
+
+/// Like [`generate_ipfix`] but NetFlow v9 (template flowset 0, sysUpTime-relative times).
+pub fn generate_v9(n: usize, records: usize, seed: u64) -> Vec<Vec<u8>> {
+    let mut rng = Rng::new(seed ^ 0x0909);
+    // v9 uses FIRST_SWITCHED/LAST_SWITCHED (22/21, 4 bytes) instead of absolute times.
+    let fields: Vec<(u16, u16)> = IPFIX_FIELDS
+        .iter()
+        .map(|&(id, l)| match id {
+            152 => (22, 4),
+            153 => (21, 4),
+            1 | 2 => (id, 4),
+            _ => (id, l),
+        })
+        .collect();
+    let rec_len: usize = fields.iter().map(|&(_, l)| usize::from(l)).sum();
+    (0..n)
+        .map(|i| {
+            let mut m = Vec::new();
+            m.extend_from_slice(&9u16.to_be_bytes());
+            m.extend_from_slice(&((records + usize::from(i == 0)) as u16).to_be_bytes());
+            m.extend_from_slice(&3_600_000u32.to_be_bytes());
+            m.extend_from_slice(&1_700_000_000u32.to_be_bytes());
+            m.extend_from_slice(&(i as u32).to_be_bytes());
+            m.extend_from_slice(&1u32.to_be_bytes());
+            if i == 0 {
+                m.extend_from_slice(&0u16.to_be_bytes());
+                m.extend_from_slice(&((8 + fields.len() * 4) as u16).to_be_bytes());
+                m.extend_from_slice(&256u16.to_be_bytes());
+                m.extend_from_slice(&(fields.len() as u16).to_be_bytes());
+                for &(id, l) in &fields {
+                    m.extend_from_slice(&id.to_be_bytes());
+                    m.extend_from_slice(&l.to_be_bytes());
+                }
+            }
+            let body = records * rec_len;
+            let pad = (4 - body % 4) % 4;
+            m.extend_from_slice(&256u16.to_be_bytes());
+            m.extend_from_slice(&((4 + body + pad) as u16).to_be_bytes());
+            for _ in 0..records {
+                let host = 0x0a00_0000u32 | rng.below(1 << 16) as u32;
+                let peer = u32::from(peer_addr(rng.below(1 << 20)));
+                m.extend_from_slice(&host.to_be_bytes());
+                m.extend_from_slice(&peer.to_be_bytes());
+                m.extend_from_slice(&(30_000 + rng.below(30_000) as u16).to_be_bytes());
+                m.extend_from_slice(&443u16.to_be_bytes());
+                m.extend_from_slice(&[6, 0x1b, 0]);
+                m.extend_from_slice(&1u32.to_be_bytes());
+                m.extend_from_slice(&2u32.to_be_bytes());
+                let bytes = 40 + rng.below(1 << 24) as u32;
+                m.extend_from_slice(&bytes.to_be_bytes());
+                m.extend_from_slice(&(1 + bytes / 1200).to_be_bytes());
+                let first = 3_000_000 + rng.below(500_000) as u32;
+                m.extend_from_slice(&first.to_be_bytes());
+                m.extend_from_slice(&(first + rng.below(60_000) as u32).to_be_bytes());
+            }
+            m.extend(std::iter::repeat_n(0u8, pad));
+            m
+        })
+        .collect()
+}

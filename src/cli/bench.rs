@@ -14,6 +14,15 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum What {
+    /// Decode generated NetFlow v9 and IPFIX datagrams (30 records each) on one core.
+    Decode {
+        /// Datagrams per pass.
+        #[arg(long, default_value_t = 20_000)]
+        datagrams: usize,
+        /// Passes; the median is reported.
+        #[arg(long, default_value_t = 7)]
+        passes: usize,
+    },
     /// Parse + compile a generated pack, then evaluate generated flows on one core.
     Eval {
         /// Number of generated rules.
@@ -36,6 +45,35 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Runs `bench`.
 pub fn run(args: Args) -> anyhow::Result<i32> {
     match args.what {
+        What::Decode { datagrams, passes } => {
+            for (name, data) in [
+                ("NetFlow v9", flowprint::bench::generate_v9(datagrams, 30, 1)),
+                ("IPFIX", flowprint::bench::generate_ipfix(datagrams, 30, 1)),
+            ] {
+                let exporter: std::net::IpAddr = "127.0.0.1".parse().expect("literal");
+                let mut times = Vec::new();
+                let mut records = 0u64;
+                for _ in 0..passes.max(1) {
+                    let mut dec = flowprint::flow::netflow::Decoder::new();
+                    records = 0;
+                    let t = Instant::now();
+                    for d in &data {
+                        let _ = dec.decode(exporter, d, &mut |f| {
+                            records += 1;
+                            std::hint::black_box(f);
+                        });
+                    }
+                    times.push(t.elapsed().as_secs_f64());
+                }
+                let m = median(times);
+                println!(
+                    "decode {name}: {} datagrams, {records} records per pass; median {:.1} ms = {:.2} M records/s (one core)",
+                    data.len(),
+                    m * 1e3,
+                    records as f64 / m / 1e6
+                );
+            }
+        }
         What::Eval {
             rules,
             flows,
