@@ -42,6 +42,7 @@
 
 pub mod ast;
 pub mod bench;
+pub mod collect;
 pub mod compiler;
 pub mod diagnostic;
 pub mod embedded {

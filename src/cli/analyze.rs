@@ -2,7 +2,7 @@
 
 use super::{DiagFormat, RuleArgs, has_errors, print_diagnostics};
 use flowprint::eval::{Evaluator, LocalNets};
-use flowprint::flow::ingest::{InputFormat, open_input, read_flows};
+use flowprint::flow::ingest::{InputFormat, expand_inputs, open_input, read_flows};
 use flowprint::infer::{HostSummary, Inventory};
 use ipnet::IpNet;
 use std::io::Write;
@@ -36,7 +36,7 @@ pub struct Args {
     /// Format of the inputs (detected from content by default).
     #[arg(long, value_enum, default_value = "auto")]
     pub input_format: InputFormat,
-    /// Flow files (`-` for stdin).
+    /// Flow files, captures or directories (read recursively in time order); `-` for stdin.
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<String>,
 }
@@ -56,7 +56,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let mut inventory = Inventory::new();
     let mut unreadable = false;
     let (mut flows, mut skipped) = (0u64, 0u64);
-    for input in &args.inputs {
+    let inputs = expand_inputs(&args.inputs)?;
+    for input in &inputs {
         let reader = match open_input(input) {
             Ok(r) => r,
             Err(e) => {
@@ -113,7 +114,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         .count();
     eprintln!(
         "{flows} flows read from {} input(s), {skipped} malformed line(s) skipped; {} host(s), {identified} identified; {} rule(s)",
-        args.inputs.len(),
+        inputs.len(),
         summaries.len(),
         ruleset.len()
     );

@@ -47,7 +47,10 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     match args.what {
         What::Decode { datagrams, passes } => {
             for (name, data) in [
-                ("NetFlow v9", flowprint::bench::generate_v9(datagrams, 30, 1)),
+                (
+                    "NetFlow v9",
+                    flowprint::bench::generate_v9(datagrams, 30, 1),
+                ),
                 ("IPFIX", flowprint::bench::generate_ipfix(datagrams, 30, 1)),
             ] {
                 let exporter: std::net::IpAddr = "127.0.0.1".parse().expect("literal");

@@ -3,6 +3,8 @@
 mod analyze;
 mod bench;
 mod check;
+mod collect;
+mod flows;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use flowprint::compiler::{Compiled, Compiler};
@@ -24,6 +26,10 @@ enum Command {
     Check(check::Args),
     /// Apply rules to flow records and print what they say about each host.
     Analyze(analyze::Args),
+    /// Print the decoded, normalized flows of flow files and captures.
+    Flows(flows::Args),
+    /// Receive NetFlow/IPFIX/sFlow over UDP and print flows as they arrive.
+    Collect(collect::Args),
     /// Reproducible performance figures.
     Bench(bench::Args),
 }
@@ -104,6 +110,8 @@ pub fn run() -> anyhow::Result<i32> {
     match cli.command {
         Command::Check(a) => check::run(a),
         Command::Analyze(a) => analyze::run(a),
+        Command::Flows(a) => flows::run(a),
+        Command::Collect(a) => collect::run(a),
         Command::Bench(a) => bench::run(a),
     }
 }

@@ -4,8 +4,11 @@
 //! destination but of the *host* (the local endpoint being fingerprinted) and the *peer*; the
 //! evaluator maps a flow onto those roles once per local endpoint (see [`crate::eval`]).
 
+pub mod capture;
 pub mod ingest;
+pub mod nfcapd;
 pub mod netflow;
+pub mod sflow;
 pub mod time;
 
 use std::net::IpAddr;

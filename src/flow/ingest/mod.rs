@@ -18,6 +18,7 @@
 //! assert_eq!((stats.flows, flows[0].dst_port), (1, 53));
 //! ```
 
+pub mod binary;
 mod goflow2;
 mod jsonl;
 mod lines;
@@ -53,6 +54,12 @@ pub enum InputFormat {
     Goflow2,
     /// flowprint's own JSON lines schema (see [`flow_to_json`]).
     Jsonl,
+    /// A pcap or pcapng capture of NetFlow/IPFIX/sFlow export datagrams (any UDP port).
+    Pcap,
+    /// An IPFIX file (RFC 5655).
+    Ipfix,
+    /// nfdump's binary `nfcapd.*` file.
+    Nfcapd,
 }
 
 /// One malformed line of an input.
@@ -172,9 +179,34 @@ pub fn read_flows<R: BufRead>(
     on_flow: &mut dyn FnMut(Flow),
     on_error: &mut dyn FnMut(ReadError),
 ) -> io::Result<ReadStats> {
+    let format = match format {
+        InputFormat::Auto => {
+            let head = reader.fill_buf()?;
+            if crate::flow::capture::is_capture(head) {
+                InputFormat::Pcap
+            } else if crate::flow::nfcapd::is_nfcapd(head) {
+                InputFormat::Nfcapd
+            } else if binary::is_ipfix_file(head) {
+                InputFormat::Ipfix
+            } else {
+                InputFormat::Auto
+            }
+        }
+        f => f,
+    };
+    match format {
+        InputFormat::Pcap => return binary::read_capture_flows(reader, source, on_flow, on_error),
+        InputFormat::Ipfix => return binary::read_ipfix_file(reader, source, on_flow, on_error),
+        InputFormat::Nfcapd => {
+            return crate::flow::nfcapd::read_nfcapd(reader, source, on_flow, on_error);
+        }
+        _ => {}
+    }
     let mut stats = ReadStats::default();
     let mut state = match format {
-        InputFormat::Auto => Reader::Undetected,
+        InputFormat::Auto | InputFormat::Pcap | InputFormat::Ipfix | InputFormat::Nfcapd => {
+            Reader::Undetected
+        }
         InputFormat::NfdumpCsv => Reader::Csv(nfdump_csv::CsvReader::new()),
         InputFormat::Goflow2 => Reader::Goflow2,
         InputFormat::Jsonl => Reader::Jsonl,
@@ -229,6 +261,44 @@ pub fn read_flows<R: BufRead>(
             }
         }
     }
+}
+
+/// Expands directories into the flow files below them, recursively, in path order — which is
+/// time order for nfcapd's `nfcapd.YYYYMMDDhhmm` names and its year/month/day folders (as
+/// `nfdump -R`). Hidden files and nfcapd's `.nfstat` are skipped; `-` and files pass through.
+pub fn expand_inputs(inputs: &[String]) -> io::Result<Vec<String>> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> io::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?
+            .collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || name.starts_with("nfcapd.current") {
+                continue;
+            }
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for i in inputs {
+        let p = std::path::Path::new(i);
+        if i != "-" && p.is_dir() {
+            let mut files = Vec::new();
+            walk(p, &mut files)?;
+            out.extend(files.into_iter().map(|f| f.display().to_string()));
+        } else {
+            out.push(i.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// Opens a flow file for [`read_flows`] with a 256 KiB buffer; `-` is standard input.

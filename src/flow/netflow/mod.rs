@@ -232,7 +232,7 @@ impl Raw {
         }
         // v9: relative to the header's sysUpTime, modulo its 32-bit wrap.
         let uptime = ctx.uptime_ms?;
-        Some(ctx.export_ms - i64::from(uptime.wrapping_sub(up)))
+        Some(ctx.export_ms - uptime_delta(uptime, up))
     }
 
     fn into_flow(
@@ -485,8 +485,8 @@ impl Decoder {
             let b = &d[24 + r * 48..24 + (r + 1) * 48];
             let first = u32_at(b, 24);
             let last = u32_at(b, 28);
-            let start = ctx.export_ms - i64::from(uptime.wrapping_sub(first));
-            let end = ctx.export_ms - i64::from(uptime.wrapping_sub(last));
+            let start = ctx.export_ms - uptime_delta(uptime, first);
+            let end = ctx.export_ms - uptime_delta(uptime, last);
             out(Flow {
                 start_ms: start,
                 end_ms: end,
@@ -719,6 +719,13 @@ impl Decoder {
     }
 }
 
+/// How long before the header's sysUpTime an uptime-stamped event happened, across the 32-bit
+/// wrap (about every 49.7 days). Signed, because exporters sometimes stamp a flow's last packet
+/// a few milliseconds after the header.
+fn uptime_delta(header_uptime: u32, event: u32) -> i64 {
+    i64::from(header_uptime.wrapping_sub(event) as i32)
+}
+
 fn track_sequence(
     session: &mut Session,
     stats: &mut ExporterStats,
@@ -829,3 +836,6 @@ fn parse_templates(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,274 @@
+//! The UDP collector: receives NetFlow/IPFIX/sFlow datagrams on one or more sockets and hands
+//! decoded flows to the caller through a bounded queue.
+//!
+//! One thread per socket receives into owned buffers and pushes them onto a bounded queue; the
+//! caller's thread decodes and consumes. When the consumer falls behind, datagrams are dropped
+//! at the queue and counted — never silently lost, never unbounded memory. Receive buffers are
+//! requested large and the size the kernel granted is reported.
+
+use crate::flow::Flow;
+use crate::flow::ingest::binary::decode_datagram;
+use crate::flow::netflow::{Decoder, ExporterStats};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
+
+/// Settings of a [`Collector`].
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    /// Addresses to listen on.
+    pub listen: Vec<SocketAddr>,
+    /// Requested socket receive buffer, bytes.
+    pub recv_buffer: usize,
+    /// Datagrams the queue between receivers and the decoder holds.
+    pub queue: usize,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig {
+            listen: Vec::new(),
+            recv_buffer: 32 << 20,
+            queue: 65_536,
+        }
+    }
+}
+
+/// One bound socket and what the kernel granted it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Listener {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// Receive buffer requested, bytes.
+    pub requested: usize,
+    /// Receive buffer granted, bytes (as reported by the kernel).
+    pub granted: usize,
+}
+
+/// Counters of a collector run.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct CollectorStats {
+    /// Datagrams received on all sockets.
+    pub received: u64,
+    /// Datagrams dropped because the queue was full.
+    pub queue_drops: u64,
+    /// Datagrams that were not flow exports.
+    pub not_flow: u64,
+    /// Flows handed to the consumer.
+    pub flows: u64,
+    /// Per exporter: the decoder's counters.
+    pub exporters: HashMap<IpAddr, ExporterStats>,
+}
+
+struct Packet {
+    from: SocketAddr,
+    at_ms: i64,
+    data: Vec<u8>,
+}
+
+/// A running collector: receiver threads are started by [`Collector::bind`].
+pub struct Collector {
+    listeners: Vec<Listener>,
+    rx: Receiver<Packet>,
+    received: Arc<AtomicU64>,
+    drops: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    decoder: Decoder,
+    not_flow: u64,
+    flows: u64,
+    last_warning: HashMap<IpAddr, Instant>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn bind_socket(addr: SocketAddr, recv_buffer: usize) -> std::io::Result<(UdpSocket, usize)> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // The kernel may grant less than asked (net.core.rmem_max); what it granted is reported.
+    let _ = socket.set_recv_buffer_size(recv_buffer);
+    socket.bind(&addr.into())?;
+    let granted = socket.recv_buffer_size().unwrap_or(0);
+    let socket: UdpSocket = socket.into();
+    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    Ok((socket, granted))
+}
+
+fn receive(
+    socket: UdpSocket,
+    tx: SyncSender<Packet>,
+    received: Arc<AtomicU64>,
+    drops: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 65_536];
+    while !stop.load(Ordering::Relaxed) {
+        match socket.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                received.fetch_add(1, Ordering::Relaxed);
+                let packet = Packet {
+                    from,
+                    at_ms: now_ms(),
+                    data: buf[..n].to_vec(),
+                };
+                match tx.try_send(packet) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        drops.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(TrySendError::Disconnected(_)) => return,
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+impl Collector {
+    /// Binds every listen address and starts one receiver thread per socket.
+    pub fn bind(config: &CollectorConfig) -> std::io::Result<Collector> {
+        let (tx, rx) = sync_channel(config.queue.max(1));
+        let received = Arc::new(AtomicU64::new(0));
+        let drops = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut listeners = Vec::new();
+        let mut threads = Vec::new();
+        for &addr in &config.listen {
+            let (socket, granted) = bind_socket(addr, config.recv_buffer).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+            })?;
+            listeners.push(Listener {
+                addr: socket.local_addr()?,
+                requested: config.recv_buffer,
+                granted,
+            });
+            let (tx, received, drops, stop) =
+                (tx.clone(), received.clone(), drops.clone(), stop.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("recv {addr}"))
+                    .spawn(move || receive(socket, tx, received, drops, stop))?,
+            );
+        }
+        Ok(Collector {
+            listeners,
+            rx,
+            received,
+            drops,
+            stop,
+            threads,
+            decoder: Decoder::new(),
+            not_flow: 0,
+            flows: 0,
+            last_warning: HashMap::new(),
+        })
+    }
+
+    /// The bound sockets (with the ports the kernel chose for port 0).
+    pub fn listeners(&self) -> &[Listener] {
+        &self.listeners
+    }
+
+    /// A flag that stops the collector when set (e.g. from a signal handler).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Decodes datagrams until the stop flag is set or `deadline` passes, passing flows to
+    /// `on_flow`. Malformed datagrams are logged at most once per exporter per minute through
+    /// `on_warning`, and always counted.
+    pub fn run(
+        &mut self,
+        deadline: Option<Instant>,
+        on_flow: &mut dyn FnMut(Flow),
+        on_warning: &mut dyn FnMut(String),
+    ) {
+        loop {
+            if self.stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            match self.rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(p) => self.handle(p, on_flow, on_warning),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        // Drain what was already queued.
+        while let Ok(p) = self.rx.try_recv() {
+            self.handle(p, on_flow, on_warning);
+        }
+    }
+
+    fn handle(
+        &mut self,
+        p: Packet,
+        on_flow: &mut dyn FnMut(Flow),
+        on_warning: &mut dyn FnMut(String),
+    ) {
+        let exporter = p.from.ip();
+        let mut n = 0;
+        match decode_datagram(&mut self.decoder, exporter, &p.data, p.at_ms, &mut |f| {
+            n += 1;
+            on_flow(f)
+        }) {
+            Ok(true) => {}
+            Ok(false) => self.not_flow += 1,
+            Err(reason) => {
+                let now = Instant::now();
+                let due = self
+                    .last_warning
+                    .get(&exporter)
+                    .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(60));
+                if due {
+                    self.last_warning.insert(exporter, now);
+                    on_warning(format!(
+                        "malformed datagram from {}: {reason} (further ones from this exporter are only counted for a minute)",
+                        p.from
+                    ));
+                }
+            }
+        }
+        self.flows += n;
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> CollectorStats {
+        CollectorStats {
+            received: self.received.load(Ordering::Relaxed),
+            queue_drops: self.drops.load(Ordering::Relaxed),
+            not_flow: self.not_flow,
+            flows: self.flows,
+            exporters: self.decoder.stats().clone(),
+        }
+    }
+
+    /// Stops the receiver threads, decodes what they still queued, and returns the final
+    /// counters.
+    pub fn shutdown(
+        mut self,
+        on_flow: &mut dyn FnMut(Flow),
+        on_warning: &mut dyn FnMut(String),
+    ) -> CollectorStats {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        while let Ok(p) = self.rx.try_recv() {
+            self.handle(p, on_flow, on_warning);
+        }
+        self.stats()
+    }
+}

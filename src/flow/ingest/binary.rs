@@ -1,0 +1,163 @@
+//! Binary inputs: packet captures of export datagrams (NetFlow v5/v9, IPFIX, sFlow v5), IPFIX
+//! files (RFC 5655) and nfdump's own `nfcapd` files.
+
+use super::{ReadError, ReadStats};
+use crate::flow::Flow;
+use crate::flow::netflow::Decoder;
+use std::io::{self, Read};
+use std::net::{IpAddr, Ipv4Addr};
+
+/// What a datagram stream decoder saw, for `flows --stats` and the collector.
+#[derive(Debug, Default, Clone)]
+pub struct DatagramStats {
+    /// Datagrams that were neither NetFlow/IPFIX nor sFlow (e.g. DNS in a capture).
+    pub other: u64,
+    /// sFlow datagrams.
+    pub sflow: u64,
+}
+
+/// Decodes one export datagram (NetFlow v5/v9, IPFIX or sFlow v5) from `exporter`, received at
+/// `now_ms`. Returns `Ok(false)` when the payload is not a flow export at all.
+pub fn decode_datagram(
+    decoder: &mut Decoder,
+    exporter: IpAddr,
+    payload: &[u8],
+    now_ms: i64,
+    out: &mut dyn FnMut(Flow),
+) -> Result<bool, String> {
+    if Decoder::is_netflow(payload) {
+        decoder
+            .decode(exporter, payload, out)
+            .map_err(|e| e.to_string())?;
+        Ok(true)
+    } else if crate::flow::sflow::is_sflow(payload) {
+        crate::flow::sflow::decode_sflow(exporter, payload, now_ms, out)?;
+        Ok(true)
+    } else {
+        Ok(false)
+    }
+}
+
+/// Reads a pcap/pcapng capture and decodes every export datagram in it, on any UDP port.
+/// `lines` in the stats counts datagrams; `skipped` the malformed ones.
+pub fn read_capture_flows<R: Read>(
+    reader: R,
+    source: &str,
+    on_flow: &mut dyn FnMut(Flow),
+    on_error: &mut dyn FnMut(ReadError),
+) -> io::Result<ReadStats> {
+    let mut decoder = Decoder::new();
+    let mut stats = ReadStats::default();
+    let capture = crate::flow::capture::read_capture(reader, &mut |d| {
+        stats.lines += 1;
+        let mut n = 0;
+        match decode_datagram(&mut decoder, d.src.ip(), d.payload, d.ts_ms, &mut |f| {
+            n += 1;
+            on_flow(f)
+        }) {
+            Ok(_) => {}
+            Err(reason) => {
+                stats.skipped += 1;
+                on_error(ReadError {
+                    source: source.to_string(),
+                    line: stats.lines,
+                    reason: format!("datagram from {}: {reason}", d.src),
+                });
+            }
+        }
+        stats.flows += n;
+    })?;
+    if let Some(at) = capture.truncated_at {
+        on_error(ReadError {
+            source: source.to_string(),
+            line: stats.lines + 1,
+            reason: format!("capture cut short at byte {at}"),
+        });
+        stats.skipped += 1;
+    }
+    Ok(stats)
+}
+
+/// Whether `head` starts an IPFIX file (RFC 5655): a version 10 message header.
+pub fn is_ipfix_file(head: &[u8]) -> bool {
+    head.len() >= 4 && head[0] == 0 && head[1] == 10 && u16::from_be_bytes([head[2], head[3]]) >= 16
+}
+
+/// Reads an IPFIX file: IPFIX messages back to back. Each message is at most 65,535 bytes, so
+/// no length field can make this allocate more.
+pub fn read_ipfix_file<R: Read>(
+    mut reader: R,
+    source: &str,
+    on_flow: &mut dyn FnMut(Flow),
+    on_error: &mut dyn FnMut(ReadError),
+) -> io::Result<ReadStats> {
+    let mut decoder = Decoder::new();
+    let mut stats = ReadStats::default();
+    let exporter = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let mut header = [0u8; 4];
+        match read_full(&mut reader, &mut header)? {
+            0 => return Ok(stats),
+            4 => {}
+            n => {
+                stats.skipped += 1;
+                on_error(ReadError {
+                    source: source.to_string(),
+                    line: stats.lines + 1,
+                    reason: format!("file ends inside a message header ({n} of 4 bytes)"),
+                });
+                return Ok(stats);
+            }
+        }
+        stats.lines += 1;
+        let version = u16::from_be_bytes([header[0], header[1]]);
+        let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+        if version != 10 || len < 16 {
+            stats.skipped += 1;
+            on_error(ReadError {
+                source: source.to_string(),
+                line: stats.lines,
+                reason: format!(
+                    "not an IPFIX message (version {version}, length {len}); the rest of the file is skipped"
+                ),
+            });
+            return Ok(stats);
+        }
+        buf[..4].copy_from_slice(&header);
+        let got = read_full(&mut reader, &mut buf[4..len])?;
+        if got < len - 4 {
+            stats.skipped += 1;
+            on_error(ReadError {
+                source: source.to_string(),
+                line: stats.lines,
+                reason: format!("file ends inside a message ({} of {len} bytes)", got + 4),
+            });
+            return Ok(stats);
+        }
+        if let Err(e) = decoder.decode(exporter, &buf[..len], &mut |f| {
+            stats.flows += 1;
+            on_flow(f)
+        }) {
+            stats.skipped += 1;
+            on_error(ReadError {
+                source: source.to_string(),
+                line: stats.lines,
+                reason: e.to_string(),
+            });
+        }
+    }
+}
+
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}

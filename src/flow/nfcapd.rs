@@ -1,0 +1,299 @@
+//! A reader for nfdump's binary flow files (`nfcapd.*`), safe on untrusted input.
+//!
+//! Supported: file layout version 2 as written by nfdump 1.7 (nfcapd, sfcapd, nfpcapd,
+//! `nfdump -w`), data blocks of type 3 holding V3 records, blocks uncompressed or compressed
+//! with LZO, BZ2, LZ4 or ZSTD (per file, with the per-block "uncompressed" flag honoured), and
+//! the appendix blocks (ident and statistics records, skipped). Flow records are turned into
+//! [`Flow`]s from their extension elements (see `nfcapd/record.rs` for the layouts);
+//! exporter and sampler records fill [`Flow::exporter`] and [`Flow::sampling`] when a record
+//! does not carry its exporter address itself.
+//!
+//! Not supported, and said so: layout version 1 files (nfdump 1.6, whose records use extension
+//! maps; `nfdump -r OLD -w NEW` with nfdump 1.7 rewrites them), big-endian files, encrypted
+//! files, and nfdump 1.8's layout version 3.
+//!
+//! File layout (all integers little-endian):
+//!
+//! ```text
+//! file header (40 bytes): magic u16 = 0xA50C, version u16 = 2, nfdversion u32, created i64,
+//!     compression u8 (0 none, 1 LZO, 2 BZ2, 3 LZ4, 4 ZSTD), encryption u8, appendixBlocks u16,
+//!     creator u32, offAppendix u64, BlockSize u32, NumBlocks u32
+//! data blocks, then appendix blocks, each: NumRecords u32, size u32 (payload bytes, as
+//!     stored), type u16 (3 = records), flags u16 (bit 0: payload not compressed), payload
+//! ```
+//!
+//! The reader streams: it needs only [`Read`], holds one block at a time, and never allocates
+//! more than [`MAX_BLOCK`] bytes for a block however large a length field claims it is. A block
+//! that cannot be decompressed, or a record that overruns its block, is reported to `on_error`
+//! with the block's number and the read goes on with the next block; only a block header that
+//! leaves the file's framing unknown (a size over the limit, a truncated file) ends the read.
+
+mod codec;
+mod lzo;
+mod record;
+
+use std::io::{self, Read};
+
+use super::Flow;
+use super::ingest::{ReadError, ReadStats};
+use codec::{Compression, Decompressor};
+use record::{Decoder, Outcome};
+
+/// The largest block payload accepted, compressed or decompressed: 16 MiB (nfdump writes
+/// blocks of at most 5 MiB).
+pub const MAX_BLOCK: usize = 16 << 20;
+
+/// The file magic 0xA50C as stored by a little-endian writer.
+const MAGIC_LE: [u8; 2] = [0x0C, 0xA5];
+/// The same magic written by a big-endian machine.
+const MAGIC_BE: [u8; 2] = [0xA5, 0x0C];
+/// nfdump 1.6 file layout.
+const LAYOUT_V1: u16 = 1;
+/// nfdump 1.7 file layout.
+const LAYOUT_V2: u16 = 2;
+/// Size of the layout-2 file header.
+const FILE_HEADER: usize = 40;
+/// Size of a data block header.
+const BLOCK_HEADER: usize = 12;
+/// Block of individual records (V3 records, exporter/sampler records, appendix records).
+const BLOCK_TYPE_3: u16 = 3;
+/// Array block (nfdump's internal lookup tables); holds no flows.
+const BLOCK_TYPE_4: u16 = 4;
+/// nfdump 1.6 block type.
+const BLOCK_TYPE_2: u16 = 2;
+/// Block flag: this block's payload is stored uncompressed whatever the file's compression.
+const FLAG_BLOCK_UNCOMPRESSED: u16 = 1;
+
+/// Whether `head` (the first bytes of a file, at least 4) starts like an nfdump binary file:
+/// the magic 0xA50C and a layout version 1 or 2.
+pub fn is_nfcapd(head: &[u8]) -> bool {
+    head.len() >= 4
+        && head[..2] == MAGIC_LE
+        && matches!(u16::from_le_bytes([head[2], head[3]]), LAYOUT_V1 | LAYOUT_V2)
+}
+
+/// The file header fields the reader needs.
+struct Header {
+    compression: Option<Compression>,
+    /// Data blocks announced (0 while nfcapd is still writing the file).
+    num_blocks: u32,
+    /// Appendix blocks announced after the data blocks.
+    appendix_blocks: u16,
+}
+
+fn invalid(source: &str, msg: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("{source}: {msg}"))
+}
+
+/// Reads into `buf` until it is full or the input ends; returns the bytes read.
+fn read_full<R: Read>(reader: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match reader.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn read_header<R: Read>(reader: &mut R, source: &str) -> io::Result<Header> {
+    let mut h = [0u8; FILE_HEADER];
+    let n = read_full(reader, &mut h[..4])?;
+    if n < 4 {
+        return Err(invalid(
+            source,
+            format!("not an nfdump file: only {n} bytes"),
+        ));
+    }
+    if h[..2] == MAGIC_BE {
+        return Err(invalid(
+            source,
+            "nfdump file written on a big-endian machine: not supported",
+        ));
+    }
+    if h[..2] != MAGIC_LE {
+        return Err(invalid(
+            source,
+            format!(
+                "not an nfdump file: magic {:#06x}, expected 0xa50c",
+                u16::from_le_bytes([h[0], h[1]])
+            ),
+        ));
+    }
+    match u16::from_le_bytes([h[2], h[3]]) {
+        LAYOUT_V2 => {}
+        LAYOUT_V1 => {
+            return Err(invalid(
+                source,
+                "nfdump 1.6 file (layout version 1) is not supported; rewrite it with nfdump 1.7: \
+                 `nfdump -r OLD -w NEW`",
+            ));
+        }
+        v => {
+            return Err(invalid(
+                source,
+                format!("nfdump file layout version {v} is not supported (only version 2, nfdump 1.7)"),
+            ));
+        }
+    }
+    let n = read_full(reader, &mut h[4..])?;
+    if n < FILE_HEADER - 4 {
+        return Err(invalid(
+            source,
+            format!("file header truncated: {} of {FILE_HEADER} bytes", n + 4),
+        ));
+    }
+    let compression = Compression::from_header(h[16]).map_err(|e| invalid(source, e))?;
+    if h[17] != 0 {
+        return Err(invalid(
+            source,
+            format!("encrypted nfdump file (encryption {}) is not supported", h[17]),
+        ));
+    }
+    Ok(Header {
+        compression,
+        num_blocks: u32::from_le_bytes([h[36], h[37], h[38], h[39]]),
+        appendix_blocks: u16::from_le_bytes([h[18], h[19]]),
+    })
+}
+
+/// Reads an nfdump 1.7 binary file from `reader` to its end, passing each flow record to
+/// `on_flow` and each malformed block or record to `on_error` (as a [`ReadError`] whose `line`
+/// is the 1-based block number).
+///
+/// `source` names the input in errors. Returns `InvalidData` when the input is not a readable
+/// nfdump file (bad magic, unsupported layout version, encryption or compression); other
+/// `Err`s come from the reader. In the returned [`ReadStats`], `lines` counts the records
+/// seen (flows and exporter, sampler and appendix records), `skipped` the errors reported.
+pub fn read_nfcapd<R: Read>(
+    mut reader: R,
+    source: &str,
+    on_flow: &mut dyn FnMut(Flow),
+    on_error: &mut dyn FnMut(ReadError),
+) -> io::Result<ReadStats> {
+    let header = read_header(&mut reader, source)?;
+    let mut stats = ReadStats::default();
+    let mut block_no = 0u64;
+    let mut report = |stats: &mut ReadStats, block: u64, reason: String| {
+        stats.skipped += 1;
+        on_error(ReadError {
+            source: source.to_owned(),
+            line: block,
+            reason,
+        });
+    };
+    let mut raw = Vec::new();
+    let mut decompressor = Decompressor::default();
+    let mut decoder = Decoder::default();
+    loop {
+        let mut bh = [0u8; BLOCK_HEADER];
+        let n = read_full(&mut reader, &mut bh)?;
+        if n == 0 {
+            break;
+        }
+        block_no += 1;
+        if n < BLOCK_HEADER {
+            let reason = format!("file truncated inside a block header ({n} of {BLOCK_HEADER} bytes)");
+            report(&mut stats, block_no, reason);
+            return Ok(stats);
+        }
+        let num_records = u32::from_le_bytes([bh[0], bh[1], bh[2], bh[3]]);
+        let size = u32::from_le_bytes([bh[4], bh[5], bh[6], bh[7]]) as usize;
+        let kind = u16::from_le_bytes([bh[8], bh[9]]);
+        let flags = u16::from_le_bytes([bh[10], bh[11]]);
+        if size > MAX_BLOCK {
+            let reason = format!(
+                "block of {size} bytes exceeds the {} MiB limit: corrupt file, rest not read",
+                MAX_BLOCK >> 20
+            );
+            report(&mut stats, block_no, reason);
+            return Ok(stats);
+        }
+        raw.clear();
+        let got = reader.by_ref().take(size as u64).read_to_end(&mut raw)?;
+        if got < size {
+            let reason = format!("file truncated: block ends after {got} of {size} bytes");
+            report(&mut stats, block_no, reason);
+            return Ok(stats);
+        }
+        match kind {
+            BLOCK_TYPE_3 => {}
+            BLOCK_TYPE_4 => continue,
+            BLOCK_TYPE_2 => {
+                let reason = "nfdump 1.6 data block (type 2) is not supported".to_owned();
+                report(&mut stats, block_no, reason);
+                continue;
+            }
+            k => {
+                report(&mut stats, block_no, format!("unknown block type {k}, skipped"));
+                continue;
+            }
+        }
+        let codec = header
+            .compression
+            .filter(|_| flags & FLAG_BLOCK_UNCOMPRESSED == 0);
+        let data = match codec {
+            None => raw.as_slice(),
+            Some(c) => match decompressor.run(c, &raw) {
+                Ok(d) => d,
+                Err(e) => {
+                    report(&mut stats, block_no, format!("{c} block: {e}; block skipped"));
+                    continue;
+                }
+            },
+        };
+        if num_records == 0 && !data.is_empty() {
+            let reason = format!("block announces no records but holds {} bytes", data.len());
+            report(&mut stats, block_no, reason);
+            continue;
+        }
+        let mut pos = 0usize;
+        for i in 0..num_records {
+            let Some(rh) = data.get(pos..pos + 4) else {
+                let reason = format!(
+                    "block ends after {i} of its {num_records} records ({} bytes)",
+                    data.len()
+                );
+                report(&mut stats, block_no, reason);
+                break;
+            };
+            let rsize = usize::from(u16::from_le_bytes([rh[2], rh[3]]));
+            if rsize < 4 || pos + rsize > data.len() {
+                let reason = format!(
+                    "record {} at byte {pos}: size {rsize} overruns the block ({} bytes); rest \
+                     of the block skipped",
+                    i + 1,
+                    data.len()
+                );
+                report(&mut stats, block_no, reason);
+                break;
+            }
+            stats.lines += 1;
+            match decoder.record(&data[pos..pos + rsize]) {
+                Outcome::Flow(flow) => {
+                    stats.flows += 1;
+                    on_flow(flow);
+                }
+                Outcome::Meta => {}
+                Outcome::Malformed(reason) => {
+                    report(&mut stats, block_no, format!("record {}: {reason}", i + 1));
+                }
+            }
+            pos += rsize;
+        }
+    }
+    // A closed file announces its blocks; nfcapd.current (still being written) announces none.
+    let announced = u64::from(header.num_blocks) + u64::from(header.appendix_blocks);
+    if header.num_blocks > 0 && block_no < announced {
+        let reason = format!(
+            "file truncated: the header announces {} data and {} appendix blocks, the file \
+             holds {block_no} blocks",
+            header.num_blocks, header.appendix_blocks
+        );
+        report(&mut stats, block_no, reason);
+    }
+    Ok(stats)
+}

@@ -1,0 +1,281 @@
+//! Records of a type-3 data block: nfdump 1.7's V3 flow records and the exporter and sampler
+//! records they refer to.
+//!
+//! Every record starts with `type: u16, size: u16` (size includes these four bytes), all
+//! integers little-endian as written by nfdump on x86/ARM. A V3 record (type 11) continues with
+//! `numElements: u16, engineType: u8, engineID: u8, exporterID: u16, flags: u8, nfversion: u8`
+//! and then `numElements` extension elements, each `type: u16, length: u16` (length includes
+//! the element header) followed by a fixed C struct. The element layouts used here (offsets
+//! into the element body):
+//!
+//! | id | element          | fields read                                                     |
+//! |----|------------------|-----------------------------------------------------------------|
+//! | 1  | EXgenericFlow    | msecFirst u64 @0, msecLast u64 @8, inPackets u64 @24, inBytes u64 @32, srcPort u16 @40, dstPort u16 @42 (ICMP: type << 8 \| code), proto u8 @44, tcpFlags u8 @45 |
+//! | 2  | EXipv4Flow       | srcAddr u32 @0, dstAddr u32 @4 (numeric, host order)            |
+//! | 3  | EXipv6Flow       | srcAddr u64[2] @0, dstAddr u64[2] @16: `[0]` holds the high 64 bits |
+//! | 5  | EXcntFlow        | outPackets u64 @8, outBytes u64 @16                             |
+//! | 12 | EXipReceivedV4   | exporter address u32 @0                                         |
+//! | 13 | EXipReceivedV6   | exporter address u64[2] @0                                      |
+//! | 18 | EXsamplerInfo    | selectorID u64 @0, exporter sysid u16 @8                        |
+//! | 42 | EXipInfo         | fragment flags u8 @1, minTTL u8 @2, maxTTL u8 @3                |
+//!
+//! Other elements (flowMisc, vLan, macAddr, AS, next hops, MPLS, NSEL/NEL, payload, ...) are
+//! skipped by their length.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use rustc_hash::FxHashMap;
+
+use crate::flow::Flow;
+
+/// Record type of a V3 flow record.
+const V3_RECORD: u16 = 11;
+/// Record type of an exporter description (`exporter_info_record_t`, 32 bytes).
+const EXPORTER_INFO: u16 = 7;
+/// Record type of a sampler description (`sampler_record_t`, 24 bytes).
+const SAMPLER: u16 = 15;
+/// nfdump 1.6 flow record types, only found in layout-1 files.
+const LEGACY_FLOW: [u16; 2] = [1, 10];
+
+/// V3 record flag: packets and bytes were multiplied by the sampling interval.
+const FLAG_SAMPLED: u8 = 2;
+
+/// Most sampler records kept per file; more are reported and ignored.
+const MAX_SAMPLERS: usize = 4096;
+
+/// nfdump's sampler ids for samplers set on the command line or from v5/v9 generic fields.
+const SAMPLER_OVERWRITE: i64 = -3;
+const SAMPLER_DEFAULT: i64 = -2;
+const SAMPLER_GENERIC: i64 = -1;
+
+/// What one record is.
+pub enum Outcome {
+    /// A flow.
+    Flow(Flow),
+    /// A record that is not a flow (exporter, sampler, statistics, ident...).
+    Meta,
+    /// A malformed or unsupported record, with the reason.
+    Malformed(String),
+}
+
+/// Per-file state: exporters and samplers announced by earlier records.
+#[derive(Default)]
+pub struct Decoder {
+    exporters: FxHashMap<u16, IpAddr>,
+    samplers: FxHashMap<(u16, i64), u32>,
+}
+
+fn le16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// nfdump's IPv6 layout: two native u64, the first holding the high half of the address.
+fn ipv6(b: &[u8], at: usize) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(le64(b, at)) << 64 | u128::from(le64(b, at + 8)))
+}
+
+/// Milliseconds as stored (u64) to the signed representation of [`Flow`].
+fn ms(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// An element body with at least `need` bytes, or the reason it is too short.
+fn sized<'a>(body: Option<&'a [u8]>, need: usize, name: &str) -> Result<Option<&'a [u8]>, String> {
+    match body {
+        Some(b) if b.len() < need => Err(format!(
+            "{name} element has {} bytes, needs {need}",
+            b.len()
+        )),
+        b => Ok(b),
+    }
+}
+
+impl Decoder {
+    /// Decodes one record (`rec` spans exactly its `size` bytes, at least 4).
+    pub fn record(&mut self, rec: &[u8]) -> Outcome {
+        match le16(rec, 0) {
+            V3_RECORD => match self.v3(rec) {
+                Ok(flow) => Outcome::Flow(flow),
+                Err(reason) => Outcome::Malformed(reason),
+            },
+            EXPORTER_INFO => self.exporter(rec),
+            SAMPLER => self.sampler(rec),
+            t if LEGACY_FLOW.contains(&t) => Outcome::Malformed(format!(
+                "nfdump 1.6 flow record (type {t}) is not supported; rewrite the file with \
+                 nfdump 1.7 (`nfdump -r OLD -w NEW`)"
+            )),
+            _ => Outcome::Meta,
+        }
+    }
+
+    fn v3(&self, rec: &[u8]) -> Result<Flow, String> {
+        if rec.len() < 12 {
+            return Err(format!(
+                "V3 record of {} bytes is shorter than its 12-byte header",
+                rec.len()
+            ));
+        }
+        let elements = le16(rec, 4);
+        let exporter_id = le16(rec, 8);
+        let flags = rec[10];
+        let (mut generic, mut v4, mut v6, mut counters) = (None, None, None, None);
+        let (mut recv4, mut recv6, mut sampler, mut ip_info) = (None, None, None, None);
+        let mut pos = 12;
+        for i in 0..elements {
+            let Some(h) = rec.get(pos..pos + 4) else {
+                return Err(format!(
+                    "V3 record announces {elements} elements but holds {i}"
+                ));
+            };
+            let (kind, len) = (le16(h, 0), usize::from(le16(h, 2)));
+            if len < 4 || pos + len > rec.len() {
+                return Err(format!(
+                    "element {} (type {kind}) of length {len} overruns its record ({} bytes at \
+                     offset {pos})",
+                    i + 1,
+                    rec.len()
+                ));
+            }
+            let body = &rec[pos + 4..pos + len];
+            match kind {
+                1 => generic = Some(body),
+                2 => v4 = Some(body),
+                3 => v6 = Some(body),
+                5 => counters = Some(body),
+                12 => recv4 = Some(body),
+                13 => recv6 = Some(body),
+                18 => sampler = Some(body),
+                42 => ip_info = Some(body),
+                _ => {}
+            }
+            pos += len;
+        }
+        let Some(g) = sized(generic, 48, "EXgenericFlow")? else {
+            return Err("V3 record without EXgenericFlow element".into());
+        };
+        let (src, dst) = if let Some(b) = sized(v4, 8, "EXipv4Flow")? {
+            (
+                IpAddr::V4(Ipv4Addr::from(le32(b, 0))),
+                IpAddr::V4(Ipv4Addr::from(le32(b, 4))),
+            )
+        } else if let Some(b) = sized(v6, 32, "EXipv6Flow")? {
+            (IpAddr::V6(ipv6(b, 0)), IpAddr::V6(ipv6(b, 16)))
+        } else {
+            return Err("V3 record without IPv4 or IPv6 address element".into());
+        };
+        let (rev_packets, rev_bytes) = match sized(counters, 24, "EXcntFlow")? {
+            Some(c) => (le64(c, 8), le64(c, 16)),
+            None => (0, 0),
+        };
+        let exporter = if let Some(b) = sized(recv4, 4, "EXipReceivedV4")? {
+            Some(IpAddr::V4(Ipv4Addr::from(le32(b, 0))))
+        } else if let Some(b) = sized(recv6, 16, "EXipReceivedV6")? {
+            Some(IpAddr::V6(ipv6(b, 0)))
+        } else {
+            self.exporters.get(&exporter_id).copied()
+        };
+        let src_ttl = sized(ip_info, 4, "EXipInfo")?
+            .map(|b| b[2])
+            .filter(|&t| t != 0);
+        let sampling = if flags & FLAG_SAMPLED != 0 {
+            let selector = sized(sampler, 10, "EXsamplerInfo")?
+                .map(|b| (le16(b, 8), le64(b, 0) as i64));
+            self.sampling(exporter_id, selector)
+        } else {
+            1
+        };
+        Ok(Flow {
+            start_ms: ms(le64(g, 0)),
+            end_ms: ms(le64(g, 8)),
+            src,
+            dst,
+            src_port: le16(g, 40),
+            dst_port: le16(g, 42),
+            proto: g[44],
+            bytes: le64(g, 32),
+            packets: le64(g, 24),
+            rev_bytes,
+            rev_packets,
+            tcp_flags: g[45],
+            src_ttl,
+            dst_ttl: None,
+            src_name: None,
+            dst_name: None,
+            exporter,
+            sampling,
+        })
+    }
+
+    /// The interval of the sampler that applies to a sampled record, as nfcapd picks it:
+    /// a command-line override, the record's own sampler, the exporter's generic sampler, a
+    /// command-line default. 1 when none is known.
+    fn sampling(&self, exporter_id: u16, selector: Option<(u16, i64)>) -> u32 {
+        let keys = [
+            Some((exporter_id, SAMPLER_OVERWRITE)),
+            selector,
+            Some((exporter_id, SAMPLER_GENERIC)),
+            Some((exporter_id, SAMPLER_DEFAULT)),
+        ];
+        keys.into_iter()
+            .flatten()
+            .find_map(|k| self.samplers.get(&k).copied())
+            .unwrap_or(1)
+    }
+
+    /// `exporter_info_record_t`: version u32 @4, ip[16] @8, sa_family u16 @24, sysid u16 @26.
+    fn exporter(&mut self, rec: &[u8]) -> Outcome {
+        if rec.len() < 28 {
+            return Outcome::Malformed(format!(
+                "exporter record of {} bytes, needs at least 28",
+                rec.len()
+            ));
+        }
+        let family = le16(rec, 24);
+        let ip = match family {
+            // nfdump 1.7.0/1.7.1: ip_addr_t in host order, IPv4 in the third u32.
+            2 => IpAddr::V4(Ipv4Addr::from(le32(rec, 16))),
+            // Later 1.7 releases: 16 bytes in network order, IPv4 mapped into IPv6.
+            0 => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&rec[8..24]);
+                let v6 = Ipv6Addr::from(a);
+                v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+            }
+            // Any other family (AF_INET6 is 10 on Linux, 24/28/30 on the BSDs): host order.
+            _ => IpAddr::V6(ipv6(rec, 8)),
+        };
+        self.exporters.insert(le16(rec, 26), ip);
+        Outcome::Meta
+    }
+
+    /// `sampler_record_t`: sysid u16 @4, algorithm u16 @6, id i64 @8, packetInterval u32 @16,
+    /// spaceInterval u32 @20. The interval is (packet + space) / packet.
+    fn sampler(&mut self, rec: &[u8]) -> Outcome {
+        if rec.len() < 24 {
+            return Outcome::Malformed(format!("sampler record of {} bytes, needs 24", rec.len()));
+        }
+        let key = (le16(rec, 4), le64(rec, 8) as i64);
+        let (packet, space) = (u64::from(le32(rec, 16)), u64::from(le32(rec, 20)));
+        if packet == 0 {
+            return Outcome::Meta;
+        }
+        if self.samplers.len() >= MAX_SAMPLERS && !self.samplers.contains_key(&key) {
+            return Outcome::Malformed(format!(
+                "more than {MAX_SAMPLERS} sampler records: sampler ignored"
+            ));
+        }
+        let interval = ((packet + space) / packet).clamp(1, u64::from(u32::MAX)) as u32;
+        self.samplers.insert(key, interval);
+        Outcome::Meta
+    }
+}
