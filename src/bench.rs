@@ -163,7 +163,11 @@ pub fn generate_ipfix(n: usize, records: usize, seed: u64) -> Vec<Vec<u8>> {
             for _ in 0..records {
                 let host = 0x0a00_0000u32 | rng.below(1 << 16) as u32;
                 let peer = u32::from(peer_addr(rng.below(1 << 20)));
-                let (src, dst) = if rng.below(2) == 0 { (host, peer) } else { (peer, host) };
+                let (src, dst) = if rng.below(2) == 0 {
+                    (host, peer)
+                } else {
+                    (peer, host)
+                };
                 m.extend_from_slice(&src.to_be_bytes());
                 m.extend_from_slice(&dst.to_be_bytes());
                 m.extend_from_slice(&(30_000 + rng.below(30_000) as u16).to_be_bytes());

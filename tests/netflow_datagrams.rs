@@ -39,7 +39,7 @@ pub fn groups(dir: &Path) -> BTreeMap<String, Vec<PathBuf>> {
         files.sort_by_key(|p| {
             let n = p.file_name().unwrap().to_string_lossy().into_owned();
             (
-                !(n.contains("tpl") && !n.contains("data")),
+                !n.contains("tpl") || n.contains("data"),
                 n.contains("data"),
                 n,
             )

@@ -72,7 +72,6 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let mut on_warning = |w: String| eprintln!("warning: {w}");
     collector.run(deadline, &mut on_flow, &mut on_warning);
     let stats = collector.shutdown(&mut on_flow, &mut on_warning);
-    drop(on_flow);
     let _ = out.flush();
     eprintln!("{}", serde_json::to_string(&stats)?);
     match write_error {

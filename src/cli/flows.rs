@@ -97,10 +97,11 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             input,
             args.input_format,
             &mut |f| {
-                if !args.count && write_error.is_none() {
-                    if let Err(e) = write_flow(&mut out, args.format, &f) {
-                        write_error = Some(e);
-                    }
+                if !args.count
+                    && write_error.is_none()
+                    && let Err(e) = write_flow(&mut out, args.format, &f)
+                {
+                    write_error = Some(e);
                 }
             },
             &mut |e| {

@@ -6,8 +6,8 @@
 
 pub mod capture;
 pub mod ingest;
-pub mod nfcapd;
 pub mod netflow;
+pub mod nfcapd;
 pub mod sflow;
 pub mod time;
 
@@ -143,7 +143,7 @@ pub struct Flow {
     pub rev_bytes: u64,
     /// Packets from `dst` to `src` (biflows).
     pub rev_packets: u64,
-    /// Union of TCP flags seen (0 for other protocols or when not exported).
+    /// TCP flags of the packets from `src` (0 for other protocols or when not exported).
     pub tcp_flags: u8,
     /// Minimum IP TTL / hop limit of the packets from `src`, when the record carries it.
     pub src_ttl: Option<u8>,

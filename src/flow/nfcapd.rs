@@ -51,6 +51,8 @@ const MAGIC_BE: [u8; 2] = [0xA5, 0x0C];
 const LAYOUT_V1: u16 = 1;
 /// nfdump 1.7 file layout.
 const LAYOUT_V2: u16 = 2;
+/// nfdump 1.8 file layout (V4 records, block directory).
+const LAYOUT_V3: u16 = 3;
 /// Size of the layout-2 file header.
 const FILE_HEADER: usize = 40;
 /// Size of a data block header.
@@ -65,11 +67,15 @@ const BLOCK_TYPE_2: u16 = 2;
 const FLAG_BLOCK_UNCOMPRESSED: u16 = 1;
 
 /// Whether `head` (the first bytes of a file, at least 4) starts like an nfdump binary file:
-/// the magic 0xA50C and a layout version 1 or 2.
+/// the magic 0xA50C and a layout version 1, 2 or 3 (versions 1 and 3 are recognised so that
+/// [`read_nfcapd`] can say they are not supported).
 pub fn is_nfcapd(head: &[u8]) -> bool {
     head.len() >= 4
         && head[..2] == MAGIC_LE
-        && matches!(u16::from_le_bytes([head[2], head[3]]), LAYOUT_V1 | LAYOUT_V2)
+        && matches!(
+            u16::from_le_bytes([head[2], head[3]]),
+            LAYOUT_V1 | LAYOUT_V2 | LAYOUT_V3
+        )
 }
 
 /// The file header fields the reader needs.
@@ -132,10 +138,18 @@ fn read_header<R: Read>(reader: &mut R, source: &str) -> io::Result<Header> {
                  `nfdump -r OLD -w NEW`",
             ));
         }
+        LAYOUT_V3 => {
+            return Err(invalid(
+                source,
+                "nfdump 1.8 file (layout version 3) is not supported, only nfdump 1.7's layout 2",
+            ));
+        }
         v => {
             return Err(invalid(
                 source,
-                format!("nfdump file layout version {v} is not supported (only version 2, nfdump 1.7)"),
+                format!(
+                    "nfdump file layout version {v} is not supported (only version 2, nfdump 1.7)"
+                ),
             ));
         }
     }
@@ -150,7 +164,10 @@ fn read_header<R: Read>(reader: &mut R, source: &str) -> io::Result<Header> {
     if h[17] != 0 {
         return Err(invalid(
             source,
-            format!("encrypted nfdump file (encryption {}) is not supported", h[17]),
+            format!(
+                "encrypted nfdump file (encryption {}) is not supported",
+                h[17]
+            ),
         ));
     }
     Ok(Header {
@@ -196,7 +213,8 @@ pub fn read_nfcapd<R: Read>(
         }
         block_no += 1;
         if n < BLOCK_HEADER {
-            let reason = format!("file truncated inside a block header ({n} of {BLOCK_HEADER} bytes)");
+            let reason =
+                format!("file truncated inside a block header ({n} of {BLOCK_HEADER} bytes)");
             report(&mut stats, block_no, reason);
             return Ok(stats);
         }
@@ -228,7 +246,11 @@ pub fn read_nfcapd<R: Read>(
                 continue;
             }
             k => {
-                report(&mut stats, block_no, format!("unknown block type {k}, skipped"));
+                report(
+                    &mut stats,
+                    block_no,
+                    format!("unknown block type {k}, skipped"),
+                );
                 continue;
             }
         }
@@ -240,7 +262,11 @@ pub fn read_nfcapd<R: Read>(
             Some(c) => match decompressor.run(c, &raw) {
                 Ok(d) => d,
                 Err(e) => {
-                    report(&mut stats, block_no, format!("{c} block: {e}; block skipped"));
+                    report(
+                        &mut stats,
+                        block_no,
+                        format!("{c} block: {e}; block skipped"),
+                    );
                     continue;
                 }
             },

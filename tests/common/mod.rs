@@ -76,11 +76,21 @@ pub struct Nfcapd {
 
 impl Nfcapd {
     pub fn start(dir: &Path) -> Nfcapd {
+        Nfcapd::start_repeating(dir, None)
+    }
+
+    /// Also repeats every datagram it receives to 127.0.0.1:`repeat` (nfcapd's `-R`), so that
+    /// a second collector sees exactly the same datagrams.
+    pub fn start_repeating(dir: &Path, repeat: Option<u16>) -> Nfcapd {
         let port = free_udp_port();
-        let child = Command::new("nfcapd")
-            .args(["-b", "127.0.0.1", "-p", &port.to_string(), "-w"])
+        let mut cmd = Command::new("nfcapd");
+        cmd.args(["-b", "127.0.0.1", "-p", &port.to_string(), "-w"])
             .arg(dir)
-            .args(["-t", "3600"])
+            .args(["-t", "3600"]);
+        if let Some(r) = repeat {
+            cmd.args(["-R", &format!("127.0.0.1/{r}")]);
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -483,10 +483,6 @@ impl Row {
     }
 }
 
-fn bad(what: &str, v: &str) -> String {
-    format!("bad {what} `{}`", shown(v))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

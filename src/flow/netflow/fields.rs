@@ -15,7 +15,6 @@ pub enum Target {
     RevPackets,
     Proto,
     TcpFlags,
-    RevTcpFlags,
     SrcPort,
     DstPort,
     SrcV4,
@@ -113,7 +112,6 @@ pub fn enterprise_target(pen: u32, id: u16) -> Target {
     match (pen, id) {
         (REVERSE_PEN, 1 | 85 | 231) => RevBytes,
         (REVERSE_PEN, 2 | 86 | 298) => RevPackets,
-        (REVERSE_PEN, 6) => RevTcpFlags,
         (REVERSE_PEN, 52) => RevMinTtl,
         (REVERSE_PEN, 192) => RevTtl,
         // CESNET ipfixprobe: TLS SNI, DNS name, QUIC SNI; Flowmon: HTTP host.

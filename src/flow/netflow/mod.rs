@@ -130,7 +130,6 @@ struct Raw {
     rev_packets: u64,
     proto: u8,
     flags: u8,
-    rev_flags: u8,
     sp: u16,
     dp: u16,
     src: Option<IpAddr>,
@@ -165,7 +164,6 @@ impl Raw {
             RevPackets => self.rev_packets = be(v),
             Proto => self.proto = be(v) as u8,
             TcpFlags => self.flags = be(v) as u8,
-            RevTcpFlags => self.rev_flags = be(v) as u8,
             SrcPort => self.sp = be(v) as u16,
             DstPort => self.dp = be(v) as u16,
             SrcV4 if v.len() == 4 => {
@@ -281,7 +279,9 @@ impl Raw {
             packets: self.packets.saturating_mul(scale),
             rev_bytes: self.rev_bytes.saturating_mul(scale),
             rev_packets: self.rev_packets.saturating_mul(scale),
-            tcp_flags: self.flags | self.rev_flags,
+            // The forward direction's flags (RFC 5103). nfdump 1.7.1 instead shows the reverse
+            // element's value for biflows, losing the forward flags.
+            tcp_flags: self.flags,
             src_ttl: self.min_ttl.or(self.ttl),
             dst_ttl: self.rev_ttl,
             src_name: None,

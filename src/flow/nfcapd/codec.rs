@@ -64,12 +64,12 @@ impl Decompressor {
         let out = self.out.as_mut_slice();
         let too_big = || format!("decompresses to more than {} MiB", MAX_BLOCK >> 20);
         let n = match codec {
-            Compression::Lz4 => lz4_flex::block::decompress_into(input, out).map_err(|e| {
-                match e {
+            Compression::Lz4 => {
+                lz4_flex::block::decompress_into(input, out).map_err(|e| match e {
                     lz4_flex::block::DecompressError::OutputTooSmall { .. } => too_big(),
                     e => e.to_string(),
-                }
-            })?,
+                })?
+            }
             Compression::Lzo => lzo::decompress(input, out).map_err(|e| e.to_string())?,
             Compression::Bz2 => bz2(input, out)?,
             Compression::Zstd => {

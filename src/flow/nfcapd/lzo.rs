@@ -236,7 +236,10 @@ mod tests {
         // Match before any output (an M4 match of distance 16385 as the first instruction).
         assert_eq!(run(&[0x11, 4, 0], 8), Err(Error::LookbehindOverrun));
         // A match behind the start after some literals.
-        assert_eq!(run(&[17 + 2, b'a', b'b', 0b0100_0100, 1], 8), Err(Error::LookbehindOverrun));
+        assert_eq!(
+            run(&[17 + 2, b'a', b'b', 0b0100_0100, 1], 8),
+            Err(Error::LookbehindOverrun)
+        );
         // Output larger than the buffer.
         let mut s = vec![17 + 5];
         s.extend_from_slice(b"hello");

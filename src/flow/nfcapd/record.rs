@@ -177,19 +177,20 @@ impl Decoder {
             Some(c) => (le64(c, 8), le64(c, 16)),
             None => (0, 0),
         };
-        let exporter = if let Some(b) = sized(recv4, 4, "EXipReceivedV4")? {
+        let received = if let Some(b) = sized(recv4, 4, "EXipReceivedV4")? {
             Some(IpAddr::V4(Ipv4Addr::from(le32(b, 0))))
-        } else if let Some(b) = sized(recv6, 16, "EXipReceivedV6")? {
-            Some(IpAddr::V6(ipv6(b, 0)))
         } else {
-            self.exporters.get(&exporter_id).copied()
+            sized(recv6, 16, "EXipReceivedV6")?.map(|b| IpAddr::V6(ipv6(b, 0)))
         };
+        let exporter = received
+            .filter(|a| !a.is_unspecified())
+            .or_else(|| self.exporters.get(&exporter_id).copied());
         let src_ttl = sized(ip_info, 4, "EXipInfo")?
             .map(|b| b[2])
             .filter(|&t| t != 0);
         let sampling = if flags & FLAG_SAMPLED != 0 {
-            let selector = sized(sampler, 10, "EXsamplerInfo")?
-                .map(|b| (le16(b, 8), le64(b, 0) as i64));
+            let selector =
+                sized(sampler, 10, "EXsamplerInfo")?.map(|b| (le16(b, 8), le64(b, 0) as i64));
             self.sampling(exporter_id, selector)
         } else {
             1
