@@ -51,5 +51,14 @@ echo "nfdump -r FILE -q -o csv (no filter) > /dev/null, 3 runs:"
 for i in 1 2 3; do
     { time nfdump -r "$file" -q -o csv >/dev/null; } 2>&1
 done
+cargo build --release --quiet
+nfdump -r "$file" -y -w "$work/lz4.nfcapd" >/dev/null
+for f in "$file" "$work/lz4.nfcapd"; do
+    kind=$([ "$f" = "$file" ] && echo uncompressed || echo LZ4)
+    echo "$kind: nfdump -r FILE -f FILTER -q -o csv > /dev/null, 5 runs (wall s):"
+    for i in 1 2 3 4 5; do { time nfdump -r "$f" -f "$work/filter" -q -o csv >/dev/null; } 2>&1; done
+    echo "$kind: flowprint flows --count FILE (decode only), 5 runs (wall s):"
+    for i in 1 2 3 4 5; do { time target/release/flowprint flows --count "$f" >/dev/null 2>&1; } 2>&1; done
+done
 echo "flowprint bench eval --rules 10000:"
 cargo run --release --quiet -- bench eval --rules 10000 --flows 1000000
