@@ -25,7 +25,10 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode");
     for (name, data) in [
         ("v9-30-records", flowprint::bench::generate_v9(2_000, 30, 1)),
-        ("ipfix-30-records", flowprint::bench::generate_ipfix(2_000, 30, 1)),
+        (
+            "ipfix-30-records",
+            flowprint::bench::generate_ipfix(2_000, 30, 1),
+        ),
     ] {
         g.throughput(Throughput::Elements(decode_all(&data)));
         g.bench_function(name, |b| b.iter(|| decode_all(black_box(&data))));
@@ -35,7 +38,10 @@ fn benches(c: &mut Criterion) {
         let mut pcaps: Vec<Vec<u8>> = Vec::new();
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for e in entries.flatten() {
-                if e.file_name().to_string_lossy().ends_with(&format!(".{kind}-export.pcap")) {
+                if e.file_name()
+                    .to_string_lossy()
+                    .ends_with(&format!(".{kind}-export.pcap"))
+                {
                     pcaps.push(std::fs::read(e.path()).unwrap());
                 }
             }
@@ -46,12 +52,21 @@ fn benches(c: &mut Criterion) {
         let read = |pcaps: &[Vec<u8>]| {
             let mut n = 0u64;
             for p in pcaps {
-                read_flows(p.as_slice(), "bench", InputFormat::Pcap, &mut |_| n += 1, &mut |_| {}).unwrap();
+                read_flows(
+                    p.as_slice(),
+                    "bench",
+                    InputFormat::Pcap,
+                    &mut |_| n += 1,
+                    &mut |_| {},
+                )
+                .unwrap();
             }
             n
         };
         g.throughput(Throughput::Elements(read(&pcaps)));
-        g.bench_function(format!("corpus-{kind}-pcaps"), |b| b.iter(|| read(black_box(&pcaps))));
+        g.bench_function(format!("corpus-{kind}-pcaps"), |b| {
+            b.iter(|| read(black_box(&pcaps)))
+        });
     }
     g.finish();
 }

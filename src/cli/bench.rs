@@ -58,7 +58,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Runs `bench`.
 pub fn run(args: Args) -> anyhow::Result<i32> {
     match args.what {
-        What::Collect { rate, seconds, also } => collect(rate, seconds, also)?,
+        What::Collect {
+            rate,
+            seconds,
+            also,
+        } => collect(rate, seconds, also)?,
         What::Decode { datagrams, passes } => {
             for (name, data) in [
                 (
@@ -181,7 +185,11 @@ fn collect(rate: u64, seconds: f64, also: Option<u16>) -> anyhow::Result<()> {
         owed += now.duration_since(last).as_secs_f64() * 1000.0 * per_ms;
         last = now;
         while owed >= 1.0 {
-            let d = &datagrams[if sent == 0 { 0 } else { 1 + i % (datagrams.len() - 1) }];
+            let d = &datagrams[if sent == 0 {
+                0
+            } else {
+                1 + i % (datagrams.len() - 1)
+            }];
             socket.send_to(d, listener.addr)?;
             if let Some(p) = also {
                 let _ = socket.send_to(d, ("127.0.0.1", p));
@@ -195,7 +203,9 @@ fn collect(rate: u64, seconds: f64, also: Option<u16>) -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
-    let (flows, stats) = consumer.join().map_err(|_| anyhow::anyhow!("collector thread panicked"))?;
+    let (flows, stats) = consumer
+        .join()
+        .map_err(|_| anyhow::anyhow!("collector thread panicked"))?;
     let lost_in_kernel = sent.saturating_sub(stats.received);
     println!(
         "collect: target {rate} flows/s for {seconds} s; sent {sent} datagrams ({} flows) = {:.0} flows/s; \
