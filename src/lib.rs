@@ -53,6 +53,7 @@ pub mod eval;
 pub mod flow;
 pub mod index;
 pub mod infer;
+pub mod inventory;
 pub mod pack;
 pub mod parser;
 pub mod ruleset;
