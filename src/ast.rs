@@ -199,15 +199,40 @@ pub enum ValueKind {
     Range(Box<Value>, Box<Value>),
 }
 
-/// `over 7d count >= 3 and ...` (parsed; evaluated by a later version).
+/// `over 7d count >= 3 and peers >= 2`: aggregates over a sliding window.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Over {
     /// The window.
     pub window: Value,
     /// Aggregate conditions.
-    pub aggregates: Vec<(Ident, CmpOp, Value)>,
+    pub aggregates: Vec<Aggregate>,
     /// The clause.
     pub span: Span,
+}
+
+/// One aggregate condition of an `over` clause.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aggregate {
+    /// `count`, `peers`, `domains`, `period`, `transfer`.
+    pub name: Ident,
+    /// The test.
+    pub op: AggOp,
+    /// The whole aggregate.
+    pub span: Span,
+}
+
+/// The test of an aggregate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AggOp {
+    /// `>= 3`
+    Cmp(CmpOp, Value),
+    /// `~ 15m +- 10%`
+    About {
+        /// The expected value.
+        center: Value,
+        /// Absolute or relative.
+        tolerance: Value,
+    },
 }
 
 /// `target = "label" [version "v"] [confidence c]`

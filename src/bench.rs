@@ -137,6 +137,12 @@ const IPFIX_FIELDS: &[(u16, u16)] = &[
 /// `n` IPFIX messages of `records` data records each (template 256 in the first message),
 /// as an exporter would send them.
 pub fn generate_ipfix(n: usize, records: usize, seed: u64) -> Vec<Vec<u8>> {
+    generate_ipfix_hosts(n, records, 1 << 16, seed)
+}
+
+/// Like [`generate_ipfix`], with local hosts drawn from `hosts` addresses of 10.0.0.0/8 and a
+/// tenth of the peers in vendor networks that the bundled rules know (Apple 17.0.0.0/8).
+pub fn generate_ipfix_hosts(n: usize, records: usize, hosts: u32, seed: u64) -> Vec<Vec<u8>> {
     let mut rng = Rng::new(seed ^ 0x1f1f);
     let rec_len: usize = IPFIX_FIELDS.iter().map(|&(_, l)| usize::from(l)).sum();
     let mut seq = 0u32;
@@ -161,17 +167,35 @@ pub fn generate_ipfix(n: usize, records: usize, seed: u64) -> Vec<Vec<u8>> {
             m.extend_from_slice(&256u16.to_be_bytes());
             m.extend_from_slice(&((4 + records * rec_len) as u16).to_be_bytes());
             for _ in 0..records {
-                let host = 0x0a00_0000u32 | rng.below(1 << 16) as u32;
-                let peer = u32::from(peer_addr(rng.below(1 << 20)));
+                let host = 0x0a00_0000u32 + rng.below(u64::from(hosts.max(1))) as u32;
+                // A tenth of the peers are Apple push servers (TCP 5223 in 17.0.0.0/8), which
+                // the bundled rules recognise without a host name.
+                let apple = rng.below(10) == 0;
+                let peer = if apple {
+                    0x1100_0000 | rng.below(1 << 24) as u32
+                } else {
+                    u32::from(peer_addr(rng.below(1 << 20)))
+                };
                 let (src, dst) = if rng.below(2) == 0 {
                     (host, peer)
                 } else {
                     (peer, host)
                 };
+                let client = 30_000 + rng.below(30_000) as u16;
+                let server = if apple {
+                    5223
+                } else {
+                    [443u16, 80, 53][rng.below(3) as usize]
+                };
+                let (sp, dp) = if src == host {
+                    (client, server)
+                } else {
+                    (server, client)
+                };
                 m.extend_from_slice(&src.to_be_bytes());
                 m.extend_from_slice(&dst.to_be_bytes());
-                m.extend_from_slice(&(30_000 + rng.below(30_000) as u16).to_be_bytes());
-                m.extend_from_slice(&[443u16, 80, 53][rng.below(3) as usize].to_be_bytes());
+                m.extend_from_slice(&sp.to_be_bytes());
+                m.extend_from_slice(&dp.to_be_bytes());
                 m.extend_from_slice(&[6, 0x1b, 0]);
                 m.extend_from_slice(&1u32.to_be_bytes());
                 m.extend_from_slice(&2u32.to_be_bytes());

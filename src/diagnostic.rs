@@ -65,7 +65,7 @@ codes! {
     InvalidNumber = 13, Error;
     /// A conclusion target that does not exist (`os.famly`).
     UnknownConclusion = 14, Error;
-    /// A stateful `over` clause; this version evaluates flows one by one.
+    /// Retired: `over` clauses were rejected before stateful rules existed. Never reused.
     Unsupported = 15, Error;
     /// A range whose lower end is above its upper end, or an empty set.
     InvalidRange = 16, Error;
@@ -77,6 +77,8 @@ codes! {
     Io = 19, Error;
     /// A domain pattern that is not a valid name or `*.suffix`.
     InvalidDomain = 20, Error;
+    /// An aggregate of an `over` clause that is unknown or used with the wrong test.
+    InvalidAggregate = 21, Error;
 }
 
 impl std::fmt::Display for Code {

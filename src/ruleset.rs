@@ -5,11 +5,11 @@ use crate::index::Index;
 use crate::schema::{NumField, Side, View, addr_key};
 use regex::Regex;
 use rustc_hash::FxHashSet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// An attribute a rule can conclude about a host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Attribute {
     /// `os.family`: Windows, macOS, Linux, Android, iOS, ChromeOS...
     #[serde(rename = "os.family")]
@@ -49,7 +49,7 @@ impl Attribute {
 }
 
 /// One conclusion of a rule.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Conclusion {
     /// What it is about.
     pub attribute: Attribute,
@@ -97,8 +97,46 @@ pub struct Rule {
     pub conclusions: Vec<Conclusion>,
     /// The condition.
     pub cond: Cond,
+    /// Aggregates over a window (`over ...`); `None` for rules judged flow by flow.
+    pub stateful: Option<Stateful>,
     /// Source file name and 1-based line, for explanations.
     pub location: String,
+}
+
+/// The compiled `over` clause of a stateful rule: all given aggregates must hold over the
+/// flows of one host that satisfy the rule's `when` condition within the sliding window.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Stateful {
+    /// Window length, ms.
+    pub window_ms: u64,
+    /// Matching flows in the window, inclusive range.
+    pub count: Option<(u64, u64)>,
+    /// Distinct peer addresses in the window.
+    pub peers: Option<(u64, u64)>,
+    /// Distinct peer names in the window.
+    pub domains: Option<(u64, u64)>,
+    /// Periodic contact.
+    pub period: Option<Period>,
+    /// A transfer of about this many bytes (summed over the records of one transfer).
+    pub transfer: Option<Transfer>,
+}
+
+/// `period ~ P +- T`: contacts every P (or a multiple of P, when some were missed) within T.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Period {
+    /// The period, ms.
+    pub every_ms: u64,
+    /// Allowed deviation of each gap from a multiple of the period, ms.
+    pub tolerance_ms: u64,
+}
+
+/// `transfer ~ S +- T`: the bytes the peer sent in one transfer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Transfer {
+    /// Expected size, bytes.
+    pub bytes: u64,
+    /// Allowed deviation for unsampled data, bytes.
+    pub tolerance: u64,
 }
 
 /// A set of addresses: sorted, merged, inclusive ranges in the [`addr_key`] space.

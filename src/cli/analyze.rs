@@ -3,7 +3,7 @@
 use super::{DiagFormat, RuleArgs, has_errors, print_diagnostics};
 use flowprint::eval::{Evaluator, LocalNets};
 use flowprint::flow::ingest::{InputFormat, expand_inputs, open_input, read_flows};
-use flowprint::infer::{HostSummary, Inventory};
+use flowprint::infer::{HostSummary, InferConfig, Inventory};
 use ipnet::IpNet;
 use std::io::Write;
 
@@ -30,15 +30,56 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
-    /// Show the evidence behind each verdict.
+    /// Show the evidence behind each verdict; with `--host`, how each score was computed.
     #[arg(long)]
     pub explain: bool,
+    /// Only report these hosts (repeatable).
+    #[arg(long = "host", value_name = "ADDR")]
+    pub hosts: Vec<std::net::IpAddr>,
+    /// Half-life of evidence (`30d`, `12h`, or `none`).
+    #[arg(long, default_value = "30d", value_parser = parse_duration_opt)]
+    pub half_life: MaybeMs,
+    /// Most hosts kept in memory; the least recently seen are evicted beyond.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max_hosts: usize,
+    /// Evict hosts silent for this long (`7d`; default `none`: never).
+    #[arg(long, default_value = "none", value_parser = parse_duration_opt)]
+    pub idle: MaybeMs,
+    /// The inventory to update: a SQLite file, or a `postgres://` URL. Its hosts are loaded
+    /// first, so evidence accumulates across runs.
+    #[arg(long, value_name = "PATH|URL")]
+    pub db: Option<String>,
     /// Format of the inputs (detected from content by default).
     #[arg(long, value_enum, default_value = "auto")]
     pub input_format: InputFormat,
     /// Flow files, captures or directories (read recursively in time order); `-` for stdin.
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<String>,
+}
+
+/// A duration in milliseconds, or none.
+#[derive(Debug, Clone, Copy)]
+pub struct MaybeMs(pub Option<i64>);
+
+/// Parses `30d`, `12h`, `15m`, `30s`, `500ms`, or `none`.
+pub fn parse_duration_opt(s: &str) -> Result<MaybeMs, String> {
+    if s == "none" {
+        return Ok(MaybeMs(None));
+    }
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .ok_or("add a unit: ms, s, m, h or d")?;
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n.parse().map_err(|_| format!("`{s}` is not a duration"))?;
+    let ms = match unit.trim() {
+        "ms" => 1.0,
+        "s" => 1e3,
+        "m" => 6e4,
+        "h" => 3.6e6,
+        "d" => 8.64e7,
+        u => return Err(format!("unknown unit `{u}`: use ms, s, m, h or d")),
+    };
+    Ok(MaybeMs(Some((n * ms) as i64)))
 }
 
 /// Runs `analyze`.
@@ -53,7 +94,26 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     };
     let ruleset = &compiled.ruleset;
     let mut evaluator = Evaluator::new(ruleset, &local);
-    let mut inventory = Inventory::new();
+    let mut inventory = Inventory::with_config(InferConfig {
+        half_life_ms: args.half_life.0,
+        max_hosts: args.max_hosts.max(1),
+        idle_ms: args.idle.0,
+        record_samples: args.explain || args.format == Format::Json,
+        ..Default::default()
+    });
+    let mut store = match &args.db {
+        Some(spec) => {
+            let mut store = flowprint::inventory::open(spec)?;
+            let dropped = inventory.restore(&store.load_all()?, ruleset);
+            if dropped > 0 {
+                eprintln!(
+                    "warning: {dropped} stored evidence row(s) name rules that no longer exist; dropped"
+                );
+            }
+            Some(store)
+        }
+        None => None,
+    };
     let mut unreadable = false;
     let (mut flows, mut skipped) = (0u64, 0u64);
     let inputs = expand_inputs(&args.inputs)?;
@@ -96,13 +156,28 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             }
         }
     }
-    let summaries = inventory.summaries(ruleset);
+    inventory.evict_if_needed();
+    if let Some(store) = store.as_mut() {
+        store.save(&inventory.to_stored(ruleset))?;
+    }
+    let mut summaries = inventory.summaries(ruleset);
+    if !args.hosts.is_empty() {
+        summaries.retain(|s| args.hosts.iter().any(|h| h.to_string() == s.host));
+    }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match args.format {
         Format::Json => {
             for s in &summaries {
                 serde_json::to_writer(&mut out, s)?;
                 out.write_all(b"\n")?;
+            }
+        }
+        Format::Table if args.explain && !args.hosts.is_empty() => {
+            for h in &args.hosts {
+                match inventory.explain(ruleset, *h) {
+                    Some(text) => write!(out, "{text}")?,
+                    None => writeln!(out, "host {h}: not seen")?,
+                }
             }
         }
         Format::Table => print_table(&mut out, &summaries, args.explain)?,
@@ -157,7 +232,7 @@ fn software_text(s: &HostSummary) -> String {
         .join(", ")
 }
 
-fn print_table(
+pub fn print_table(
     out: &mut impl Write,
     summaries: &[HostSummary],
     explain: bool,
@@ -215,15 +290,17 @@ fn print_table(
                     .collect();
                 writeln!(
                     out,
-                    "    {} — {}\n        {} flow(s) {} .. {}; concludes {}\n        e.g. {}",
+                    "    {} — {}\n        {} flow(s) {} .. {}; concludes {}",
                     e.rule,
                     e.title.as_deref().unwrap_or(""),
                     e.flows,
                     e.first_seen,
                     e.last_seen,
                     concl.join(", "),
-                    e.example
                 )?;
+                if let Some(ex) = &e.example {
+                    writeln!(out, "        e.g. {ex}")?;
+                }
             }
             for a in &s.alternatives {
                 writeln!(

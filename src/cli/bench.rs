@@ -14,6 +14,26 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum What {
+    /// The whole path on one core: decode IPFIX from memory, evaluate the bundled rules, infer,
+    /// and write the inventory (SQLite) in one batch at the end.
+    Pipeline {
+        /// Flows in total.
+        #[arg(long, default_value_t = 10_000_000)]
+        flows: usize,
+        /// Distinct local hosts.
+        #[arg(long, default_value_t = 100_000)]
+        hosts: u32,
+        /// Inventory to write (a SQLite file, replaced); default: a temporary file.
+        #[arg(long)]
+        db: Option<String>,
+    },
+    /// Memory of the host table: feeds flows of N hosts (two each, one a connectivity check
+    /// that the bundled rules recognise) and reports the resident memory per host.
+    Hosts {
+        /// Hosts.
+        #[arg(long, default_value_t = 1_000_000)]
+        hosts: u32,
+    },
     /// Send generated NetFlow v9 datagrams (30 records each) over loopback to an in-process
     /// collector at a fixed rate and report what arrived and what was dropped.
     Collect {
@@ -58,6 +78,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Runs `bench`.
 pub fn run(args: Args) -> anyhow::Result<i32> {
     match args.what {
+        What::Pipeline { flows, hosts, db } => pipeline(flows, hosts, db)?,
+        What::Hosts { hosts } => host_memory(hosts)?,
         What::Collect {
             rate,
             seconds,
@@ -216,6 +238,132 @@ fn collect(rate: u64, seconds: f64, also: Option<u16>) -> anyhow::Result<()> {
         stats.received,
         stats.queue_drops,
         listener.granted / 1024
+    );
+    Ok(())
+}
+
+fn bundled() -> anyhow::Result<flowprint::compiler::Compiled> {
+    let mut c = Compiler::new();
+    c.add_embedded();
+    let compiled = c.compile();
+    anyhow::ensure!(compiled.errors() == 0, "bundled rules do not compile");
+    Ok(compiled)
+}
+
+/// `bench pipeline`.
+fn pipeline(flows: usize, hosts: u32, db: Option<String>) -> anyhow::Result<()> {
+    use flowprint::infer::{InferConfig, Inventory};
+    let compiled = bundled()?;
+    let rules = &compiled.ruleset;
+    // 1,000,020 flows of generated IPFIX (30 records per message) replayed until `flows`.
+    let datagrams = flowprint::bench::generate_ipfix_hosts(33_334, 30, hosts, 11);
+    let local = LocalNets::default();
+    let mut ev = Evaluator::new(rules, &local);
+    let mut inv = Inventory::with_config(InferConfig {
+        record_samples: false,
+        ..Default::default()
+    });
+    let exporter: std::net::IpAddr = "127.0.0.1".parse()?;
+    let started = Instant::now();
+    let mut n = 0usize;
+    'outer: loop {
+        let mut dec = flowprint::flow::netflow::Decoder::new();
+        for d in &datagrams {
+            let _ = dec.decode(exporter, d, &mut |f| {
+                inv.observe(&f, &mut ev);
+            });
+            n += 30;
+            if n >= flows {
+                break 'outer;
+            }
+        }
+    }
+    let infer_done = started.elapsed().as_secs_f64();
+    let path = db.unwrap_or_else(|| {
+        std::env::temp_dir()
+            .join(format!("flowprint-bench-{}.db", std::process::id()))
+            .display()
+            .to_string()
+    });
+    let _ = std::fs::remove_file(&path);
+    let mut store = flowprint::inventory::open(&path)?;
+    let stored = inv.to_stored(rules);
+    store.save(&stored)?;
+    let total = started.elapsed().as_secs_f64();
+    println!(
+        "pipeline: {} flows over {} hosts ({} with evidence), {} matches; decode+evaluate+infer {:.2} s, \
+         inventory write of {} hosts {:.2} s; total {:.2} s = {:.2} M flows/s (one core)",
+        inv.flows,
+        inv.len(),
+        stored.iter().filter(|h| !h.evidence.is_empty()).count(),
+        inv.matches,
+        infer_done,
+        stored.len(),
+        total - infer_done,
+        total,
+        inv.flows as f64 / total / 1e6
+    );
+    Ok(())
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|k| k.parse::<u64>().ok())
+            })
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// `bench hosts`.
+fn host_memory(hosts: u32) -> anyhow::Result<()> {
+    use flowprint::flow::{Flow, normalize_name, proto};
+    use flowprint::infer::{InferConfig, Inventory};
+    let compiled = bundled()?;
+    let rules = &compiled.ruleset;
+    let local = LocalNets::default();
+    let mut ev = Evaluator::new(rules, &local);
+    let mut inv = Inventory::with_config(InferConfig {
+        record_samples: false,
+        max_hosts: hosts as usize + 1,
+        ..Default::default()
+    });
+    let probes = [
+        "www.msftconnecttest.com",
+        "captive.apple.com",
+        "connectivitycheck.gstatic.com",
+        "connectivity-check.ubuntu.com",
+    ];
+    let names: Vec<_> = probes.iter().map(|p| normalize_name(p)).collect();
+    let before = rss_bytes();
+    for i in 0..hosts {
+        let host = std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000u32 + i));
+        let mut f = Flow::new(host, 50_000, "93.184.216.34".parse()?, 443, proto::TCP);
+        f.start_ms = 1_700_000_000_000 + i64::from(i);
+        f.end_ms = f.start_ms + 1000;
+        f.bytes = 1000;
+        f.packets = 10;
+        inv.observe(&f, &mut ev);
+        f.dst_port = 80;
+        f.dst_name = names[i as usize % names.len()].clone();
+        inv.observe(&f, &mut ev);
+    }
+    let after = rss_bytes();
+    let with_evidence = inv
+        .to_stored(rules)
+        .iter()
+        .filter(|h| !h.evidence.is_empty())
+        .count();
+    println!(
+        "hosts: {} hosts ({} with evidence), resident memory +{:.1} MiB = {:.0} bytes per host",
+        inv.len(),
+        with_evidence,
+        (after - before) as f64 / (1 << 20) as f64,
+        (after - before) as f64 / f64::from(hosts.max(1))
     );
     Ok(())
 }

@@ -5,6 +5,7 @@ mod bench;
 mod check;
 mod collect;
 mod flows;
+mod hosts;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use flowprint::compiler::{Compiled, Compiler};
@@ -26,6 +27,8 @@ enum Command {
     Check(check::Args),
     /// Apply rules to flow records and print what they say about each host.
     Analyze(analyze::Args),
+    /// Query the host inventory kept by `analyze --db`.
+    Hosts(hosts::Args),
     /// Print the decoded, normalized flows of flow files and captures.
     Flows(flows::Args),
     /// Receive NetFlow/IPFIX/sFlow over UDP and print flows as they arrive.
@@ -101,6 +104,9 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind)
+                .is_some_and(|k| k == std::io::ErrorKind::BrokenPipe)
     })
 }
 
@@ -110,6 +116,7 @@ pub fn run() -> anyhow::Result<i32> {
     match cli.command {
         Command::Check(a) => check::run(a),
         Command::Analyze(a) => analyze::run(a),
+        Command::Hosts(a) => hosts::run(a),
         Command::Flows(a) => flows::run(a),
         Command::Collect(a) => collect::run(a),
         Command::Bench(a) => bench::run(a),

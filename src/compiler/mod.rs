@@ -5,6 +5,7 @@
 //! rule still compiles (yara-x / tera style).
 
 mod lower;
+mod stateful;
 pub mod values;
 
 use crate::ast::{self, Item, MetaValue};
@@ -412,6 +413,7 @@ fn rule_from_decl(
         tags: Vec::new(),
         conclusions: Vec::new(),
         cond: crate::ruleset::Cond::And(Box::new([])),
+        stateful: None,
         location,
     };
     let mut default_confidence = None;
@@ -476,14 +478,10 @@ fn rule_from_decl(
         }
     }
     if let Some(over) = &decl.over {
-        errs.push(
-            Diagnostic::new(
-                Code::Unsupported,
-                over.span,
-                "stateful `over` clauses are not evaluated by this version",
-            )
-            .hint("remove the `over` clause; this version judges each flow on its own"),
-        );
+        match stateful::lower_over(over) {
+            Ok(s) => rule.stateful = Some(s),
+            Err(mut e) => errs.append(&mut e),
+        }
     }
     for c in &decl.then {
         let Some(attribute) = Attribute::NAMES

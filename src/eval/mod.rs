@@ -90,6 +90,11 @@ impl<'r> Evaluator<'r> {
         }
     }
 
+    /// The ruleset this evaluator reads.
+    pub fn ruleset(&self) -> &'r Ruleset {
+        self.rules
+    }
+
     /// The hosts of a flow: its source and/or destination when they are local.
     #[inline]
     pub fn hosts<'f>(&self, flow: &'f Flow) -> [Option<View<'f>>; 2] {

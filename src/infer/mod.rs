@@ -1,34 +1,97 @@
-//! Host inference: per-host evidence from matches, combined into a scored summary.
+//! Host inference: per-host evidence accumulated over time, scored into a verdict.
 //!
-//! Scoring: each rule counts once per host, however many flows it matched (a thousand
-//! connectivity checks are one piece of evidence, not a thousand). The confidence of a label is
-//! the noisy-OR of the confidences of the distinct rules that concluded it:
-//! `1 - Π (1 - cᵢ)`. For each attribute the label with the highest combined confidence wins;
-//! the others are kept as alternatives. `os.name` and `os.version` are only taken from rules
-//! that agree with the winning `os.family` (or say nothing about the family).
+//! For each local host the [`Inventory`] keeps the rules that matched (stateless rules on every
+//! matching flow; stateful rules when their aggregates hold, see [`state`]), with counts and
+//! first/last times. [`score`] turns that evidence into labels with confidences.
+//!
+//! Epochs: when strong evidence for another OS family appears on an address whose previous
+//! family has been silent for a while (an address reassigned by DHCP), the address starts a new
+//! epoch instead of blending two machines; the change is recorded. Two families that stay active
+//! at the same time instead flag the host as several machines (NAT, a proxy).
+//!
+//! Memory: the host table is bounded ([`InferConfig::max_hosts`]); when it is full, or hosts
+//! have been idle longer than [`InferConfig::idle_ms`], the least recently seen are evicted and
+//! counted.
+
+pub mod score;
+pub mod state;
 
 use crate::eval::{Evaluator, Match};
 use crate::flow::Flow;
-use crate::flow::time::format_rfc3339;
+use crate::inventory::{StoredEpoch, StoredEvidence, StoredHost};
 use crate::ruleset::{Attribute, Ruleset};
-use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use rustc_hash::FxHashMap;
+use state::RuleState;
 use std::net::IpAddr;
 
-/// What one rule matched for one host.
+pub use score::{Alternative, DeviceVerdict, EvidenceOut, HostSummary, OsVerdict, SoftwareVerdict};
+
+/// Settings of inference.
 #[derive(Debug, Clone)]
+pub struct InferConfig {
+    /// Evidence loses half its weight after this long without a new match; `None`: no decay.
+    pub half_life_ms: Option<i64>,
+    /// Most hosts kept; beyond, the least recently seen are evicted.
+    pub max_hosts: usize,
+    /// Hosts silent for longer are evicted; `None`: never for idleness.
+    pub idle_ms: Option<i64>,
+    /// A family silent for this long may be replaced by a new epoch.
+    pub epoch_gap_ms: i64,
+    /// Records of one transfer are adjacent when the next starts within this of the last end.
+    pub transfer_gap_ms: i64,
+    /// Keep an example flow per (host, rule) for explanations (costs memory per host).
+    pub record_samples: bool,
+}
+
+impl Default for InferConfig {
+    fn default() -> Self {
+        InferConfig {
+            half_life_ms: Some(30 * 86_400_000),
+            max_hosts: 1_000_000,
+            idle_ms: None,
+            epoch_gap_ms: 3_600_000,
+            transfer_gap_ms: 120_000,
+            record_samples: true,
+        }
+    }
+}
+
+/// Confidence at which a family conclusion can open a new epoch or flag several machines.
+pub const STRONG: f64 = 0.7;
+
+/// What one rule matched for one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EvidenceAgg {
-    /// Matching flows.
-    pub flows: u64,
+    /// Position of the rule in the ruleset.
+    pub rule: u32,
+    /// Matching flows (stateful rules: flows while the aggregates held).
+    pub flows: u32,
     /// Earliest start of a matching flow (ms).
     pub first_seen: i64,
     /// Latest end of a matching flow (ms).
     pub last_seen: i64,
-    /// The first matching flow, rendered for explanations.
-    pub sample: String,
 }
 
-/// Everything known about one host.
+/// An epoch change of an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochChange {
+    /// The new epoch's number.
+    pub epoch: u32,
+    /// When it started (ms).
+    pub started: i64,
+    /// Why.
+    pub reason: String,
+}
+
+/// Rarely used parts of a host, boxed so that a plain host stays small.
+#[derive(Debug, Clone, Default)]
+struct Extra {
+    stateful: Vec<RuleState>,
+    epochs: Vec<EpochChange>,
+    samples: Vec<(u32, Box<str>)>,
+}
+
+/// Everything known about one host in its current epoch.
 #[derive(Debug, Clone, Default)]
 pub struct HostState {
     /// Flows in which the host took part.
@@ -37,20 +100,51 @@ pub struct HostState {
     pub first_seen: i64,
     /// Latest flow end (ms).
     pub last_seen: i64,
-    /// Evidence per rule (position in the ruleset).
-    pub evidence: BTreeMap<u32, EvidenceAgg>,
+    /// Current epoch (0 for the first).
+    pub epoch: u32,
+    /// Evidence, one entry per rule.
+    pub evidence: Vec<EvidenceAgg>,
+    extra: Option<Box<Extra>>,
+}
+
+impl HostState {
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    /// Epoch changes of this address, oldest first.
+    pub fn epochs(&self) -> &[EpochChange] {
+        self.extra.as_ref().map_or(&[], |e| &e.epochs)
+    }
+
+    /// The example flow recorded for `rule`, if any.
+    pub fn sample(&self, rule: u32) -> Option<&str> {
+        self.extra
+            .as_ref()?
+            .samples
+            .iter()
+            .find(|(r, _)| *r == rule)
+            .map(|(_, s)| &**s)
+    }
 }
 
 /// All hosts seen so far.
 #[derive(Debug, Default)]
 pub struct Inventory {
-    hosts: HashMap<IpAddr, HostState>,
+    hosts: FxHashMap<IpAddr, HostState>,
+    config: InferConfig,
     /// Flows observed.
     pub flows: u64,
     /// Flows with no local endpoint (not evidence about any host).
     pub flows_without_host: u64,
     /// Rule matches recorded.
     pub matches: u64,
+    /// Hosts evicted (table full or idle).
+    pub evicted: u64,
+    /// Epoch changes (address reassignments) detected.
+    pub epoch_changes: u64,
+    /// Latest flow end seen: "now" for decay.
+    pub now_ms: i64,
 }
 
 /// A short rendering of a flow for explanations.
@@ -69,15 +163,38 @@ pub fn describe_flow(flow: &Flow) -> String {
     )
 }
 
+fn family_of(rules: &Ruleset, rule: u32) -> Option<(&str, f64)> {
+    rules.rules()[rule as usize]
+        .conclusions
+        .iter()
+        .filter(|c| c.attribute == Attribute::OsFamily)
+        .max_by(|a, b| a.confidence.total_cmp(&b.confidence))
+        .map(|c| (c.value.as_str(), c.confidence))
+}
+
 impl Inventory {
-    /// An empty inventory.
+    /// An empty inventory with default settings.
     pub fn new() -> Inventory {
         Inventory::default()
     }
 
-    /// Evaluates one flow and records it and its matches.
+    /// An empty inventory with these settings.
+    pub fn with_config(config: InferConfig) -> Inventory {
+        Inventory {
+            config,
+            ..Default::default()
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &InferConfig {
+        &self.config
+    }
+
+    /// Evaluates one flow and records it and what it is evidence of.
     pub fn observe(&mut self, flow: &Flow, evaluator: &mut Evaluator<'_>) {
         self.flows += 1;
+        self.now_ms = self.now_ms.max(flow.end_ms);
         let mut matches: [Option<Match>; 8] = [None; 8];
         let mut extra = Vec::new();
         let mut n = 0;
@@ -93,41 +210,149 @@ impl Inventory {
             self.flows_without_host += 1;
             return;
         }
+        let rules = evaluator.ruleset();
         for view in evaluator.hosts(flow).into_iter().flatten() {
-            self.record_host_flow(view.addr(crate::schema::Side::Host), flow);
+            let h = self
+                .hosts
+                .entry(view.addr(crate::schema::Side::Host))
+                .or_insert_with(|| HostState {
+                    first_seen: flow.start_ms,
+                    last_seen: flow.end_ms,
+                    ..Default::default()
+                });
+            h.flows += 1;
+            h.first_seen = h.first_seen.min(flow.start_ms);
+            h.last_seen = h.last_seen.max(flow.end_ms);
         }
         for m in matches.into_iter().flatten().chain(extra) {
-            self.record_match(&m, flow);
+            self.record_match(&m, flow, rules);
+        }
+        if self.flows.is_multiple_of(65_536) {
+            self.evict_if_needed();
         }
     }
 
-    fn record_host_flow(&mut self, host: IpAddr, flow: &Flow) {
-        let h = self.hosts.entry(host).or_insert_with(|| HostState {
-            first_seen: flow.start_ms,
-            last_seen: flow.end_ms,
-            ..Default::default()
-        });
-        h.flows += 1;
-        h.first_seen = h.first_seen.min(flow.start_ms);
-        h.last_seen = h.last_seen.max(flow.end_ms);
-    }
-
-    fn record_match(&mut self, m: &Match, flow: &Flow) {
+    fn record_match(&mut self, m: &Match, flow: &Flow, rules: &Ruleset) {
         self.matches += 1;
-        let h = self.hosts.entry(m.host).or_default();
-        h.evidence
-            .entry(m.rule)
-            .and_modify(|e| {
-                e.flows += 1;
+        let rule = &rules.rules()[m.rule as usize];
+        let gap = self.config.transfer_gap_ms;
+        let Some(h) = self.hosts.get_mut(&m.host) else {
+            return;
+        };
+        if let Some(s) = &rule.stateful {
+            let view = crate::schema::View {
+                flow,
+                host_is_src: m.host_is_src,
+            };
+            let states = &mut h.extra().stateful;
+            let st = match states.iter().position(|st| st.rule == m.rule) {
+                Some(i) => &mut states[i],
+                None => {
+                    states.push(RuleState::new(m.rule));
+                    states.last_mut().expect("just pushed")
+                }
+            };
+            if !st.observe(s, &view, gap) {
+                return;
+            }
+        }
+        self.maybe_new_epoch(m, flow, rules);
+        let record_samples = self.config.record_samples;
+        let Some(h) = self.hosts.get_mut(&m.host) else {
+            return;
+        };
+        match h.evidence.iter_mut().find(|e| e.rule == m.rule) {
+            Some(e) => {
+                e.flows = e.flows.saturating_add(1);
                 e.first_seen = e.first_seen.min(flow.start_ms);
                 e.last_seen = e.last_seen.max(flow.end_ms);
-            })
-            .or_insert_with(|| EvidenceAgg {
-                flows: 1,
-                first_seen: flow.start_ms,
-                last_seen: flow.end_ms,
-                sample: describe_flow(flow),
-            });
+            }
+            None => {
+                h.evidence.push(EvidenceAgg {
+                    rule: m.rule,
+                    flows: 1,
+                    first_seen: flow.start_ms,
+                    last_seen: flow.end_ms,
+                });
+                if record_samples {
+                    h.extra().samples.push((m.rule, describe_flow(flow).into()));
+                }
+            }
+        }
+    }
+
+    /// Opens a new epoch when a strong conclusion of another family meets an address whose
+    /// current family is strong but has been silent for longer than the epoch gap.
+    fn maybe_new_epoch(&mut self, m: &Match, flow: &Flow, rules: &Ruleset) {
+        let Some((new_family, c)) = family_of(rules, m.rule) else {
+            return;
+        };
+        if c < STRONG {
+            return;
+        }
+        let gap = self.config.epoch_gap_ms;
+        let Some(h) = self.hosts.get_mut(&m.host) else {
+            return;
+        };
+        let mut scores: Vec<(&str, f64, i64)> = Vec::new();
+        for e in &h.evidence {
+            if let Some((fam, c)) = family_of(rules, e.rule) {
+                match scores.iter_mut().find(|(f, _, _)| *f == fam) {
+                    Some(s) => {
+                        s.1 *= 1.0 - c;
+                        s.2 = s.2.max(e.last_seen);
+                    }
+                    None => scores.push((fam, 1.0 - c, e.last_seen)),
+                }
+            }
+        }
+        if scores.iter().any(|(f, _, _)| *f == new_family) {
+            return;
+        }
+        let Some(&(old, miss, last)) = scores.iter().min_by(|a, b| a.1.total_cmp(&b.1)) else {
+            return;
+        };
+        if 1.0 - miss < STRONG || flow.start_ms.saturating_sub(last) < gap {
+            return;
+        }
+        let reason = format!("os.family changed from {old} to {new_family}");
+        h.epoch += 1;
+        let epoch = h.epoch;
+        h.evidence.clear();
+        h.flows = 1;
+        h.first_seen = flow.start_ms;
+        let extra = h.extra();
+        extra.stateful.clear();
+        extra.samples.clear();
+        extra.epochs.push(EpochChange {
+            epoch,
+            started: flow.start_ms,
+            reason,
+        });
+        self.epoch_changes += 1;
+    }
+
+    /// Evicts the least recently seen hosts when the table is over its limit, and idle hosts.
+    pub fn evict_if_needed(&mut self) {
+        if let Some(idle) = self.config.idle_ms {
+            let horizon = self.now_ms.saturating_sub(idle);
+            let before = self.hosts.len();
+            self.hosts.retain(|_, h| h.last_seen >= horizon);
+            self.evicted += (before - self.hosts.len()) as u64;
+        }
+        if self.hosts.len() <= self.config.max_hosts {
+            return;
+        }
+        // Down to 90 % of the limit, so that eviction runs rarely.
+        let keep = self.config.max_hosts - self.config.max_hosts / 10;
+        let mut ages: Vec<(i64, IpAddr)> =
+            self.hosts.iter().map(|(a, h)| (h.last_seen, *a)).collect();
+        let cut = ages.len() - keep;
+        ages.select_nth_unstable(cut);
+        for (_, a) in &ages[..cut] {
+            self.hosts.remove(a);
+        }
+        self.evicted += cut as u64;
     }
 
     /// Number of hosts.
@@ -147,260 +372,108 @@ impl Inventory {
 
     /// Summaries of all hosts, ordered by address.
     pub fn summaries(&self, rules: &Ruleset) -> Vec<HostSummary> {
+        let scorer = score::Scorer::new(rules, self.now_ms, self.config.half_life_ms);
         let mut hosts: Vec<_> = self.hosts.iter().collect();
         hosts.sort_by_key(|(a, _)| **a);
         hosts
             .into_iter()
-            .map(|(a, h)| summarize(*a, h, rules))
+            .map(|(a, h)| scorer.summarize(*a, h))
             .collect()
     }
-}
 
-/// The operating system verdict.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct OsVerdict {
-    /// Windows, macOS, Linux, Android, iOS, ChromeOS...
-    pub family: Option<String>,
-    /// A distribution or edition: Ubuntu, Windows 10...
-    pub name: Option<String>,
-    /// A version, when known.
-    pub version: Option<String>,
-    /// Combined confidence of the family (or of the name when no family is known).
-    pub confidence: f64,
-}
-
-/// One software product found on a host.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct SoftwareVerdict {
-    /// Product.
-    pub name: String,
-    /// Best-supported version, if any rule gave one.
-    pub version: Option<String>,
-    /// Combined confidence.
-    pub confidence: f64,
-}
-
-/// A device type verdict.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct DeviceVerdict {
-    /// phone, laptop, tv, printer...
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Combined confidence.
-    pub confidence: f64,
-}
-
-/// A label that lost to another for the same attribute.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Alternative {
-    /// `os.family`, `os.name`, `os.version`, `device`.
-    pub attribute: Attribute,
-    /// The label.
-    pub value: String,
-    /// Its combined confidence.
-    pub confidence: f64,
-}
-
-/// One rule's evidence about a host.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct EvidenceOut {
-    /// `pack/id`.
-    pub rule: String,
-    /// The rule's title.
-    pub title: Option<String>,
-    /// Matching flows.
-    pub flows: u64,
-    /// First matching flow start (RFC 3339).
-    pub first_seen: String,
-    /// Last matching flow end.
-    pub last_seen: String,
-    /// What the rule concludes.
-    pub conclusions: Vec<crate::ruleset::Conclusion>,
-    /// The first matching flow.
-    pub example: String,
-}
-
-/// The verdict about one host: `analyze --format json` prints one per line.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct HostSummary {
-    /// The host address.
-    pub host: String,
-    /// Operating system, if any rule spoke of it.
-    pub os: Option<OsVerdict>,
-    /// Software products.
-    pub software: Vec<SoftwareVerdict>,
-    /// Device type.
-    pub device: Option<DeviceVerdict>,
-    /// Labels that lost.
-    pub alternatives: Vec<Alternative>,
-    /// Evidence, strongest first.
-    pub evidence: Vec<EvidenceOut>,
-    /// Flows the host took part in.
-    pub flows: u64,
-    /// First flow (RFC 3339).
-    pub first_seen: String,
-    /// Last flow (RFC 3339).
-    pub last_seen: String,
-}
-
-/// Noisy-OR accumulator per label; labels keep first-seen order for stable ties.
-#[derive(Default)]
-struct Scores {
-    labels: Vec<(String, f64)>,
-}
-
-impl Scores {
-    fn add(&mut self, label: &str, c: f64) {
-        match self.labels.iter_mut().find(|(l, _)| l == label) {
-            Some((_, miss)) => *miss *= 1.0 - c,
-            None => self.labels.push((label.to_string(), 1.0 - c)),
-        }
+    /// The detailed score computation of one host, for `--explain --host`.
+    pub fn explain(&self, rules: &Ruleset, addr: IpAddr) -> Option<String> {
+        let scorer = score::Scorer::new(rules, self.now_ms, self.config.half_life_ms);
+        self.hosts.get(&addr).map(|h| scorer.explain(addr, h))
     }
 
-    /// Labels with combined confidence, best first (ties: alphabetical).
-    fn ranked(&self) -> Vec<(String, f64)> {
-        let mut v: Vec<(String, f64)> = self
-            .labels
-            .iter()
-            .map(|(l, m)| (l.clone(), round(1.0 - m)))
-            .collect();
-        v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        v
-    }
-}
-
-fn round(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
-fn summarize(addr: IpAddr, h: &HostState, rules: &Ruleset) -> HostSummary {
-    let all = rules.rules();
-    let mut family = Scores::default();
-    let mut device = Scores::default();
-    for &r in h.evidence.keys() {
-        for c in &all[r as usize].conclusions {
-            match c.attribute {
-                Attribute::OsFamily => family.add(&c.value, c.confidence),
-                Attribute::Device => device.add(&c.value, c.confidence),
-                _ => {}
-            }
-        }
-    }
-    let family_ranked = family.ranked();
-    let winner = family_ranked.first().map(|(l, _)| l.clone());
-    // Name and version only from rules that agree with the winning family or are silent on it.
-    let mut name = Scores::default();
-    let mut version = Scores::default();
-    let mut software: BTreeMap<String, (Scores, Scores)> = BTreeMap::new();
-    for &r in h.evidence.keys() {
-        let rule = &all[r as usize];
-        let rule_family = rule
-            .conclusions
-            .iter()
-            .find(|c| c.attribute == Attribute::OsFamily);
-        let agrees = match (rule_family, &winner) {
-            (Some(f), Some(w)) => &f.value == w,
-            _ => true,
-        };
-        for c in &rule.conclusions {
-            match c.attribute {
-                Attribute::OsName if agrees => name.add(&c.value, c.confidence),
-                Attribute::OsVersion if agrees => version.add(&c.value, c.confidence),
-                Attribute::Software => {
-                    let e = software.entry(c.value.clone()).or_default();
-                    e.0.add(&c.value, c.confidence);
-                    if let Some(v) = &c.version {
-                        e.1.add(v, c.confidence);
-                    }
+    /// The inventory as stored rows (summaries, labels, evidence, epochs).
+    pub fn to_stored(&self, rules: &Ruleset) -> Vec<StoredHost> {
+        let scorer = score::Scorer::new(rules, self.now_ms, self.config.half_life_ms);
+        let mut hosts: Vec<_> = self.hosts.iter().collect();
+        hosts.sort_by_key(|(a, _)| **a);
+        hosts
+            .into_iter()
+            .map(|(a, h)| {
+                let summary = scorer.summarize(*a, h);
+                // The start of epoch 0 is known only while it is the current one.
+                let mut epochs = vec![StoredEpoch {
+                    epoch: 0,
+                    started: if h.epoch == 0 { h.first_seen } else { 0 },
+                    reason: String::new(),
+                }];
+                epochs.extend(h.epochs().iter().map(|e| StoredEpoch {
+                    epoch: e.epoch,
+                    started: e.started,
+                    reason: e.reason.clone(),
+                }));
+                StoredHost {
+                    host: a.to_string(),
+                    epoch: h.epoch,
+                    flows: h.flows,
+                    first_seen: h.first_seen,
+                    last_seen: h.last_seen,
+                    evidence: h
+                        .evidence
+                        .iter()
+                        .map(|e| StoredEvidence {
+                            rule: rules.rules()[e.rule as usize].id.clone(),
+                            flows: u64::from(e.flows),
+                            first_seen: e.first_seen,
+                            last_seen: e.last_seen,
+                        })
+                        .collect(),
+                    labels: score::labels(&summary),
+                    epochs,
+                    summary: serde_json::to_value(&summary).unwrap_or(serde_json::Value::Null),
                 }
-                _ => {}
-            }
-        }
+            })
+            .collect()
     }
-    let name_ranked = name.ranked();
-    let version_ranked = version.ranked();
-    let device_ranked = device.ranked();
-    let os = if family_ranked.is_empty() && name_ranked.is_empty() {
-        None
-    } else {
-        Some(OsVerdict {
-            family: family_ranked.first().map(|(l, _)| l.clone()),
-            name: name_ranked.first().map(|(l, _)| l.clone()),
-            version: version_ranked.first().map(|(l, _)| l.clone()),
-            confidence: family_ranked
-                .first()
-                .or(name_ranked.first())
-                .map_or(0.0, |(_, c)| *c),
-        })
-    };
-    let mut alternatives = Vec::new();
-    for (attr, ranked) in [
-        (Attribute::OsFamily, &family_ranked),
-        (Attribute::OsName, &name_ranked),
-        (Attribute::OsVersion, &version_ranked),
-        (Attribute::Device, &device_ranked),
-    ] {
-        alternatives.extend(ranked.iter().skip(1).map(|(l, c)| Alternative {
-            attribute: attr,
-            value: l.clone(),
-            confidence: *c,
-        }));
-    }
-    let mut software: Vec<SoftwareVerdict> = software
-        .into_iter()
-        .map(|(name, (conf, versions))| {
-            let c = conf.ranked().first().map_or(0.0, |(_, c)| *c);
-            SoftwareVerdict {
-                name,
-                version: versions.ranked().first().map(|(v, _)| v.clone()),
-                confidence: c,
-            }
-        })
-        .collect();
-    software.sort_by(|a, b| {
-        b.confidence
-            .total_cmp(&a.confidence)
-            .then_with(|| a.name.cmp(&b.name))
-    });
-    let mut evidence: Vec<EvidenceOut> = h
-        .evidence
-        .iter()
-        .map(|(&r, e)| {
-            let rule = &all[r as usize];
-            EvidenceOut {
-                rule: rule.id.clone(),
-                title: rule.title.clone(),
-                flows: e.flows,
-                first_seen: format_rfc3339(e.first_seen),
-                last_seen: format_rfc3339(e.last_seen),
-                conclusions: rule.conclusions.clone(),
-                example: e.sample.clone(),
-            }
-        })
-        .collect();
-    let strength = |e: &EvidenceOut| {
-        e.conclusions
+
+    /// Restores hosts saved by [`Inventory::to_stored`]. Evidence of rules that no longer exist
+    /// is dropped and counted in the returned number.
+    pub fn restore(&mut self, stored: &[StoredHost], rules: &Ruleset) -> u64 {
+        let index: FxHashMap<&str, u32> = rules
+            .rules()
             .iter()
-            .map(|c| c.confidence)
-            .fold(0.0, f64::max)
-    };
-    evidence.sort_by(|a, b| {
-        strength(b)
-            .total_cmp(&strength(a))
-            .then_with(|| a.rule.cmp(&b.rule))
-    });
-    HostSummary {
-        host: addr.to_string(),
-        os,
-        software,
-        device: device_ranked.first().map(|(l, c)| DeviceVerdict {
-            kind: l.clone(),
-            confidence: *c,
-        }),
-        alternatives,
-        evidence,
-        flows: h.flows,
-        first_seen: format_rfc3339(h.first_seen),
-        last_seen: format_rfc3339(h.last_seen),
+            .enumerate()
+            .map(|(i, r)| (r.id.as_str(), i as u32))
+            .collect();
+        let mut dropped = 0;
+        for s in stored {
+            let Ok(addr) = s.host.parse::<IpAddr>() else {
+                dropped += 1;
+                continue;
+            };
+            let mut h = HostState {
+                flows: s.flows,
+                first_seen: s.first_seen,
+                last_seen: s.last_seen,
+                epoch: s.epoch,
+                ..Default::default()
+            };
+            for e in &s.evidence {
+                match index.get(e.rule.as_str()) {
+                    Some(&rule) => h.evidence.push(EvidenceAgg {
+                        rule,
+                        flows: e.flows.min(u64::from(u32::MAX)) as u32,
+                        first_seen: e.first_seen,
+                        last_seen: e.last_seen,
+                    }),
+                    None => dropped += 1,
+                }
+            }
+            for e in s.epochs.iter().filter(|e| e.epoch > 0) {
+                h.extra().epochs.push(EpochChange {
+                    epoch: e.epoch,
+                    started: e.started,
+                    reason: e.reason.clone(),
+                });
+            }
+            self.now_ms = self.now_ms.max(s.last_seen);
+            self.hosts.insert(addr, h);
+        }
+        dropped
     }
 }

@@ -99,3 +99,362 @@ pub trait Store {
     /// The summaries of the hosts matching `query`, ordered by address.
     fn query(&mut self, query: &HostQuery) -> Result<Vec<serde_json::Value>, StoreError>;
 }
+
+pub mod postgres;
+pub mod sqlite;
+
+/// Opens the inventory that `spec` names: a `postgres://` or `postgresql://` URL connects to
+/// PostgreSQL, anything else is the path of a SQLite file (created if absent).
+pub fn open(spec: &str) -> Result<Box<dyn Store>, StoreError> {
+    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        Ok(Box::new(postgres::PostgresStore::connect(spec)?))
+    } else {
+        Ok(Box::new(sqlite::SqliteStore::open(std::path::Path::new(
+            spec,
+        ))?))
+    }
+}
+
+// ---- What both backends share: the schema, the statements' common parts, the checks and
+// conversions before a save, the assembly of hosts after a load, and the query's filtering.
+
+/// The schema at version 1, with each backend's names of its types. Version `n` of the schema is
+/// `MIGRATIONS[n - 1]` of each backend, applied in order; a database records the versions it has
+/// in `schema_version`. Add a version by appending to both backends' lists.
+macro_rules! schema_v1 {
+    (integer: $int:literal, real: $real:literal, boolean: $bool:literal, json: $json:literal) => {
+        concat!(
+            "CREATE TABLE hosts (
+                host       TEXT PRIMARY KEY,
+                epoch      ",
+            $int,
+            " NOT NULL,
+                flows      ",
+            $int,
+            " NOT NULL,
+                first_seen ",
+            $int,
+            " NOT NULL,
+                last_seen  ",
+            $int,
+            " NOT NULL,
+                summary    ",
+            $json,
+            " NOT NULL,
+                updated_at ",
+            $int,
+            " NOT NULL
+            );
+            CREATE TABLE epochs (
+                host    TEXT NOT NULL,
+                epoch   ",
+            $int,
+            " NOT NULL,
+                started ",
+            $int,
+            " NOT NULL,
+                reason  TEXT NOT NULL,
+                PRIMARY KEY (host, epoch)
+            );
+            CREATE TABLE labels (
+                host       TEXT NOT NULL,
+                attribute  TEXT NOT NULL,
+                value      TEXT NOT NULL,
+                version    TEXT,
+                confidence ",
+            $real,
+            " NOT NULL,
+                winner     ",
+            $bool,
+            " NOT NULL
+            );
+            CREATE INDEX labels_host ON labels (host);
+            CREATE INDEX labels_value ON labels (value);
+            CREATE TABLE evidence (
+                host       TEXT NOT NULL,
+                rule       TEXT NOT NULL,
+                flows      ",
+            $int,
+            " NOT NULL,
+                first_seen ",
+            $int,
+            " NOT NULL,
+                last_seen  ",
+            $int,
+            " NOT NULL,
+                PRIMARY KEY (host, rule)
+            );"
+        )
+    };
+}
+pub(crate) use schema_v1;
+
+/// The table of applied schema versions (the same text for both backends).
+const SCHEMA_VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
+
+/// The statements of a save, given each backend's source of rows (`VALUES (...)` or
+/// `SELECT ... FROM unnest(...)`). Hosts are upserted, epochs inserted unless present, and the
+/// host's labels and evidence deleted before the new ones are inserted.
+macro_rules! save_sql {
+    (upsert_host, $rows:literal) => {
+        concat!(
+            "INSERT INTO hosts (host, epoch, flows, first_seen, last_seen, summary, updated_at) ",
+            $rows,
+            " ON CONFLICT (host) DO UPDATE SET epoch = excluded.epoch, flows = excluded.flows,
+              first_seen = excluded.first_seen, last_seen = excluded.last_seen,
+              summary = excluded.summary, updated_at = excluded.updated_at"
+        )
+    };
+    (insert_epoch, $rows:literal) => {
+        concat!(
+            "INSERT INTO epochs (host, epoch, started, reason) ",
+            $rows,
+            " ON CONFLICT (host, epoch) DO NOTHING"
+        )
+    };
+    (insert_label, $rows:literal) => {
+        concat!(
+            "INSERT INTO labels (host, attribute, value, version, confidence, winner) ",
+            $rows
+        )
+    };
+    (insert_evidence, $rows:literal) => {
+        concat!(
+            "INSERT INTO evidence (host, rule, flows, first_seen, last_seen) ",
+            $rows
+        )
+    };
+}
+pub(crate) use save_sql;
+
+/// The reads of `load_all` and `query` (PostgreSQL reads the JSONB summary `::text`).
+const LOAD_EVIDENCE: &str = "SELECT host, rule, flows, first_seen, last_seen FROM evidence";
+const LOAD_LABELS: &str = "SELECT host, attribute, value, version, confidence, winner FROM labels";
+const LOAD_EPOCHS: &str = "SELECT host, epoch, started, reason FROM epochs";
+const QUERY_WINNERS: &str = "SELECT host, value, confidence FROM labels WHERE winner";
+
+fn store_error(action: &'static str, message: impl std::fmt::Display) -> StoreError {
+    StoreError {
+        action,
+        message: message.to_string(),
+    }
+}
+
+/// Milliseconds since the Unix epoch, now (`updated_at`, `applied_at`).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// One host of a save, checked and converted to the databases' integer types.
+struct HostSave<'a> {
+    host: &'a str,
+    epoch: i64,
+    flows: i64,
+    first_seen: i64,
+    last_seen: i64,
+    summary: String,
+    /// `(rule, flows, first_seen, last_seen)`.
+    evidence: Vec<(&'a str, i64, i64, i64)>,
+    labels: &'a [StoredLabel],
+    /// Every epoch given for this host in the batch, each number once (the first given).
+    epochs: Vec<&'a StoredEpoch>,
+}
+
+/// Checks and converts a save: a host given twice counts once (the last one; the epochs of all),
+/// counts must fit a signed 64-bit column and confidences must be finite.
+fn save_batch(hosts: &[StoredHost]) -> Result<Vec<HostSave<'_>>, StoreError> {
+    let mut last = rustc_hash::FxHashMap::<&str, usize>::default();
+    for (i, h) in hosts.iter().enumerate() {
+        last.insert(h.host.as_str(), i);
+    }
+    let mut batch = Vec::with_capacity(last.len());
+    let mut slot = rustc_hash::FxHashMap::<&str, usize>::default();
+    for (i, h) in hosts.iter().enumerate() {
+        if last[h.host.as_str()] != i {
+            continue;
+        }
+        let flows = |n: u64, what: &str| {
+            i64::try_from(n).map_err(|_| {
+                store_error(
+                    "save",
+                    format!("host {}: {what} flows {n} out of range", h.host),
+                )
+            })
+        };
+        let mut evidence = Vec::with_capacity(h.evidence.len());
+        for e in &h.evidence {
+            let n = flows(e.flows, &format!("rule {}", e.rule))?;
+            evidence.push((e.rule.as_str(), n, e.first_seen, e.last_seen));
+        }
+        if let Some(l) = h.labels.iter().find(|l| !l.confidence.is_finite()) {
+            return Err(store_error(
+                "save",
+                format!(
+                    "host {}: label {} = {}: confidence {} is not finite",
+                    h.host, l.attribute, l.value, l.confidence
+                ),
+            ));
+        }
+        slot.insert(h.host.as_str(), batch.len());
+        batch.push(HostSave {
+            host: &h.host,
+            epoch: i64::from(h.epoch),
+            flows: flows(h.flows, "host")?,
+            first_seen: h.first_seen,
+            last_seen: h.last_seen,
+            summary: h.summary.to_string(),
+            evidence,
+            labels: &h.labels,
+            epochs: Vec::new(),
+        });
+    }
+    for h in hosts {
+        let epochs = &mut batch[slot[h.host.as_str()]].epochs;
+        for e in &h.epochs {
+            if !epochs.iter().any(|known| known.epoch == e.epoch) {
+                epochs.push(e);
+            }
+        }
+    }
+    Ok(batch)
+}
+
+/// A `hosts` row as read back.
+struct HostRecord {
+    host: String,
+    epoch: i64,
+    flows: i64,
+    first_seen: i64,
+    last_seen: i64,
+    summary: String,
+}
+
+fn column_u64(value: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| store_error("load", format!("{what} {value} is negative")))
+}
+
+fn column_u32(value: i64, what: &str) -> Result<u32, StoreError> {
+    u32::try_from(value).map_err(|_| store_error("load", format!("{what} {value} is out of range")))
+}
+
+fn parse_summary(host: &str, text: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text)
+        .map_err(|e| store_error("load", format!("host {host}: summary is not JSON: {e}")))
+}
+
+/// Puts the rows of the four tables together, in a canonical order: hosts by address, evidence
+/// by rule, labels by attribute (winner first, then by confidence, highest first, then value),
+/// epochs oldest first.
+fn assemble(
+    hosts: Vec<HostRecord>,
+    evidence: Vec<(String, StoredEvidence)>,
+    labels: Vec<(String, StoredLabel)>,
+    epochs: Vec<(String, StoredEpoch)>,
+) -> Result<Vec<StoredHost>, StoreError> {
+    let mut out = Vec::with_capacity(hosts.len());
+    let mut index = rustc_hash::FxHashMap::default();
+    for r in hosts {
+        let summary = parse_summary(&r.host, &r.summary)?;
+        index.insert(r.host.clone(), out.len());
+        out.push(StoredHost {
+            epoch: column_u32(r.epoch, "epoch")?,
+            flows: column_u64(r.flows, "flows")?,
+            first_seen: r.first_seen,
+            last_seen: r.last_seen,
+            evidence: Vec::new(),
+            labels: Vec::new(),
+            epochs: Vec::new(),
+            summary,
+            host: r.host,
+        });
+    }
+    // Rows of a host without a `hosts` row cannot be written by a save; they are left out.
+    for (host, e) in evidence {
+        if let Some(&i) = index.get(&host) {
+            out[i].evidence.push(e);
+        }
+    }
+    for (host, l) in labels {
+        if let Some(&i) = index.get(&host) {
+            out[i].labels.push(l);
+        }
+    }
+    for (host, e) in epochs {
+        if let Some(&i) = index.get(&host) {
+            out[i].epochs.push(e);
+        }
+    }
+    for h in &mut out {
+        h.evidence.sort_by(|a, b| a.rule.cmp(&b.rule));
+        h.labels.sort_by(|a, b| {
+            (&a.attribute, !a.winner)
+                .cmp(&(&b.attribute, !b.winner))
+                .then(b.confidence.total_cmp(&a.confidence))
+                .then_with(|| (&a.value, &a.version).cmp(&(&b.value, &b.version)))
+        });
+        h.epochs.sort_by_key(|e| e.epoch);
+    }
+    out.sort_by(|a, b| host_order(&a.host, &b.host));
+    Ok(out)
+}
+
+/// Orders host addresses as addresses: IPv4 numerically, then IPv6 numerically, then anything
+/// that is not an address, as text (so 10.0.0.2 comes before 10.0.0.10).
+pub fn host_order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn key(host: &str) -> (u8, u128) {
+        match host.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(v4)) => (0, u128::from(u32::from(v4))),
+            Ok(std::net::IpAddr::V6(v6)) => (1, u128::from(v6)),
+            Err(_) => (2, 0),
+        }
+    }
+    key(a).cmp(&key(b)).then_with(|| a.cmp(b))
+}
+
+/// Whether a query has no filter (every host matches, labelled or not).
+fn query_is_unfiltered(query: &HostQuery) -> bool {
+    query.label.is_none() && query.min_confidence.is_none()
+}
+
+/// The hosts that `query` selects from the winning labels `(host, value, confidence)`, each once,
+/// ordered by address. The label comparison ignores case (Unicode lowercase of each character);
+/// the confidence bound is inclusive and applies to the label that matched.
+fn select_hosts(
+    winners: impl IntoIterator<Item = (String, String, f64)>,
+    query: &HostQuery,
+) -> Vec<String> {
+    let lower = |s: &str| {
+        s.chars()
+            .flat_map(char::to_lowercase)
+            .collect::<Vec<char>>()
+    };
+    let wanted = query.label.as_deref().map(lower);
+    let mut hosts: Vec<String> = winners
+        .into_iter()
+        .filter(|(_, value, confidence)| {
+            query.min_confidence.is_none_or(|min| *confidence >= min)
+                && wanted.as_ref().is_none_or(|w| {
+                    value
+                        .chars()
+                        .flat_map(char::to_lowercase)
+                        .eq(w.iter().copied())
+                })
+        })
+        .map(|(host, _, _)| host)
+        .collect();
+    hosts.sort_by(|a, b| host_order(a, b));
+    hosts.dedup();
+    hosts
+}
+
+/// Summaries `(host, JSON text)` parsed and ordered by address.
+fn summaries_in_order(
+    mut rows: Vec<(String, String)>,
+) -> Result<Vec<serde_json::Value>, StoreError> {
+    rows.sort_by(|a, b| host_order(&a.0, &b.0));
+    rows.iter()
+        .map(|(host, text)| parse_summary(host, text).map_err(|e| store_error("query", e.message)))
+        .collect()
+}

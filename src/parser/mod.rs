@@ -81,7 +81,9 @@ fn rule_name(r: &Rule) -> String {
         Rule::conclusion_version => "`version`",
         Rule::conclusion_confidence => "`confidence`",
         Rule::tolerance => "a tolerance (`1%`, `4 KiB`)",
-        Rule::aggregate => "an aggregate (`count >= 3`)",
+        Rule::aggregate | Rule::agg_cmp | Rule::agg_about => {
+            "an aggregate (`count >= 3`, `peers >= 2`, `period ~ 15m +- 10%`, `transfer ~ 58 MB +- 1%`)"
+        }
         Rule::range => "a range (`lo .. hi`)",
         Rule::cidr => "a network (`10.0.0.0/8`)",
         Rule::ipv4 | Rule::ipv6 => "an address",
@@ -173,6 +175,17 @@ fn syntax_hint(found: &str, positives: &[Rule]) -> Option<String> {
         );
     }
     None
+}
+
+fn cmp_op(text: &str) -> CmpOp {
+    match text {
+        "==" => CmpOp::Eq,
+        "!=" => CmpOp::Ne,
+        "<" => CmpOp::Lt,
+        "<=" => CmpOp::Le,
+        ">" => CmpOp::Gt,
+        _ => CmpOp::Ge,
+    }
 }
 
 struct Builder {
@@ -416,17 +429,29 @@ impl Builder {
         let window = self.value_from_pair(inner.next().expect("window"));
         let aggregates = inner
             .map(|a| {
+                let span = self.span(&a);
                 let mut i = a.into_inner();
                 let name = self.ident(i.next().expect("aggregate"));
-                let op = match i.next().expect("op").as_str() {
-                    "==" => CmpOp::Eq,
-                    "!=" => CmpOp::Ne,
-                    "<" => CmpOp::Lt,
-                    "<=" => CmpOp::Le,
-                    ">" => CmpOp::Gt,
-                    _ => CmpOp::Ge,
+                let op_pair = i.next().expect("aggregate test");
+                let op = if op_pair.as_rule() == Rule::agg_about {
+                    let mut j = op_pair.into_inner();
+                    let center = self.value_from_pair(j.next().expect("center"));
+                    let tol = j
+                        .next()
+                        .expect("tolerance")
+                        .into_inner()
+                        .next()
+                        .expect("quantity");
+                    AggOp::About {
+                        center,
+                        tolerance: self.value_from_pair(tol),
+                    }
+                } else {
+                    let mut j = op_pair.into_inner();
+                    let op = cmp_op(j.next().expect("op").as_str());
+                    AggOp::Cmp(op, self.value_from_pair(j.next().expect("value")))
                 };
-                (name, op, self.value_from_pair(i.next().expect("value")))
+                Aggregate { name, op, span }
             })
             .collect();
         Over {

@@ -1,0 +1,285 @@
+//! The inventory in an embedded SQLite file: write-ahead log (readers never wait for the
+//! writer), `synchronous=NORMAL` (a commit survives a crash of the program; a power loss may
+//! lose the last commits, never consistency), one transaction per save.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::{
+    HostQuery, HostRecord, LOAD_EPOCHS, LOAD_EVIDENCE, LOAD_LABELS, QUERY_WINNERS,
+    SCHEMA_VERSION_TABLE, Store, StoreError, StoredEpoch, StoredEvidence, StoredHost, StoredLabel,
+    assemble, column_u32, column_u64, now_ms, query_is_unfiltered, save_batch, save_sql, schema_v1,
+    select_hosts, store_error, summaries_in_order,
+};
+
+/// Schema version `n` is `MIGRATIONS[n - 1]` (the same versions as PostgreSQL's).
+const MIGRATIONS: &[&str] = &[schema_v1!(
+    integer: "INTEGER",
+    real: "REAL",
+    boolean: "INTEGER",
+    json: "TEXT"
+)];
+
+const UPSERT_HOST: &str = save_sql!(upsert_host, "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+const INSERT_EPOCH: &str = save_sql!(insert_epoch, "VALUES (?1, ?2, ?3, ?4)");
+const INSERT_LABEL: &str = save_sql!(insert_label, "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+const INSERT_EVIDENCE: &str = save_sql!(insert_evidence, "VALUES (?1, ?2, ?3, ?4, ?5)");
+const DELETE_LABELS: &str = "DELETE FROM labels WHERE host = ?1";
+const DELETE_EVIDENCE: &str = "DELETE FROM evidence WHERE host = ?1";
+const LOAD_HOSTS: &str = "SELECT host, epoch, flows, first_seen, last_seen, summary FROM hosts";
+const SUMMARY_OF: &str = "SELECT summary FROM hosts WHERE host = ?1";
+
+/// How long a save waits for another writer of the same file before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The inventory in a SQLite file.
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the inventory file at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let fail = |e: rusqlite::Error| store_error("open", format!("{}: {e}", path.display()));
+        let mut conn = Connection::open(path).map_err(fail)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(fail)?;
+        // An in-memory database (":memory:") has no log to write ahead.
+        if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
+            return Err(store_error(
+                "open",
+                format!("{}: journal mode is {mode}, not WAL", path.display()),
+            ));
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(fail)?;
+        migrate(&mut conn).map_err(|e| match e {
+            Migration::Sql(e) => fail(e),
+            Migration::Newer(found) => store_error(
+                "open",
+                format!(
+                    "{}: schema version {found} is newer than this flowprint's ({})",
+                    path.display(),
+                    MIGRATIONS.len()
+                ),
+            ),
+        })?;
+        Ok(SqliteStore { conn })
+    }
+
+    /// Changes how long a save waits for another writer of the file (5 s unless changed).
+    pub fn set_busy_timeout(&mut self, timeout: Duration) -> Result<(), StoreError> {
+        self.conn
+            .busy_timeout(timeout)
+            .map_err(|e| store_error("open", e))
+    }
+}
+
+enum Migration {
+    Sql(rusqlite::Error),
+    Newer(i64),
+}
+
+impl From<rusqlite::Error> for Migration {
+    fn from(e: rusqlite::Error) -> Self {
+        Migration::Sql(e)
+    }
+}
+
+/// Applies the migrations the file lacks, in one transaction that holds the write lock.
+fn migrate(conn: &mut Connection) -> Result<(), Migration> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(SCHEMA_VERSION_TABLE)?;
+    let current: i64 = tx
+        .query_row("SELECT max(version) FROM schema_version", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        })
+        .optional()?
+        .flatten()
+        .unwrap_or(0);
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(Migration::Newer(current));
+    }
+    for (version, sql) in (1..).zip(MIGRATIONS).skip(current as usize) {
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
+            params![version, now_ms()],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn save(&mut self, hosts: &[StoredHost]) -> Result<(), StoreError> {
+        let fail = |e: rusqlite::Error| store_error("save", e);
+        let batch = save_batch(hosts)?;
+        let updated_at = now_ms();
+        // Dropping the transaction on an error rolls it back: all hosts or none.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(fail)?;
+        {
+            let mut upsert = tx.prepare_cached(UPSERT_HOST).map_err(fail)?;
+            let mut delete_labels = tx.prepare_cached(DELETE_LABELS).map_err(fail)?;
+            let mut delete_evidence = tx.prepare_cached(DELETE_EVIDENCE).map_err(fail)?;
+            let mut insert_label = tx.prepare_cached(INSERT_LABEL).map_err(fail)?;
+            let mut insert_evidence = tx.prepare_cached(INSERT_EVIDENCE).map_err(fail)?;
+            let mut insert_epoch = tx.prepare_cached(INSERT_EPOCH).map_err(fail)?;
+            for h in &batch {
+                upsert
+                    .execute(params![
+                        h.host,
+                        h.epoch,
+                        h.flows,
+                        h.first_seen,
+                        h.last_seen,
+                        h.summary,
+                        updated_at
+                    ])
+                    .map_err(fail)?;
+                delete_labels.execute([h.host]).map_err(fail)?;
+                delete_evidence.execute([h.host]).map_err(fail)?;
+                for l in h.labels {
+                    insert_label
+                        .execute(params![
+                            h.host,
+                            l.attribute,
+                            l.value,
+                            l.version,
+                            l.confidence,
+                            l.winner
+                        ])
+                        .map_err(fail)?;
+                }
+                for (rule, flows, first_seen, last_seen) in &h.evidence {
+                    insert_evidence
+                        .execute(params![h.host, rule, flows, first_seen, last_seen])
+                        .map_err(|e| {
+                            store_error("save", format!("host {} rule {rule}: {e}", h.host))
+                        })?;
+                }
+                for e in &h.epochs {
+                    insert_epoch
+                        .execute(params![h.host, e.epoch, e.started, e.reason])
+                        .map_err(fail)?;
+                }
+            }
+        }
+        tx.commit().map_err(fail)
+    }
+
+    fn load_all(&mut self) -> Result<Vec<StoredHost>, StoreError> {
+        let fail = |e: rusqlite::Error| store_error("load", e);
+        // One read transaction: the four tables are read at the same moment.
+        let tx = self.conn.transaction().map_err(fail)?;
+        let hosts = collect(&tx, LOAD_HOSTS, |r| {
+            Ok(HostRecord {
+                host: r.get(0)?,
+                epoch: r.get(1)?,
+                flows: r.get(2)?,
+                first_seen: r.get(3)?,
+                last_seen: r.get(4)?,
+                summary: r.get(5)?,
+            })
+        })?;
+        let evidence = collect(&tx, LOAD_EVIDENCE, |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get::<_, i64>(2)?,
+                r.get(3)?,
+                r.get(4)?,
+            ))
+        })?
+        .into_iter()
+        .map(|(host, rule, flows, first_seen, last_seen)| {
+            let flows = column_u64(flows, "evidence flows")?;
+            Ok((
+                host,
+                StoredEvidence {
+                    rule,
+                    flows,
+                    first_seen,
+                    last_seen,
+                },
+            ))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        let labels = collect(&tx, LOAD_LABELS, |r| {
+            Ok((
+                r.get(0)?,
+                StoredLabel {
+                    attribute: r.get(1)?,
+                    value: r.get(2)?,
+                    version: r.get(3)?,
+                    confidence: r.get(4)?,
+                    winner: r.get(5)?,
+                },
+            ))
+        })?;
+        let epochs = collect(&tx, LOAD_EPOCHS, |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .into_iter()
+        .map(|(host, epoch, started, reason)| {
+            let epoch = column_u32(epoch, "epoch")?;
+            Ok((
+                host,
+                StoredEpoch {
+                    epoch,
+                    started,
+                    reason,
+                },
+            ))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        tx.finish().map_err(fail)?;
+        assemble(hosts, evidence, labels, epochs)
+    }
+
+    fn query(&mut self, query: &HostQuery) -> Result<Vec<serde_json::Value>, StoreError> {
+        let fail = |e: rusqlite::Error| store_error("query", e);
+        let tx = self.conn.transaction().map_err(fail)?;
+        let rows = if query_is_unfiltered(query) {
+            collect(&tx, "SELECT host, summary FROM hosts", |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(|e| store_error("query", e.message))?
+        } else {
+            let winners = collect(&tx, QUERY_WINNERS, |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(|e| store_error("query", e.message))?;
+            let mut summary_of = tx.prepare_cached(SUMMARY_OF).map_err(fail)?;
+            select_hosts(winners, query)
+                .into_iter()
+                .map(|host| {
+                    let summary = summary_of.query_row([&host], |r| r.get(0)).map_err(fail)?;
+                    Ok((host, summary))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?
+        };
+        tx.finish().map_err(fail)?;
+        summaries_in_order(rows)
+    }
+}
+
+/// Every row of `sql`, mapped.
+fn collect<T>(
+    conn: &Connection,
+    sql: &str,
+    map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    let fail = |e: rusqlite::Error| store_error("load", e);
+    let mut statement = conn.prepare_cached(sql).map_err(fail)?;
+    let rows = statement.query_map([], map).map_err(fail)?;
+    rows.collect::<rusqlite::Result<Vec<T>>>().map_err(fail)
+}
