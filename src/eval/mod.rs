@@ -139,7 +139,10 @@ fn hosts<'f>(local: &LocalNets, flow: &'f Flow) -> [Option<View<'f>>; 2] {
         flow,
         host_is_src: true,
     });
-    let dst = (local.contains(flow.dst) && flow.dst != flow.src).then_some(View {
+    // A destination ending in .255 is, in practice, a subnet's broadcast address (NetBIOS,
+    // Dropbox LAN sync...): not a host, unless it sends something itself.
+    let broadcast = matches!(flow.dst, IpAddr::V4(v4) if v4.octets()[3] == 255);
+    let dst = (local.contains(flow.dst) && flow.dst != flow.src && !broadcast).then_some(View {
         flow,
         host_is_src: false,
     });

@@ -50,6 +50,9 @@ pub struct Expect {
     pub software: Option<String>,
     /// The winning device type.
     pub device: Option<String>,
+    /// The address must not become a host at all (e.g. a broadcast address).
+    #[serde(default)]
+    pub absent: bool,
 }
 
 /// The outcome of one case.
@@ -97,6 +100,16 @@ fn run_case(pack: &str, ruleset: &Ruleset, case: &Case) -> CaseResult {
     }
     let summaries = inventory.summaries(ruleset);
     let host = case.expect.host.to_string();
+    if case.expect.absent {
+        if summaries.iter().any(|s| s.host == host) {
+            failures.push(format!("{host} must not be a host"));
+        }
+        return CaseResult {
+            name: case.name.clone(),
+            rules: case.expect.rules.clone(),
+            failures,
+        };
+    }
     let Some(summary) = summaries.iter().find(|s| s.host == host) else {
         failures.push(format!(
             "host {host} is not in any flow (or not a local address)"
