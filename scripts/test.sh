@@ -17,6 +17,21 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+
+# A throwaway PostgreSQL server for the inventory tests (127.0.0.1, trust auth), stopped on exit
+# however the run ends (unless FLOWPRINT_TEST_POSTGRES already names one). With CI=true the
+# tests fail without it; elsewhere they skip.
+if [ -n "${FLOWPRINT_TEST_POSTGRES:-}" ]; then
+    echo "inventory tests use FLOWPRINT_TEST_POSTGRES=$FLOWPRINT_TEST_POSTGRES" >&2
+elif pg_env=$(scripts/postgres.sh start); then
+    eval "$pg_env"
+    trap 'scripts/postgres.sh stop "$FLOWPRINT_TEST_POSTGRES_DIR"' EXIT
+elif [ "${CI:-}" = "true" ]; then
+    echo "scripts/postgres.sh could not start PostgreSQL" >&2
+    exit 1
+else
+    echo "PostgreSQL unavailable: its inventory tests will skip" >&2
+fi
 if command -v cargo-nextest >/dev/null 2>&1; then
     cargo nextest run --locked --all-targets --no-fail-fast
     cargo test --locked --doc

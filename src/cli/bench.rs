@@ -291,7 +291,11 @@ fn pipeline(flows: usize, hosts: u32, db: Option<String>) -> anyhow::Result<()> 
     let summarized = started.elapsed().as_secs_f64();
     store.save(&stored)?;
     let total = started.elapsed().as_secs_f64();
-    eprintln!("(summaries {:.2} s, database {:.2} s)", summarized - infer_done, total - summarized);
+    eprintln!(
+        "(summaries {:.2} s, database {:.2} s)",
+        summarized - infer_done,
+        total - summarized
+    );
     println!(
         "pipeline: {} flows over {} hosts ({} with evidence), {} matches; decode+evaluate+infer {:.2} s, \
          inventory write of {} hosts {:.2} s; total {:.2} s = {:.2} M flows/s (one core)",

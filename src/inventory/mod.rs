@@ -118,83 +118,90 @@ pub fn open(spec: &str) -> Result<Box<dyn Store>, StoreError> {
 // ---- What both backends share: the schema, the statements' common parts, the checks and
 // conversions before a save, the assembly of hosts after a load, and the query's filtering.
 
-/// The schema at version 1, with each backend's names of its types. Version `n` of the schema is
-/// `MIGRATIONS[n - 1]` of each backend, applied in order; a database records the versions it has
-/// in `schema_version`. Add a version by appending to both backends' lists.
-macro_rules! schema_v1 {
-    (integer: $int:literal, real: $real:literal, boolean: $bool:literal, json: $json:literal) => {
-        concat!(
-            "CREATE TABLE hosts (
-                host       TEXT PRIMARY KEY,
-                epoch      ",
-            $int,
-            " NOT NULL,
-                flows      ",
-            $int,
-            " NOT NULL,
-                first_seen ",
-            $int,
-            " NOT NULL,
-                last_seen  ",
-            $int,
-            " NOT NULL,
-                summary    ",
-            $json,
-            " NOT NULL,
-                updated_at ",
-            $int,
-            " NOT NULL
-            );
-            CREATE TABLE epochs (
-                host    TEXT NOT NULL,
-                epoch   ",
-            $int,
-            " NOT NULL,
-                started ",
-            $int,
-            " NOT NULL,
-                reason  TEXT NOT NULL,
-                PRIMARY KEY (host, epoch)
-            );
-            CREATE TABLE labels (
-                host       TEXT NOT NULL,
-                attribute  TEXT NOT NULL,
-                value      TEXT NOT NULL,
-                version    TEXT,
-                confidence ",
-            $real,
-            " NOT NULL,
-                winner     ",
-            $bool,
-            " NOT NULL
-            );
-            CREATE INDEX labels_host ON labels (host);
-            CREATE INDEX labels_value ON labels (value);
-            CREATE TABLE evidence (
-                host       TEXT NOT NULL,
-                rule       TEXT NOT NULL,
-                flows      ",
-            $int,
-            " NOT NULL,
-                first_seen ",
-            $int,
-            " NOT NULL,
-                last_seen  ",
-            $int,
-            " NOT NULL,
-                PRIMARY KEY (host, rule)
-            );"
-        )
-    };
+/// The schema's versions: version `n` is `MIGRATIONS[n - 1]`, written with `{integer}`, `{real}`,
+/// `{boolean}` and `{json}` for each backend's names of these types (see [`migration`]). A
+/// database records the versions it has in `schema_version`; a new version is appended here and
+/// applied by both backends when they next open the database.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE hosts (
+        host       TEXT PRIMARY KEY,
+        epoch      {integer} NOT NULL,
+        flows      {integer} NOT NULL,
+        first_seen {integer} NOT NULL,
+        last_seen  {integer} NOT NULL,
+        summary    {json} NOT NULL,
+        updated_at {integer} NOT NULL
+    );
+    CREATE TABLE epochs (
+        host    TEXT NOT NULL,
+        epoch   {integer} NOT NULL,
+        started {integer} NOT NULL,
+        reason  TEXT NOT NULL,
+        PRIMARY KEY (host, epoch)
+    );
+    CREATE TABLE labels (
+        host       TEXT NOT NULL,
+        attribute  TEXT NOT NULL,
+        value      TEXT NOT NULL,
+        version    TEXT,
+        confidence {real} NOT NULL,
+        winner     {boolean} NOT NULL
+    );
+    CREATE INDEX labels_host ON labels (host);
+    CREATE INDEX labels_value ON labels (value);
+    CREATE TABLE evidence (
+        host       TEXT NOT NULL,
+        rule       TEXT NOT NULL,
+        flows      {integer} NOT NULL,
+        first_seen {integer} NOT NULL,
+        last_seen  {integer} NOT NULL,
+        PRIMARY KEY (host, rule)
+    );
+"];
+
+/// A backend's names of the schema's types.
+struct SqlTypes {
+    integer: &'static str,
+    real: &'static str,
+    boolean: &'static str,
+    json: &'static str,
 }
-pub(crate) use schema_v1;
+
+/// Migration `sql` in a backend's types.
+fn migration(sql: &str, types: &SqlTypes) -> String {
+    sql.replace("{integer}", types.integer)
+        .replace("{real}", types.real)
+        .replace("{boolean}", types.boolean)
+        .replace("{json}", types.json)
+}
+
+/// Why a migration failed: the database's error, or a schema newer than this program's.
+enum MigrationError<E> {
+    Sql(E),
+    Newer(i64),
+}
+
+impl<E: std::fmt::Display> MigrationError<E> {
+    fn into_store_error(self, database: &str) -> StoreError {
+        match self {
+            MigrationError::Sql(e) => store_error("open", format!("{database}: {e}")),
+            MigrationError::Newer(found) => store_error(
+                "open",
+                format!(
+                    "{database}: schema version {found} is newer than this flowprint's ({})",
+                    MIGRATIONS.len()
+                ),
+            ),
+        }
+    }
+}
 
 /// The table of applied schema versions (the same text for both backends).
 const SCHEMA_VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
 
-/// The statements of a save, given each backend's source of rows (`VALUES (...)` or
-/// `SELECT ... FROM unnest(...)`). Hosts are upserted, epochs inserted unless present, and the
-/// host's labels and evidence deleted before the new ones are inserted.
+/// The conflicting statements of a save, given each backend's source of rows (`VALUES (...)` or
+/// `SELECT ... FROM unnest(...)`): hosts are upserted, epochs inserted unless present. (A host's
+/// labels and evidence are deleted, then inserted.)
 macro_rules! save_sql {
     (upsert_host, $rows:literal) => {
         concat!(
@@ -210,18 +217,6 @@ macro_rules! save_sql {
             "INSERT INTO epochs (host, epoch, started, reason) ",
             $rows,
             " ON CONFLICT (host, epoch) DO NOTHING"
-        )
-    };
-    (insert_label, $rows:literal) => {
-        concat!(
-            "INSERT INTO labels (host, attribute, value, version, confidence, winner) ",
-            $rows
-        )
-    };
-    (insert_evidence, $rows:literal) => {
-        concat!(
-            "INSERT INTO evidence (host, rule, flows, first_seen, last_seen) ",
-            $rows
         )
     };
 }
@@ -317,6 +312,12 @@ fn save_batch(hosts: &[StoredHost]) -> Result<Vec<HostSave<'_>>, StoreError> {
                 epochs.push(e);
             }
         }
+    }
+    // In key order, the tables' B-trees are filled page after page rather than all over.
+    batch.sort_unstable_by(|a, b| a.host.cmp(b.host));
+    for h in &mut batch {
+        h.evidence.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        h.epochs.sort_unstable_by_key(|e| e.epoch);
     }
     Ok(batch)
 }

@@ -8,24 +8,26 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    HostQuery, HostRecord, LOAD_EPOCHS, LOAD_EVIDENCE, LOAD_LABELS, QUERY_WINNERS,
-    SCHEMA_VERSION_TABLE, Store, StoreError, StoredEpoch, StoredEvidence, StoredHost, StoredLabel,
-    assemble, column_u32, column_u64, now_ms, query_is_unfiltered, save_batch, save_sql, schema_v1,
-    select_hosts, store_error, summaries_in_order,
+    HostQuery, HostRecord, LOAD_EPOCHS, LOAD_EVIDENCE, LOAD_LABELS, MIGRATIONS, MigrationError,
+    QUERY_WINNERS, SCHEMA_VERSION_TABLE, SqlTypes, Store, StoreError, StoredEpoch, StoredEvidence,
+    StoredHost, StoredLabel, assemble, column_u32, column_u64, migration, now_ms,
+    query_is_unfiltered, save_batch, save_sql, select_hosts, store_error, summaries_in_order,
 };
 
-/// Schema version `n` is `MIGRATIONS[n - 1]` (the same versions as PostgreSQL's).
-const MIGRATIONS: &[&str] = &[schema_v1!(
+/// The schema's types in SQLite.
+const TYPES: SqlTypes = SqlTypes {
     integer: "INTEGER",
     real: "REAL",
     boolean: "INTEGER",
-    json: "TEXT"
-)];
+    json: "TEXT",
+};
 
 const UPSERT_HOST: &str = save_sql!(upsert_host, "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
 const INSERT_EPOCH: &str = save_sql!(insert_epoch, "VALUES (?1, ?2, ?3, ?4)");
-const INSERT_LABEL: &str = save_sql!(insert_label, "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
-const INSERT_EVIDENCE: &str = save_sql!(insert_evidence, "VALUES (?1, ?2, ?3, ?4, ?5)");
+const INSERT_LABEL: &str = "INSERT INTO labels (host, attribute, value, version, confidence, winner) \
+                            VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const INSERT_EVIDENCE: &str = "INSERT INTO evidence (host, rule, flows, first_seen, last_seen) \
+                               VALUES (?1, ?2, ?3, ?4, ?5)";
 const DELETE_LABELS: &str = "DELETE FROM labels WHERE host = ?1";
 const DELETE_EVIDENCE: &str = "DELETE FROM evidence WHERE host = ?1";
 const LOAD_HOSTS: &str = "SELECT host, epoch, flows, first_seen, last_seen, summary FROM hosts";
@@ -57,17 +59,7 @@ impl SqliteStore {
         }
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(fail)?;
-        migrate(&mut conn).map_err(|e| match e {
-            Migration::Sql(e) => fail(e),
-            Migration::Newer(found) => store_error(
-                "open",
-                format!(
-                    "{}: schema version {found} is newer than this flowprint's ({})",
-                    path.display(),
-                    MIGRATIONS.len()
-                ),
-            ),
-        })?;
+        migrate(&mut conn).map_err(|e| e.into_store_error(&path.display().to_string()))?;
         Ok(SqliteStore { conn })
     }
 
@@ -79,19 +71,14 @@ impl SqliteStore {
     }
 }
 
-enum Migration {
-    Sql(rusqlite::Error),
-    Newer(i64),
-}
-
-impl From<rusqlite::Error> for Migration {
+impl From<rusqlite::Error> for MigrationError<rusqlite::Error> {
     fn from(e: rusqlite::Error) -> Self {
-        Migration::Sql(e)
+        MigrationError::Sql(e)
     }
 }
 
 /// Applies the migrations the file lacks, in one transaction that holds the write lock.
-fn migrate(conn: &mut Connection) -> Result<(), Migration> {
+fn migrate(conn: &mut Connection) -> Result<(), MigrationError<rusqlite::Error>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch(SCHEMA_VERSION_TABLE)?;
     let current: i64 = tx
@@ -103,10 +90,10 @@ fn migrate(conn: &mut Connection) -> Result<(), Migration> {
         .unwrap_or(0);
     let known = MIGRATIONS.len() as i64;
     if current > known {
-        return Err(Migration::Newer(current));
+        return Err(MigrationError::Newer(current));
     }
     for (version, sql) in (1..).zip(MIGRATIONS).skip(current as usize) {
-        tx.execute_batch(sql)?;
+        tx.execute_batch(&migration(sql, &TYPES))?;
         tx.execute(
             "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
             params![version, now_ms()],
