@@ -20,8 +20,18 @@ use crate::eval::{Evaluator, Match};
 use crate::flow::Flow;
 use crate::inventory::{StoredEpoch, StoredEvidence, StoredHost};
 use crate::ruleset::{Attribute, Ruleset};
+use crate::schema::addr_key;
 use rustc_hash::FxHashMap;
 use state::RuleState;
+
+/// The address of an [`addr_key`].
+fn key_addr(k: u128) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(k);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
 use std::net::IpAddr;
 
 pub use score::{Alternative, DeviceVerdict, EvidenceOut, HostSummary, OsVerdict, SoftwareVerdict};
@@ -131,7 +141,8 @@ impl HostState {
 /// All hosts seen so far.
 #[derive(Debug, Default)]
 pub struct Inventory {
-    hosts: FxHashMap<IpAddr, HostState>,
+    /// Keyed by [`addr_key`]: a `u128` hashes much faster than an `IpAddr`.
+    hosts: FxHashMap<u128, HostState>,
     config: InferConfig,
     /// Flows observed.
     pub flows: u64,
@@ -170,6 +181,101 @@ fn family_of(rules: &Ruleset, rule: u32) -> Option<(&str, f64)> {
         .filter(|c| c.attribute == Attribute::OsFamily)
         .max_by(|a, b| a.confidence.total_cmp(&b.confidence))
         .map(|c| (c.value.as_str(), c.confidence))
+}
+
+/// Records one match in the host's state; returns whether it opened a new epoch.
+fn record_match(
+    h: &mut HostState,
+    m: &Match,
+    flow: &Flow,
+    rules: &Ruleset,
+    config: &InferConfig,
+) -> bool {
+    let rule = &rules.rules()[m.rule as usize];
+    if let Some(s) = &rule.stateful {
+        let view = crate::schema::View {
+            flow,
+            host_is_src: m.host_is_src,
+        };
+        let states = &mut h.extra().stateful;
+        let st = match states.iter().position(|st| st.rule == m.rule) {
+            Some(i) => &mut states[i],
+            None => {
+                states.push(RuleState::new(m.rule));
+                states.last_mut().expect("just pushed")
+            }
+        };
+        if !st.observe(s, &view, config.transfer_gap_ms) {
+            return false;
+        }
+    }
+    let new_epoch = maybe_new_epoch(h, m, flow, rules, config.epoch_gap_ms);
+    match h.evidence.iter_mut().find(|e| e.rule == m.rule) {
+        Some(e) => {
+            e.flows = e.flows.saturating_add(1);
+            e.first_seen = e.first_seen.min(flow.start_ms);
+            e.last_seen = e.last_seen.max(flow.end_ms);
+        }
+        None => {
+            h.evidence.push(EvidenceAgg {
+                rule: m.rule,
+                flows: 1,
+                first_seen: flow.start_ms,
+                last_seen: flow.end_ms,
+            });
+            if config.record_samples {
+                h.extra().samples.push((m.rule, describe_flow(flow).into()));
+            }
+        }
+    }
+    new_epoch
+}
+
+/// Opens a new epoch when a strong conclusion of another family meets an address whose current
+/// family is strong but has been silent for longer than `gap`.
+fn maybe_new_epoch(h: &mut HostState, m: &Match, flow: &Flow, rules: &Ruleset, gap: i64) -> bool {
+    let Some((new_family, c)) = family_of(rules, m.rule) else {
+        return false;
+    };
+    if c < STRONG || h.evidence.is_empty() {
+        return false;
+    }
+    let mut scores: Vec<(&str, f64, i64)> = Vec::new();
+    for e in &h.evidence {
+        if let Some((fam, c)) = family_of(rules, e.rule) {
+            match scores.iter_mut().find(|(f, _, _)| *f == fam) {
+                Some(s) => {
+                    s.1 *= 1.0 - c;
+                    s.2 = s.2.max(e.last_seen);
+                }
+                None => scores.push((fam, 1.0 - c, e.last_seen)),
+            }
+        }
+    }
+    if scores.iter().any(|(f, _, _)| *f == new_family) {
+        return false;
+    }
+    let Some(&(old, miss, last)) = scores.iter().min_by(|a, b| a.1.total_cmp(&b.1)) else {
+        return false;
+    };
+    if 1.0 - miss < STRONG || flow.start_ms.saturating_sub(last) < gap {
+        return false;
+    }
+    let reason = format!("os.family changed from {old} to {new_family}");
+    h.epoch += 1;
+    let epoch = h.epoch;
+    h.evidence.clear();
+    h.flows = 1;
+    h.first_seen = flow.start_ms;
+    let extra = h.extra();
+    extra.stateful.clear();
+    extra.samples.clear();
+    extra.epochs.push(EpochChange {
+        epoch,
+        started: flow.start_ms,
+        reason,
+    });
+    true
 }
 
 impl Inventory {
@@ -211,10 +317,13 @@ impl Inventory {
             return;
         }
         let rules = evaluator.ruleset();
+        let all: &[Option<Match>] = &matches;
         for view in evaluator.hosts(flow).into_iter().flatten() {
+            let addr = view.addr(crate::schema::Side::Host);
+            // One look-up per host and flow: the table is large and each probe a cache miss.
             let h = self
                 .hosts
-                .entry(view.addr(crate::schema::Side::Host))
+                .entry(addr_key(addr))
                 .or_insert_with(|| HostState {
                     first_seen: flow.start_ms,
                     last_seen: flow.end_ms,
@@ -223,113 +332,21 @@ impl Inventory {
             h.flows += 1;
             h.first_seen = h.first_seen.min(flow.start_ms);
             h.last_seen = h.last_seen.max(flow.end_ms);
-        }
-        for m in matches.into_iter().flatten().chain(extra) {
-            self.record_match(&m, flow, rules);
+            for m in all
+                .iter()
+                .flatten()
+                .chain(&extra)
+                .filter(|m| m.host_is_src == view.host_is_src)
+            {
+                self.matches += 1;
+                if record_match(h, m, flow, rules, &self.config) {
+                    self.epoch_changes += 1;
+                }
+            }
         }
         if self.flows.is_multiple_of(65_536) {
             self.evict_if_needed();
         }
-    }
-
-    fn record_match(&mut self, m: &Match, flow: &Flow, rules: &Ruleset) {
-        self.matches += 1;
-        let rule = &rules.rules()[m.rule as usize];
-        let gap = self.config.transfer_gap_ms;
-        let Some(h) = self.hosts.get_mut(&m.host) else {
-            return;
-        };
-        if let Some(s) = &rule.stateful {
-            let view = crate::schema::View {
-                flow,
-                host_is_src: m.host_is_src,
-            };
-            let states = &mut h.extra().stateful;
-            let st = match states.iter().position(|st| st.rule == m.rule) {
-                Some(i) => &mut states[i],
-                None => {
-                    states.push(RuleState::new(m.rule));
-                    states.last_mut().expect("just pushed")
-                }
-            };
-            if !st.observe(s, &view, gap) {
-                return;
-            }
-        }
-        self.maybe_new_epoch(m, flow, rules);
-        let record_samples = self.config.record_samples;
-        let Some(h) = self.hosts.get_mut(&m.host) else {
-            return;
-        };
-        match h.evidence.iter_mut().find(|e| e.rule == m.rule) {
-            Some(e) => {
-                e.flows = e.flows.saturating_add(1);
-                e.first_seen = e.first_seen.min(flow.start_ms);
-                e.last_seen = e.last_seen.max(flow.end_ms);
-            }
-            None => {
-                h.evidence.push(EvidenceAgg {
-                    rule: m.rule,
-                    flows: 1,
-                    first_seen: flow.start_ms,
-                    last_seen: flow.end_ms,
-                });
-                if record_samples {
-                    h.extra().samples.push((m.rule, describe_flow(flow).into()));
-                }
-            }
-        }
-    }
-
-    /// Opens a new epoch when a strong conclusion of another family meets an address whose
-    /// current family is strong but has been silent for longer than the epoch gap.
-    fn maybe_new_epoch(&mut self, m: &Match, flow: &Flow, rules: &Ruleset) {
-        let Some((new_family, c)) = family_of(rules, m.rule) else {
-            return;
-        };
-        if c < STRONG {
-            return;
-        }
-        let gap = self.config.epoch_gap_ms;
-        let Some(h) = self.hosts.get_mut(&m.host) else {
-            return;
-        };
-        let mut scores: Vec<(&str, f64, i64)> = Vec::new();
-        for e in &h.evidence {
-            if let Some((fam, c)) = family_of(rules, e.rule) {
-                match scores.iter_mut().find(|(f, _, _)| *f == fam) {
-                    Some(s) => {
-                        s.1 *= 1.0 - c;
-                        s.2 = s.2.max(e.last_seen);
-                    }
-                    None => scores.push((fam, 1.0 - c, e.last_seen)),
-                }
-            }
-        }
-        if scores.iter().any(|(f, _, _)| *f == new_family) {
-            return;
-        }
-        let Some(&(old, miss, last)) = scores.iter().min_by(|a, b| a.1.total_cmp(&b.1)) else {
-            return;
-        };
-        if 1.0 - miss < STRONG || flow.start_ms.saturating_sub(last) < gap {
-            return;
-        }
-        let reason = format!("os.family changed from {old} to {new_family}");
-        h.epoch += 1;
-        let epoch = h.epoch;
-        h.evidence.clear();
-        h.flows = 1;
-        h.first_seen = flow.start_ms;
-        let extra = h.extra();
-        extra.stateful.clear();
-        extra.samples.clear();
-        extra.epochs.push(EpochChange {
-            epoch,
-            started: flow.start_ms,
-            reason,
-        });
-        self.epoch_changes += 1;
     }
 
     /// Evicts the least recently seen hosts when the table is over its limit, and idle hosts.
@@ -345,7 +362,7 @@ impl Inventory {
         }
         // Down to 90 % of the limit, so that eviction runs rarely.
         let keep = self.config.max_hosts - self.config.max_hosts / 10;
-        let mut ages: Vec<(i64, IpAddr)> =
+        let mut ages: Vec<(i64, u128)> =
             self.hosts.iter().map(|(a, h)| (h.last_seen, *a)).collect();
         let cut = ages.len() - keep;
         ages.select_nth_unstable(cut);
@@ -353,6 +370,14 @@ impl Inventory {
             self.hosts.remove(a);
         }
         self.evicted += cut as u64;
+    }
+
+    /// Hosts with their addresses, in address order.
+    fn sorted(&self) -> Vec<(IpAddr, &HostState)> {
+        let mut v: Vec<(IpAddr, &HostState)> =
+            self.hosts.iter().map(|(k, h)| (key_addr(*k), h)).collect();
+        v.sort_by_key(|(a, _)| *a);
+        v
     }
 
     /// Number of hosts.
@@ -367,35 +392,33 @@ impl Inventory {
 
     /// The state of one host.
     pub fn host(&self, addr: IpAddr) -> Option<&HostState> {
-        self.hosts.get(&addr)
+        self.hosts.get(&addr_key(addr))
     }
 
     /// Summaries of all hosts, ordered by address.
     pub fn summaries(&self, rules: &Ruleset) -> Vec<HostSummary> {
         let scorer = score::Scorer::new(rules, self.now_ms, self.config.half_life_ms);
-        let mut hosts: Vec<_> = self.hosts.iter().collect();
-        hosts.sort_by_key(|(a, _)| **a);
-        hosts
+        self.sorted()
             .into_iter()
-            .map(|(a, h)| scorer.summarize(*a, h))
+            .map(|(a, h)| scorer.summarize(a, h))
             .collect()
     }
 
     /// The detailed score computation of one host, for `--explain --host`.
     pub fn explain(&self, rules: &Ruleset, addr: IpAddr) -> Option<String> {
         let scorer = score::Scorer::new(rules, self.now_ms, self.config.half_life_ms);
-        self.hosts.get(&addr).map(|h| scorer.explain(addr, h))
+        self.hosts
+            .get(&addr_key(addr))
+            .map(|h| scorer.explain(addr, h))
     }
 
     /// The inventory as stored rows (summaries, labels, evidence, epochs).
     pub fn to_stored(&self, rules: &Ruleset) -> Vec<StoredHost> {
         let scorer = score::Scorer::new(rules, self.now_ms, self.config.half_life_ms);
-        let mut hosts: Vec<_> = self.hosts.iter().collect();
-        hosts.sort_by_key(|(a, _)| **a);
-        hosts
+        self.sorted()
             .into_iter()
             .map(|(a, h)| {
-                let summary = scorer.summarize(*a, h);
+                let summary = scorer.summarize(a, h);
                 // The start of epoch 0 is known only while it is the current one.
                 let mut epochs = vec![StoredEpoch {
                     epoch: 0,
@@ -472,7 +495,7 @@ impl Inventory {
                 });
             }
             self.now_ms = self.now_ms.max(s.last_seen);
-            self.hosts.insert(addr, h);
+            self.hosts.insert(addr_key(addr), h);
         }
         dropped
     }

@@ -158,6 +158,8 @@ pub struct Scorer<'r> {
     name_family: HashMap<&'r str, &'r str>,
     /// os.version → os.name, likewise.
     version_name: HashMap<&'r str, &'r str>,
+    /// The first conclusion of each (attribute, label), to stand for implied parents.
+    conclusions: HashMap<(Attribute, &'r str), &'r Conclusion>,
 }
 
 /// One weighted conclusion of one rule for one host.
@@ -187,12 +189,19 @@ impl<'r> Scorer<'r> {
                 version_name.entry(v).or_insert(n);
             }
         }
+        let mut conclusions = HashMap::new();
+        for c in rules.rules().iter().flat_map(|r| r.conclusions.iter()) {
+            conclusions
+                .entry((c.attribute, c.value.as_str()))
+                .or_insert(c);
+        }
         Scorer {
             rules,
             now_ms,
             half_life_ms,
             name_family,
             version_name,
+            conclusions,
         }
     }
 
@@ -247,15 +256,10 @@ impl<'r> Scorer<'r> {
         terms
     }
 
+    /// The parent label as concluded by some rule of the ruleset (that rule's own confidence is
+    /// not used: the implied term carries the child's weight).
     fn implied_conclusion(&self, attribute: Attribute, value: &str, _c: f64) -> &'r Conclusion {
-        // The parent label as concluded by some rule of the ruleset (with that rule's own
-        // confidence, which is not used: the implied term carries the child's weight).
-        self.rules
-            .rules()
-            .iter()
-            .flat_map(|r| r.conclusions.iter())
-            .find(|c| c.attribute == attribute && c.value == value)
-            .expect("parents come from conclusions of the ruleset")
+        self.conclusions[&(attribute, value)]
     }
 
     /// The verdict about one host.
