@@ -2,13 +2,10 @@
 
 use super::{DiagFormat, RuleArgs, has_errors, print_diagnostics};
 use flowprint::eval::{Evaluator, LocalNets};
-use flowprint::flow::ingest::{InputFormat, expand_inputs, open_input, read_flows};
+use flowprint::flow::ingest::InputFormat;
 use flowprint::infer::{HostSummary, InferConfig, Inventory};
 use ipnet::IpNet;
 use std::io::Write;
-
-/// How many malformed lines of one input are printed before the rest are only counted.
-const MAX_REPORTED_ERRORS: u64 = 20;
 
 /// Output of `analyze`.
 #[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
@@ -114,48 +111,10 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         }
         None => None,
     };
-    let mut unreadable = false;
-    let (mut flows, mut skipped) = (0u64, 0u64);
-    let inputs = expand_inputs(&args.inputs)?;
-    for input in &inputs {
-        let reader = match open_input(input) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("flowprint: cannot read {input}: {e}");
-                unreadable = true;
-                continue;
-            }
-        };
-        let mut reported = 0u64;
-        let result = read_flows(
-            reader,
-            input,
-            args.input_format,
-            &mut |flow| inventory.observe(&flow, &mut evaluator),
-            &mut |err| {
-                reported += 1;
-                if reported <= MAX_REPORTED_ERRORS {
-                    eprintln!("warning: skipped {err}");
-                }
-            },
-        );
-        match result {
-            Ok(stats) => {
-                flows += stats.flows;
-                skipped += stats.skipped;
-                if stats.skipped > MAX_REPORTED_ERRORS {
-                    eprintln!(
-                        "warning: {input}: {} more malformed lines not shown",
-                        stats.skipped - MAX_REPORTED_ERRORS
-                    );
-                }
-            }
-            Err(e) => {
-                eprintln!("flowprint: cannot read {input}: {e}");
-                unreadable = true;
-            }
-        }
-    }
+    let totals = super::read_inputs(&args.inputs, args.input_format, &mut |flow| {
+        inventory.observe(&flow, &mut evaluator)
+    })?;
+    let (flows, skipped, unreadable) = (totals.flows, totals.skipped, totals.unreadable);
     inventory.evict_if_needed();
     if let Some(store) = store.as_mut() {
         store.save(&inventory.to_stored(ruleset))?;
@@ -189,7 +148,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         .count();
     eprintln!(
         "{flows} flows read from {} input(s), {skipped} malformed line(s) skipped; {} host(s), {identified} identified; {} rule(s)",
-        inputs.len(),
+        totals.inputs,
         summaries.len(),
         ruleset.len()
     );

@@ -1,7 +1,7 @@
 //! `flowprint flows`: the decoded, normalized flows of any input, one per line.
 
 use flowprint::flow::Flow;
-use flowprint::flow::ingest::{InputFormat, expand_inputs, flow_to_json, open_input, read_flows};
+use flowprint::flow::ingest::{InputFormat, flow_to_json};
 use std::io::Write;
 use std::time::Instant;
 
@@ -74,57 +74,24 @@ pub fn write_flow(out: &mut impl Write, format: Format, f: &Flow) -> std::io::Re
 
 /// Runs `flows`.
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    let inputs = expand_inputs(&args.inputs)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     if args.format == Format::Csv && !args.count {
         writeln!(out, "{CSV_HEADER}")?;
     }
     let started = Instant::now();
-    let (mut total, mut skipped, mut unreadable) = (0u64, 0u64, false);
     let mut write_error = None;
-    for input in &inputs {
-        let reader = match open_input(input) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("flowprint: cannot read {e}");
-                unreadable = true;
-                continue;
-            }
-        };
-        let mut reported = 0u64;
-        let result = read_flows(
-            reader,
-            input,
-            args.input_format,
-            &mut |f| {
-                if !args.count
-                    && write_error.is_none()
-                    && let Err(e) = write_flow(&mut out, args.format, &f)
-                {
-                    write_error = Some(e);
-                }
-            },
-            &mut |e| {
-                reported += 1;
-                if reported <= 20 {
-                    eprintln!("warning: skipped {e}");
-                }
-            },
-        );
-        if let Some(e) = write_error.take() {
-            return Err(e.into());
+    let totals = super::read_inputs(&args.inputs, args.input_format, &mut |f| {
+        if !args.count
+            && write_error.is_none()
+            && let Err(e) = write_flow(&mut out, args.format, &f)
+        {
+            write_error = Some(e);
         }
-        match result {
-            Ok(s) => {
-                total += s.flows;
-                skipped += s.skipped;
-            }
-            Err(e) => {
-                eprintln!("flowprint: cannot read {input}: {e}");
-                unreadable = true;
-            }
-        }
+    })?;
+    if let Some(e) = write_error {
+        return Err(e.into());
     }
+    let (total, skipped, unreadable) = (totals.flows, totals.skipped, totals.unreadable);
     out.flush()?;
     let secs = started.elapsed().as_secs_f64();
     if args.count {
@@ -132,7 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     }
     eprintln!(
         "{total} flows from {} input(s) in {:.3} s ({:.2} M flows/s), {skipped} malformed record(s) skipped",
-        inputs.len(),
+        totals.inputs,
         secs,
         total as f64 / secs.max(1e-9) / 1e6
     );

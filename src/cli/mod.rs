@@ -91,6 +91,72 @@ pub fn print_diagnostics(compiled: &Compiled, format: DiagFormat) -> std::io::Re
     Ok(())
 }
 
+/// Totals of [`read_inputs`].
+#[derive(Debug, Default)]
+pub struct InputTotals {
+    /// Flows read.
+    pub flows: u64,
+    /// Malformed records skipped.
+    pub skipped: u64,
+    /// Whether an input could not be read at all.
+    pub unreadable: bool,
+    /// Inputs after expanding directories.
+    pub inputs: usize,
+}
+
+/// How many malformed records of one input are printed before the rest are only counted.
+const MAX_REPORTED_ERRORS: u64 = 20;
+
+/// Reads every input (directories expanded, `-` is stdin), passing flows to `on_flow`; prints
+/// the first malformed records of each input and counts the rest; an unreadable input is
+/// reported and the others are still read.
+pub fn read_inputs(
+    inputs: &[String],
+    format: flowprint::flow::ingest::InputFormat,
+    on_flow: &mut dyn FnMut(flowprint::flow::Flow),
+) -> anyhow::Result<InputTotals> {
+    use flowprint::flow::ingest::{expand_inputs, open_input, read_flows};
+    let inputs = expand_inputs(inputs)?;
+    let mut totals = InputTotals {
+        inputs: inputs.len(),
+        ..Default::default()
+    };
+    for input in &inputs {
+        let reader = match open_input(input) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("flowprint: cannot read {e}");
+                totals.unreadable = true;
+                continue;
+            }
+        };
+        let mut reported = 0u64;
+        let result = read_flows(reader, input, format, on_flow, &mut |err| {
+            reported += 1;
+            if reported <= MAX_REPORTED_ERRORS {
+                eprintln!("warning: skipped {err}");
+            }
+        });
+        match result {
+            Ok(stats) => {
+                totals.flows += stats.flows;
+                totals.skipped += stats.skipped;
+                if stats.skipped > MAX_REPORTED_ERRORS {
+                    eprintln!(
+                        "warning: {input}: {} more malformed records not shown",
+                        stats.skipped - MAX_REPORTED_ERRORS
+                    );
+                }
+            }
+            Err(e) => {
+                eprintln!("flowprint: cannot read {input}: {e}");
+                totals.unreadable = true;
+            }
+        }
+    }
+    Ok(totals)
+}
+
 /// Whether any diagnostic is an error.
 pub fn has_errors(compiled: &Compiled) -> bool {
     compiled

@@ -274,31 +274,7 @@ fn lower_num(p: &Predicate, field: NumField, lists: &Lists) -> Result<Cond, Diag
             (ranges, negate)
         }
         PredOp::About { center, tolerance } => {
-            let c = values::number(center, unit)?;
-            let t = match &tolerance.kind {
-                ValueKind::Quantity {
-                    number,
-                    unit: Some(u),
-                } if u == "%" => {
-                    let pct: f64 = number.parse().map_err(|_| {
-                        Diagnostic::new(
-                            Code::InvalidNumber,
-                            tolerance.span,
-                            "not a valid percentage",
-                        )
-                    })?;
-                    if pct > 100.0 {
-                        return Err(Diagnostic::new(
-                            Code::InvalidNumber,
-                            tolerance.span,
-                            "a tolerance above 100% matches almost anything",
-                        )
-                        .hint("use a range instead: `field in low .. high`"));
-                    }
-                    (c as f64 * pct / 100.0).round() as u64
-                }
-                _ => values::number(tolerance, unit)?,
-            };
+            let (c, t) = values::about(center, tolerance, unit)?;
             (vec![(c.saturating_sub(t), c.saturating_add(t))], false)
         }
         PredOp::Matches(..) => {

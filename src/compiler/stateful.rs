@@ -1,41 +1,12 @@
 //! `over` clauses → [`Stateful`].
 
 use super::values::{self, describe};
-use crate::ast::{AggOp, CmpOp, Over, Value, ValueKind};
+use crate::ast::{AggOp, CmpOp, Over, Value};
 use crate::diagnostic::{Code, Diagnostic, did_you_mean};
 use crate::ruleset::{Period, Stateful, Transfer};
 use crate::schema::NumUnit;
 
 const AGGREGATES: &[&str] = &["count", "peers", "domains", "period", "transfer"];
-
-/// Tolerance of an `about` test: `(center, absolute tolerance)`; `%` is relative to the center.
-fn about(center: &Value, tolerance: &Value, unit: NumUnit) -> Result<(u64, u64), Diagnostic> {
-    let c = values::number(center, unit)?;
-    let t = match &tolerance.kind {
-        ValueKind::Quantity {
-            number,
-            unit: Some(u),
-        } if u == "%" => {
-            let pct: f64 = number.parse().map_err(|_| {
-                Diagnostic::new(
-                    Code::InvalidNumber,
-                    tolerance.span,
-                    "not a valid percentage",
-                )
-            })?;
-            if pct >= 100.0 {
-                return Err(Diagnostic::new(
-                    Code::InvalidNumber,
-                    tolerance.span,
-                    "a tolerance of 100% or more matches anything",
-                ));
-            }
-            (c as f64 * pct / 100.0).round() as u64
-        }
-        _ => values::number(tolerance, unit)?,
-    };
-    Ok((c, t))
-}
 
 fn range(op: CmpOp, v: &Value) -> Result<(u64, u64), Diagnostic> {
     let x = values::number(v, NumUnit::Count)?;
@@ -97,7 +68,8 @@ pub(super) fn lower_over(over: &Over) -> Result<Stateful, Vec<Diagnostic>> {
                     *slot = r;
                 }
                 ("period", AggOp::About { center, tolerance }) => {
-                    let (every_ms, tolerance_ms) = about(center, tolerance, NumUnit::Duration)?;
+                    let (every_ms, tolerance_ms) =
+                        values::about(center, tolerance, NumUnit::Duration)?;
                     if every_ms == 0 {
                         return Err(Diagnostic::new(
                             Code::InvalidNumber,
@@ -119,7 +91,7 @@ pub(super) fn lower_over(over: &Over) -> Result<Stateful, Vec<Diagnostic>> {
                     });
                 }
                 ("transfer", AggOp::About { center, tolerance }) => {
-                    let (bytes, tolerance) = about(center, tolerance, NumUnit::Bytes)?;
+                    let (bytes, tolerance) = values::about(center, tolerance, NumUnit::Bytes)?;
                     s.transfer = Some(Transfer { bytes, tolerance });
                 }
                 ("count" | "peers" | "domains", AggOp::About { .. }) => {

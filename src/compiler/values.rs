@@ -281,3 +281,34 @@ pub fn domain_pattern(v: &Value) -> Result<(bool, String), Diagnostic> {
     }
     Ok((suffix, name))
 }
+
+/// An `about` test, `center +- tolerance`: `(center, absolute tolerance)`; a `%` tolerance is
+/// relative to the center and must stay under 100 %.
+pub fn about(center: &Value, tolerance: &Value, family: NumUnit) -> Result<(u64, u64), Diagnostic> {
+    let c = number(center, family)?;
+    let t = match &tolerance.kind {
+        ValueKind::Quantity {
+            number: n,
+            unit: Some(u),
+        } if u == "%" => {
+            let pct: f64 = n.parse().map_err(|_| {
+                Diagnostic::new(
+                    Code::InvalidNumber,
+                    tolerance.span,
+                    "not a valid percentage",
+                )
+            })?;
+            if pct >= 100.0 {
+                return Err(Diagnostic::new(
+                    Code::InvalidNumber,
+                    tolerance.span,
+                    "a tolerance of 100% or more matches almost anything",
+                )
+                .hint("use a range instead: `field in low .. high`"));
+            }
+            (c as f64 * pct / 100.0).round() as u64
+        }
+        _ => number(tolerance, family)?,
+    };
+    Ok((c, t))
+}

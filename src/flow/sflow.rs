@@ -173,14 +173,16 @@ struct Packet {
 
 impl Packet {
     fn to_flow(self, exporter: IpAddr, now_ms: i64) -> Flow {
-        let mut f = Flow::new(self.src, self.src_port, self.dst, self.dst_port, self.proto);
+        // IPv4-mapped IPv6 addresses become IPv4, as in every other reader (flow-schema.md).
+        let (src, dst) = (self.src.to_canonical(), self.dst.to_canonical());
+        let mut f = Flow::new(src, self.src_port, dst, self.dst_port, self.proto);
         f.start_ms = now_ms;
         f.end_ms = now_ms;
         f.packets = u64::from(self.sampling);
         f.bytes = self.length * u64::from(self.sampling);
         f.tcp_flags = self.tcp_flags;
         f.src_ttl = self.ttl;
-        f.exporter = Some(exporter);
+        f.exporter = Some(exporter.to_canonical());
         f.sampling = self.sampling;
         f
     }

@@ -327,14 +327,7 @@ impl Builder {
         let op = match op_pair.as_rule() {
             Rule::cmp_pred => {
                 let mut i = op_pair.into_inner();
-                let op = match i.next().expect("cmp op").as_str() {
-                    "==" => CmpOp::Eq,
-                    "!=" => CmpOp::Ne,
-                    "<" => CmpOp::Lt,
-                    "<=" => CmpOp::Le,
-                    ">" => CmpOp::Gt,
-                    _ => CmpOp::Ge,
-                };
+                let op = cmp_op(i.next().expect("cmp op").as_str());
                 PredOp::Cmp(op, self.value_from_pair(i.next().expect("value")))
             }
             Rule::in_pred => {
