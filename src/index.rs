@@ -388,10 +388,10 @@ impl Index {
                 ix.lookup(addr_key(a), &mut f);
             }
             let dx = &self.domain[side_slot(side)];
-            if !dx.is_empty()
-                && let Some(name) = v.name(side)
-            {
-                dx.lookup(name, &mut f);
+            if !dx.is_empty() {
+                for name in v.names(side) {
+                    dx.lookup(name, &mut f);
+                }
             }
         }
         for (ix, &field) in self.num.iter().zip(&self.num_fields) {

@@ -45,6 +45,7 @@ pub mod bench;
 pub mod collect;
 pub mod compiler;
 pub mod diagnostic;
+pub mod dns;
 pub mod embedded {
     //! The bundled rule packs, embedded at build time from `rules/`.
     include!(concat!(env!("OUT_DIR"), "/embedded.rs"));

@@ -332,11 +332,16 @@ impl Cond {
                 None => false,
             },
             Cond::Addr { side, set, negate } => set.contains(addr_key(v.addr(*side))) != *negate,
-            Cond::Domain { side, set, negate } => match v.name(*side) {
-                Some(n) => set.contains(n) != *negate,
-                None => false,
-            },
-            Cond::Regex { side, re } => v.name(*side).is_some_and(|n| re.is_match(n)),
+            Cond::Domain { side, set, negate } => {
+                // Present, and any name in the set (negated: present, and none in it).
+                let mut names = v.names(*side).peekable();
+                if names.peek().is_none() {
+                    return false;
+                }
+                let hit = names.any(|n| set.contains(n));
+                hit != *negate
+            }
+            Cond::Regex { side, re } => v.names(*side).any(|n| re.is_match(n)),
             Cond::Flags {
                 mask,
                 exact,

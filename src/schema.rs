@@ -151,6 +151,9 @@ pub struct View<'f> {
     pub flow: &'f Flow,
     /// Whether the host is the record's source.
     pub host_is_src: bool,
+    /// Names the peer's address answered for at the time of the flow (passive DNS), besides any
+    /// name the record carries.
+    pub peer_names: &'f [std::sync::Arc<str>],
 }
 
 impl<'f> View<'f> {
@@ -210,6 +213,19 @@ impl<'f> View<'f> {
                 }
             }
         })
+    }
+
+    /// Every name of `side`: the record's own, then (for the peer) those learned from DNS.
+    #[inline]
+    pub fn names(&self, side: Side) -> impl Iterator<Item = &'f str> + use<'f> {
+        let learned: &'f [std::sync::Arc<str>] = if side == Side::Peer {
+            self.peer_names
+        } else {
+            &[]
+        };
+        self.name(side)
+            .into_iter()
+            .chain(learned.iter().map(|n| &**n))
     }
 
     /// The host name of `side`, when the record carries one.

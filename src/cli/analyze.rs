@@ -42,6 +42,11 @@ pub struct Args {
     /// Evict hosts silent for this long (`7d`; default `none`: never).
     #[arg(long, default_value = "none", value_parser = parse_duration_opt)]
     pub idle: MaybeMs,
+    /// Passive DNS (repeatable): a Zeek `dns.log` (TSV or JSON), flowprint DNS JSON lines, or a
+    /// packet capture whose DNS answers are read; `peer.domain` then also matches the names a
+    /// peer address answered for at the time of each flow.
+    #[arg(long = "dns-log", value_name = "FILE")]
+    pub dns_logs: Vec<String>,
     /// The inventory to update: a SQLite file, or a `postgres://` URL. Its hosts are loaded
     /// first, so evidence accumulates across runs.
     #[arg(long, value_name = "PATH|URL")]
@@ -90,7 +95,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         LocalNets::new(args.local_net.clone())
     };
     let ruleset = &compiled.ruleset;
-    let mut evaluator = Evaluator::new(ruleset, &local);
+    let dns = super::dns::load_logs(&args.dns_logs)?;
+    let mut evaluator = Evaluator::new(ruleset, &local).with_dns(&dns);
     let mut inventory = Inventory::with_config(InferConfig {
         half_life_ms: args.half_life.0,
         max_hosts: args.max_hosts.max(1),

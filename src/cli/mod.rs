@@ -4,6 +4,7 @@ mod analyze;
 mod bench;
 mod check;
 mod collect;
+mod dns;
 mod flows;
 mod hosts;
 
@@ -27,6 +28,8 @@ enum Command {
     Check(check::Args),
     /// Apply rules to flow records and print what they say about each host.
     Analyze(analyze::Args),
+    /// Passive DNS: extract answers from captures, look addresses up.
+    Dns(dns::Args),
     /// Query the host inventory kept by `analyze --db`.
     Hosts(hosts::Args),
     /// Print the decoded, normalized flows of flow files and captures.
@@ -183,6 +186,7 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Check(a) => check::run(a),
         Command::Analyze(a) => analyze::run(a),
         Command::Hosts(a) => hosts::run(a),
+        Command::Dns(a) => dns::run(a),
         Command::Flows(a) => flows::run(a),
         Command::Collect(a) => collect::run(a),
         Command::Bench(a) => bench::run(a),

@@ -75,6 +75,8 @@ pub struct Match {
 pub struct Evaluator<'r> {
     rules: &'r Ruleset,
     local: &'r LocalNets,
+    dns: Option<&'r crate::dns::DnsMap>,
+    names: Vec<std::sync::Arc<str>>,
     seen: Vec<u32>,
     stamp: u32,
 }
@@ -85,9 +87,18 @@ impl<'r> Evaluator<'r> {
         Evaluator {
             rules,
             local,
+            dns: None,
+            names: Vec::new(),
             seen: vec![0; rules.len()],
             stamp: 0,
         }
+    }
+
+    /// Also matches `peer.domain` against the names the peer's address answered for at the time
+    /// of each flow.
+    pub fn with_dns(mut self, dns: &'r crate::dns::DnsMap) -> Evaluator<'r> {
+        self.dns = (!dns.is_empty()).then_some(dns);
+        self
     }
 
     /// The ruleset this evaluator reads.
@@ -106,8 +117,18 @@ impl<'r> Evaluator<'r> {
     #[inline]
     pub fn eval(&mut self, flow: &Flow, mut on_match: impl FnMut(Match)) -> usize {
         let mut n = 0;
-        for view in hosts(self.local, flow).into_iter().flatten() {
+        let mut names = std::mem::take(&mut self.names);
+        for mut view in hosts(self.local, flow).into_iter().flatten() {
             n += 1;
+            names.clear();
+            if let Some(dns) = self.dns {
+                dns.lookup_into(
+                    view.addr(crate::schema::Side::Peer),
+                    flow.start_ms,
+                    &mut names,
+                );
+                view.peer_names = &names;
+            }
             self.stamp = self.stamp.wrapping_add(1);
             if self.stamp == 0 {
                 self.seen.iter_mut().for_each(|s| *s = 0);
@@ -129,6 +150,7 @@ impl<'r> Evaluator<'r> {
                 }
             });
         }
+        self.names = names;
         n
     }
 }
@@ -138,6 +160,7 @@ fn hosts<'f>(local: &LocalNets, flow: &'f Flow) -> [Option<View<'f>>; 2] {
     let src = local.contains(flow.src).then_some(View {
         flow,
         host_is_src: true,
+        peer_names: &[],
     });
     // A destination ending in .255 is, in practice, a subnet's broadcast address (NetBIOS,
     // Dropbox LAN sync...): not a host, unless it sends something itself.
@@ -145,6 +168,7 @@ fn hosts<'f>(local: &LocalNets, flow: &'f Flow) -> [Option<View<'f>>; 2] {
     let dst = (local.contains(flow.dst) && flow.dst != flow.src && !broadcast).then_some(View {
         flow,
         host_is_src: false,
+        peer_names: &[],
     });
     [src, dst]
 }

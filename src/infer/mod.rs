@@ -196,6 +196,7 @@ fn record_match(
         let view = crate::schema::View {
             flow,
             host_is_src: m.host_is_src,
+            peer_names: &[],
         };
         let states = &mut h.extra().stateful;
         let st = match states.iter().position(|st| st.rule == m.rule) {

@@ -1,0 +1,220 @@
+//! Names behind addresses, over time: a map from (address, time) to the domain names that the
+//! address answered for, fed by passive DNS logs, by DNS answers found in packet captures, and
+//! by names carried in flow records.
+//!
+//! Each (address, name) pair keeps when it was first and last seen, its TTL and its source. A
+//! pair is valid from its first sighting (with a second of slack for clock skew between sensors)
+//! until its last sighting plus its TTL plus a grace period (clients keep answers longer than the
+//! TTL says). A lookup asks: which names did this address answer for at time t?
+//!
+//! CNAME chains: the name a client asked for is what rules should see, so every address of an
+//! answer is recorded under the query name.
+
+pub mod passive;
+
+use rustc_hash::FxHashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Where a pair was learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A passive DNS log (Zeek, flowprint JSON lines).
+    Log,
+    /// A DNS answer in a packet capture.
+    Capture,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    name: u32,
+    first: i64,
+    last: i64,
+    ttl_ms: i64,
+    source: Source,
+}
+
+/// Most names kept per address (the most recently seen win); CDN addresses answer for many.
+pub const MAX_NAMES_PER_ADDRESS: usize = 64;
+
+/// The time-versioned address → names map.
+#[derive(Debug)]
+pub struct DnsMap {
+    names: Vec<Arc<str>>,
+    ids: FxHashMap<Arc<str>, u32>,
+    by_addr: FxHashMap<u128, Vec<Entry>>,
+    /// Validity after last sighting + TTL, ms.
+    pub grace_ms: i64,
+    pairs: usize,
+}
+
+impl Default for DnsMap {
+    fn default() -> Self {
+        DnsMap {
+            names: Vec::new(),
+            ids: FxHashMap::default(),
+            by_addr: FxHashMap::default(),
+            grace_ms: 15 * 60 * 1000,
+            pairs: 0,
+        }
+    }
+}
+
+/// Slack before a pair's first sighting, for clock skew between the DNS and flow sensors.
+const SKEW_MS: i64 = 1_000;
+
+impl DnsMap {
+    /// An empty map with a 15-minute grace.
+    pub fn new() -> DnsMap {
+        DnsMap::default()
+    }
+
+    /// Number of (address, name) pairs.
+    pub fn len(&self) -> usize {
+        self.pairs
+    }
+
+    /// Whether the map is empty.
+    pub fn is_empty(&self) -> bool {
+        self.pairs == 0
+    }
+
+    /// Records that `addr` answered for `name` at `at_ms` with a TTL of `ttl_s` seconds.
+    pub fn insert(&mut self, addr: IpAddr, name: &str, at_ms: i64, ttl_s: u32, source: Source) {
+        let Some(name) = crate::flow::normalize_name(name) else {
+            return;
+        };
+        let id = match self.ids.get(&name) {
+            Some(&id) => id,
+            None => {
+                let id = self.names.len() as u32;
+                self.names.push(name.clone());
+                self.ids.insert(name, id);
+                id
+            }
+        };
+        let ttl_ms = i64::from(ttl_s) * 1000;
+        let entries = self
+            .by_addr
+            .entry(crate::schema::addr_key(addr))
+            .or_default();
+        match entries.iter_mut().find(|e| e.name == id) {
+            Some(e) => {
+                e.first = e.first.min(at_ms);
+                e.last = e.last.max(at_ms);
+                e.ttl_ms = e.ttl_ms.max(ttl_ms);
+            }
+            None => {
+                if entries.len() == MAX_NAMES_PER_ADDRESS {
+                    let oldest = (0..entries.len())
+                        .min_by_key(|&i| entries[i].last)
+                        .unwrap_or(0);
+                    entries.swap_remove(oldest);
+                    self.pairs -= 1;
+                }
+                entries.push(Entry {
+                    name: id,
+                    first: at_ms,
+                    last: at_ms,
+                    ttl_ms,
+                    source,
+                });
+                self.pairs += 1;
+            }
+        }
+    }
+
+    /// Appends to `out` the names `addr` answered for at `at_ms`.
+    #[inline]
+    pub fn lookup_into(&self, addr: IpAddr, at_ms: i64, out: &mut Vec<Arc<str>>) {
+        if let Some(entries) = self.by_addr.get(&crate::schema::addr_key(addr)) {
+            for e in entries {
+                if e.first - SKEW_MS <= at_ms && at_ms <= e.last + e.ttl_ms + self.grace_ms {
+                    out.push(self.names[e.name as usize].clone());
+                }
+            }
+        }
+    }
+
+    /// The names `addr` answered for at `at_ms`, with when each was first and last seen.
+    pub fn lookup(&self, addr: IpAddr, at_ms: i64) -> Vec<(Arc<str>, i64, i64, Source)> {
+        self.by_addr
+            .get(&crate::schema::addr_key(addr))
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter(|e| {
+                        e.first - SKEW_MS <= at_ms && at_ms <= e.last + e.ttl_ms + self.grace_ms
+                    })
+                    .map(|e| {
+                        (
+                            self.names[e.name as usize].clone(),
+                            e.first,
+                            e.last,
+                            e.source,
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every name ever seen for `addr`, with first/last sighting.
+    pub fn history(&self, addr: IpAddr) -> Vec<(Arc<str>, i64, i64, Source)> {
+        self.by_addr
+            .get(&crate::schema::addr_key(addr))
+            .map(|entries| {
+                entries
+                    .iter()
+                    .map(|e| {
+                        (
+                            self.names[e.name as usize].clone(),
+                            e.first,
+                            e.last,
+                            e.source,
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_are_valid_from_first_sighting_to_last_plus_ttl_plus_grace() {
+        let mut m = DnsMap::new();
+        m.grace_ms = 60_000;
+        let a: IpAddr = "203.0.113.7".parse().unwrap();
+        m.insert(a, "Update.Example.", 1_000_000, 300, Source::Log);
+        m.insert(a, "update.example", 2_000_000, 300, Source::Log);
+        m.insert(a, "other.example", 5_000_000, 60, Source::Log);
+        let names = |t| {
+            m.lookup(a, t)
+                .into_iter()
+                .map(|(n, ..)| n.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert!(names(900_000).is_empty(), "before the first answer");
+        assert_eq!(names(1_500_000), ["update.example"]);
+        assert_eq!(names(2_000_000 + 300_000 + 60_000), ["update.example"]);
+        assert!(names(2_000_000 + 300_000 + 60_001).is_empty());
+        assert_eq!(names(5_000_500), ["other.example"]);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.history(a).len(), 2);
+    }
+
+    #[test]
+    fn names_per_address_are_bounded() {
+        let mut m = DnsMap::new();
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        for i in 0..200 {
+            m.insert(a, &format!("n{i}.cdn.example"), i, 60, Source::Log);
+        }
+        assert_eq!(m.len(), MAX_NAMES_PER_ADDRESS);
+        assert_eq!(m.lookup(a, 199).len(), MAX_NAMES_PER_ADDRESS);
+    }
+}

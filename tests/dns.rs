@@ -1,0 +1,172 @@
+//! Passive DNS: log formats, answers from real captures, and the labelled hosts of the shared
+//! corpus identified from plain NetFlow exports plus the DNS answers of the same capture.
+
+mod common;
+
+use flowprint::compiler::Compiler;
+use flowprint::dns::passive::{load_into, read_capture_answers, read_log};
+use flowprint::dns::{DnsMap, Source};
+use flowprint::eval::{Evaluator, LocalNets};
+use flowprint::flow::ingest::{InputFormat, open_input, read_flows};
+use flowprint::infer::Inventory;
+use std::net::IpAddr;
+
+#[test]
+fn zeek_tsv_zeek_json_and_flowprint_json_lines_are_read() {
+    let zeek_tsv = "#separator \\x09\n#fields\tts\tuid\tquery\tanswers\tTTLs\n\
+        1714557600.5\tC1\twww.msftconnecttest.com\twww.msftconnecttest.com.edgesuite.net,13.107.4.52\t60.0,30.0\n\
+        1714557601.0\tC2\tnx.example\t-\t-\n\
+        garbage line\n";
+    let mut got = Vec::new();
+    let mut errors = Vec::new();
+    read_log(
+        zeek_tsv.as_bytes(),
+        "dns.log",
+        &mut |a| got.push(a),
+        &mut |e| errors.push(e.to_string()),
+    )
+    .unwrap();
+    assert_eq!(got.len(), 1, "the NXDOMAIN line has no answers");
+    assert_eq!(got[0].query, "www.msftconnecttest.com");
+    assert_eq!(
+        got[0].addrs,
+        vec!["13.107.4.52".parse::<IpAddr>().unwrap()],
+        "CNAME targets are not addresses"
+    );
+    assert_eq!((got[0].at_ms, got[0].ttl), (1_714_557_600_500, 60));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("dns.log:5"), "{errors:?}");
+
+    let json = r#"{"ts":1714557600.5,"query":"captive.apple.com","answers":["17.253.53.207","captive.g.aaplimg.com"],"TTLs":[30.0,20.0]}
+{"ts":"2024-05-01T10:00:00Z","query":"time.android.com","answers":["216.239.35.0","2001:4860:4806::"],"ttl":300}
+{"ts":"not a time","query":"x","answers":["1.2.3.4"]}"#;
+    got.clear();
+    errors.clear();
+    read_log(
+        json.as_bytes(),
+        "dns.jsonl",
+        &mut |a| got.push(a),
+        &mut |e| errors.push(e.to_string()),
+    )
+    .unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].addrs.len(), 2);
+    assert_eq!(got[1].ttl, 300);
+    assert_eq!(errors.len(), 1);
+}
+
+#[test]
+fn peer_domain_matches_plain_netflow_through_passive_dns_at_the_right_time() {
+    let mut c = Compiler::new();
+    c.add_source(
+        "t",
+        "t.rules",
+        r#"rule ncsi { when peer.domain in { "*.msftconnecttest.com", "www.msftconnecttest.com" } and peer.port == 80
+                        then os.family = "Windows" confidence 0.9 }"#,
+    );
+    let compiled = c.compile();
+    assert_eq!(compiled.errors(), 0);
+    let mut dns = DnsMap::new();
+    let peer: IpAddr = "13.107.4.52".parse().unwrap();
+    dns.insert(peer, "www.msftconnecttest.com", 1_000_000, 60, Source::Log);
+    let local = LocalNets::default();
+    let mut ev = Evaluator::new(&compiled.ruleset, &local).with_dns(&dns);
+    let flow_at = |t: i64, host: &str| {
+        let mut f = flowprint::flow::Flow::new(host.parse().unwrap(), 50000, peer, 80, 6);
+        f.start_ms = t;
+        f.end_ms = t;
+        f
+    };
+    let mut inv = Inventory::new();
+    inv.observe(&flow_at(1_000_100, "10.0.0.1"), &mut ev); // just after the answer
+    inv.observe(&flow_at(1_000_000 - 60_000, "10.0.0.2"), &mut ev); // a minute before it
+    inv.observe(
+        &flow_at(1_000_000 + 60_000 + 16 * 60_000, "10.0.0.3"),
+        &mut ev,
+    ); // after TTL + grace
+    let s = inv.summaries(&compiled.ruleset);
+    let fam = |h: &str| {
+        s.iter()
+            .find(|x| x.host == h)
+            .and_then(|x| x.os.as_ref())
+            .and_then(|o| o.family.clone())
+    };
+    assert_eq!(fam("10.0.0.1").as_deref(), Some("Windows"));
+    assert_eq!(fam("10.0.0.2"), None);
+    assert_eq!(fam("10.0.0.3"), None);
+}
+
+#[test]
+fn dns_answers_are_extracted_from_a_real_capture() {
+    let Some(pcaps) = common::corpus("pcaps") else {
+        return;
+    };
+    let mut answers = Vec::new();
+    read_capture_answers(
+        open_input(pcaps.join("android.pcap").to_str().unwrap()).unwrap(),
+        &mut |a| answers.push(a),
+    )
+    .unwrap();
+    assert!(answers.len() >= 5, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .any(|a| a.query == "connectivitycheck.gstatic.com."
+                || a.query == "connectivitycheck.gstatic.com"),
+        "{answers:?}"
+    );
+}
+
+/// The labelled hosts of `../shared/corpus/labels/hosts.csv` whose captures carry DNS answers:
+/// the softflowd NetFlow v9 export of the capture plus the capture's DNS answers give the label.
+#[test]
+fn labelled_hosts_get_their_os_from_exports_plus_passive_dns() {
+    let (Some(exports), Some(pcaps)) = (common::corpus("exports"), common::corpus("pcaps")) else {
+        return;
+    };
+    let mut c = Compiler::new();
+    c.add_embedded();
+    let compiled = c.compile();
+    for (capture, host, family) in [
+        ("android.pcap", "192.168.2.16", "Android"),
+        ("iphone.pcap", "192.168.2.17", "iOS"),
+        ("conncheck.pcap", "10.1.0.60", "Android"),
+    ] {
+        let mut dns = DnsMap::new();
+        load_into(&mut dns, pcaps.join(capture).to_str().unwrap(), &mut |e| {
+            panic!("{e}")
+        })
+        .unwrap();
+        let local = LocalNets::default();
+        let mut ev = Evaluator::new(&compiled.ruleset, &local).with_dns(&dns);
+        let mut inv = Inventory::new();
+        let stem = capture.trim_end_matches(".pcap");
+        let export = exports.join(format!("{stem}.nfv9-export.pcap"));
+        read_flows(
+            open_input(export.to_str().unwrap()).unwrap(),
+            "e",
+            InputFormat::Auto,
+            &mut |f| inv.observe(&f, &mut ev),
+            &mut |e| panic!("{e}"),
+        )
+        .unwrap();
+        let s = inv.summaries(&compiled.ruleset);
+        let h = s
+            .iter()
+            .find(|x| x.host == host)
+            .unwrap_or_else(|| panic!("{host} missing"));
+        let os =
+            h.os.as_ref()
+                .unwrap_or_else(|| panic!("{capture} {host}: no OS"));
+        assert_eq!(
+            os.family.as_deref(),
+            Some(family),
+            "{capture} {host}: {h:?}"
+        );
+        assert!(
+            os.confidence >= 0.6,
+            "{capture} {host}: confidence {}",
+            os.confidence
+        );
+    }
+}
