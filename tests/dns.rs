@@ -170,3 +170,38 @@ fn labelled_hosts_get_their_os_from_exports_plus_passive_dns() {
         );
     }
 }
+
+#[test]
+fn evidence_resting_on_a_shared_address_weighs_less() {
+    let mut c = Compiler::new();
+    c.add_source(
+        "t",
+        "t.rules",
+        r#"rule ncsi { when peer.domain == "www.msftconnecttest.com" and peer.port == 80
+                        then os.family = "Windows" confidence 0.8 }"#,
+    );
+    let compiled = c.compile();
+    let cdn: IpAddr = "192.0.2.80".parse().unwrap();
+    let mut dns = DnsMap::new();
+    for n in ["www.msftconnecttest.com", "shop.one.example", "news.two.example", "cdn.three.example"] {
+        dns.insert(cdn, n, 0, 300, Source::Log);
+    }
+    let local = LocalNets::default();
+    let mut ev = Evaluator::new(&compiled.ruleset, &local).with_dns(&dns);
+    let mut inv = Inventory::new();
+    let mut via_dns = flowprint::flow::Flow::new("10.0.0.1".parse().unwrap(), 50000, cdn, 80, 6);
+    via_dns.start_ms = 1000;
+    via_dns.end_ms = 1000;
+    let mut via_record = via_dns.clone();
+    via_record.src = "10.0.0.2".parse().unwrap();
+    via_record.dst_name = flowprint::flow::normalize_name("www.msftconnecttest.com");
+    inv.observe(&via_dns, &mut ev);
+    inv.observe(&via_record, &mut ev);
+    let s = inv.summaries(&compiled.ruleset);
+    let conf = |h: &str| s.iter().find(|x| x.host == h).and_then(|x| x.os.as_ref()).map(|o| o.confidence);
+    // four unrelated registrable domains: weight 2/4
+    assert_eq!(conf("10.0.0.1"), Some(0.4));
+    assert_eq!(s[0].evidence[0].shared_address_weight, 0.5);
+    // the record names the peer itself: full weight
+    assert_eq!(conf("10.0.0.2"), Some(0.8));
+}

@@ -14,6 +14,12 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum What {
+    /// Address+time → names lookups on a passive DNS map of N pairs.
+    Dns {
+        /// (address, name) pairs in the map.
+        #[arg(long, default_value_t = 1_000_000)]
+        pairs: u32,
+    },
     /// The whole path on one core: decode IPFIX from memory, evaluate the bundled rules, infer,
     /// and write the inventory (SQLite) in one batch at the end.
     Pipeline {
@@ -78,6 +84,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Runs `bench`.
 pub fn run(args: Args) -> anyhow::Result<i32> {
     match args.what {
+        What::Dns { pairs } => dns_lookup(pairs),
         What::Pipeline { flows, hosts, db } => pipeline(flows, hosts, db)?,
         What::Hosts { hosts } => host_memory(hosts)?,
         What::Collect {
@@ -372,4 +379,54 @@ fn host_memory(hosts: u32) -> anyhow::Result<()> {
         (after - before) as f64 / f64::from(hosts.max(1))
     );
     Ok(())
+}
+
+/// `bench dns`: `pairs` pairs over `pairs / 2` addresses, looked up at random times.
+fn dns_lookup(pairs: u32) {
+    use flowprint::dns::{DnsMap, Source};
+    let mut map = DnsMap::new();
+    let addrs = (pairs / 2).max(1);
+    let addr = |i: u32| {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::from(
+            0x1400_0000u32.wrapping_add(i.wrapping_mul(2_654_435_761) >> 6),
+        ))
+    };
+    for i in 0..pairs {
+        map.insert(
+            addr(i % addrs),
+            &format!("n{}.cdn{}.example", i / addrs, i % 1000),
+            1_700_000_000_000 + i64::from(i % 3600) * 1000,
+            300,
+            Source::Log,
+        );
+    }
+    let mut rng = flowprint::bench::Rng::new(5);
+    let queries: Vec<(std::net::IpAddr, i64)> = (0..1_000_000)
+        .map(|_| {
+            (
+                addr(rng.below(u64::from(addrs) * 2) as u32),
+                1_700_000_000_000 + rng.below(4_000_000) as i64,
+            )
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut times = Vec::new();
+    let mut found = 0usize;
+    for _ in 0..7 {
+        found = 0;
+        let t = Instant::now();
+        for &(a, at) in &queries {
+            out.clear();
+            map.lookup_into(a, at, &mut out);
+            found += out.len();
+        }
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let m = median(times);
+    println!(
+        "dns: {} pairs; {} lookups (half of unknown addresses), {found} names found; median {:.1} ns per lookup",
+        map.len(),
+        queries.len(),
+        m / queries.len() as f64 * 1e9
+    );
 }

@@ -60,6 +60,30 @@ impl Default for DnsMap {
     }
 }
 
+/// Unrelated domains from which an address counts as shared.
+pub const SHARED_MIN: usize = 3;
+
+/// The registrable part of a name, approximated by its last two labels (`a.b.example.com` →
+/// `example.com`); good enough to tell unrelated names apart.
+pub fn registrable(name: &str) -> &str {
+    let mut dots = name.rmatch_indices('.');
+    match (dots.next(), dots.next()) {
+        (Some(_), Some((i, _))) => &name[i + 1..],
+        _ => name,
+    }
+}
+
+/// Weight of evidence that rests on the names of one address: with k distinct registrable
+/// domains among them, 1 for k < 3, else 2/k (3 → 0.67, 4 → 0.5, 10 → 0.2). An address that
+/// answers for many unrelated names says little about which one a client wanted.
+pub fn shared_weight<'a>(names: impl Iterator<Item = &'a str>) -> f32 {
+    let mut domains: Vec<&str> = names.map(registrable).collect();
+    domains.sort_unstable();
+    domains.dedup();
+    let k = domains.len();
+    if k < SHARED_MIN { 1.0 } else { 2.0 / k as f32 }
+}
+
 /// Slack before a pair's first sighting, for clock skew between the DNS and flow sensors.
 const SKEW_MS: i64 = 1_000;
 
@@ -124,9 +148,12 @@ impl DnsMap {
         }
     }
 
-    /// Appends to `out` the names `addr` answered for at `at_ms`.
+    /// Appends to `out` the names `addr` answered for at `at_ms`, and returns the weight that
+    /// evidence resting on those names gets: 1, or, for an address shared by names of k ≥ 3
+    /// unrelated domains (a CDN or a hosting provider), 2/k — see [`shared_weight`].
     #[inline]
-    pub fn lookup_into(&self, addr: IpAddr, at_ms: i64, out: &mut Vec<Arc<str>>) {
+    pub fn lookup_into(&self, addr: IpAddr, at_ms: i64, out: &mut Vec<Arc<str>>) -> f32 {
+        let start = out.len();
         if let Some(entries) = self.by_addr.get(&crate::schema::addr_key(addr)) {
             for e in entries {
                 if e.first - SKEW_MS <= at_ms && at_ms <= e.last + e.ttl_ms + self.grace_ms {
@@ -134,6 +161,10 @@ impl DnsMap {
                 }
             }
         }
+        if out.len() - start < SHARED_MIN {
+            return 1.0;
+        }
+        shared_weight(out[start..].iter().map(|n| &**n))
     }
 
     /// The names `addr` answered for at `at_ms`, with when each was first and last seen.
@@ -205,6 +236,23 @@ mod tests {
         assert_eq!(names(5_000_500), ["other.example"]);
         assert_eq!(m.len(), 2);
         assert_eq!(m.history(a).len(), 2);
+    }
+
+    #[test]
+    fn addresses_shared_by_unrelated_names_weigh_less() {
+        assert_eq!(registrable("a.b.example.com"), "example.com");
+        assert_eq!(registrable("localhost"), "localhost");
+        let mut m = DnsMap::new();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        m.insert(a, "www.one.example", 0, 60, Source::Log);
+        m.insert(a, "api.one.example", 0, 60, Source::Log);
+        let mut out = Vec::new();
+        assert_eq!(m.lookup_into(a, 0, &mut out), 1.0, "one registrable domain");
+        for d in ["two.example", "three.example", "four.example"] {
+            m.insert(a, d, 0, 60, Source::Log);
+        }
+        out.clear();
+        assert_eq!(m.lookup_into(a, 0, &mut out), 0.5, "four unrelated domains");
     }
 
     #[test]

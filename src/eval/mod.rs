@@ -69,6 +69,9 @@ pub struct Match {
     pub host: IpAddr,
     /// Whether that host is the record's source.
     pub host_is_src: bool,
+    /// Weight of the evidence in permille: 1000, or less when the match rests on names of a
+    /// peer address shared by many unrelated names (see [`crate::dns::shared_weight`]).
+    pub weight: u16,
 }
 
 /// Per-worker evaluation state over one ruleset snapshot.
@@ -121,8 +124,9 @@ impl<'r> Evaluator<'r> {
         for mut view in hosts(self.local, flow).into_iter().flatten() {
             n += 1;
             names.clear();
+            let mut shared = 1.0f32;
             if let Some(dns) = self.dns {
-                dns.lookup_into(
+                shared = dns.lookup_into(
                     view.addr(crate::schema::Side::Peer),
                     flow.start_ms,
                     &mut names,
@@ -142,10 +146,21 @@ impl<'r> Evaluator<'r> {
                 }
                 *slot = stamp;
                 if rules.cond(r).matches(&view) {
+                    // Does the match rest on the names of a shared address?
+                    let weight = if shared < 1.0
+                        && !rules.cond(r).matches(&View {
+                            peer_names: &[],
+                            ..view
+                        }) {
+                        (shared * 1000.0) as u16
+                    } else {
+                        1000
+                    };
                     on_match(Match {
                         rule: r,
                         host: view.addr(crate::schema::Side::Host),
                         host_is_src: view.host_is_src,
+                        weight,
                     });
                 }
             });
@@ -187,6 +202,7 @@ pub fn eval_naive(
                     rule: i as u32,
                     host: view.addr(crate::schema::Side::Host),
                     host_is_src: view.host_is_src,
+                    weight: 1000,
                 });
             }
         }

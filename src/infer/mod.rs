@@ -80,6 +80,9 @@ pub struct EvidenceAgg {
     pub first_seen: i64,
     /// Latest end of a matching flow (ms).
     pub last_seen: i64,
+    /// Weight in permille: the best of the matches (below 1000 only when every match rested on
+    /// names of a shared address).
+    pub weight: u16,
 }
 
 /// An epoch change of an address.
@@ -216,6 +219,7 @@ fn record_match(
             e.flows = e.flows.saturating_add(1);
             e.first_seen = e.first_seen.min(flow.start_ms);
             e.last_seen = e.last_seen.max(flow.end_ms);
+            e.weight = e.weight.max(m.weight);
         }
         None => {
             h.evidence.push(EvidenceAgg {
@@ -223,6 +227,7 @@ fn record_match(
                 flows: 1,
                 first_seen: flow.start_ms,
                 last_seen: flow.end_ms,
+                weight: m.weight,
             });
             if config.record_samples {
                 h.extra().samples.push((m.rule, describe_flow(flow).into()));
@@ -484,6 +489,7 @@ impl Inventory {
                         flows: e.flows.min(u64::from(u32::MAX)) as u32,
                         first_seen: e.first_seen,
                         last_seen: e.last_seen,
+                        weight: 1000,
                     }),
                     None => dropped += 1,
                 }

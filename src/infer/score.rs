@@ -81,9 +81,13 @@ pub struct EvidenceOut {
     pub first_seen: String,
     /// Last matching flow end.
     pub last_seen: String,
-    /// Decay factor applied to the rule's confidences (1 = fresh).
+    /// Factor applied to the rule's confidences: decay with age, times the weight of a shared
+    /// address (1 = fresh, and not resting on a shared address).
     #[serde(default)]
     pub decay: f64,
+    /// Below 1 when the evidence rests on names of an address shared by unrelated names.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub shared_address_weight: f64,
     /// What the rule concludes.
     pub conclusions: Vec<Conclusion>,
     /// The first matching flow, when recorded.
@@ -118,6 +122,14 @@ pub struct HostSummary {
     /// `several-machines` when strong evidence of two OS families is active at the same time.
     #[serde(default)]
     pub flags: Vec<String>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
 }
 
 /// Noisy-OR accumulator per label; ties break alphabetically.
@@ -205,13 +217,15 @@ impl<'r> Scorer<'r> {
         }
     }
 
+    /// Decay with age, times the shared-address weight of the evidence.
     fn decay(&self, e: &EvidenceAgg) -> f64 {
+        let shared = f64::from(e.weight.min(1000)) / 1000.0;
         match self.half_life_ms {
             Some(h) if h > 0 => {
                 let age = self.now_ms.saturating_sub(e.last_seen).max(0) as f64;
-                0.5f64.powf(age / h as f64)
+                0.5f64.powf(age / h as f64) * shared
             }
-            _ => 1.0,
+            _ => shared,
         }
     }
 
@@ -358,6 +372,7 @@ impl<'r> Scorer<'r> {
                     first_seen: format_rfc3339(e.first_seen),
                     last_seen: format_rfc3339(e.last_seen),
                     decay: round(self.decay(e)),
+                    shared_address_weight: f64::from(e.weight.min(1000)) / 1000.0,
                     conclusions: rule.conclusions.clone(),
                     example: h.sample(e.rule).map(str::to_string),
                 }
