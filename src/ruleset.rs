@@ -384,6 +384,26 @@ impl Ruleset {
         self.rules.is_empty()
     }
 
+    /// Every exact domain name the rules test `peer.domain` against (not `*.suffix` patterns,
+    /// which cannot be resolved upfront), sorted: what active resolution resolves.
+    pub fn domain_names(&self) -> Vec<String> {
+        fn walk(c: &Cond, out: &mut Vec<String>) {
+            match c {
+                Cond::And(cs) | Cond::Or(cs) => cs.iter().for_each(|c| walk(c, out)),
+                Cond::Not(c) => walk(c, out),
+                Cond::Domain { side: Side::Peer, set, negate: false } => out.extend(set.exact.iter().map(|n| n.to_string())),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        for c in &self.conds {
+            walk(c, &mut out);
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Rules that no index selects (checked against every flow).
     pub fn unindexed(&self) -> &[u32] {
         &self.index.unindexed
