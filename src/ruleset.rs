@@ -391,7 +391,11 @@ impl Ruleset {
             match c {
                 Cond::And(cs) | Cond::Or(cs) => cs.iter().for_each(|c| walk(c, out)),
                 Cond::Not(c) => walk(c, out),
-                Cond::Domain { side: Side::Peer, set, negate: false } => out.extend(set.exact.iter().map(|n| n.to_string())),
+                Cond::Domain {
+                    side: Side::Peer,
+                    set,
+                    negate: false,
+                } => out.extend(set.exact.iter().map(|n| n.to_string())),
                 _ => {}
             }
         }

@@ -183,7 +183,12 @@ fn evidence_resting_on_a_shared_address_weighs_less() {
     let compiled = c.compile();
     let cdn: IpAddr = "192.0.2.80".parse().unwrap();
     let mut dns = DnsMap::new();
-    for n in ["www.msftconnecttest.com", "shop.one.example", "news.two.example", "cdn.three.example"] {
+    for n in [
+        "www.msftconnecttest.com",
+        "shop.one.example",
+        "news.two.example",
+        "cdn.three.example",
+    ] {
         dns.insert(cdn, n, 0, 300, Source::Log);
     }
     let local = LocalNets::default();
@@ -198,10 +203,76 @@ fn evidence_resting_on_a_shared_address_weighs_less() {
     inv.observe(&via_dns, &mut ev);
     inv.observe(&via_record, &mut ev);
     let s = inv.summaries(&compiled.ruleset);
-    let conf = |h: &str| s.iter().find(|x| x.host == h).and_then(|x| x.os.as_ref()).map(|o| o.confidence);
+    let conf = |h: &str| {
+        s.iter()
+            .find(|x| x.host == h)
+            .and_then(|x| x.os.as_ref())
+            .map(|o| o.confidence)
+    };
     // four unrelated registrable domains: weight 2/4
     assert_eq!(conf("10.0.0.1"), Some(0.4));
     assert_eq!(s[0].evidence[0].shared_address_weight, 0.5);
     // the record names the peer itself: full weight
     assert_eq!(conf("10.0.0.2"), Some(0.8));
+}
+
+/// The DNS map survives in the inventory: a later run over the same flows, without the DNS log,
+/// still matches names (SQLite here; PostgreSQL too when `FLOWPRINT_TEST_POSTGRES` is set).
+#[test]
+fn the_dns_map_is_kept_in_the_inventory() {
+    let (Some(exports), Some(pcaps)) = (common::corpus("exports"), common::corpus("pcaps")) else {
+        return;
+    };
+    let tmp = common::TempDir::new("dnsdb");
+    let mut dbs = vec![tmp.0.join("inv.db").display().to_string()];
+    if let Ok(url) = std::env::var("FLOWPRINT_TEST_POSTGRES") {
+        // A fresh schema of its own in the shared test database.
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let schema = format!("dnsmap_{}", std::process::id());
+        client
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+            ))
+            .unwrap();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        dbs.push(format!("{url}{sep}options=-csearch_path%3D{schema}"));
+    }
+    let bin = env!("CARGO_BIN_EXE_flowprint");
+    let export = exports.join("android.nfv9-export.pcap");
+    for db in dbs {
+        let run = |extra: &[&str]| {
+            let out = std::process::Command::new(bin)
+                .args([
+                    "analyze",
+                    "--format",
+                    "json",
+                    "--half-life",
+                    "none",
+                    "--db",
+                    &db,
+                ])
+                .args(extra)
+                .arg(&export)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let with_log = run(&["--dns-log", pcaps.join("android.pcap").to_str().unwrap()]);
+        assert!(with_log.contains("\"family\":\"Android\""), "{with_log}");
+        // A fresh inventory file would know nothing; this one kept the DNS map (and evidence).
+        let pairs = flowprint::inventory::open(&db).unwrap().load_dns().unwrap();
+        assert!(
+            pairs
+                .iter()
+                .any(|p| p.name == "connectivitycheck.gstatic.com"),
+            "{pairs:?}"
+        );
+        let again = run(&[]);
+        assert!(again.contains("\"family\":\"Android\""), "{again}");
+    }
 }

@@ -651,8 +651,13 @@ fn reopen_keeps_everything(fixture: &Fixture) {
     drop(again);
     assert_eq!(
         fixture.count("SELECT count(*) FROM schema_version"),
-        1,
-        "migrations are applied once"
+        fixture.count("SELECT max(version) FROM schema_version"),
+        "migrations are applied once each"
+    );
+    assert_eq!(
+        fixture.count("SELECT max(version) FROM schema_version"),
+        2,
+        "hosts, then the DNS map"
     );
 }
 

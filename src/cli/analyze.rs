@@ -95,7 +95,28 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         LocalNets::new(args.local_net.clone())
     };
     let ruleset = &compiled.ruleset;
-    let dns = super::dns::load_logs(&args.dns_logs)?;
+    let mut dns = super::dns::load_logs(&args.dns_logs)?;
+    let mut store = match &args.db {
+        Some(spec) => Some(flowprint::inventory::open(spec)?),
+        None => None,
+    };
+    if let Some(store) = store.as_mut() {
+        for p in store.load_dns()? {
+            if let Ok(addr) = p.addr.parse() {
+                dns.insert_span(
+                    addr,
+                    &p.name,
+                    p.first_seen,
+                    p.last_seen,
+                    p.ttl,
+                    flowprint::dns::Source::parse(&p.source),
+                );
+            }
+        }
+    }
+    // Names that records carry for their destination (TLS SNI, HTTP Host), learned into the
+    // map after this run so that later runs match other flows to the same addresses.
+    let mut learned: Vec<(std::net::IpAddr, std::sync::Arc<str>, i64)> = Vec::new();
     let mut evaluator = Evaluator::new(ruleset, &local).with_dns(&dns);
     let mut inventory = Inventory::with_config(InferConfig {
         half_life_ms: args.half_life.0,
@@ -118,12 +139,37 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         None => None,
     };
     let totals = super::read_inputs(&args.inputs, args.input_format, &mut |flow| {
+        if let Some(n) = &flow.dst_name
+            && matches!(flow.dst_port, 80 | 443 | 8080 | 8443)
+            && learned.len() < 1_000_000
+        {
+            learned.push((flow.dst, n.clone(), flow.start_ms));
+        }
         inventory.observe(&flow, &mut evaluator)
     })?;
     let (flows, skipped, unreadable) = (totals.flows, totals.skipped, totals.unreadable);
     inventory.evict_if_needed();
+    drop(evaluator);
     if let Some(store) = store.as_mut() {
         store.save(&inventory.to_stored(ruleset))?;
+        for (addr, name, at) in &learned {
+            dns.insert(*addr, name, *at, 0, flowprint::dns::Source::Flow);
+        }
+        let pairs: Vec<_> = dns
+            .pairs()
+            .into_iter()
+            .map(|(addr, name, first_seen, last_seen, ttl, source)| {
+                flowprint::inventory::StoredDnsPair {
+                    addr: addr.to_string(),
+                    name: name.to_string(),
+                    first_seen,
+                    last_seen,
+                    ttl,
+                    source: source.as_str().to_string(),
+                }
+            })
+            .collect();
+        store.save_dns(&pairs)?;
     }
     let mut summaries = inventory.summaries(ruleset);
     if !args.hosts.is_empty() {

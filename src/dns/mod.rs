@@ -23,6 +23,28 @@ pub enum Source {
     Log,
     /// A DNS answer in a packet capture.
     Capture,
+    /// A name carried by a flow record (TLS SNI, HTTP Host), learned for its destination.
+    Flow,
+}
+
+impl Source {
+    /// The name stored in the inventory.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Log => "log",
+            Source::Capture => "capture",
+            Source::Flow => "flow",
+        }
+    }
+
+    /// Parses [`Source::as_str`]; unknown names are logs.
+    pub fn parse(s: &str) -> Source {
+        match s {
+            "capture" => Source::Capture,
+            "flow" => Source::Flow,
+            _ => Source::Log,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -105,6 +127,20 @@ impl DnsMap {
 
     /// Records that `addr` answered for `name` at `at_ms` with a TTL of `ttl_s` seconds.
     pub fn insert(&mut self, addr: IpAddr, name: &str, at_ms: i64, ttl_s: u32, source: Source) {
+        self.insert_span(addr, name, at_ms, at_ms, ttl_s, source);
+    }
+
+    /// Records that `addr` answered for `name` from `first_ms` to `last_ms` (a stored pair).
+    pub fn insert_span(
+        &mut self,
+        addr: IpAddr,
+        name: &str,
+        first_ms: i64,
+        last_ms: i64,
+        ttl_s: u32,
+        source: Source,
+    ) {
+        let at_ms = first_ms;
         let Some(name) = crate::flow::normalize_name(name) else {
             return;
         };
@@ -125,7 +161,7 @@ impl DnsMap {
         match entries.iter_mut().find(|e| e.name == id) {
             Some(e) => {
                 e.first = e.first.min(at_ms);
-                e.last = e.last.max(at_ms);
+                e.last = e.last.max(last_ms);
                 e.ttl_ms = e.ttl_ms.max(ttl_ms);
             }
             None => {
@@ -139,7 +175,7 @@ impl DnsMap {
                 entries.push(Entry {
                     name: id,
                     first: at_ms,
-                    last: at_ms,
+                    last: last_ms.max(at_ms),
                     ttl_ms,
                     source,
                 });
@@ -188,6 +224,27 @@ impl DnsMap {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Every pair, for storing: (address, name, first, last, TTL seconds, source).
+    pub fn pairs(&self) -> Vec<(IpAddr, Arc<str>, i64, i64, u32, Source)> {
+        let mut v = Vec::with_capacity(self.pairs);
+        for (k, entries) in &self.by_addr {
+            let v6 = std::net::Ipv6Addr::from(*k);
+            let addr = v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);
+            for e in entries {
+                let ttl = u32::try_from(e.ttl_ms / 1000).unwrap_or(u32::MAX);
+                v.push((
+                    addr,
+                    self.names[e.name as usize].clone(),
+                    e.first,
+                    e.last,
+                    ttl,
+                    e.source,
+                ));
+            }
+        }
+        v
     }
 
     /// Every name ever seen for `addr`, with first/last sighting.

@@ -90,8 +90,29 @@ pub struct StoreError {
     pub message: String,
 }
 
+/// One (address, name) pair of the passive DNS map, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredDnsPair {
+    /// The address, as text.
+    pub addr: String,
+    /// The name.
+    pub name: String,
+    /// First sighting, ms.
+    pub first_seen: i64,
+    /// Last sighting, ms.
+    pub last_seen: i64,
+    /// TTL, seconds.
+    pub ttl: u32,
+    /// `Log`, `Capture`, `Resolved`...
+    pub source: String,
+}
+
 /// A place to keep the inventory.
 pub trait Store {
+    /// Merges these DNS pairs into the stored map (one transaction).
+    fn save_dns(&mut self, pairs: &[StoredDnsPair]) -> Result<(), StoreError>;
+    /// Reads the stored DNS map.
+    fn load_dns(&mut self) -> Result<Vec<StoredDnsPair>, StoreError>;
     /// Writes (inserts or replaces) these hosts in one transaction.
     fn save(&mut self, hosts: &[StoredHost]) -> Result<(), StoreError>;
     /// Reads every host back.
@@ -122,7 +143,8 @@ pub fn open(spec: &str) -> Result<Box<dyn Store>, StoreError> {
 /// `{boolean}` and `{json}` for each backend's names of these types (see [`migration`]). A
 /// database records the versions it has in `schema_version`; a new version is appended here and
 /// applied by both backends when they next open the database.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE hosts (
         host       TEXT PRIMARY KEY,
         epoch      {integer} NOT NULL,
@@ -157,7 +179,39 @@ const MIGRATIONS: &[&str] = &["
         last_seen  {integer} NOT NULL,
         PRIMARY KEY (host, rule)
     );
-"];
+",
+    "
+    CREATE TABLE dns (
+        addr       TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        first_seen {integer} NOT NULL,
+        last_seen  {integer} NOT NULL,
+        ttl        {integer} NOT NULL,
+        source     TEXT NOT NULL,
+        PRIMARY KEY (addr, name)
+    );
+",
+];
+
+/// Merging a stored (address, name) pair with a new sighting: the earliest first, the latest
+/// last, the longest TTL. `{min}`/`{max}` are each backend's two-argument functions.
+const UPSERT_DNS: &str = "INSERT INTO dns (addr, name, first_seen, last_seen, ttl, source) VALUES ($1, $2, $3, $4, $5, $6)
+    ON CONFLICT (addr, name) DO UPDATE SET first_seen = {min}(dns.first_seen, excluded.first_seen),
+    last_seen = {max}(dns.last_seen, excluded.last_seen), ttl = {max}(dns.ttl, excluded.ttl), source = excluded.source";
+
+/// The upsert of a DNS pair in a backend's SQL dialect.
+pub(crate) fn upsert_dns_sql(postgres: bool) -> String {
+    let (min, max) = if postgres {
+        ("LEAST", "GREATEST")
+    } else {
+        ("min", "max")
+    };
+    let sql = UPSERT_DNS.replace("{min}", min).replace("{max}", max);
+    if postgres { sql } else { sql.replace('$', "?") }
+}
+
+/// The read of every DNS pair.
+pub(crate) const LOAD_DNS: &str = "SELECT addr, name, first_seen, last_seen, ttl, source FROM dns";
 
 /// A backend's names of the schema's types.
 struct SqlTypes {

@@ -256,6 +256,43 @@ impl CopyRows {
 }
 
 impl Store for PostgresStore {
+    fn save_dns(&mut self, pairs: &[super::StoredDnsPair]) -> Result<(), StoreError> {
+        let fail = |e: ::postgres::Error| store_error("save", e);
+        let mut tx = self.client.transaction().map_err(fail)?;
+        let st = tx.prepare(&super::upsert_dns_sql(true)).map_err(fail)?;
+        for p in pairs {
+            tx.execute(
+                &st,
+                &[
+                    &p.addr,
+                    &p.name,
+                    &p.first_seen,
+                    &p.last_seen,
+                    &i64::from(p.ttl),
+                    &p.source,
+                ],
+            )
+            .map_err(fail)?;
+        }
+        tx.commit().map_err(fail)
+    }
+
+    fn load_dns(&mut self) -> Result<Vec<super::StoredDnsPair>, StoreError> {
+        let fail = |e: ::postgres::Error| store_error("load", e);
+        let rows = self.client.query(super::LOAD_DNS, &[]).map_err(fail)?;
+        Ok(rows
+            .iter()
+            .map(|r| super::StoredDnsPair {
+                addr: r.get(0),
+                name: r.get(1),
+                first_seen: r.get(2),
+                last_seen: r.get(3),
+                ttl: u32::try_from(r.get::<_, i64>(4)).unwrap_or(u32::MAX),
+                source: r.get(5),
+            })
+            .collect())
+    }
+
     fn save(&mut self, hosts: &[StoredHost]) -> Result<(), StoreError> {
         let fail = |e: ::postgres::Error| store_error("save", e);
         let batch = save_batch(hosts)?;

@@ -104,6 +104,45 @@ fn migrate(conn: &mut Connection) -> Result<(), MigrationError<rusqlite::Error>>
 }
 
 impl Store for SqliteStore {
+    fn save_dns(&mut self, pairs: &[super::StoredDnsPair]) -> Result<(), StoreError> {
+        let fail = |e: rusqlite::Error| store_error("save", e);
+        let tx = self.conn.transaction().map_err(fail)?;
+        {
+            let sql = super::upsert_dns_sql(false);
+            let mut st = tx.prepare_cached(&sql).map_err(fail)?;
+            for p in pairs {
+                st.execute(params![
+                    p.addr,
+                    p.name,
+                    p.first_seen,
+                    p.last_seen,
+                    i64::from(p.ttl),
+                    p.source
+                ])
+                .map_err(fail)?;
+            }
+        }
+        tx.commit().map_err(fail)
+    }
+
+    fn load_dns(&mut self) -> Result<Vec<super::StoredDnsPair>, StoreError> {
+        let fail = |e: rusqlite::Error| store_error("load", e);
+        let mut st = self.conn.prepare(super::LOAD_DNS).map_err(fail)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(super::StoredDnsPair {
+                    addr: r.get(0)?,
+                    name: r.get(1)?,
+                    first_seen: r.get(2)?,
+                    last_seen: r.get(3)?,
+                    ttl: u32::try_from(r.get::<_, i64>(4)?).unwrap_or(u32::MAX),
+                    source: r.get(5)?,
+                })
+            })
+            .map_err(fail)?;
+        rows.collect::<Result<_, _>>().map_err(fail)
+    }
+
     fn save(&mut self, hosts: &[StoredHost]) -> Result<(), StoreError> {
         let fail = |e: rusqlite::Error| store_error("save", e);
         let batch = save_batch(hosts)?;
