@@ -28,7 +28,7 @@ enum Command {
     Check(check::Args),
     /// Apply rules to flow records and print what they say about each host.
     Analyze(analyze::Args),
-    /// Passive DNS: extract answers from captures, look addresses up.
+    /// Names over addresses: resolve the rules' names, extract answers from captures, look up.
     Dns(dns::Args),
     /// Query the host inventory kept by `analyze --db`.
     Hosts(hosts::Args),

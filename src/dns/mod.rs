@@ -11,6 +11,7 @@
 //! answer is recorded under the query name.
 
 pub mod passive;
+pub mod resolve;
 
 use rustc_hash::FxHashMap;
 use std::net::IpAddr;
@@ -25,6 +26,8 @@ pub enum Source {
     Capture,
     /// A name carried by a flow record (TLS SNI, HTTP Host), learned for its destination.
     Flow,
+    /// An answer to flowprint's own query (active resolution, [`resolve`]).
+    Resolved,
 }
 
 impl Source {
@@ -34,6 +37,7 @@ impl Source {
             Source::Log => "log",
             Source::Capture => "capture",
             Source::Flow => "flow",
+            Source::Resolved => "resolved",
         }
     }
 
@@ -42,6 +46,7 @@ impl Source {
         match s {
             "capture" => Source::Capture,
             "flow" => Source::Flow,
+            "resolved" => Source::Resolved,
             _ => Source::Log,
         }
     }
