@@ -184,8 +184,8 @@ impl Raw {
             IcmpCode => self.icmp_code = Some(be(v) as u8),
             StartUptime => self.start_up = Some(be(v) as u32),
             EndUptime => self.end_up = Some(be(v) as u32),
-            StartSecs => self.start_abs = Some(be(v) as i64 * 1000),
-            EndSecs => self.end_abs = Some(be(v) as i64 * 1000),
+            StartSecs => self.start_abs = Some((be(v) as i64).saturating_mul(1000)),
+            EndSecs => self.end_abs = Some((be(v) as i64).saturating_mul(1000)),
             StartMillis => self.start_abs = Some(be(v) as i64),
             EndMillis => self.end_abs = Some(be(v) as i64),
             StartMicros => self.start_abs = Some(be(v) as i64 / 1000),
@@ -226,7 +226,7 @@ impl Raw {
         }
         let up = up?;
         if let Some(boot) = self.system_init.or(boot) {
-            return Some(boot + i64::from(up));
+            return Some(boot.saturating_add(i64::from(up)));
         }
         // v9: relative to the header's sysUpTime, modulo its 32-bit wrap.
         let uptime = ctx.uptime_ms?;
