@@ -210,25 +210,9 @@ impl DnsMap {
 
     /// The names `addr` answered for at `at_ms`, with when each was first and last seen.
     pub fn lookup(&self, addr: IpAddr, at_ms: i64) -> Vec<(Arc<str>, i64, i64, Source)> {
-        self.by_addr
-            .get(&crate::schema::addr_key(addr))
-            .map(|entries| {
-                entries
-                    .iter()
-                    .filter(|e| {
-                        e.first - SKEW_MS <= at_ms && at_ms <= e.last + e.ttl_ms + self.grace_ms
-                    })
-                    .map(|e| {
-                        (
-                            self.names[e.name as usize].clone(),
-                            e.first,
-                            e.last,
-                            e.source,
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.entries_where(addr, |e| {
+            e.first - SKEW_MS <= at_ms && at_ms <= e.last + e.ttl_ms + self.grace_ms
+        })
     }
 
     /// Every pair, for storing: (address, name, first, last, TTL seconds, source).
@@ -254,11 +238,20 @@ impl DnsMap {
 
     /// Every name ever seen for `addr`, with first/last sighting.
     pub fn history(&self, addr: IpAddr) -> Vec<(Arc<str>, i64, i64, Source)> {
+        self.entries_where(addr, |_| true)
+    }
+
+    fn entries_where(
+        &self,
+        addr: IpAddr,
+        keep: impl Fn(&Entry) -> bool,
+    ) -> Vec<(Arc<str>, i64, i64, Source)> {
         self.by_addr
             .get(&crate::schema::addr_key(addr))
             .map(|entries| {
                 entries
                     .iter()
+                    .filter(|e| keep(e))
                     .map(|e| {
                         (
                             self.names[e.name as usize].clone(),

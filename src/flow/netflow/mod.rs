@@ -439,7 +439,15 @@ impl Decoder {
     ) -> Result<u64, String> {
         let mut total = 0;
         loop {
-            let n = self.decode_v5_pdu(exporter, d, out)?;
+            let n = match self.decode_v5_pdu(exporter, d, out) {
+                Ok(n) => n,
+                // Earlier PDUs of the buffer were handed out: count them, and the bad one.
+                Err(_) if total > 0 => {
+                    self.stats.entry(exporter).or_default().malformed += 1;
+                    return Ok(total);
+                }
+                Err(e) => return Err(e),
+            };
             total += n;
             d = &d[24 + n as usize * 48..];
             if d.len() < 24 || u16_at(d, 0) != 5 {
