@@ -8,6 +8,8 @@ need_apt=()
 command -v nfdump >/dev/null 2>&1 || need_apt+=(nfdump)
 command -v softflowd >/dev/null 2>&1 || need_apt+=(softflowd)
 command -v tcpdump >/dev/null 2>&1 || need_apt+=(tcpdump)
+# tshark: builds a passive DNS log from the corpus captures (tests/dns.rs)
+command -v tshark >/dev/null 2>&1 || need_apt+=(tshark)
 # dnsmasq-base: the dnsmasq binary alone (no system service), a real DNS server for tests/dns_live.rs
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
 if [ ${#need_apt[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -33,7 +33,8 @@ fn zeek_tsv_zeek_json_and_flowprint_json_lines_are_read() {
         vec!["13.107.4.52".parse::<IpAddr>().unwrap()],
         "CNAME targets are not addresses"
     );
-    assert_eq!((got[0].at_ms, got[0].ttl), (1_714_557_600_500, 60));
+    // The smallest TTL of the answer set: here the address's own (the CNAME's is 60).
+    assert_eq!((got[0].at_ms, got[0].ttl), (1_714_557_600_500, 30));
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("dns.log:5"), "{errors:?}");
 
@@ -274,5 +275,125 @@ fn the_dns_map_is_kept_in_the_inventory() {
         );
         let again = run(&[]);
         assert!(again.contains("\"family\":\"Android\""), "{again}");
+        // `dns lookup --db` reads the stored map: the address the name had, at that time.
+        let pair = pairs
+            .iter()
+            .find(|p| p.name == "connectivitycheck.gstatic.com")
+            .unwrap();
+        let at = flowprint::flow::time::format_rfc3339(pair.first_seen);
+        let out = std::process::Command::new(bin)
+            .args(["dns", "lookup", &pair.addr, "--at", &at, "--db", &db])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("connectivitycheck.gstatic.com"), "{text}");
+        // A year later the answer is long expired.
+        let later = flowprint::flow::time::format_rfc3339(pair.last_seen + 365 * 86_400_000);
+        let out = std::process::Command::new(bin)
+            .args(["dns", "lookup", &pair.addr, "--at", &later, "--db", &db])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert!(
+            out.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
+}
+
+/// The issue's real-data check, with tshark as the passive DNS source: tshark turns each corpus
+/// capture's DNS responses into a field log (the command in `docs/dns.md`), and `flowprint
+/// analyze --dns-log` over the capture's softflowd IPFIX export gives the labelled hosts of
+/// `../shared/corpus/labels/hosts.csv` their OS family.
+#[test]
+fn tshark_dns_log_plus_exports_give_labelled_hosts_their_os() {
+    let (Some(exports), Some(pcaps), Some(labels)) = (
+        common::corpus("exports"),
+        common::corpus("pcaps"),
+        common::corpus("labels"),
+    ) else {
+        return;
+    };
+    if !common::have("tshark") {
+        return;
+    }
+    let labels = std::fs::read_to_string(labels.join("hosts.csv")).unwrap();
+    let tmp = common::TempDir::new("tshark");
+    let mut checked = 0;
+    for capture in ["android.pcap", "iphone.pcap", "conncheck.pcap"] {
+        let log = tmp.0.join(format!("{capture}.dns.tsv"));
+        let out = std::process::Command::new("tshark")
+            .args(["-r", pcaps.join(capture).to_str().unwrap()])
+            .args([
+                "-Y",
+                "dns.flags.response == 1",
+                "-T",
+                "fields",
+                "-E",
+                "header=y",
+            ])
+            .args([
+                "-E",
+                "separator=/t",
+                "-E",
+                "occurrence=a",
+                "-E",
+                "aggregator=,",
+            ])
+            .args([
+                "-e",
+                "frame.time_epoch",
+                "-e",
+                "dns.qry.name",
+                "-e",
+                "dns.a",
+            ])
+            .args(["-e", "dns.aaaa", "-e", "dns.resp.ttl"])
+            .stderr(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tshark failed on {capture}");
+        std::fs::write(&log, &out.stdout).unwrap();
+        let stem = capture.trim_end_matches(".pcap");
+        let export = exports.join(format!("{stem}.ipfix-export.pcap"));
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_flowprint"))
+            .args(["analyze", "--format", "json", "--dns-log"])
+            .arg(&log)
+            .arg(&export)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let hosts: Vec<serde_json::Value> = String::from_utf8_lossy(&run.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        // The capture's labelled hosts: those labelled with high confidence must get their
+        // family; any other that gets a family must get the labelled one.
+        for line in labels.lines().skip(1) {
+            let cols: Vec<&str> = line.split(',').collect();
+            if cols.len() < 6 || cols[0] != capture {
+                continue;
+            }
+            let (ip, family, sure) = (cols[1], cols[3], cols[5] == "high");
+            let got = hosts
+                .iter()
+                .find(|h| h["host"] == ip)
+                .and_then(|h| h["os"]["family"].as_str());
+            if sure || got.is_some() {
+                assert_eq!(got, Some(family), "{capture} {ip}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 3, "only {checked} labelled hosts checked");
 }

@@ -101,18 +101,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         None => None,
     };
     if let Some(store) = store.as_mut() {
-        for p in store.load_dns()? {
-            if let Ok(addr) = p.addr.parse() {
-                dns.insert_span(
-                    addr,
-                    &p.name,
-                    p.first_seen,
-                    p.last_seen,
-                    p.ttl,
-                    flowprint::dns::Source::parse(&p.source),
-                );
-            }
-        }
+        super::dns::load_stored(&mut dns, store.as_mut())?;
     }
     // Names that records carry for their destination (TLS SNI, HTTP Host), learned into the
     // map after this run so that later runs match other flows to the same addresses.

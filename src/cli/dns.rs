@@ -7,6 +7,26 @@ use flowprint::dns::passive::{load_into, read_capture_answers};
 use flowprint::flow::time::{format_rfc3339, parse_timestamp};
 use std::io::Write;
 
+/// Adds the DNS map stored in an inventory to `map`.
+pub fn load_stored(
+    map: &mut DnsMap,
+    store: &mut dyn flowprint::inventory::Store,
+) -> anyhow::Result<()> {
+    for p in store.load_dns()? {
+        if let Ok(addr) = p.addr.parse() {
+            map.insert_span(
+                addr,
+                &p.name,
+                p.first_seen,
+                p.last_seen,
+                p.ttl,
+                flowprint::dns::Source::parse(&p.source),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Arguments of `dns`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -31,8 +51,12 @@ enum What {
         #[arg(long)]
         at: Option<String>,
         /// Passive DNS sources (logs or captures).
-        #[arg(long = "dns-log", value_name = "FILE", required = true)]
+        #[arg(long = "dns-log", value_name = "FILE", required_unless_present = "db")]
         dns_logs: Vec<String>,
+        /// The inventory whose stored DNS map to read (SQLite path or postgres:// URL), as
+        /// `analyze --db` left it; with `--dns-log` too, both are looked up.
+        #[arg(long, value_name = "DB")]
+        db: Option<String>,
     },
     /// Resolve the names the rules test (A and AAAA, now) and print `name<TAB>address<TAB>TTL`
     /// lines; failures go to stderr and do not change the exit code.
@@ -171,8 +195,16 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             }
         }
         What::Resolve(resolve_args) => return resolve(resolve_args, &mut out),
-        What::Lookup { addr, at, dns_logs } => {
-            let map = load_logs(&dns_logs)?;
+        What::Lookup {
+            addr,
+            at,
+            dns_logs,
+            db,
+        } => {
+            let mut map = load_logs(&dns_logs)?;
+            if let Some(spec) = &db {
+                load_stored(&mut map, flowprint::inventory::open(spec)?.as_mut())?;
+            }
             let rows = match &at {
                 Some(t) => {
                     let ms = parse_timestamp(t)

@@ -1,5 +1,6 @@
-//! Passive DNS sources: Zeek `dns.log` (TSV with a `#fields` header, or JSON lines), flowprint's
-//! own JSON lines, and DNS answers inside packet captures.
+//! Passive DNS sources: Zeek `dns.log` (TSV with a `#fields` header, or JSON lines), tshark's
+//! field output with a header line (see `docs/dns.md` for the command), flowprint's own JSON
+//! lines, and DNS answers inside packet captures.
 //!
 //! flowprint's format, one answer per line:
 //! `{"ts": "2024-05-01T10:00:00Z" | 1714557600.25, "query": "www.example.com",
@@ -108,6 +109,21 @@ pub fn read_log<R: BufRead>(
         if line.starts_with('#') {
             continue;
         }
+        // tshark -T fields -E header=y: a header line of field names, tab-separated.
+        if zeek_fields.is_none() && line.starts_with("frame.time_epoch\t") {
+            fn role(f: &str) -> &str {
+                match f {
+                    "frame.time_epoch" => "ts",
+                    "dns.qry.name" => "query",
+                    "dns.a" => "answers",
+                    "dns.aaaa" => "answers6",
+                    "dns.resp.ttl" => "TTLs",
+                    other => other,
+                }
+            }
+            zeek_fields = Some(line.split('\t').map(|f| role(f).to_string()).collect());
+            continue;
+        }
         let answer = if line.starts_with('{') {
             match serde_json::from_str::<JsonAnswer>(line) {
                 Ok(j) => {
@@ -140,24 +156,33 @@ pub fn read_log<R: BufRead>(
                 fail(&mut stats, "missing `ts` or `query` column".into());
                 continue;
             };
-            let Ok(secs) = ts.parse::<f64>() else {
+            let Some(at_ms) = ts_ms(&Ts::Text(ts.to_string())) else {
                 fail(&mut stats, format!("bad `ts` `{ts}`"));
                 continue;
             };
             let list = |v: Option<&str>| -> Vec<String> {
                 match v {
-                    None | Some("-") | Some("(empty)") => Vec::new(),
+                    None | Some("") | Some("-") | Some("(empty)") => Vec::new(),
                     Some(v) => v.split(',').map(str::to_string).collect(),
                 }
             };
+            let mut addrs: Vec<IpAddr> = list(get("answers"))
+                .iter()
+                .chain(list(get("answers6")).iter())
+                .filter_map(|a| a.parse().ok())
+                .collect();
+            addrs.dedup();
+            // The smallest TTL of the answer: a CNAME's TTL can be longer than its target's.
+            let ttl = list(get("TTLs"))
+                .iter()
+                .filter_map(|t| t.parse::<f64>().ok())
+                .reduce(f64::min);
             Answer {
-                at_ms: (secs * 1000.0) as i64,
-                query: query.to_string(),
-                addrs: list(get("answers"))
-                    .iter()
-                    .filter_map(|a| a.parse().ok())
-                    .collect(),
-                ttl: ttl_of(list(get("TTLs")).first().and_then(|t| t.parse().ok())),
+                at_ms,
+                // tshark aggregates several questions with commas; the first is the query.
+                query: query.split(',').next().unwrap_or_default().to_string(),
+                addrs,
+                ttl: ttl_of(ttl),
             }
         } else {
             fail(

@@ -21,7 +21,8 @@ pub fn corpus(sub: &str) -> Option<PathBuf> {
     }
 }
 
-/// Whether a program is on PATH (tests that need it skip with a reason otherwise).
+/// Whether a program is on PATH (tests that need it skip with a reason otherwise; with
+/// `CI=true`, where `scripts/test.sh` has installed everything, a missing program fails the test).
 pub fn have(program: &str) -> bool {
     let ok = Command::new("sh")
         .args(["-c", &format!("command -v {program}")])
@@ -29,6 +30,10 @@ pub fn have(program: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{program} is not installed, and CI=true (scripts/test.sh installs it)"
+        );
         eprintln!("skipped: {program} is not installed (scripts/test.sh installs it)");
     }
     ok
