@@ -46,6 +46,34 @@ fn main() {
         .expect("write to string");
     }
     code.push_str("];\n");
+    // `version:` of each bundled pack's pack.yaml.
+    code.push_str(
+        "/// `(pack, version)` from each bundled pack's `pack.yaml`.\npub static PACK_VERSIONS: &[(&str, &str)] = &[\n",
+    );
+    let mut packs: Vec<PathBuf> = std::fs::read_dir(&rules)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    packs.sort();
+    for p in packs {
+        let manifest = p.join("pack.yaml");
+        println!("cargo:rerun-if-changed={}", manifest.display());
+        let Ok(text) = std::fs::read_to_string(&manifest) else {
+            continue;
+        };
+        let version = text.lines().find_map(|l| {
+            l.strip_prefix("version:")
+                .map(|v| v.trim().trim_matches('"').trim_matches('\'').to_string())
+        });
+        if let (Some(name), Some(v)) = (p.file_name(), version) {
+            writeln!(code, "    ({:?}, {v:?}),", name.to_string_lossy()).expect("write to string");
+        }
+    }
+    code.push_str("];\n");
     let out =
         PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("embedded.rs");
     std::fs::write(out, code).expect("write embedded.rs");

@@ -59,4 +59,6 @@ pub mod pack;
 pub mod parser;
 pub mod ruleset;
 pub mod schema;
+pub mod serve;
 pub mod span;
+pub mod store;

@@ -125,39 +125,32 @@ impl Compiler {
     /// Adds a rule file (a pack of its own, named after the file) or a directory (one pack
     /// named after the directory, every `*.rules` file below it, in name order).
     pub fn add_path(&mut self, path: &Path) -> std::io::Result<usize> {
-        let pack = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "rules".into());
-        let mut files = Vec::new();
-        if path.is_dir() {
-            collect_rule_files(path, &mut files)?;
-            files.sort();
-        } else {
-            files.push(path.to_path_buf());
-        }
+        let pack = pack_name(path);
+        let files = rule_files(path)?;
         for f in &files {
             let text = std::fs::read(f)
                 .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", f.display())))?;
-            let name = f.display().to_string();
-            match String::from_utf8(text) {
-                Ok(text) => {
-                    self.add_source(&pack, &name, &text);
-                }
-                Err(e) => {
-                    let id = self.sources.add(name.clone(), "");
-                    self.diagnostics.push(Diagnostic::new(
-                        Code::Io,
-                        Span::new(id, 0, 0),
-                        format!(
-                            "{name} is not valid UTF-8 (byte {})",
-                            e.utf8_error().valid_up_to()
-                        ),
-                    ));
-                }
-            }
+            self.add_bytes(&pack, &f.display().to_string(), &text);
         }
         Ok(files.len())
+    }
+
+    /// Adds one rule file given as bytes: text that is not UTF-8 is an error (FP0001-style I/O
+    /// diagnostic) naming the first bad byte.
+    pub fn add_bytes(&mut self, pack: &str, name: &str, bytes: &[u8]) {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => {
+                self.add_source(pack, name, text);
+            }
+            Err(e) => {
+                let id = self.sources.add(name.to_string(), "");
+                self.diagnostics.push(Diagnostic::new(
+                    Code::Io,
+                    Span::new(id, 0, 0),
+                    format!("{name} is not valid UTF-8 (byte {})", e.valid_up_to()),
+                ));
+            }
+        }
     }
 
     /// Adds the packs embedded in the binary (`rules/` of the source tree).
@@ -368,6 +361,26 @@ impl Compiler {
         self.diagnostics.extend(errs);
         ok.then_some(value)
     }
+}
+
+/// The pack a rule path belongs to: the directory's or the file's name without extension.
+pub fn pack_name(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "rules".into())
+}
+
+/// The rule files of a path: the file itself, or every `*.rules` file below a directory, in
+/// name order.
+pub fn rule_files(path: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    if path.is_dir() {
+        collect_rule_files(path, &mut files)?;
+        files.sort();
+    } else {
+        files.push(path.to_path_buf());
+    }
+    Ok(files)
 }
 
 fn collect_rule_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {

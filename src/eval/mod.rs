@@ -82,6 +82,28 @@ pub struct Evaluator<'r> {
     names: Vec<std::sync::Arc<str>>,
     seen: Vec<u32>,
     stamp: u32,
+    /// `(count, index)`: only hosts whose [`shard_of`] is `index` are evaluated.
+    shard: Option<(u32, u32)>,
+}
+
+/// The shard (of `count`) that a host address belongs to: a stable hash of the address, the
+/// same in every process and version, so that each host's evidence is always gathered by one
+/// worker.
+pub fn shard_of(addr: IpAddr, count: u32) -> u32 {
+    if count <= 1 {
+        return 0;
+    }
+    // FNV-1a over the address bytes (16 for IPv6, 4 for IPv4): stable and well mixed.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let bytes: &[u8] = match &addr {
+        IpAddr::V4(a) => &a.octets(),
+        IpAddr::V6(a) => &a.octets(),
+    };
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % u64::from(count)) as u32
 }
 
 impl<'r> Evaluator<'r> {
@@ -94,7 +116,15 @@ impl<'r> Evaluator<'r> {
             names: Vec::new(),
             seen: vec![0; rules.len()],
             stamp: 0,
+            shard: None,
         }
+    }
+
+    /// Only evaluates the hosts of shard `index` of `count` (see [`shard_of`]); the other
+    /// endpoint of a flow, if local, is another shard's business.
+    pub fn with_shard(mut self, count: u32, index: u32) -> Evaluator<'r> {
+        self.shard = (count > 1).then_some((count, index));
+        self
     }
 
     /// Also matches `peer.domain` against the names the peer's address answered for at the time
@@ -112,7 +142,17 @@ impl<'r> Evaluator<'r> {
     /// The hosts of a flow: its source and/or destination when they are local.
     #[inline]
     pub fn hosts<'f>(&self, flow: &'f Flow) -> [Option<View<'f>>; 2] {
-        hosts(self.local, flow)
+        let mut h = hosts(self.local, flow);
+        if let Some((count, index)) = self.shard {
+            for v in &mut h {
+                if v.as_ref()
+                    .is_some_and(|v| shard_of(v.addr(crate::schema::Side::Host), count) != index)
+                {
+                    *v = None;
+                }
+            }
+        }
+        h
     }
 
     /// Calls `on_match` for every (rule, host) the flow satisfies. Returns how many local
@@ -121,7 +161,7 @@ impl<'r> Evaluator<'r> {
     pub fn eval(&mut self, flow: &Flow, mut on_match: impl FnMut(Match)) -> usize {
         let mut n = 0;
         let mut names = std::mem::take(&mut self.names);
-        for mut view in hosts(self.local, flow).into_iter().flatten() {
+        for mut view in self.hosts(flow).into_iter().flatten() {
             n += 1;
             names.clear();
             let mut shared = 1.0f32;

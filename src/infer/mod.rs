@@ -159,6 +159,8 @@ pub struct Inventory {
     pub epoch_changes: u64,
     /// Latest flow end seen: "now" for decay.
     pub now_ms: i64,
+    /// Matches per rule (by position in the ruleset), for hit counts.
+    pub rule_hits: Vec<u64>,
 }
 
 /// A short rendering of a flow for explanations.
@@ -345,6 +347,14 @@ impl Inventory {
                 .filter(|m| m.host_is_src == view.host_is_src)
             {
                 self.matches += 1;
+                if let Some(c) = self.rule_hits.get_mut(m.rule as usize) {
+                    *c += 1;
+                } else {
+                    self.rule_hits.resize(rules.len(), 0);
+                    if let Some(c) = self.rule_hits.get_mut(m.rule as usize) {
+                        *c += 1;
+                    }
+                }
                 if record_match(h, m, flow, rules, &self.config) {
                     self.epoch_changes += 1;
                 }
@@ -353,6 +363,67 @@ impl Inventory {
         if self.flows.is_multiple_of(65_536) {
             self.evict_if_needed();
         }
+    }
+
+    /// Carries the state over to a new ruleset after a reload: `map[old]` is the new position
+    /// of the rule at position `old`, or `None` when it is gone (or its condition changed, so
+    /// that what it gathered no longer means the same). Evidence, stateful windows, samples
+    /// and hit counts of kept rules move to their new positions; the rest is dropped.
+    pub fn remap_rules(&mut self, map: &[Option<u32>], new_len: usize) {
+        let to = |r: u32| map.get(r as usize).copied().flatten();
+        for h in self.hosts.values_mut() {
+            h.evidence.retain_mut(|e| match to(e.rule) {
+                Some(n) => {
+                    e.rule = n;
+                    true
+                }
+                None => false,
+            });
+            if let Some(x) = h.extra.as_mut() {
+                x.stateful.retain_mut(|s| match to(s.rule) {
+                    Some(n) => {
+                        s.rule = n;
+                        true
+                    }
+                    None => false,
+                });
+                x.samples.retain_mut(|(r, _)| match to(*r) {
+                    Some(n) => {
+                        *r = n;
+                        true
+                    }
+                    None => false,
+                });
+            }
+        }
+        let mut hits = vec![0; new_len];
+        for (old, &c) in self.rule_hits.iter().enumerate() {
+            if let Some(n) = to(old as u32)
+                && let Some(slot) = hits.get_mut(n as usize)
+            {
+                *slot = c;
+            }
+        }
+        self.rule_hits = hits;
+    }
+
+    /// Moves the hosts for which `keep` is false out of this inventory (for splitting a
+    /// restored inventory into shards).
+    pub fn split_off(&mut self, mut keep: impl FnMut(IpAddr) -> bool) -> Inventory {
+        let mut other = Inventory::with_config(self.config.clone());
+        other.now_ms = self.now_ms;
+        let keys: Vec<u128> = self
+            .hosts
+            .keys()
+            .copied()
+            .filter(|k| !keep(key_addr(*k)))
+            .collect();
+        for k in keys {
+            if let Some(h) = self.hosts.remove(&k) {
+                other.hosts.insert(k, h);
+            }
+        }
+        other
     }
 
     /// Evicts the least recently seen hosts when the table is over its limit, and idle hosts.
