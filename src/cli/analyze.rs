@@ -65,23 +65,7 @@ pub struct MaybeMs(pub Option<i64>);
 
 /// Parses `30d`, `12h`, `15m`, `30s`, `500ms`, or `none`.
 pub fn parse_duration_opt(s: &str) -> Result<MaybeMs, String> {
-    if s == "none" {
-        return Ok(MaybeMs(None));
-    }
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .ok_or("add a unit: ms, s, m, h or d")?;
-    let (n, unit) = s.split_at(split);
-    let n: f64 = n.parse().map_err(|_| format!("`{s}` is not a duration"))?;
-    let ms = match unit.trim() {
-        "ms" => 1.0,
-        "s" => 1e3,
-        "m" => 6e4,
-        "h" => 3.6e6,
-        "d" => 8.64e7,
-        u => return Err(format!("unknown unit `{u}`: use ms, s, m, h or d")),
-    };
-    Ok(MaybeMs(Some((n * ms) as i64)))
+    flowprint::flow::time::parse_duration_ms(s).map(MaybeMs)
 }
 
 /// Runs `analyze`.

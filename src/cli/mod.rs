@@ -7,6 +7,7 @@ mod collect;
 mod dns;
 mod flows;
 mod hosts;
+mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use flowprint::compiler::{Compiled, Compiler};
@@ -36,6 +37,9 @@ enum Command {
     Flows(flows::Args),
     /// Receive NetFlow/IPFIX/sFlow over UDP and print flows as they arrive.
     Collect(collect::Args),
+    /// Run as a daemon: collect flows, infer hosts, keep the inventory, reload rules live, and
+    /// serve the HTTP API.
+    Serve(Box<serve::Args>),
     /// Reproducible performance figures.
     Bench(bench::Args),
 }
@@ -189,6 +193,7 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Dns(a) => dns::run(a),
         Command::Flows(a) => flows::run(a),
         Command::Collect(a) => collect::run(a),
+        Command::Serve(a) => serve::run(*a),
         Command::Bench(a) => bench::run(a),
     }
 }

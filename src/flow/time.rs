@@ -191,6 +191,33 @@ pub fn format_rfc3339(ms: i64) -> String {
     }
 }
 
+/// Parses a duration: `30d`, `12h`, `15m`, `30s`, `500ms` (fractions allowed: `1.5s`), or
+/// `none` (`Ok(None)`). Milliseconds.
+pub fn parse_duration_ms(s: &str) -> Result<Option<i64>, String> {
+    let s = s.trim();
+    if s == "none" {
+        return Ok(None);
+    }
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .ok_or_else(|| format!("`{s}` needs a unit: ms, s, m, h or d"))?;
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n.parse().map_err(|_| format!("`{s}` is not a duration"))?;
+    let ms = match unit.trim() {
+        "ms" => 1.0,
+        "s" => 1e3,
+        "m" => 6e4,
+        "h" => 3.6e6,
+        "d" => 8.64e7,
+        u => return Err(format!("unknown unit `{u}` in `{s}`: use ms, s, m, h or d")),
+    };
+    let v = n * ms;
+    if !v.is_finite() || v > 1e15 {
+        return Err(format!("`{s}` is too long"));
+    }
+    Ok(Some(v as i64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

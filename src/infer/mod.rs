@@ -115,6 +115,8 @@ pub struct HostState {
     pub last_seen: i64,
     /// Current epoch (0 for the first).
     pub epoch: u32,
+    /// Changed since last taken by [`Inventory::take_dirty`].
+    dirty: bool,
     /// Evidence, one entry per rule.
     pub evidence: Vec<EvidenceAgg>,
     extra: Option<Box<Extra>>,
@@ -161,6 +163,48 @@ pub struct Inventory {
     pub now_ms: i64,
     /// Matches per rule (by position in the ruleset), for hit counts.
     pub rule_hits: Vec<u64>,
+    /// Keys of the hosts changed since [`Inventory::take_dirty`] last took them.
+    dirty: Vec<u128>,
+}
+
+fn stored_host(
+    scorer: &score::Scorer<'_>,
+    rules: &Ruleset,
+    a: IpAddr,
+    h: &HostState,
+) -> StoredHost {
+    let summary = scorer.summarize(a, h);
+    // The start of epoch 0 is known only while it is the current one.
+    let mut epochs = vec![StoredEpoch {
+        epoch: 0,
+        started: if h.epoch == 0 { h.first_seen } else { 0 },
+        reason: String::new(),
+    }];
+    epochs.extend(h.epochs().iter().map(|e| StoredEpoch {
+        epoch: e.epoch,
+        started: e.started,
+        reason: e.reason.clone(),
+    }));
+    StoredHost {
+        host: a.to_string(),
+        epoch: h.epoch,
+        flows: h.flows,
+        first_seen: h.first_seen,
+        last_seen: h.last_seen,
+        evidence: h
+            .evidence
+            .iter()
+            .map(|e| StoredEvidence {
+                rule: rules.rules()[e.rule as usize].id.clone(),
+                flows: u64::from(e.flows),
+                first_seen: e.first_seen,
+                last_seen: e.last_seen,
+            })
+            .collect(),
+        labels: score::labels(&summary),
+        epochs,
+        summary: serde_json::to_value(&summary).unwrap_or(serde_json::Value::Null),
+    }
 }
 
 /// A short rendering of a flow for explanations.
@@ -338,6 +382,10 @@ impl Inventory {
                     ..Default::default()
                 });
             h.flows += 1;
+            if !h.dirty {
+                h.dirty = true;
+                self.dirty.push(addr_key(addr));
+            }
             h.first_seen = h.first_seen.min(flow.start_ms);
             h.last_seen = h.last_seen.max(flow.end_ms);
             for m in all
@@ -481,6 +529,14 @@ impl Inventory {
             .collect()
     }
 
+    /// The summary of one host.
+    pub fn summary(&self, rules: &Ruleset, addr: IpAddr) -> Option<HostSummary> {
+        let scorer = score::Scorer::new(rules, self.now_ms, self.config.half_life_ms);
+        self.hosts
+            .get(&addr_key(addr))
+            .map(|h| scorer.summarize(addr, h))
+    }
+
     /// The detailed score computation of one host, for `--explain --host`.
     pub fn explain(&self, rules: &Ruleset, addr: IpAddr) -> Option<String> {
         let scorer = score::Scorer::new(rules, self.now_ms, self.config.half_life_ms);
@@ -494,41 +550,30 @@ impl Inventory {
         let scorer = score::Scorer::new(rules, self.now_ms, self.config.half_life_ms);
         self.sorted()
             .into_iter()
-            .map(|(a, h)| {
-                let summary = scorer.summarize(a, h);
-                // The start of epoch 0 is known only while it is the current one.
-                let mut epochs = vec![StoredEpoch {
-                    epoch: 0,
-                    started: if h.epoch == 0 { h.first_seen } else { 0 },
-                    reason: String::new(),
-                }];
-                epochs.extend(h.epochs().iter().map(|e| StoredEpoch {
-                    epoch: e.epoch,
-                    started: e.started,
-                    reason: e.reason.clone(),
-                }));
-                StoredHost {
-                    host: a.to_string(),
-                    epoch: h.epoch,
-                    flows: h.flows,
-                    first_seen: h.first_seen,
-                    last_seen: h.last_seen,
-                    evidence: h
-                        .evidence
-                        .iter()
-                        .map(|e| StoredEvidence {
-                            rule: rules.rules()[e.rule as usize].id.clone(),
-                            flows: u64::from(e.flows),
-                            first_seen: e.first_seen,
-                            last_seen: e.last_seen,
-                        })
-                        .collect(),
-                    labels: score::labels(&summary),
-                    epochs,
-                    summary: serde_json::to_value(&summary).unwrap_or(serde_json::Value::Null),
-                }
-            })
+            .map(|(a, h)| stored_host(&scorer, rules, a, h))
             .collect()
+    }
+
+    /// Up to `limit` of the hosts changed since they were last taken by this method, as stored
+    /// rows, marking them clean: for incremental writes that hold the inventory only briefly.
+    pub fn take_dirty(&mut self, rules: &Ruleset, limit: usize) -> Vec<StoredHost> {
+        let scorer = score::Scorer::new(rules, self.now_ms, self.config.half_life_ms);
+        let mut out = Vec::with_capacity(limit.min(self.dirty.len()));
+        while out.len() < limit {
+            let Some(k) = self.dirty.pop() else { break };
+            if let Some(h) = self.hosts.get_mut(&k)
+                && h.dirty
+            {
+                h.dirty = false;
+                out.push(stored_host(&scorer, rules, key_addr(k), h));
+            }
+        }
+        out
+    }
+
+    /// Hosts changed since last taken by [`Inventory::take_dirty`].
+    pub fn dirty_len(&self) -> usize {
+        self.dirty.len()
     }
 
     /// Restores hosts saved by [`Inventory::to_stored`]. Evidence of rules that no longer exist

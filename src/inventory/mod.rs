@@ -108,7 +108,7 @@ pub struct StoredDnsPair {
 }
 
 /// A place to keep the inventory.
-pub trait Store {
+pub trait Store: Send {
     /// Merges these DNS pairs into the stored map (one transaction).
     fn save_dns(&mut self, pairs: &[StoredDnsPair]) -> Result<(), StoreError>;
     /// Reads the stored DNS map.

@@ -1,1 +1,624 @@
-//! The daemon.
+//! `flowprint serve`: the daemon beside the flow collectors.
+//!
+//! ```text
+//!  UDP sockets ─▶ collector (decode) ─▶ dispatcher ─▶ bounded queue ─▶ worker 0 (shard 0 hosts)
+//!                                                   └─▶ bounded queue ─▶ worker N (shard N hosts)
+//!  rule files ─▶ watcher / SIGHUP / POST /reload ─▶ RuleStore (compile aside, swap) ─▶ workers
+//!  DNS refresher ─▶ DnsMap ─▶ workers        flusher ─▶ inventory database (SQLite/PostgreSQL)
+//!  HTTP API (axum): /health /hosts /hosts/{addr} /rules /reload /metrics
+//! ```
+//!
+//! Every stage is bounded; what a full queue drops is counted (`/metrics`). SIGINT/SIGTERM stop
+//! intake, drain the queues, write the inventory and exit. SIGHUP reloads the rules.
+
+pub mod api;
+pub mod config;
+pub mod pipeline;
+
+use crate::collect::{Collector, CollectorConfig};
+use crate::dns::DnsMap;
+use crate::dns::resolve::{HickoryResolver, RefreshSettings, Refresher, ResolverSettings};
+use crate::eval::{LocalNets, shard_of};
+use crate::infer::{HostSummary, InferConfig, Inventory};
+use crate::store::watch::{WatchConfig, Watcher};
+use crate::store::{ReloadReport, RuleStore, StoreConfig};
+use config::ServeConfig;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use pipeline::{Counters, Shard, ShardState};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+/// What the API and the background threads share.
+pub struct Daemon {
+    /// The configuration it runs with.
+    pub config: ServeConfig,
+    /// The rules.
+    pub store: Arc<RuleStore>,
+    /// The shards of the host inventory.
+    pub shards: Vec<Arc<Shard>>,
+    /// Flow counters.
+    pub counters: Arc<Counters>,
+    /// Names ↔ addresses.
+    pub dns: Arc<RwLock<DnsMap>>,
+    /// Active resolution of the rules' names, when enabled.
+    pub refresher: Option<Arc<Refresher>>,
+    /// The bearer token.
+    pub token: String,
+    /// When it started.
+    pub started: Instant,
+    /// Collector counters, refreshed by the collector thread.
+    pub collector: Mutex<crate::collect::CollectorStats>,
+    /// The bound collector sockets.
+    pub listeners: Vec<crate::collect::Listener>,
+    /// The bound API address.
+    pub api_addr: SocketAddr,
+    inventory_db: Mutex<Option<Box<dyn crate::inventory::Store>>>,
+    flushes: Mutex<(u64, u64)>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("api", &self.api_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Only the first daemon of a process installs the global recorder.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Logs a reload's outcome: what changed, or why it failed.
+pub fn log_reload(r: &ReloadReport) {
+    if !r.ok {
+        tracing::error!(
+            trigger = %r.trigger,
+            errors = r.errors,
+            generation = r.generation,
+            "rules reload failed; the running rules stay:\n{}",
+            r.diagnostics.join("")
+        );
+    } else if !r.unchanged {
+        tracing::info!(
+            trigger = %r.trigger,
+            generation = r.generation,
+            rules = r.rules,
+            compile_ms = format!("{:.1}", r.compile_ms),
+            added = ?r.added,
+            removed = ?r.removed,
+            modified = ?r.modified,
+            packs = ?r.packs_changed,
+            "rules reloaded"
+        );
+    } else {
+        tracing::debug!(trigger = %r.trigger, "rules unchanged");
+    }
+}
+
+impl Daemon {
+    /// Reloads the rules. Workers move to a new set at their next batch (or within 200 ms when
+    /// idle); readers always see a shard with the snapshot its evidence refers to.
+    pub fn reload(&self, trigger: &str) -> ReloadReport {
+        let r = self.store.reload(trigger);
+        log_reload(&r);
+        self.after_reload();
+        r
+    }
+
+    fn after_reload(&self) {
+        if let Some(r) = &self.refresher {
+            r.set_names(self.store.current().ruleset.domain_names());
+        }
+    }
+
+    /// Every host's summary, by address.
+    pub fn summaries(&self) -> Vec<HostSummary> {
+        let mut all = Vec::new();
+        for s in &self.shards {
+            let g = s.lock();
+            all.extend(g.inventory.summaries(&g.snapshot.ruleset));
+        }
+        all.sort_by_key(|h| h.host.parse::<IpAddr>().ok());
+        all
+    }
+
+    /// One host's summary and explanation.
+    pub fn host(&self, addr: IpAddr) -> Option<(HostSummary, String)> {
+        let n = self.shards.len() as u32;
+        let g = self.shards[shard_of(addr, n) as usize].lock();
+        let summary = g.inventory.summary(&g.snapshot.ruleset, addr)?;
+        let explanation = g
+            .inventory
+            .explain(&g.snapshot.ruleset, addr)
+            .unwrap_or_default();
+        Some((summary, explanation))
+    }
+
+    /// Writes the inventory (and the DNS map) to the database, if there is one.
+    pub fn flush(&self) -> Result<usize, crate::inventory::StoreError> {
+        let mut db = self
+            .inventory_db
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(db) = db.as_mut() else {
+            return Ok(0);
+        };
+        // Only the hosts changed since the last write, a few thousand at a time, so that a
+        // shard's worker waits for at most one chunk.
+        let mut written = 0;
+        let mut result = Ok(());
+        'shards: for s in &self.shards {
+            loop {
+                let rows = {
+                    let mut g = s.lock();
+                    let ShardState {
+                        inventory,
+                        snapshot,
+                    } = &mut *g;
+                    inventory.take_dirty(&snapshot.ruleset, 2000)
+                };
+                if rows.is_empty() {
+                    break;
+                }
+                written += rows.len();
+                if let Err(e) = db.save(&rows) {
+                    result = Err(e);
+                    break 'shards;
+                }
+            }
+        }
+        let result = result.and_then(|()| {
+            let pairs: Vec<_> = self
+                .dns
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pairs()
+                .into_iter()
+                .map(|(addr, name, first_seen, last_seen, ttl, source)| {
+                    crate::inventory::StoredDnsPair {
+                        addr: addr.to_string(),
+                        name: name.to_string(),
+                        first_seen,
+                        last_seen,
+                        ttl,
+                        source: source.as_str().to_string(),
+                    }
+                })
+                .collect();
+            db.save_dns(&pairs)
+        });
+        let mut f = self
+            .flushes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match result {
+            Ok(()) => {
+                f.0 += 1;
+                Ok(written)
+            }
+            Err(e) => {
+                f.1 += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        use metrics::{counter, gauge};
+        let c = &self.counters;
+        counter!("flowprint_flows_received_total").absolute(c.received.load(Ordering::Relaxed));
+        counter!("flowprint_flows_evaluated_total").absolute(c.evaluated.load(Ordering::Relaxed));
+        counter!("flowprint_flows_dropped_total", "stage" => "worker_queue")
+            .absolute(c.dropped.load(Ordering::Relaxed));
+        counter!("flowprint_flow_copies_dropped_total", "stage" => "worker_queue")
+            .absolute(c.dropped_secondary.load(Ordering::Relaxed));
+        {
+            let s = self
+                .collector
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            counter!("flowprint_datagrams_received_total").absolute(s.received);
+            counter!("flowprint_datagrams_dropped_total", "stage" => "collector_queue")
+                .absolute(s.queue_drops);
+            counter!("flowprint_datagrams_not_flow_total").absolute(s.not_flow);
+            for (exporter, e) in &s.exporters {
+                let ex = exporter.to_string();
+                counter!("flowprint_exporter_datagrams_total", "exporter" => ex.clone())
+                    .absolute(e.datagrams);
+                counter!("flowprint_exporter_records_total", "exporter" => ex.clone())
+                    .absolute(e.records);
+                counter!("flowprint_exporter_malformed_total", "exporter" => ex.clone())
+                    .absolute(e.malformed);
+                counter!("flowprint_exporter_missing_template_total", "exporter" => ex.clone())
+                    .absolute(e.missing_template);
+                counter!("flowprint_exporter_sequence_lost_total", "exporter" => ex)
+                    .absolute(e.sequence_lost);
+            }
+        }
+        let snap = self.store.current();
+        let (reloads, failed) = self.store.reload_counts();
+        counter!("flowprint_rule_reloads_total").absolute(reloads);
+        counter!("flowprint_rule_reloads_failed_total").absolute(failed);
+        gauge!("flowprint_rules_loaded").set(snap.ruleset.len() as f64);
+        gauge!("flowprint_rules_generation").set(snap.generation as f64);
+        gauge!("flowprint_rules_from_last_good").set(f64::from(u8::from(snap.from_last_good)));
+        gauge!("flowprint_rules_last_reload_ok")
+            .set(f64::from(u8::from(self.store.last_report().ok)));
+        let (mut hosts, mut evicted) = (0usize, 0u64);
+        let mut hits: std::collections::BTreeMap<String, u64> = Default::default();
+        for (i, s) in self.shards.iter().enumerate() {
+            gauge!("flowprint_queue_batches", "worker" => i.to_string())
+                .set(s.queued.load(Ordering::Relaxed).max(0) as f64);
+            let g = s.lock();
+            hosts += g.inventory.len();
+            evicted += g.inventory.evicted;
+            for (r, &n) in g.inventory.rule_hits.iter().enumerate() {
+                if n > 0
+                    && let Some(rule) = g.snapshot.ruleset.rules().get(r)
+                {
+                    *hits.entry(rule.id.clone()).or_default() += n;
+                }
+            }
+        }
+        gauge!("flowprint_hosts_tracked").set(hosts as f64);
+        counter!("flowprint_hosts_evicted_total").absolute(evicted);
+        for (rule, n) in hits {
+            counter!("flowprint_rule_hits_total", "rule" => rule).absolute(n);
+        }
+        if let Some(r) = &self.refresher {
+            let status = r.status();
+            gauge!("flowprint_dns_names").set(status.len() as f64);
+            gauge!("flowprint_dns_names_stale")
+                .set(status.iter().filter(|s| s.is_stale()).count() as f64);
+            let failures: u64 = status.iter().map(|s| u64::from(s.failures)).sum();
+            gauge!("flowprint_dns_consecutive_failures").set(failures as f64);
+        }
+        gauge!("flowprint_dns_pairs").set(
+            self.dns
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .len() as f64,
+        );
+        let (ok, bad) = *self
+            .flushes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        counter!("flowprint_inventory_writes_total").absolute(ok);
+        counter!("flowprint_inventory_writes_failed_total").absolute(bad);
+        prometheus().render()
+    }
+}
+
+/// The API token: the config's, `FLOWPRINT_API_TOKEN`, or one generated into
+/// `<state_dir>/api-token` (mode 0600) and reused at the next start.
+fn api_token(config: &ServeConfig) -> anyhow::Result<String> {
+    if let Some(t) = &config.api.token {
+        return Ok(t.clone());
+    }
+    if let Ok(t) = std::env::var("FLOWPRINT_API_TOKEN")
+        && t.len() >= 16
+    {
+        return Ok(t);
+    }
+    let path = config.state_dir.join("api-token");
+    if let Ok(t) = std::fs::read_to_string(&path)
+        && t.trim().len() >= 16
+    {
+        return Ok(t.trim().to_string());
+    }
+    let mut bytes = [0u8; 24];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::create_dir_all(&config.state_dir)?;
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
+        std::io::Write::write_all(&mut f, token.as_bytes())?;
+    }
+    tracing::info!(path = %path.display(), "generated an API token");
+    Ok(token)
+}
+
+/// Runs the daemon until SIGINT/SIGTERM (or `stop` is set). `on_ready` gets the daemon once
+/// every socket is bound.
+pub fn run(config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let _ = prometheus();
+    // Rules first: without good rules there is nothing to run.
+    let store = Arc::new(RuleStore::open(StoreConfig {
+        embedded: config.rules.embedded,
+        paths: config.rules.paths.clone(),
+        state_dir: Some(config.state_dir.clone()),
+    })?);
+    let boot = store.boot_status();
+    if boot.from_last_good {
+        tracing::error!(
+            saved_at = boot.last_good_saved_at.as_deref().unwrap_or("?"),
+            "THE RULES ON DISK DO NOT COMPILE: running the last good set instead; fix them and save (or SIGHUP) to load them:\n{}",
+            boot.disk_diagnostics.join("")
+        );
+    }
+    let snap = store.current();
+    tracing::info!(
+        rules = snap.ruleset.len(),
+        packs = ?snap.packs.iter().map(|p| format!("{} {}", p.name, p.version.as_deref().unwrap_or("-"))).collect::<Vec<_>>(),
+        "rules loaded"
+    );
+    let local = Arc::new(if config.local_nets.is_empty() {
+        LocalNets::default()
+    } else {
+        LocalNets::new(config.local_nets.clone())
+    });
+    let infer = InferConfig {
+        half_life_ms: config.half_life.0.map(|d| d.as_millis() as i64),
+        max_hosts: config.max_hosts,
+        idle_ms: config.idle.0.map(|d| d.as_millis() as i64),
+        ..InferConfig::default()
+    };
+    // The inventory database: what it holds is where we start from.
+    let mut db = match &config.inventory {
+        Some(spec) => Some(crate::inventory::open(spec)?),
+        None => None,
+    };
+    let mut dns = DnsMap::new();
+    let mut full = Inventory::with_config(infer.clone());
+    if let Some(db) = db.as_mut() {
+        let stored = db.load_all()?;
+        let dropped = full.restore(&stored, &snap.ruleset);
+        for p in db.load_dns()? {
+            if let Ok(addr) = p.addr.parse() {
+                dns.insert_span(
+                    addr,
+                    &p.name,
+                    p.first_seen,
+                    p.last_seen,
+                    p.ttl,
+                    crate::dns::Source::parse(&p.source),
+                );
+            }
+        }
+        tracing::info!(
+            hosts = full.len(),
+            dropped,
+            dns_pairs = dns.len(),
+            "inventory restored"
+        );
+    }
+    for log in &config.dns.logs {
+        let path = log.display().to_string();
+        let n = crate::dns::passive::load_into(&mut dns, &path, &mut |e| {
+            tracing::warn!("{e}");
+        })?;
+        tracing::info!(path, answers = n, "passive DNS loaded");
+    }
+    let n = config.workers;
+    let mut inventories = Vec::with_capacity(n);
+    for i in 0..n {
+        let rest = full.split_off(|a| shard_of(a, n as u32) == i as u32);
+        inventories.push(full);
+        full = rest;
+    }
+    let dns = Arc::new(RwLock::new(dns));
+    let counters = Arc::new(Counters::default());
+    let (mut dispatcher, workers) = pipeline::start(
+        store.clone(),
+        inventories,
+        local,
+        dns.clone(),
+        counters.clone(),
+        config.queue,
+    )?;
+    let refresher = if config.dns.resolve {
+        let settings = ResolverSettings::default();
+        let resolver = if config.dns.servers.is_empty() {
+            HickoryResolver::from_system(settings)?
+        } else {
+            HickoryResolver::with_servers(&config.dns.servers, settings)?
+        };
+        Some(Arc::new(Refresher::new(
+            snap.ruleset.domain_names(),
+            Arc::new(resolver),
+            dns.clone(),
+            RefreshSettings {
+                min_ttl: config.dns.min_ttl.0,
+                max_ttl: config.dns.max_ttl.0,
+                ..RefreshSettings::default()
+            },
+        )))
+    } else {
+        None
+    };
+    let mut collector = Collector::bind(&CollectorConfig {
+        listen: config.listen.clone(),
+        recv_buffer: config.recv_buffer,
+        ..CollectorConfig::default()
+    })?;
+    for l in collector.listeners() {
+        tracing::info!(
+            addr = %l.addr,
+            granted_kib = l.granted / 1024,
+            requested_kib = l.requested / 1024,
+            "collecting"
+        );
+    }
+    let token = api_token(&config)?;
+    let api_listener = std::net::TcpListener::bind(config.api.listen)
+        .map_err(|e| anyhow::anyhow!("API on {}: {e}", config.api.listen))?;
+    api_listener.set_nonblocking(true)?;
+    let api_addr = api_listener.local_addr()?;
+    if !api_addr.ip().is_loopback() {
+        tracing::warn!(%api_addr, "the API listens off loopback: every endpoint but /health needs the token");
+    }
+    let daemon = Arc::new(Daemon {
+        listeners: collector.listeners().to_vec(),
+        config: config.clone(),
+        store: store.clone(),
+        shards: workers.shards.clone(),
+        counters,
+        dns,
+        refresher: refresher.clone(),
+        token,
+        started: Instant::now(),
+        collector: Mutex::new(collector.stats()),
+        api_addr,
+        inventory_db: Mutex::new(db),
+        flushes: Mutex::new((0, 0)),
+    });
+
+    // Threads: signals, watcher, DNS refresher, flusher, API.
+    let bg_stop = Arc::new(AtomicBool::new(false));
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
+    let signals_handle = signals.handle();
+    let signal_thread = {
+        let d = daemon.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                for sig in signals.forever() {
+                    if sig == signal_hook::consts::SIGHUP {
+                        d.reload("signal");
+                    } else {
+                        tracing::info!(signal = sig, "stopping");
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+            })?
+    };
+    let _watcher: Option<Watcher> = if config.rules.watch && !config.rules.paths.is_empty() {
+        let d = daemon.clone();
+        let w = crate::store::watch::spawn(
+            store.clone(),
+            WatchConfig {
+                debounce: config.rules.debounce.0,
+                poll: config.rules.poll.0,
+            },
+            move |r| match r {
+                Ok(r) => {
+                    log_reload(&r);
+                    d.after_reload();
+                }
+                Err(e) => tracing::warn!("{e}"),
+            },
+        )?;
+        tracing::info!(dirs = ?w.watched, polling = config.rules.poll.0.is_some(), "watching the rules");
+        Some(w)
+    } else {
+        None
+    };
+    let refresh_thread = match &refresher {
+        Some(r) => Some(r.spawn(bg_stop.clone())?),
+        None => None,
+    };
+    let flush_thread = {
+        let d = daemon.clone();
+        let stop = bg_stop.clone();
+        let every = config.flush_interval.0.max(Duration::from_millis(100));
+        std::thread::Builder::new()
+            .name("flush".into())
+            .spawn(move || {
+                let mut last = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if last.elapsed() >= every {
+                        last = Instant::now();
+                        if let Err(e) = d.flush() {
+                            tracing::error!("writing the inventory: {e}");
+                        }
+                    }
+                }
+            })?
+    };
+    let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let api_thread = {
+        let d = daemon.clone();
+        std::thread::Builder::new()
+            .name("api".into())
+            .spawn(move || -> anyhow::Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(api_listener)?;
+                    axum::serve(listener, api::router(d))
+                        .with_graceful_shutdown(async {
+                            let _ = api_stop_rx.await;
+                        })
+                        .await?;
+                    Ok::<(), anyhow::Error>(())
+                })
+            })?
+    };
+    tracing::info!(api = %api_addr, workers = n, "flowprint serve is running");
+
+    // The collector runs on this thread until stopped.
+    let collector_stop = collector.stop_flag();
+    let mut on_warning = |w: String| tracing::warn!("{w}");
+    while !stop.load(Ordering::Relaxed) {
+        collector.run(
+            Some(Instant::now() + Duration::from_millis(50)),
+            &mut |f| dispatcher.push(f),
+            &mut on_warning,
+        );
+        dispatcher.flush();
+        *daemon
+            .collector
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = collector.stats();
+    }
+    // Shutdown: stop intake, drain, write.
+    collector_stop.store(true, Ordering::Relaxed);
+    let stats = collector.shutdown(&mut |f| dispatcher.push(f), &mut on_warning);
+    dispatcher.flush();
+    *daemon
+        .collector
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = stats;
+    drop(dispatcher);
+    workers.join();
+    bg_stop.store(true, Ordering::Relaxed);
+    let _ = flush_thread.join();
+    if let Some(t) = refresh_thread {
+        let _ = t.join();
+    }
+    match daemon.flush() {
+        Ok(n) if config.inventory.is_some() => tracing::info!(hosts = n, "inventory written"),
+        Ok(_) => {}
+        Err(e) => tracing::error!("writing the inventory: {e}"),
+    }
+    let _ = api_stop_tx.send(());
+    match api_thread.join() {
+        Ok(Err(e)) => tracing::error!("API: {e}"),
+        Err(_) => tracing::error!("API thread panicked"),
+        Ok(Ok(())) => {}
+    }
+    signals_handle.close();
+    let _ = signal_thread.join();
+    tracing::info!(
+        received = daemon.counters.received.load(Ordering::Relaxed),
+        evaluated = daemon.counters.evaluated.load(Ordering::Relaxed),
+        dropped = daemon.counters.dropped.load(Ordering::Relaxed),
+        "stopped"
+    );
+    Ok(())
+}

@@ -2,19 +2,21 @@
 //!
 //! The rule directories are watched with `notify` at directory level (a file's parent
 //! directory for a single rule file), so that editors' write-a-temporary-then-rename saves are
-//! seen; events are debounced (`notify-debouncer-mini`): a burst of saves gives one reload of
-//! the state after the burst. A polling watcher replaces inotify on file systems without it
+//! seen. Only changes count — creations, modifications, removals and renames of `*.rules` files,
+//! `pack.yaml` and directories; reads (including the store's own) do not. Changes are debounced:
+//! the reload runs once the files have been quiet for the debounce time (or, during an endless
+//! stream of changes, at least every 10 debounce periods), so a burst of saves gives one reload
+//! of the state after the burst. A polling watcher replaces inotify on file systems without it
 //! (network and some container mounts). Reloads run on the watcher's own thread, one at a time;
 //! a reload whose files are unchanged is a no-op.
 
 use super::{ReloadReport, RuleStore};
-use notify_debouncer_mini::notify::{self, RecursiveMode};
-use notify_debouncer_mini::{Config, DebounceEventResult, new_debouncer_opt};
-use std::path::PathBuf;
+use notify::{EventKind, RecursiveMode, Watcher as _};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, channel};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How to watch.
 #[derive(Debug, Clone)]
@@ -34,9 +36,9 @@ impl Default for WatchConfig {
     }
 }
 
-/// A running watcher; dropping it stops watching (after the thread sees the stop flag).
+/// A running watcher; dropping it stops watching.
 pub struct Watcher {
-    _debouncer: Box<dyn std::any::Any + Send>,
+    _watcher: Box<dyn notify::Watcher + Send>,
     thread: Option<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     /// The directories watched.
@@ -52,6 +54,21 @@ impl Drop for Watcher {
     }
 }
 
+/// Whether an event can change the rules: a change (not a read) of a rule file, a pack
+/// manifest, or a directory (a pack renamed into place).
+fn relevant(event: &notify::Event) -> bool {
+    if matches!(event.kind, EventKind::Access(_)) {
+        return false;
+    }
+    event.paths.iter().any(|p| {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        p.extension().is_some_and(|e| e == "rules")
+            || name == "pack.yaml"
+            || p.is_dir()
+            || !p.exists()
+    })
+}
+
 /// Watches the store's rule paths and reloads on changes, passing each reload's report (and
 /// watcher errors, as text) to `on_report`.
 pub fn spawn(
@@ -59,17 +76,15 @@ pub fn spawn(
     config: WatchConfig,
     on_report: impl Fn(Result<ReloadReport, String>) + Send + 'static,
 ) -> notify::Result<Watcher> {
-    let (tx, rx) = channel::<DebounceEventResult>();
-    let dc = Config::default().with_timeout(config.debounce);
+    let (tx, rx) = channel::<notify::Result<notify::Event>>();
     let mut targets: Vec<(PathBuf, RecursiveMode)> = Vec::new();
     for p in &store.config().paths {
         if p.is_dir() {
             targets.push((p.clone(), RecursiveMode::Recursive));
-        } else if let Some(parent) = p.parent() {
-            let parent = if parent.as_os_str().is_empty() {
-                PathBuf::from(".")
-            } else {
-                parent.to_path_buf()
+        } else {
+            let parent = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => Path::new(".").to_path_buf(),
             };
             targets.push((parent, RecursiveMode::NonRecursive));
         }
@@ -77,54 +92,57 @@ pub fn spawn(
     targets.sort();
     targets.dedup_by(|a, b| a.0 == b.0);
     let watched: Vec<PathBuf> = targets.iter().map(|(p, _)| p.clone()).collect();
-    let debouncer: Box<dyn std::any::Any + Send> = match config.poll {
-        Some(interval) => {
-            let mut d = new_debouncer_opt::<_, notify::PollWatcher>(
-                dc.with_notify_config(
-                    notify::Config::default()
-                        .with_poll_interval(interval)
-                        // mtimes can be as coarse as a second: compare contents too
-                        .with_compare_contents(true),
-                ),
-                tx,
-            )?;
-            for (p, mode) in &targets {
-                d.watcher().watch(p, *mode)?;
-            }
-            Box::new(d)
-        }
-        None => {
-            let mut d = new_debouncer_opt::<_, notify::RecommendedWatcher>(dc, tx)?;
-            for (p, mode) in &targets {
-                d.watcher().watch(p, *mode)?;
-            }
-            Box::new(d)
-        }
+    let mut watcher: Box<dyn notify::Watcher + Send> = match config.poll {
+        Some(interval) => Box::new(notify::PollWatcher::new(
+            tx,
+            notify::Config::default()
+                .with_poll_interval(interval)
+                // mtimes can be as coarse as a second: compare contents too
+                .with_compare_contents(true),
+        )?),
+        None => Box::new(notify::RecommendedWatcher::new(
+            tx,
+            notify::Config::default(),
+        )?),
     };
+    for (p, mode) in &targets {
+        watcher.watch(p, *mode)?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
+    let debounce = config.debounce;
     let thread = std::thread::Builder::new()
         .name("rule-watch".into())
         .spawn(move || {
+            // First and last relevant change not yet reloaded.
+            let mut pending: Option<(Instant, Instant)> = None;
             while !stop2.load(Ordering::Relaxed) {
-                match rx.recv_timeout(Duration::from_millis(200)) {
-                    Ok(Ok(events)) => {
-                        if events.is_empty() {
-                            continue;
+                let wait = match pending {
+                    Some((_, last)) => debounce.saturating_sub(last.elapsed()),
+                    None => Duration::from_millis(200),
+                };
+                match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
+                    Ok(Ok(event)) => {
+                        if relevant(&event) {
+                            let now = Instant::now();
+                            pending = Some((pending.map_or(now, |(first, _)| first), now));
                         }
-                        // Whatever else the burst held is part of this reload.
-                        while rx.try_recv().is_ok() {}
-                        on_report(Ok(store.reload("watch")));
                     }
                     Ok(Err(e)) => on_report(Err(format!("watching the rules: {e}"))),
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
+                if let Some((first, last)) = pending
+                    && (last.elapsed() >= debounce || first.elapsed() >= debounce * 10)
+                {
+                    pending = None;
+                    on_report(Ok(store.reload("watch")));
+                }
             }
         })
-        .map_err(|e| notify::Error::io(e))?;
+        .map_err(notify::Error::io)?;
     Ok(Watcher {
-        _debouncer: debouncer,
+        _watcher: watcher,
         thread: Some(thread),
         stop,
         watched,

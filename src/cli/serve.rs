@@ -1,0 +1,204 @@
+//! `flowprint serve`: the daemon. Options come from `--config FILE` (YAML), then flags.
+
+use flowprint::serve::config::{Dur, MaybeDur, ServeConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// Arguments of `serve`; each flag overrides the config file's key of the same name.
+#[derive(clap::Args)]
+pub struct Args {
+    /// YAML configuration (see docs/serve.md); without it, the embedded defaults.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Check the configuration and the rules, then exit (0 when both are good).
+    #[arg(long)]
+    check: bool,
+    /// UDP collector address (repeatable) [listen; default 0.0.0.0:2055].
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Vec<SocketAddr>,
+    /// Socket receive buffer to request, bytes [recv_buffer].
+    #[arg(long, value_name = "BYTES")]
+    recv_buffer: Option<usize>,
+    /// Rule file or pack directory, watched (repeatable) [rules.paths].
+    #[arg(long = "rules", short = 'r', value_name = "PATH")]
+    rules: Vec<PathBuf>,
+    /// Do not load the bundled packs [rules.embedded: false].
+    #[arg(long)]
+    no_default_rules: bool,
+    /// Do not watch the rule paths (reload on SIGHUP or POST /reload only) [rules.watch: false].
+    #[arg(long)]
+    no_watch: bool,
+    /// Poll the rule paths at this interval instead of inotify, e.g. `2s` [rules.poll].
+    #[arg(long, value_name = "DURATION")]
+    poll: Option<String>,
+    /// Quiet time after a change before reloading [rules.debounce; default 250ms].
+    #[arg(long, value_name = "DURATION")]
+    debounce: Option<String>,
+    /// Directory for the last good rules and the generated API token [state_dir; default .].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Inventory database: SQLite path or postgres:// URL [inventory; default flowprint.db].
+    #[arg(long, value_name = "DB")]
+    db: Option<String>,
+    /// Keep no inventory database [inventory: null].
+    #[arg(long, conflicts_with = "db")]
+    no_db: bool,
+    /// How often the inventory is written [flush_interval; default 30s].
+    #[arg(long, value_name = "DURATION")]
+    flush_interval: Option<String>,
+    /// Evaluator workers [workers].
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Batches queued per worker [queue; default 1024].
+    #[arg(long)]
+    queue: Option<usize>,
+    /// Local network, whose addresses are hosts (repeatable) [local_nets].
+    #[arg(long, value_name = "CIDR")]
+    local_net: Vec<ipnet::IpNet>,
+    /// Evidence half-life, or `none` [half_life; default 7d].
+    #[arg(long, value_name = "DURATION")]
+    half_life: Option<String>,
+    /// Most hosts kept [max_hosts].
+    #[arg(long)]
+    max_hosts: Option<usize>,
+    /// Evict hosts idle this long, or `none` [idle].
+    #[arg(long, value_name = "DURATION")]
+    idle: Option<String>,
+    /// Resolve the rules' names and follow their TTLs [dns.resolve].
+    #[arg(long)]
+    dns_resolve: bool,
+    /// DNS server for --dns-resolve (repeatable) [dns.servers; default: the system's].
+    #[arg(long, value_name = "ADDR:PORT")]
+    dns_server: Vec<SocketAddr>,
+    /// Passive DNS log or capture loaded at start (repeatable) [dns.logs].
+    #[arg(long, value_name = "FILE")]
+    dns_log: Vec<PathBuf>,
+    /// API address [api.listen; default 127.0.0.1:9155].
+    #[arg(long, value_name = "ADDR:PORT")]
+    api_listen: Option<SocketAddr>,
+    /// Largest API request body, bytes [api.max_body].
+    #[arg(long, value_name = "BYTES")]
+    api_max_body: Option<usize>,
+}
+
+fn dur(key: &str, s: &str) -> anyhow::Result<Dur> {
+    match flowprint::flow::time::parse_duration_ms(s)
+        .map_err(|e| anyhow::anyhow!("--{key}: {e}"))?
+    {
+        Some(ms) if ms >= 0 => Ok(Dur(std::time::Duration::from_millis(ms as u64))),
+        _ => anyhow::bail!("--{key}: `{s}` is not a duration here"),
+    }
+}
+
+fn maybe_dur(key: &str, s: &str) -> anyhow::Result<MaybeDur> {
+    if s == "none" {
+        return Ok(MaybeDur(None));
+    }
+    Ok(MaybeDur(Some(dur(key, s)?.0)))
+}
+
+impl Args {
+    fn into_config(self) -> anyhow::Result<(ServeConfig, bool)> {
+        let mut c = match &self.config {
+            Some(p) => ServeConfig::from_file(p)?,
+            None => ServeConfig::default(),
+        };
+        if !self.listen.is_empty() {
+            c.listen = self.listen;
+        }
+        if let Some(v) = self.recv_buffer {
+            c.recv_buffer = v;
+        }
+        if !self.rules.is_empty() {
+            c.rules.paths = self.rules;
+        }
+        if self.no_default_rules {
+            c.rules.embedded = false;
+        }
+        if self.no_watch {
+            c.rules.watch = false;
+        }
+        if let Some(v) = &self.poll {
+            c.rules.poll = maybe_dur("poll", v)?;
+        }
+        if let Some(v) = &self.debounce {
+            c.rules.debounce = dur("debounce", v)?;
+        }
+        if let Some(v) = self.state_dir {
+            c.state_dir = v;
+        }
+        if let Some(v) = self.db {
+            c.inventory = Some(v);
+        }
+        if self.no_db {
+            c.inventory = None;
+        }
+        if let Some(v) = &self.flush_interval {
+            c.flush_interval = dur("flush-interval", v)?;
+        }
+        if let Some(v) = self.workers {
+            c.workers = v;
+        }
+        if let Some(v) = self.queue {
+            c.queue = v;
+        }
+        if !self.local_net.is_empty() {
+            c.local_nets = self.local_net;
+        }
+        if let Some(v) = &self.half_life {
+            c.half_life = maybe_dur("half-life", v)?;
+        }
+        if let Some(v) = self.max_hosts {
+            c.max_hosts = v;
+        }
+        if let Some(v) = &self.idle {
+            c.idle = maybe_dur("idle", v)?;
+        }
+        if self.dns_resolve {
+            c.dns.resolve = true;
+        }
+        if !self.dns_server.is_empty() {
+            c.dns.servers = self.dns_server;
+        }
+        if !self.dns_log.is_empty() {
+            c.dns.logs = self.dns_log;
+        }
+        if let Some(v) = self.api_listen {
+            c.api.listen = v;
+        }
+        if let Some(v) = self.api_max_body {
+            c.api.max_body = v;
+        }
+        c.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok((c, self.check))
+    }
+}
+
+/// Runs `serve`.
+pub fn run(args: Args) -> anyhow::Result<i32> {
+    use tracing_subscriber::EnvFilter;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("FLOWPRINT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+    let (config, check) = args.into_config()?;
+    if check {
+        let store = flowprint::store::RuleStore::open(flowprint::store::StoreConfig {
+            embedded: config.rules.embedded,
+            paths: config.rules.paths.clone(),
+            state_dir: None,
+        })?;
+        println!(
+            "configuration good; {} rules compile",
+            store.current().ruleset.len()
+        );
+        return Ok(0);
+    }
+    flowprint::serve::run(config, Arc::new(AtomicBool::new(false)))?;
+    Ok(0)
+}

@@ -1,0 +1,330 @@
+//! `flowprint serve`'s configuration: a YAML file (read with `yaml_serde`), every key also a
+//! command-line flag. Unknown keys and bad values are errors that name the key and its line.
+//!
+//! ```yaml
+//! listen: ["0.0.0.0:2055"]        # UDP collector sockets (NetFlow v5/v9, IPFIX, sFlow)
+//! rules:
+//!   embedded: true                # the bundled packs
+//!   paths: [/etc/flowprint/rules] # rule files and pack directories, watched
+//!   watch: true
+//!   poll: null                    # e.g. "2s": poll instead of inotify
+//!   debounce: 250ms
+//! state_dir: .                    # last good rules, generated API token
+//! inventory: flowprint.db         # SQLite path or postgres:// URL; null: keep nothing
+//! flush_interval: 30s
+//! workers: 2
+//! queue: 1024                     # batches of flows per worker queue
+//! local_nets: []                  # default: RFC 1918, RFC 4193, link-local
+//! half_life: 7d
+//! max_hosts: 1000000
+//! idle: none
+//! dns:
+//!   resolve: false                # resolve the rules' names and follow their TTLs
+//!   servers: []                   # default: the system's resolvers
+//!   logs: []                      # passive DNS logs loaded at start
+//!   min_ttl: 30s
+//!   max_ttl: 1h
+//! api:
+//!   listen: 127.0.0.1:9155
+//!   token: null                   # or FLOWPRINT_API_TOKEN; generated into state_dir if unset
+//!   max_body: 65536
+//! ```
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A duration in the config: `250ms`, `30s`, `15m`, `12h`, `7d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Dur, D::Error> {
+        let s = String::deserialize(d)?;
+        match crate::flow::time::parse_duration_ms(&s).map_err(serde::de::Error::custom)? {
+            Some(ms) if ms >= 0 => Ok(Dur(Duration::from_millis(ms as u64))),
+            _ => Err(serde::de::Error::custom(format!(
+                "`{s}` is not a duration here"
+            ))),
+        }
+    }
+}
+
+/// An optional duration: a duration, `none` or null.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MaybeDur(pub Option<Duration>);
+
+impl<'de> Deserialize<'de> for MaybeDur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<MaybeDur, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        let Some(s) = s else {
+            return Ok(MaybeDur(None));
+        };
+        match crate::flow::time::parse_duration_ms(&s).map_err(serde::de::Error::custom)? {
+            None => Ok(MaybeDur(None)),
+            Some(ms) if ms >= 0 => Ok(MaybeDur(Some(Duration::from_millis(ms as u64)))),
+            Some(_) => Err(serde::de::Error::custom("a duration cannot be negative")),
+        }
+    }
+}
+
+/// Where the rules come from and how they are watched.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Load the bundled packs.
+    pub embedded: bool,
+    /// Rule files and pack directories.
+    pub paths: Vec<PathBuf>,
+    /// Reload when they change.
+    pub watch: bool,
+    /// Poll at this interval instead of inotify.
+    pub poll: MaybeDur,
+    /// Quiet time after a change before reloading.
+    pub debounce: Dur,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            embedded: true,
+            paths: Vec::new(),
+            watch: true,
+            poll: MaybeDur(None),
+            debounce: Dur(Duration::from_millis(250)),
+        }
+    }
+}
+
+/// DNS sources.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Resolve the rules' names and follow their TTLs.
+    pub resolve: bool,
+    /// DNS servers; empty: the system configuration.
+    pub servers: Vec<SocketAddr>,
+    /// Passive DNS logs or captures loaded at start.
+    pub logs: Vec<PathBuf>,
+    /// Shortest refresh interval.
+    pub min_ttl: Dur,
+    /// Longest refresh interval.
+    pub max_ttl: Dur,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            resolve: false,
+            servers: Vec::new(),
+            logs: Vec::new(),
+            min_ttl: Dur(Duration::from_secs(30)),
+            max_ttl: Dur(Duration::from_secs(3600)),
+        }
+    }
+}
+
+/// The HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address; off loopback every endpoint but `/health` needs the token.
+    pub listen: SocketAddr,
+    /// Bearer token for mutating endpoints (and all of them off loopback).
+    pub token: Option<String>,
+    /// Largest request body, bytes.
+    pub max_body: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9155)),
+            token: None,
+            max_body: 64 * 1024,
+        }
+    }
+}
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// UDP collector sockets.
+    pub listen: Vec<SocketAddr>,
+    /// Requested socket receive buffer, bytes.
+    pub recv_buffer: usize,
+    /// Rules.
+    pub rules: RulesConfig,
+    /// Last good rules and the generated API token live here.
+    pub state_dir: PathBuf,
+    /// Inventory database: SQLite path or `postgres://` URL; `None`: nothing is kept.
+    pub inventory: Option<String>,
+    /// How often the inventory is written.
+    pub flush_interval: Dur,
+    /// Evaluator workers (each owns a shard of the hosts).
+    pub workers: usize,
+    /// Batches of flows queued per worker; beyond, batches are dropped and counted.
+    pub queue: usize,
+    /// Local networks (hosts); empty: RFC 1918, RFC 4193 and link-local.
+    pub local_nets: Vec<IpNet>,
+    /// Evidence half-life; `none`: no decay.
+    pub half_life: MaybeDur,
+    /// Most hosts kept.
+    pub max_hosts: usize,
+    /// Hosts idle this long are evicted; `none`: never.
+    pub idle: MaybeDur,
+    /// DNS.
+    pub dns: DnsConfig,
+    /// API.
+    pub api: ApiConfig,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 2055))],
+            recv_buffer: 32 << 20,
+            rules: RulesConfig::default(),
+            state_dir: PathBuf::from("."),
+            inventory: Some("flowprint.db".into()),
+            flush_interval: Dur(Duration::from_secs(30)),
+            workers: std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1))
+                .clamp(1, 16),
+            queue: 1024,
+            local_nets: Vec::new(),
+            half_life: MaybeDur(Some(Duration::from_secs(7 * 86_400))),
+            max_hosts: 1_000_000,
+            idle: MaybeDur(None),
+            dns: DnsConfig::default(),
+            api: ApiConfig::default(),
+        }
+    }
+}
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid: the message names the key and the line.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// yaml_serde's message (`key: what, at line L column C`).
+        message: String,
+    },
+}
+
+/// Errors raised by our own value parsers carry no position: add the line (and the key) of
+/// the value they quote.
+fn locate(text: &str, message: String) -> String {
+    if message.contains(" line ") {
+        return message;
+    }
+    let quoted = message.split('`').nth(1).filter(|q| !q.is_empty());
+    let found = quoted.and_then(|q| {
+        text.lines()
+            .enumerate()
+            .find(|(_, l)| l.contains(q))
+            .map(|(i, l)| (i + 1, l.split(':').next().unwrap_or("").trim().to_string()))
+    });
+    match found {
+        Some((line, key)) => format!("{key}: {message} at line {line}"),
+        None => message,
+    }
+}
+
+impl ServeConfig {
+    /// Reads and validates a config file.
+    pub fn from_file(path: &Path) -> Result<ServeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        ServeConfig::from_yaml(&text).map_err(|message| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses and validates YAML text.
+    pub fn from_yaml(text: &str) -> Result<ServeConfig, String> {
+        if text.trim().is_empty() {
+            return Ok(ServeConfig::default());
+        }
+        let c: ServeConfig = yaml_serde::from_str(text).map_err(|e| locate(text, e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks what types cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.workers == 0 || self.workers > 256 {
+            return Err("workers: must be between 1 and 256".into());
+        }
+        if self.queue == 0 {
+            return Err("queue: must be at least 1".into());
+        }
+        if self.max_hosts == 0 {
+            return Err("max_hosts: must be at least 1".into());
+        }
+        if self.api.max_body == 0 {
+            return Err("api.max_body: must be at least 1".into());
+        }
+        if self.api.token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err("api.token: use at least 16 characters".into());
+        }
+        if self.dns.min_ttl.0 > self.dns.max_ttl.0 {
+            return Err("dns.min_ttl: is longer than dns.max_ttl".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        let c = ServeConfig::from_yaml("").unwrap();
+        assert_eq!(c.listen, vec!["0.0.0.0:2055".parse().unwrap()]);
+        assert_eq!(c.api.listen, "127.0.0.1:9155".parse().unwrap());
+        assert!(c.rules.embedded);
+    }
+
+    #[test]
+    fn keys_and_durations_are_read() {
+        let c = ServeConfig::from_yaml(
+            "listen: [\"127.0.0.1:9995\"]\nrules:\n  paths: [/tmp/r]\n  poll: 2s\nworkers: 3\nhalf_life: none\ndns:\n  min_ttl: 10s\n",
+        )
+        .unwrap();
+        assert_eq!(c.workers, 3);
+        assert_eq!(c.rules.poll.0, Some(Duration::from_secs(2)));
+        assert_eq!(c.half_life.0, None);
+        assert_eq!(c.dns.min_ttl.0, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_line() {
+        let e = ServeConfig::from_yaml("workers: 2\nrules:\n  pathz: [a]\n").unwrap_err();
+        assert!(e.contains("pathz") && e.contains("line 3"), "{e}");
+        let e = ServeConfig::from_yaml("workers: two\n").unwrap_err();
+        assert!(e.contains("workers") && e.contains("line 1"), "{e}");
+        let e = ServeConfig::from_yaml("flush_interval: 30 parsecs\n").unwrap_err();
+        assert!(e.contains("flush_interval") && e.contains("parsecs"), "{e}");
+        let e = ServeConfig::from_yaml("workers: 0\n").unwrap_err();
+        assert!(e.contains("workers"), "{e}");
+    }
+}

@@ -1,0 +1,370 @@
+//! The daemon's flow path: collector → dispatcher → N evaluator workers, each owning a shard of
+//! the hosts (by [`shard_of`] their address), connected by bounded queues whose drops are
+//! counted.
+//!
+//! A flow goes to the shard of each of its local endpoints (one queue entry per shard, marked
+//! primary for the first), or to shard 0 when it has none, so that every flow is evaluated once
+//! and each host's evidence is gathered by one worker. A worker takes the running rule snapshot
+//! once per batch; when the generation changed since its last batch it first moves its hosts'
+//! evidence to the new rule positions ([`Inventory::remap_rules`]).
+
+use crate::dns::DnsMap;
+use crate::eval::{Evaluator, LocalNets, shard_of};
+use crate::flow::Flow;
+use crate::infer::Inventory;
+use crate::store::{RuleStore, Snapshot};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
+
+/// One worker's hosts, and the snapshot their rule positions refer to.
+#[derive(Debug)]
+pub struct ShardState {
+    /// The hosts.
+    pub inventory: Inventory,
+    /// The rules the inventory's positions refer to.
+    pub snapshot: Arc<Snapshot>,
+}
+
+impl ShardState {
+    /// Moves the inventory to `snap` when it is newer.
+    pub fn sync(&mut self, snap: &Arc<Snapshot>) {
+        if self.snapshot.generation != snap.generation {
+            let map = snap.remap_from(&self.snapshot);
+            self.inventory.remap_rules(&map, snap.ruleset.len());
+            self.snapshot = snap.clone();
+        }
+    }
+}
+
+/// A shard, shared between its worker and the API.
+#[derive(Debug)]
+pub struct Shard {
+    /// The state.
+    pub state: Mutex<ShardState>,
+    /// Batches queued for the worker.
+    pub queued: AtomicI64,
+    /// Threads other than the worker waiting for the state: the worker lets them in between
+    /// batches (a mutex is not fair, and a busy worker would otherwise starve the API).
+    waiting: AtomicUsize,
+}
+
+impl Shard {
+    /// Locks the state for a reader other than the worker (the API, the flusher). A poisoned
+    /// lock is taken over: the state is plain data.
+    pub fn lock(&self) -> MutexGuard<'_, ShardState> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let g = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        g
+    }
+
+    fn lock_worker(&self) -> MutexGuard<'_, ShardState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Called by the worker with the lock released: gives waiting readers their turn.
+    fn let_readers_in(&self) {
+        for _ in 0..1000 {
+            if self.waiting.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Counters of the flow path.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Flows decoded by the collector.
+    pub received: AtomicU64,
+    /// Flows evaluated (each once, by its primary shard).
+    pub evaluated: AtomicU64,
+    /// Flows dropped at a full worker queue.
+    pub dropped: AtomicU64,
+    /// Secondary copies (second local endpoint) dropped at a full worker queue.
+    pub dropped_secondary: AtomicU64,
+}
+
+/// One queued flow: evaluated by this shard; `primary` counts it as evaluated.
+pub struct Item {
+    flow: Flow,
+    primary: bool,
+}
+
+/// Splits flows by shard into batches and queues them.
+pub struct Dispatcher {
+    senders: Vec<SyncSender<Vec<Item>>>,
+    batches: Vec<Vec<Item>>,
+    shards: Vec<Arc<Shard>>,
+    local: Arc<LocalNets>,
+    counters: Arc<Counters>,
+    batch_size: usize,
+}
+
+/// The local endpoints of a flow that are hosts (as the evaluator decides).
+fn host_addrs(local: &LocalNets, flow: &Flow) -> [Option<IpAddr>; 2] {
+    let src = local.contains(flow.src).then_some(flow.src);
+    let broadcast = matches!(flow.dst, IpAddr::V4(v4) if v4.octets()[3] == 255);
+    let dst = (local.contains(flow.dst) && flow.dst != flow.src && !broadcast).then_some(flow.dst);
+    [src, dst]
+}
+
+impl Dispatcher {
+    /// Queues one flow (in a batch; [`Dispatcher::flush`] sends partial batches).
+    pub fn push(&mut self, flow: Flow) {
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        let n = self.senders.len() as u32;
+        let [a, b] = host_addrs(&self.local, &flow);
+        let sa = a.map(|a| shard_of(a, n));
+        let sb = b.map(|b| shard_of(b, n));
+        let first = sa.or(sb).unwrap_or(0) as usize;
+        if let (Some(x), Some(y)) = (sa, sb)
+            && x != y
+        {
+            self.batches[y as usize].push(Item {
+                flow: flow.clone(),
+                primary: false,
+            });
+            self.maybe_send(y as usize);
+        }
+        self.batches[first].push(Item {
+            flow,
+            primary: true,
+        });
+        self.maybe_send(first);
+    }
+
+    fn maybe_send(&mut self, shard: usize) {
+        if self.batches[shard].len() >= self.batch_size {
+            self.send(shard);
+        }
+    }
+
+    fn send(&mut self, shard: usize) {
+        if self.batches[shard].is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(
+            &mut self.batches[shard],
+            Vec::with_capacity(self.batch_size),
+        );
+        self.shards[shard].queued.fetch_add(1, Ordering::Relaxed);
+        match self.senders[shard].try_send(batch) {
+            Ok(()) => {}
+            Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) => {
+                self.shards[shard].queued.fetch_sub(1, Ordering::Relaxed);
+                let primary = batch.iter().filter(|i| i.primary).count() as u64;
+                self.counters.dropped.fetch_add(primary, Ordering::Relaxed);
+                self.counters
+                    .dropped_secondary
+                    .fetch_add(batch.len() as u64 - primary, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Sends every partial batch.
+    pub fn flush(&mut self) {
+        for s in 0..self.batches.len() {
+            self.send(s);
+        }
+    }
+}
+
+/// The workers and what they share.
+pub struct Workers {
+    /// The shards.
+    pub shards: Vec<Arc<Shard>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Waits for the workers to finish their queues (after the dispatcher is dropped).
+    pub fn join(mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts `inventories.len()` workers (one per shard) and the dispatcher that feeds them.
+pub fn start(
+    store: Arc<RuleStore>,
+    inventories: Vec<Inventory>,
+    local: Arc<LocalNets>,
+    dns: Arc<RwLock<DnsMap>>,
+    counters: Arc<Counters>,
+    queue: usize,
+) -> std::io::Result<(Dispatcher, Workers)> {
+    let n = inventories.len();
+    let snap = store.current();
+    let mut shards = Vec::with_capacity(n);
+    let mut senders = Vec::with_capacity(n);
+    let mut threads = Vec::with_capacity(n);
+    for (i, inventory) in inventories.into_iter().enumerate() {
+        let shard = Arc::new(Shard {
+            state: Mutex::new(ShardState {
+                inventory,
+                snapshot: snap.clone(),
+            }),
+            queued: AtomicI64::new(0),
+            waiting: AtomicUsize::new(0),
+        });
+        let (tx, rx) = sync_channel::<Vec<Item>>(queue);
+        senders.push(tx);
+        let worker = Worker {
+            index: i as u32,
+            count: n as u32,
+            shard: shard.clone(),
+            store: store.clone(),
+            local: local.clone(),
+            dns: dns.clone(),
+            counters: counters.clone(),
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("eval-{i}"))
+                .spawn(move || worker.run(rx))?,
+        );
+        shards.push(shard);
+    }
+    let batch_size = 512;
+    Ok((
+        Dispatcher {
+            senders,
+            batches: (0..n).map(|_| Vec::with_capacity(batch_size)).collect(),
+            shards: shards.clone(),
+            local,
+            counters,
+            batch_size,
+        },
+        Workers { shards, threads },
+    ))
+}
+
+struct Worker {
+    index: u32,
+    count: u32,
+    shard: Arc<Shard>,
+    store: Arc<RuleStore>,
+    local: Arc<LocalNets>,
+    dns: Arc<RwLock<DnsMap>>,
+    counters: Arc<Counters>,
+}
+
+impl Worker {
+    fn run(self, rx: Receiver<Vec<Item>>) {
+        loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(batch) => {
+                    self.shard.queued.fetch_sub(1, Ordering::Relaxed);
+                    self.process(batch);
+                    self.shard.let_readers_in();
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    // Keep the shard on the running rules even without traffic.
+                    let snap = self.store.current();
+                    self.shard.lock_worker().sync(&snap);
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn process(&self, batch: Vec<Item>) {
+        // One snapshot for the whole batch: every flow sees exactly one ruleset.
+        let snap = self.store.current();
+        let dns = self.dns.read().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self.shard.lock_worker();
+        guard.sync(&snap);
+        let ShardState {
+            inventory,
+            snapshot,
+        } = &mut *guard;
+        let mut ev = Evaluator::new(&snapshot.ruleset, &self.local)
+            .with_dns(&dns)
+            .with_shard(self.count, self.index);
+        let mut primary = 0u64;
+        for item in &batch {
+            inventory.observe(&item.flow, &mut ev);
+            primary += u64::from(item.primary);
+        }
+        self.counters
+            .evaluated
+            .fetch_add(primary, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+
+    #[test]
+    fn every_flow_is_evaluated_once_and_hosts_land_in_one_shard() {
+        let dir = std::env::temp_dir().join(format!("fp-pipe-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("r.rules"),
+            r#"rule web { when peer.port == 80 then os.family = "X" confidence 0.5 }"#,
+        )
+        .unwrap();
+        let store = Arc::new(
+            RuleStore::open(StoreConfig {
+                embedded: false,
+                paths: vec![dir.join("r.rules")],
+                state_dir: None,
+            })
+            .unwrap(),
+        );
+        let counters = Arc::new(Counters::default());
+        let (mut d, workers) = start(
+            store,
+            (0..3).map(|_| Inventory::new()).collect(),
+            Arc::new(LocalNets::default()),
+            Arc::new(RwLock::new(DnsMap::new())),
+            counters.clone(),
+            1024,
+        )
+        .unwrap();
+        let mut sent = 0;
+        for i in 0..5000u32 {
+            let src: IpAddr = format!("10.0.{}.{}", i % 7, i % 250).parse().unwrap();
+            // Every third flow is between two local hosts; some have no local end.
+            let dst: IpAddr = match i % 3 {
+                0 => format!("192.168.1.{}", i % 200).parse().unwrap(),
+                _ => "198.51.100.7".parse().unwrap(),
+            };
+            let src = if i % 11 == 0 {
+                "203.0.113.9".parse().unwrap()
+            } else {
+                src
+            };
+            d.push(Flow::new(src, 40000, dst, 80, 6));
+            sent += 1;
+        }
+        d.flush();
+        drop(d);
+        let shards = workers.shards.clone();
+        workers.join();
+        assert_eq!(counters.received.load(Ordering::Relaxed), sent);
+        assert_eq!(counters.evaluated.load(Ordering::Relaxed), sent);
+        assert_eq!(counters.dropped.load(Ordering::Relaxed), 0);
+        // Each host is in exactly one shard, the one its address hashes to.
+        let mut seen = std::collections::HashSet::new();
+        for (i, s) in shards.iter().enumerate() {
+            let g = s.lock();
+            for h in g.inventory.summaries(&g.snapshot.ruleset) {
+                let a: IpAddr = h.host.parse().unwrap();
+                assert_eq!(shard_of(a, 3), i as u32, "{a}");
+                assert!(seen.insert(a), "{a} twice");
+            }
+        }
+        assert!(seen.len() > 100);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,585 @@
+//! `flowprint serve` as a process: reload under load, restart with a broken pack, the API.
+//!
+//! Flows are NetFlow v5 datagrams sent over loopback UDP by the test itself; the daemon's API
+//! is read over loopback HTTP. Nothing here leaves 127.0.0.1.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A minimal HTTP/1.1 exchange: (status, body).
+fn http(
+    api: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = TcpStream::connect(api).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn get_json(api: SocketAddr, path: &str) -> serde_json::Value {
+    let (status, body) = http(api, "GET", path, None, b"");
+    assert!(status == 200 || status == 404, "{path}: {status} {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+/// A value of the Prometheus text (the sum over label sets of a name).
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split([' ', '{']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+struct Serve {
+    child: Child,
+    api: SocketAddr,
+    udp: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Serve {
+    fn start(dir: &Path, extra: &[&str]) -> Serve {
+        let api: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let udp: SocketAddr = format!("127.0.0.1:{}", common::free_udp_port())
+            .parse()
+            .unwrap();
+        let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_flowprint"))
+            .current_dir(dir)
+            .args(["serve", "--listen", &udp.to_string()])
+            .args(["--api-listen", &api.to_string()])
+            .args(["--state-dir", dir.to_str().unwrap()])
+            .args(["--debounce", "100ms", "--flush-interval", "1s"])
+            .args(extra)
+            .env("FLOWPRINT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let s = Serve {
+            child,
+            api,
+            udp,
+            dir: dir.to_path_buf(),
+        };
+        let t = Instant::now();
+        while TcpStream::connect(api).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "serve did not start: {}",
+                s.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("api-token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    fn stop(mut self) -> String {
+        unsafe_kill(self.child.id(), 15);
+        let t = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "serve exited with {status}: {}",
+                    self.log()
+                );
+                return self.log();
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "serve did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            for l in log.lines().filter(|l| l.contains("panicked")) {
+                eprintln!("serve.log: {l}");
+            }
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!(
+                "--- serve.log (last 40 lines, newest first) ---\n{}",
+                tail.join("\n")
+            );
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: i32) {
+    let ok = Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+/// A NetFlow v5 datagram of `records` flows: the first from the probe host 10.9.0.1 to
+/// 198.51.100.1:4444, the others from 10.X.Y.Z hosts to port 443 of public peers.
+fn v5_datagram(seq: u32, records: usize, salt: u32) -> Vec<u8> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let mut d = Vec::with_capacity(24 + 48 * records);
+    d.extend_from_slice(&5u16.to_be_bytes());
+    d.extend_from_slice(&(records as u16).to_be_bytes());
+    d.extend_from_slice(&100_000u32.to_be_bytes()); // uptime, ms
+    d.extend_from_slice(&(now.as_secs() as u32).to_be_bytes());
+    d.extend_from_slice(&0u32.to_be_bytes());
+    d.extend_from_slice(&seq.to_be_bytes());
+    d.extend_from_slice(&[0, 0, 0, 0]);
+    for i in 0..records as u32 {
+        let (src, dst, dport) = if i == 0 {
+            ([10, 9, 0, 1], [198, 51, 100, 1], 4444u16)
+        } else {
+            // 4,096 hosts of 10.0.0.0/20, as a real network's hosts repeat.
+            let h = salt.wrapping_mul(2_654_435_761).wrapping_add(i * 40_503);
+            (
+                [10, 0, (h >> 8) as u8 & 15, h as u8],
+                [203, 0, 113, (h >> 3) as u8],
+                443,
+            )
+        };
+        d.extend_from_slice(&src);
+        d.extend_from_slice(&dst);
+        d.extend_from_slice(&[0; 4]); // next hop
+        d.extend_from_slice(&[0; 4]); // interfaces
+        d.extend_from_slice(&3u32.to_be_bytes()); // packets
+        d.extend_from_slice(&500u32.to_be_bytes()); // bytes
+        d.extend_from_slice(&99_000u32.to_be_bytes()); // first
+        d.extend_from_slice(&99_500u32.to_be_bytes()); // last
+        d.extend_from_slice(&40_000u16.to_be_bytes());
+        d.extend_from_slice(&dport.to_be_bytes());
+        d.extend_from_slice(&[0, 0x1b, 6, 0]); // pad, flags, proto tcp, tos
+        d.extend_from_slice(&[0; 8]); // AS, masks, pad
+    }
+    d
+}
+
+/// Sends v5 datagrams of 30 flows at `rate` flows/s until `stop`; counts flows sent.
+fn sender(
+    to: SocketAddr,
+    rate: u64,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let started = Instant::now();
+        let mut seq = 0u32;
+        let per = 30u64;
+        while !stop.load(Ordering::Relaxed) {
+            // Pace: as many datagrams as the rate allows by now.
+            let due = (started.elapsed().as_secs_f64() * rate as f64) as u64 / per;
+            while u64::from(seq) < due && !stop.load(Ordering::Relaxed) {
+                let d = v5_datagram(seq * per as u32, per as usize, seq);
+                sock.send_to(&d, to).unwrap();
+                seq += 1;
+                sent.fetch_add(per, Ordering::Relaxed);
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    })
+}
+
+fn probe_rule(family: &str) -> String {
+    format!(
+        "# the probe host's rule, edited by the test\nrule probe {{\n    when peer.port == 4444 and proto == tcp\n    then os.family = \"{family}\" confidence 0.9\n}}\n"
+    )
+}
+
+const OTHER_RULES: &str = r#"
+rule https-peer {
+    when peer.port == 443 and bytes < 1 KiB
+    then software = "TLS client" confidence 0.2
+}
+"#;
+
+fn family_of(api: SocketAddr, host: &str) -> Option<String> {
+    let v = get_json(api, &format!("/hosts/{host}"));
+    v["host"]["os"]["family"].as_str().map(str::to_string)
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    t.elapsed()
+}
+
+/// The issue's reload-under-load test: ≥ 200,000 flows/s for the whole run while the rules are
+/// edited 50 times — valid edits (written in place or renamed over the file, as editors do),
+/// invalid edits, a pack file half-written then completed. Every flow sent is evaluated once;
+/// every valid edit changes the probe host's verdict within 1 s; every invalid one is reported
+/// and leaves the previous rules running.
+#[test]
+fn reload_under_load_loses_nothing_and_applies_only_good_sets() {
+    let tmp = common::TempDir::new("serve-load");
+    let pack = tmp.0.join("mine");
+    std::fs::create_dir_all(&pack).unwrap();
+    std::fs::write(pack.join("probe.rules"), probe_rule("Fam0")).unwrap();
+    std::fs::write(pack.join("other.rules"), OTHER_RULES).unwrap();
+    let db = tmp.0.join("inv.db");
+    let serve = Serve::start(
+        &tmp.0,
+        &[
+            "--no-default-rules",
+            "--rules",
+            pack.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "--workers",
+            "2",
+        ],
+    );
+    let api = serve.api;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let rate = 220_000;
+    let send = sender(serve.udp, rate, stop.clone(), sent.clone());
+    let started = Instant::now();
+    wait_until("first verdict", Duration::from_secs(10), || {
+        family_of(api, "10.9.0.1").as_deref() == Some("Fam0")
+    });
+    let generation = || get_json(api, "/rules")["generation"].as_u64().unwrap();
+    let failed = || get_json(api, "/rules")["failed_reloads"].as_u64().unwrap();
+    let mut valid = 0;
+    let mut invalid = 0;
+    let mut slowest = Duration::ZERO;
+    for edit in 1..=50u32 {
+        let family = format!("Fam{edit}");
+        match edit % 5 {
+            // An invalid edit: the running rules stay, the failure is reported.
+            3 => {
+                let (g, f) = (generation(), failed());
+                std::fs::write(
+                    pack.join("probe.rules"),
+                    "rule probe {\n    when peer.port ==\n",
+                )
+                .unwrap();
+                wait_until("failed reload reported", Duration::from_secs(5), || {
+                    failed() > f
+                });
+                assert_eq!(generation(), g, "a broken set was swapped in");
+                let rules = get_json(api, "/rules");
+                assert_eq!(rules["last_reload"]["ok"], false);
+                assert!(
+                    rules["last_reload"]["diagnostics"][0]
+                        .as_str()
+                        .unwrap()
+                        .contains("probe.rules"),
+                    "{rules}"
+                );
+                invalid += 1;
+                continue;
+            }
+            // A pack file half-written: refused; then completed, with the probe's edit.
+            4 => {
+                let f = failed();
+                std::fs::write(
+                    pack.join("extra.rules"),
+                    "rule extra {\n    when peer.port == 7",
+                )
+                .unwrap();
+                wait_until("half-written file refused", Duration::from_secs(5), || {
+                    failed() > f
+                });
+                invalid += 1;
+                std::fs::write(
+                    pack.join("extra.rules"),
+                    "rule extra {\n    when peer.port == 7777\n    then os.family = \"Z\" confidence 0.1\n}\n",
+                )
+                .unwrap();
+                std::fs::write(pack.join("probe.rules"), probe_rule(&family)).unwrap();
+            }
+            // An editor-style save: a temporary file renamed over the rule file.
+            1 => {
+                let t = pack.join(".probe.rules.swp");
+                std::fs::write(&t, probe_rule(&family)).unwrap();
+                std::fs::rename(&t, pack.join("probe.rules")).unwrap();
+            }
+            _ => std::fs::write(pack.join("probe.rules"), probe_rule(&family)).unwrap(),
+        }
+        let t = Instant::now();
+        while family_of(api, "10.9.0.1").as_deref() != Some(family.as_str()) {
+            if t.elapsed() > Duration::from_secs(5) {
+                panic!(
+                    "edit {edit} ({family}) not live within 5 s:\n{}\n{}\nprobe.rules: {}",
+                    get_json(api, "/rules"),
+                    get_json(api, "/hosts/10.9.0.1"),
+                    std::fs::read_to_string(pack.join("probe.rules")).unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let took = t.elapsed();
+        slowest = slowest.max(took);
+        valid += 1;
+    }
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    send.join().unwrap();
+    let total = sent.load(Ordering::Relaxed);
+    // Everything sent is evaluated, once.
+    wait_until("all flows evaluated", Duration::from_secs(30), || {
+        let (_, m) = http(api, "GET", "/metrics", None, b"");
+        metric(&m, "flowprint_flows_evaluated_total") >= total
+    });
+    let (_, m) = http(api, "GET", "/metrics", None, b"");
+    let rate_seen = total as f64 / elapsed.as_secs_f64();
+    eprintln!(
+        "{total} flows in {elapsed:?} ({rate_seen:.0}/s), {valid} valid and {invalid} invalid edits, slowest edit live after {slowest:?}"
+    );
+    assert_eq!(metric(&m, "flowprint_flows_received_total"), total, "{m}");
+    assert_eq!(metric(&m, "flowprint_flows_evaluated_total"), total, "{m}");
+    assert_eq!(metric(&m, "flowprint_flows_dropped_total"), 0, "{m}");
+    assert_eq!(metric(&m, "flowprint_datagrams_dropped_total"), 0, "{m}");
+    assert!(rate_seen >= 200_000.0, "sent only {rate_seen:.0} flows/s");
+    assert!(metric(&m, "flowprint_rule_hits_total") > 0, "{m}");
+    assert_eq!(valid, 40);
+    assert_eq!(invalid, 20);
+    assert!(
+        slowest <= Duration::from_secs(1),
+        "a valid edit took {slowest:?} to go live"
+    );
+    let log = serve.stop();
+    assert!(log.contains("rules reloaded"), "{log}");
+    assert!(log.contains("rules reload failed"), "{log}");
+    // The inventory was written at shutdown.
+    let stored = flowprint::inventory::open(db.to_str().unwrap())
+        .unwrap()
+        .load_all()
+        .unwrap();
+    let probe = stored
+        .iter()
+        .find(|h| h.host == "10.9.0.1")
+        .expect("probe host stored");
+    assert!(
+        probe.evidence.iter().any(|e| e.rule == "mine/probe"),
+        "{probe:?}"
+    );
+}
+
+/// A restart with a broken pack on disk boots with the last good rules, and says so in the
+/// log, the API and a metric; fixing the file brings the disk's rules in.
+#[test]
+fn restart_with_a_broken_pack_boots_with_the_last_good_rules() {
+    let tmp = common::TempDir::new("serve-boot");
+    let pack = tmp.0.join("mine");
+    std::fs::create_dir_all(&pack).unwrap();
+    std::fs::write(pack.join("probe.rules"), probe_rule("Good")).unwrap();
+    let args = [
+        "--no-default-rules",
+        "--rules",
+        pack.to_str().unwrap(),
+        "--no-db",
+    ];
+    let serve = Serve::start(&tmp.0, &args);
+    assert_eq!(get_json(serve.api, "/rules")["rules"], 1);
+    serve.stop();
+
+    std::fs::write(pack.join("probe.rules"), "rule probe { when").unwrap();
+    let serve = Serve::start(&tmp.0, &args);
+    let rules = get_json(serve.api, "/rules");
+    assert_eq!(rules["from_last_good"], true, "{rules}");
+    assert_eq!(rules["rules"], 1);
+    assert!(
+        rules["boot"]["disk_diagnostics"][0]
+            .as_str()
+            .unwrap()
+            .contains("probe.rules")
+    );
+    let health = get_json(serve.api, "/health");
+    assert_eq!(health["status"], "degraded");
+    let (_, m) = http(serve.api, "GET", "/metrics", None, b"");
+    assert_eq!(metric(&m, "flowprint_rules_from_last_good"), 1, "{m}");
+    assert!(serve.log().contains("THE RULES ON DISK DO NOT COMPILE"));
+    // The running rules work: the probe host gets the last good verdict.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(&v5_datagram(0, 1, 0), serve.udp).unwrap();
+    wait_until(
+        "verdict from the last good rules",
+        Duration::from_secs(5),
+        || family_of(serve.api, "10.9.0.1").as_deref() == Some("Good"),
+    );
+    // Fixed on disk: reloaded by the watcher, no longer degraded.
+    std::fs::write(pack.join("probe.rules"), probe_rule("Fixed")).unwrap();
+    wait_until("fixed rules loaded", Duration::from_secs(5), || {
+        get_json(serve.api, "/health")["status"] == "ok"
+    });
+    assert_eq!(get_json(serve.api, "/rules")["from_last_good"], false);
+    serve.stop();
+
+    // Without any last good set, a broken pack does not boot at all.
+    let fresh = common::TempDir::new("serve-noboot");
+    std::fs::write(pack.join("probe.rules"), "rule probe { when").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_flowprint"))
+        .current_dir(&fresh.0)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--state-dir", fresh.0.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no last good set") && err.contains("probe.rules"),
+        "{err}"
+    );
+}
+
+/// The API: open reads on loopback, token for POST, SIGHUP reload, limits, errors.
+#[test]
+fn api_checks_tokens_bounds_and_requests() {
+    let tmp = common::TempDir::new("serve-api");
+    let pack = tmp.0.join("mine");
+    std::fs::create_dir_all(&pack).unwrap();
+    std::fs::write(pack.join("probe.rules"), probe_rule("One")).unwrap();
+    let serve = Serve::start(
+        &tmp.0,
+        &["--rules", pack.to_str().unwrap(), "--no-db", "--no-watch"],
+    );
+    let api = serve.api;
+    let rules = get_json(api, "/rules");
+    let packs: Vec<&str> = rules["packs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(packs, ["os-core", "mine"], "{rules}");
+    assert!(rules["packs"][0]["version"].is_string());
+
+    // POST needs the token.
+    assert_eq!(http(api, "POST", "/reload", None, b"").0, 401);
+    assert_eq!(
+        http(api, "POST", "/reload", Some("wrong-token-wrong-token"), b"").0,
+        401
+    );
+    let token = serve.token();
+    let (status, body) = http(api, "POST", "/reload", Some(&token), b"");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"unchanged\":true"), "{body}");
+    // Without the watcher, edits wait for a request: POST /reload, then SIGHUP.
+    std::fs::write(pack.join("probe.rules"), probe_rule("Two")).unwrap();
+    let (status, body) = http(api, "POST", "/reload", Some(&token), b"");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"modified\":[\"mine/probe\"]"), "{body}");
+    std::fs::write(pack.join("probe.rules"), "rule probe {").unwrap();
+    let (status, body) = http(api, "POST", "/reload", Some(&token), b"");
+    assert_eq!(status, 422, "{body}");
+    std::fs::write(pack.join("probe.rules"), probe_rule("Three")).unwrap();
+    let g = get_json(api, "/rules")["generation"].as_u64().unwrap();
+    unsafe_kill(serve.child.id(), 1);
+    wait_until("SIGHUP reload", Duration::from_secs(5), || {
+        get_json(api, "/rules")["generation"].as_u64().unwrap() > g
+    });
+
+    // Bounds and errors.
+    let long = format!("/hosts?q={}", "a".repeat(5000));
+    assert_eq!(http(api, "GET", &long, None, b"").0, 414);
+    let big = vec![b'x'; 200_000];
+    assert_eq!(http(api, "POST", "/reload", Some(&token), &big).0, 413);
+    assert_eq!(http(api, "GET", "/hosts?limit=100000", None, b"").0, 400);
+    assert_eq!(http(api, "GET", "/hosts/not-an-address", None, b"").0, 400);
+    assert_eq!(http(api, "GET", "/hosts/10.1.2.3", None, b"").0, 404);
+
+    // Hosts after flows: listed, filtered, explained.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(&v5_datagram(0, 5, 7), serve.udp).unwrap();
+    wait_until("hosts listed", Duration::from_secs(5), || {
+        get_json(api, "/hosts")["total"].as_u64().unwrap() >= 5
+    });
+    let three = get_json(api, "/hosts?os=Three");
+    assert_eq!(three["total"], 1, "{three}");
+    assert_eq!(three["hosts"][0]["host"], "10.9.0.1");
+    let one = get_json(api, "/hosts/10.9.0.1");
+    assert!(
+        one["explanation"].as_str().unwrap().contains("mine/probe"),
+        "{one}"
+    );
+    let (_, m) = http(api, "GET", "/metrics", None, b"");
+    for name in [
+        "flowprint_flows_received_total",
+        "flowprint_flows_evaluated_total",
+        "flowprint_flows_dropped_total",
+        "flowprint_exporter_records_total",
+        "flowprint_rule_reloads_total",
+        "flowprint_rule_reloads_failed_total",
+        "flowprint_rule_hits_total",
+        "flowprint_hosts_tracked",
+        "flowprint_queue_batches",
+    ] {
+        assert!(m.contains(name), "{name} missing from:\n{m}");
+    }
+    assert_eq!(metric(&m, "flowprint_flows_evaluated_total"), 5);
+    assert_eq!(metric(&m, "flowprint_rule_reloads_failed_total"), 1);
+    serve.stop();
+}
