@@ -31,6 +31,17 @@ enum What {
         #[arg(long, default_value_t = 10)]
         min_ttl: u64,
     },
+    /// Reload of a large ruleset through the rule store while another thread evaluates flows:
+    /// compile time of each reload, and the per-flow evaluation latency (p50/p99/max) during
+    /// reloads against the latency without.
+    Reload {
+        /// Rules in the set.
+        #[arg(long, default_value_t = 100_000)]
+        rules: usize,
+        /// Reloads (each a real change: the whole set is compiled and swapped).
+        #[arg(long, default_value_t = 5)]
+        reloads: usize,
+    },
     /// Address+time → names lookups on a passive DNS map of N pairs.
     Dns {
         /// (address, name) pairs in the map.
@@ -108,6 +119,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             min_ttl,
         } => dns_refresh(names, server, seconds, min_ttl)?,
         What::Dns { pairs } => dns_lookup(pairs),
+        What::Reload { rules, reloads } => reload(rules, reloads)?,
         What::Pipeline { flows, hosts, db } => pipeline(flows, hosts, db)?,
         What::Hosts { hosts } => host_memory(hosts)?,
         What::Collect {
@@ -534,5 +546,108 @@ fn dns_refresh(
         busy / 1e6,
         idle / 1e6
     );
+    Ok(())
+}
+
+fn reload(rules: usize, reloads: usize) -> anyhow::Result<()> {
+    use flowprint::store::{RuleStore, StoreConfig};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = std::env::temp_dir().join(format!("flowprint-bench-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("bench.rules");
+    let text = generate_rules(rules, 42);
+    std::fs::write(&file, &text)?;
+    let store = Arc::new(RuleStore::open(StoreConfig {
+        embedded: false,
+        paths: vec![file.clone()],
+        state_dir: None,
+    })?);
+    println!(
+        "{} rules ({} KiB); boot {:.0} ms",
+        store.current().ruleset.len(),
+        text.len() / 1024,
+        store.last_report().compile_ms
+    );
+    let data = generate_flows(200_000, 7);
+    let local = LocalNets::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reloading = Arc::new(AtomicBool::new(false));
+    // The evaluator: one snapshot per batch of 256 flows (as serve's workers), each flow timed.
+    let eval = {
+        let (store, stop, reloading) = (store.clone(), stop.clone(), reloading.clone());
+        std::thread::spawn(move || {
+            let (mut idle, mut busy) = (Vec::new(), Vec::new());
+            let mut matches = 0u64;
+            'outer: loop {
+                for chunk in data.chunks(256) {
+                    if stop.load(Ordering::Relaxed) {
+                        break 'outer;
+                    }
+                    let during = reloading.load(Ordering::Relaxed);
+                    let t0 = Instant::now();
+                    let snap = store.current();
+                    let mut ev = Evaluator::new(&snap.ruleset, &local);
+                    // The first flow of a batch carries the snapshot load.
+                    let mut last = t0;
+                    for f in chunk {
+                        ev.eval(f, |_| matches += 1);
+                        let now = Instant::now();
+                        let ns = (now - last).as_nanos() as u64;
+                        last = now;
+                        if during { busy.push(ns) } else { idle.push(ns) }
+                    }
+                    drop(ev);
+                    drop(snap);
+                }
+            }
+            std::hint::black_box(matches);
+            (idle, busy)
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let mut compile = Vec::new();
+    for i in 0..reloads {
+        std::fs::write(&file, format!("{text}\n# reload {i}\n"))?;
+        reloading.store(true, Ordering::Relaxed);
+        let r = store.reload("bench");
+        // Keep measuring while readers move to the new set and the old one is freed.
+        std::thread::sleep(Duration::from_millis(200));
+        store.release_retired();
+        reloading.store(false, Ordering::Relaxed);
+        anyhow::ensure!(r.ok && !r.unchanged, "reload failed: {r:?}");
+        compile.push(r.compile_ms);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut idle, mut busy) = eval.join().map_err(|_| anyhow::anyhow!("evaluator panicked"))?;
+    let pct = |v: &mut Vec<u64>, p: f64| -> f64 {
+        if v.is_empty() {
+            return 0.0;
+        }
+        v.sort_unstable();
+        v[((v.len() as f64 - 1.0) * p) as usize] as f64 / 1e3
+    };
+    println!(
+        "reload (read + compile + swap) of {rules} rules: median {:.0} ms over {reloads} reloads",
+        median(compile)
+    );
+    println!(
+        "per-flow latency without reload: p50 {:.2} µs, p99 {:.2} µs, p99.9 {:.2} µs, max {:.0} µs ({} flows)",
+        pct(&mut idle, 0.5),
+        pct(&mut idle, 0.99),
+        pct(&mut idle, 0.999),
+        pct(&mut idle, 1.0),
+        idle.len()
+    );
+    println!(
+        "per-flow latency during reloads: p50 {:.2} µs, p99 {:.2} µs, p99.9 {:.2} µs, max {:.0} µs ({} flows)",
+        pct(&mut busy, 0.5),
+        pct(&mut busy, 0.99),
+        pct(&mut busy, 0.999),
+        pct(&mut busy, 1.0),
+        busy.len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

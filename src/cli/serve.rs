@@ -75,6 +75,12 @@ pub struct Args {
     /// Passive DNS log or capture loaded at start (repeatable) [dns.logs].
     #[arg(long, value_name = "FILE")]
     dns_log: Vec<PathBuf>,
+    /// Shortest refresh interval of resolved names [dns.min_ttl; default 30s].
+    #[arg(long, value_name = "DURATION")]
+    dns_min_ttl: Option<String>,
+    /// Longest refresh interval of resolved names [dns.max_ttl; default 1h].
+    #[arg(long, value_name = "DURATION")]
+    dns_max_ttl: Option<String>,
     /// API address [api.listen; default 127.0.0.1:9155].
     #[arg(long, value_name = "ADDR:PORT")]
     api_listen: Option<SocketAddr>,
@@ -164,6 +170,12 @@ impl Args {
         }
         if !self.dns_log.is_empty() {
             c.dns.logs = self.dns_log;
+        }
+        if let Some(v) = &self.dns_min_ttl {
+            c.dns.min_ttl = dur("dns-min-ttl", v)?;
+        }
+        if let Some(v) = &self.dns_max_ttl {
+            c.dns.max_ttl = dur("dns-max-ttl", v)?;
         }
         if let Some(v) = self.api_listen {
             c.api.listen = v;

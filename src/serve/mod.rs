@@ -540,6 +540,7 @@ pub fn run(config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                 let mut last = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(100));
+                    d.store.release_retired();
                     if last.elapsed() >= every {
                         last = Instant::now();
                         if let Err(e) = d.flush() {

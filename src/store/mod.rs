@@ -212,6 +212,9 @@ pub struct RuleStore {
     boot: BootStatus,
     reloads: AtomicU64,
     failed: AtomicU64,
+    /// Replaced snapshots, kept until no reader holds them so that a large ruleset is freed on
+    /// the reloading thread, never on an evaluator's hot path.
+    retired: Mutex<Vec<Arc<Snapshot>>>,
 }
 
 impl std::fmt::Debug for RuleStore {
@@ -560,6 +563,7 @@ impl RuleStore {
             boot,
             reloads: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            retired: Mutex::new(Vec::new()),
         })
     }
 
@@ -591,10 +595,19 @@ impl RuleStore {
         &self.config
     }
 
+    /// Frees the replaced snapshots no reader holds any more; returns how many are still held.
+    /// Called by every reload, and periodically by the daemon.
+    pub fn release_retired(&self) -> usize {
+        let mut r = lock(&self.retired);
+        r.retain(|s| Arc::strong_count(s) > 1);
+        r.len()
+    }
+
     /// Reads every source again and compiles the complete set aside; swaps it in only when it
     /// has no errors. `trigger` says who asked (for the report and the log).
     pub fn reload(&self, trigger: &str) -> ReloadReport {
         let _one = lock(&self.reloading);
+        self.release_retired();
         let started = Instant::now();
         self.reloads.fetch_add(1, Ordering::Relaxed);
         let old = self.current();
@@ -617,7 +630,8 @@ impl RuleStore {
                     report.rules = new.ruleset.len();
                     report.diagnostics = new.warnings.clone();
                     save_last_good(&self.config, &sources);
-                    self.current.store(Arc::new(new));
+                    let replaced = self.current.swap(Arc::new(new));
+                    lock(&self.retired).push(replaced);
                 }
                 Err((errors, diagnostics)) => {
                     self.failed.fetch_add(1, Ordering::Relaxed);

@@ -129,7 +129,9 @@ pub fn spawn(
                         }
                     }
                     Ok(Err(e)) => on_report(Err(format!("watching the rules: {e}"))),
-                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Timeout) => {
+                        store.release_retired();
+                    }
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
                 if let Some((first, last)) = pending
