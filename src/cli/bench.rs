@@ -620,7 +620,9 @@ fn reload(rules: usize, reloads: usize) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(500));
     }
     stop.store(true, Ordering::Relaxed);
-    let (mut idle, mut busy) = eval.join().map_err(|_| anyhow::anyhow!("evaluator panicked"))?;
+    let (mut idle, mut busy) = eval
+        .join()
+        .map_err(|_| anyhow::anyhow!("evaluator panicked"))?;
     let pct = |v: &mut Vec<u64>, p: f64| -> f64 {
         if v.is_empty() {
             return 0.0;
