@@ -7,6 +7,8 @@ mod collect;
 mod dns;
 mod flows;
 mod hosts;
+mod pack;
+mod pack_gen;
 mod serve;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -37,6 +39,8 @@ enum Command {
     Flows(flows::Args),
     /// Receive NetFlow/IPFIX/sFlow over UDP and print flows as they arrive.
     Collect(collect::Args),
+    /// Rule packs: create, test, build, sign, verify, install, list, generate.
+    Pack(pack::Args),
     /// Run as a daemon: collect flows, infer hosts, keep the inventory, reload rules live, and
     /// serve the HTTP API.
     Serve(Box<serve::Args>),
@@ -194,6 +198,7 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Flows(a) => flows::run(a),
         Command::Collect(a) => collect::run(a),
         Command::Serve(a) => serve::run(*a),
+        Command::Pack(a) => pack::run(a),
         Command::Bench(a) => bench::run(a),
     }
 }

@@ -5,6 +5,8 @@
 //! host: rules that must fire, rules that must not, and attributes of the host's summary.
 //! Analysts add cases without writing Rust; `cargo test` runs every case of every bundled pack.
 
+pub mod generate;
+
 use crate::eval::{Evaluator, LocalNets};
 use crate::flow::ingest::{InputFormat, read_flows};
 use crate::infer::Inventory;

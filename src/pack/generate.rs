@@ -1,0 +1,2 @@
+//! Generated packs: rules from vendors' catalogues of exact download sizes (the "reference
+//! downloads" method).
