@@ -6,6 +6,8 @@
 //! Analysts add cases without writing Rust; `cargo test` runs every case of every bundled pack.
 
 pub mod generate;
+pub mod integrity;
+pub mod manifest;
 
 use crate::eval::{Evaluator, LocalNets};
 use crate::flow::ingest::{InputFormat, read_flows};
