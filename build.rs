@@ -59,6 +59,7 @@ fn main() {
         })
         .unwrap_or_default();
     packs.sort();
+    let mut manifests: Vec<(String, PathBuf)> = Vec::new();
     for p in packs {
         let manifest = p.join("pack.yaml");
         println!("cargo:rerun-if-changed={}", manifest.display());
@@ -71,7 +72,16 @@ fn main() {
         });
         if let (Some(name), Some(v)) = (p.file_name(), version) {
             writeln!(code, "    ({:?}, {v:?}),", name.to_string_lossy()).expect("write to string");
+            manifests.push((name.to_string_lossy().into_owned(), manifest.clone()));
         }
+    }
+    code.push_str("];\n");
+    code.push_str(
+        "/// `(pack, pack.yaml text)` of each bundled pack.\npub static PACK_MANIFESTS: &[(&str, &str)] = &[\n",
+    );
+    for (name, path) in &manifests {
+        writeln!(code, "    ({name:?}, include_str!({:?})),", path.display().to_string())
+            .expect("write to string");
     }
     code.push_str("];\n");
     let out =

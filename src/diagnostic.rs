@@ -79,6 +79,13 @@ codes! {
     InvalidDomain = 20, Error;
     /// An aggregate of an `over` clause that is unknown or used with the wrong test.
     InvalidAggregate = 21, Error;
+    /// A local overrides file that is not valid (YAML, keys, confidences).
+    InvalidOverrides = 22, Error;
+    /// An override that names no loaded rule or pack.
+    UnmatchedOverride = 23, Warning;
+    /// A pack whose `pack.yaml` is invalid, that needs another flowprint version, or whose
+    /// dependencies are missing.
+    InvalidPack = 24, Error;
 }
 
 impl std::fmt::Display for Code {

@@ -562,6 +562,7 @@ fn reload(rules: usize, reloads: usize) -> anyhow::Result<()> {
         embedded: false,
         paths: vec![file.clone()],
         state_dir: None,
+        ..Default::default()
     })?);
     println!(
         "{} rules ({} KiB); boot {:.0} ms",

@@ -66,6 +66,12 @@ pub struct RuleArgs {
     /// Do not load the bundled packs.
     #[arg(long)]
     pub no_default_rules: bool,
+    /// Also load every pack installed in this directory (`flowprint pack install`).
+    #[arg(long, value_name = "DIR")]
+    pub packs_dir: Option<PathBuf>,
+    /// Local overrides: disable rules or change their confidence (docs/packs.md).
+    #[arg(long, value_name = "FILE")]
+    pub overrides: Option<PathBuf>,
 }
 
 impl RuleArgs {
@@ -75,9 +81,18 @@ impl RuleArgs {
         if !self.no_default_rules {
             c.add_embedded();
         }
-        for p in &self.rules {
+        let mut paths = self.rules.clone();
+        if let Some(dir) = &self.packs_dir {
+            paths.extend(flowprint::pack::installed_packs(dir)?);
+        }
+        for p in &paths {
             c.add_path(p)
                 .map_err(|e| anyhow::anyhow!("cannot read rules {}: {e}", p.display()))?;
+        }
+        if let Some(o) = &self.overrides {
+            let text = std::fs::read_to_string(o)
+                .map_err(|e| anyhow::anyhow!("cannot read overrides {}: {e}", o.display()))?;
+            c.add_overrides(&o.display().to_string(), &text);
         }
         Ok(c.compile())
     }

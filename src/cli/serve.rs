@@ -24,6 +24,12 @@ pub struct Args {
     /// Rule file or pack directory, watched (repeatable) [rules.paths].
     #[arg(long = "rules", short = 'r', value_name = "PATH")]
     rules: Vec<PathBuf>,
+    /// Directory of installed packs, loaded and watched [rules.packs_dir; default packs].
+    #[arg(long, value_name = "DIR")]
+    packs_dir: Option<PathBuf>,
+    /// Local overrides file: disable rules, change confidences [rules.overrides].
+    #[arg(long, value_name = "FILE")]
+    overrides: Option<PathBuf>,
     /// Do not load the bundled packs [rules.embedded: false].
     #[arg(long)]
     no_default_rules: bool,
@@ -120,6 +126,12 @@ impl Args {
         if !self.rules.is_empty() {
             c.rules.paths = self.rules;
         }
+        if let Some(v) = self.packs_dir {
+            c.rules.packs_dir = Some(v);
+        }
+        if let Some(v) = self.overrides {
+            c.rules.overrides = Some(v);
+        }
         if self.no_default_rules {
             c.rules.embedded = false;
         }
@@ -201,9 +213,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let (config, check) = args.into_config()?;
     if check {
         let store = flowprint::store::RuleStore::open(flowprint::store::StoreConfig {
-            embedded: config.rules.embedded,
-            paths: config.rules.paths.clone(),
             state_dir: None,
+            ..flowprint::serve::store_config(&config)
         })?;
         println!(
             "configuration good; {} rules compile",

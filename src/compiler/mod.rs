@@ -42,7 +42,7 @@ impl ListValue {
 pub(crate) struct ListEntry {
     pub(crate) value: Option<ListValue>,
     pub(crate) span: Span,
-    pub(crate) used: std::cell::Cell<bool>,
+    pub(crate) used: std::rc::Rc<std::cell::Cell<bool>>,
 }
 
 struct Pack {
@@ -56,6 +56,10 @@ pub struct Compiler {
     sources: SourceMap,
     packs: Vec<Pack>,
     diagnostics: Vec<Diagnostic>,
+    /// Local overrides and the file they came from.
+    overrides: Option<(FileId, crate::pack::overrides::Overrides)>,
+    /// The manifests of the packs added with one, for the dependency check.
+    manifests: Vec<(FileId, crate::pack::manifest::Manifest)>,
 }
 
 /// What compiling produced.
@@ -127,6 +131,12 @@ impl Compiler {
     pub fn add_path(&mut self, path: &Path) -> std::io::Result<usize> {
         let pack = pack_name(path);
         let files = rule_files(path)?;
+        if path.is_dir() {
+            let manifest = path.join(crate::pack::manifest::FILE);
+            if let Ok(text) = std::fs::read_to_string(&manifest) {
+                self.add_manifest(&manifest.display().to_string(), &text);
+            }
+        }
         for f in &files {
             let text = std::fs::read(f)
                 .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", f.display())))?;
@@ -153,8 +163,71 @@ impl Compiler {
         }
     }
 
+    /// Applies a local overrides file (`docs/packs.md`) to the rules compiled: disabled rules
+    /// are left out, modified confidences replace the rules' own. An invalid file is an error
+    /// (FP0022) and changes nothing; an entry naming no loaded rule is a warning (FP0023).
+    pub fn add_overrides(&mut self, name: &str, text: &str) {
+        let id = self.sources.add(name, text);
+        match crate::pack::overrides::Overrides::parse(text) {
+            Ok(o) => self.overrides = Some((id, o)),
+            Err(e) => {
+                // yaml_serde puts `at line L column C` in its messages: point there.
+                let start = line_offset(text, &e).unwrap_or(0);
+                self.diagnostics.push(
+                    Diagnostic::new(
+                        Code::InvalidOverrides,
+                        Span::new(id, start, start),
+                        format!("overrides not applied: {e}"),
+                    )
+                    .hint("`disable:` is a list of `pack/id` or `pack/*`; `modify:` maps ids to `{confidence: C}`"),
+                );
+            }
+        }
+    }
+
+    /// Adds a pack's `pack.yaml`: checked (FP0024 when invalid or made for another flowprint
+    /// version), and its dependencies checked against the other packs when compiling.
+    pub fn add_manifest(&mut self, file: &str, text: &str) {
+        use crate::pack::manifest::Manifest;
+        match Manifest::parse(text, file) {
+            Ok(m) => {
+                let id = self.sources.add(file, text);
+                if !m.engine_ok() {
+                    let start = text.find("flowprint:").unwrap_or(0);
+                    self.diagnostics.push(
+                        Diagnostic::new(
+                            Code::InvalidPack,
+                            Span::new(id, start, start),
+                            format!(
+                                "pack `{}` {} needs flowprint {}, this is {}",
+                                m.name,
+                                m.version,
+                                m.flowprint,
+                                env!("CARGO_PKG_VERSION")
+                            ),
+                        )
+                        .hint("use a version of the pack made for this flowprint, or upgrade flowprint"),
+                    );
+                }
+                self.manifests.push((id, m));
+            }
+            Err(e) => self.add_pack_error(file, text, e.message),
+        }
+    }
+
+    /// Reports a pack-level problem (manifest, engine version, dependencies) found by whoever
+    /// loads the pack, as an FP0024 error on `file` (usually its `pack.yaml`).
+    pub fn add_pack_error(&mut self, file: &str, text: &str, message: String) {
+        let id = self.sources.add(file, text);
+        self.diagnostics
+            .push(Diagnostic::new(Code::InvalidPack, Span::new(id, 0, 0), message));
+    }
+
     /// Adds the packs embedded in the binary (`rules/` of the source tree).
     pub fn add_embedded(&mut self) {
+        for (pack, text) in crate::embedded::PACK_MANIFESTS {
+            self.add_manifest(&format!("rules/{pack}/pack.yaml"), text);
+        }
         for (pack, name, text) in crate::embedded::FILES {
             self.add_source(pack, name, text);
         }
@@ -165,8 +238,52 @@ impl Compiler {
         let mut rules = Vec::new();
         let mut rule_spans = Vec::new();
         let packs = std::mem::take(&mut self.packs);
+        // Every pack's lists, by qualified name (`pack/list`): a pack uses its own by their
+        // plain names and other packs' by qualified names.
+        let mut exported: HashMap<String, ListEntry> = HashMap::new();
         for pack in &packs {
-            self.compile_pack(pack, &mut rules, &mut rule_spans);
+            for (_, file) in &pack.files {
+                for item in &file.items {
+                    if let Item::List(decl) = item {
+                        let key = format!("{}/{}", pack.name, decl.name.name);
+                        if exported.contains_key(&key) {
+                            continue; // reported as a duplicate by compile_pack
+                        }
+                        let value = self.list_from_decl(decl);
+                        exported.insert(
+                            key,
+                            ListEntry {
+                                value,
+                                span: decl.name.span,
+                                used: Default::default(),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        for pack in &packs {
+            self.compile_pack(pack, &exported, &mut rules, &mut rule_spans);
+        }
+        let mut unused: Vec<(&String, &ListEntry)> = exported
+            .iter()
+            .filter(|(_, l)| !l.used.get() && l.value.is_some())
+            .collect();
+        unused.sort_by_key(|(_, l)| (l.span.file, l.span.start));
+        for (name, l) in unused {
+            let plain = name.split_once('/').map_or(name.as_str(), |(_, n)| n);
+            self.diagnostics.push(
+                Diagnostic::new(
+                    Code::UnusedList,
+                    l.span,
+                    format!("list `{plain}` is never used"),
+                )
+                .hint("remove it, or refer to it from a rule: `peer.domain in NAME` (from another pack: `PACK/NAME`)"),
+            );
+        }
+        self.check_dependencies();
+        if let Some((file, o)) = self.overrides.take() {
+            self.apply_overrides(file, &o, &mut rules, &mut rule_spans);
         }
         let conds: Vec<_> = rules.iter().map(|r: &Rule| &r.cond).collect();
         let index = Index::build(&conds);
@@ -198,7 +315,13 @@ impl Compiler {
         }
     }
 
-    fn compile_pack(&mut self, pack: &Pack, rules: &mut Vec<Rule>, spans: &mut Vec<Span>) {
+    fn compile_pack(
+        &mut self,
+        pack: &Pack,
+        exported: &HashMap<String, ListEntry>,
+        rules: &mut Vec<Rule>,
+        spans: &mut Vec<Span>,
+    ) {
         let mut lists: HashMap<String, ListEntry> = HashMap::new();
         for (_, file) in &pack.files {
             for item in &file.items {
@@ -218,17 +341,28 @@ impl Compiler {
                         );
                         continue;
                     }
-                    let value = self.list_from_decl(decl);
-                    lists.insert(
-                        decl.name.name.clone(),
-                        ListEntry {
-                            value,
-                            span: decl.name.span,
-                            used: Default::default(),
-                        },
-                    );
+                    if let Some(e) = exported.get(&format!("{}/{}", pack.name, decl.name.name)) {
+                        lists.insert(
+                            decl.name.name.clone(),
+                            ListEntry {
+                                value: e.value.clone(),
+                                span: e.span,
+                                used: e.used.clone(),
+                            },
+                        );
+                    }
                 }
             }
+        }
+        for (key, e) in exported {
+            lists.insert(
+                key.clone(),
+                ListEntry {
+                    value: e.value.clone(),
+                    span: e.span,
+                    used: e.used.clone(),
+                },
+            );
         }
         let mut ids: HashMap<String, Span> = HashMap::new();
         for (file_id, file) in &pack.files {
@@ -260,20 +394,83 @@ impl Compiler {
                 self.diagnostics.extend(errs);
             }
         }
-        let mut unused: Vec<(&String, &ListEntry)> = lists
-            .iter()
-            .filter(|(_, l)| !l.used.get() && l.value.is_some())
-            .collect();
-        unused.sort_by_key(|(_, l)| (l.span.file, l.span.start));
-        for (name, l) in unused {
+    }
+
+    fn check_dependencies(&mut self) {
+        let manifests = std::mem::take(&mut self.manifests);
+        for (file, m) in &manifests {
+            let text = self.sources.get(*file).text.clone();
+            for (dep, req) in &m.depends {
+                let start = text.find(dep.as_str()).unwrap_or(0);
+                let span = Span::new(*file, start, start + if start == 0 { 0 } else { dep.len() });
+                let message = match manifests.iter().find(|(_, o)| o.name == *dep) {
+                    None => format!(
+                        "pack `{}` needs pack `{dep}` ({req}), which is not loaded",
+                        m.name
+                    ),
+                    Some((_, o)) if !crate::pack::manifest::req_matches(req, &o.version) => {
+                        format!(
+                            "pack `{}` needs pack `{dep}` {req}, but {} is loaded",
+                            m.name, o.version
+                        )
+                    }
+                    Some(_) => continue,
+                };
+                self.diagnostics.push(
+                    Diagnostic::new(Code::InvalidPack, span, message)
+                        .hint("install the pack it depends on (`flowprint pack install`), in a version it accepts"),
+                );
+            }
+        }
+        self.manifests = manifests;
+    }
+
+    fn apply_overrides(
+        &mut self,
+        file: FileId,
+        o: &crate::pack::overrides::Overrides,
+        rules: &mut Vec<Rule>,
+        spans: &mut Vec<Span>,
+    ) {
+        use crate::pack::overrides::matches;
+        let text = self.sources.get(file).text.clone();
+        let mut unmatched: Vec<&str> = Vec::new();
+        for d in &o.disable {
+            if !rules.iter().any(|r| matches(d, &r.id)) {
+                unmatched.push(d);
+            }
+        }
+        for id in o.modify.keys() {
+            if !rules.iter().any(|r| r.id == *id) {
+                unmatched.push(id);
+            }
+        }
+        for u in unmatched {
+            let start = text.find(u).unwrap_or(0);
             self.diagnostics.push(
                 Diagnostic::new(
-                    Code::UnusedList,
-                    l.span,
-                    format!("list `{name}` is never used"),
+                    Code::UnmatchedOverride,
+                    Span::new(file, start, start + if start == 0 { 0 } else { u.len() }),
+                    format!("override `{u}` names no loaded rule"),
                 )
-                .hint("remove it, or refer to it from a rule: `peer.domain in NAME`"),
+                .hint("rule ids are `pack/id`; `flowprint check --format json` lists what is loaded"),
             );
+        }
+        let mut keep = Vec::with_capacity(rules.len());
+        for (rule, span) in rules.drain(..).zip(spans.drain(..)) {
+            if o.disables(&rule.id) {
+                continue;
+            }
+            keep.push((rule, span));
+        }
+        for (mut rule, span) in keep {
+            if let Some(c) = o.modify.get(&rule.id).and_then(|m| m.confidence) {
+                for k in &mut rule.conclusions {
+                    k.confidence = c;
+                }
+            }
+            rules.push(rule);
+            spans.push(span);
         }
     }
 
@@ -363,8 +560,32 @@ impl Compiler {
     }
 }
 
-/// The pack a rule path belongs to: the directory's or the file's name without extension.
+/// The byte offset of the line that a message's `line L` names.
+fn line_offset(text: &str, message: &str) -> Option<usize> {
+    let rest = &message[message.find("line ")? + 5..];
+    let line: usize = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    let mut offset = 0;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i + 1 == line {
+            return Some(offset);
+        }
+        offset += l.len();
+    }
+    None
+}
+
+/// The pack a rule path belongs to: the `name` of a directory's valid `pack.yaml`, else the
+/// directory's or the file's name without extension.
 pub fn pack_name(path: &Path) -> String {
+    if path.is_dir()
+        && let Ok(m) = crate::pack::manifest::Manifest::read(path)
+    {
+        return m.name;
+    }
     path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "rules".into())

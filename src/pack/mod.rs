@@ -8,6 +8,7 @@
 pub mod generate;
 pub mod integrity;
 pub mod manifest;
+pub mod overrides;
 
 use crate::eval::{Evaluator, LocalNets};
 use crate::flow::ingest::{InputFormat, read_flows};
@@ -16,6 +17,24 @@ use crate::ruleset::Ruleset;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+
+/// The packs installed in a packs directory: its entries that are directories (or links to
+/// one), not hidden, sorted. A missing directory has none.
+pub fn installed_packs(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut v: Vec<_> = entries
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    v.sort();
+    Ok(v)
+}
 
 /// One fixture case.
 #[derive(Debug, Deserialize)]

@@ -76,7 +76,7 @@ fn rule_name(r: &Rule) -> String {
             "an operator (`==`, `!=`, `<`, `<=`, `>`, `>=`, `in`, `not in`, `~`, `matches`, `has`)"
         }
         Rule::set_literal => "a set (`{ ... }`)",
-        Rule::list_ref | Rule::name => "a name",
+        Rule::list_ref | Rule::name | Rule::qualified_name => "a name",
         Rule::conclusion => "a conclusion (`os.family = \"...\"`)",
         Rule::conclusion_version => "`version`",
         Rule::conclusion_confidence => "`confidence`",

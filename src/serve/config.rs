@@ -6,6 +6,8 @@
 //! rules:
 //!   embedded: true                # the bundled packs
 //!   paths: [/etc/flowprint/rules] # rule files and pack directories, watched
+//!   packs_dir: packs              # installed packs (`flowprint pack install`), watched
+//!   overrides: null               # local overrides file: disable rules, change confidences
 //!   watch: true
 //!   poll: null                    # e.g. "2s": poll instead of inotify
 //!   debounce: 250ms
@@ -78,6 +80,10 @@ pub struct RulesConfig {
     pub embedded: bool,
     /// Rule files and pack directories.
     pub paths: Vec<PathBuf>,
+    /// Where `flowprint pack install` puts packs; every pack in it is loaded and watched.
+    pub packs_dir: Option<PathBuf>,
+    /// Local overrides: rules disabled or with another confidence (`docs/packs.md`).
+    pub overrides: Option<PathBuf>,
     /// Reload when they change.
     pub watch: bool,
     /// Poll at this interval instead of inotify.
@@ -91,6 +97,8 @@ impl Default for RulesConfig {
         RulesConfig {
             embedded: true,
             paths: Vec::new(),
+            packs_dir: Some(PathBuf::from("packs")),
+            overrides: None,
             watch: true,
             poll: MaybeDur(None),
             debounce: Dur(Duration::from_millis(250)),

@@ -335,17 +335,28 @@ fn api_token(config: &ServeConfig) -> anyhow::Result<String> {
     Ok(token)
 }
 
+/// The rule store's configuration of a daemon configuration.
+pub fn store_config(config: &ServeConfig) -> StoreConfig {
+    StoreConfig {
+        embedded: config.rules.embedded,
+        paths: config.rules.paths.clone(),
+        packs_dirs: config.rules.packs_dir.iter().cloned().collect(),
+        overrides: config.rules.overrides.clone(),
+        state_dir: Some(config.state_dir.clone()),
+    }
+}
+
 /// Runs the daemon until SIGINT/SIGTERM (or `stop` is set). `on_ready` gets the daemon once
 /// every socket is bound.
 pub fn run(config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     let _ = prometheus();
     // Rules first: without good rules there is nothing to run.
-    let store = Arc::new(RuleStore::open(StoreConfig {
-        embedded: config.rules.embedded,
-        paths: config.rules.paths.clone(),
-        state_dir: Some(config.state_dir.clone()),
-    })?);
+    if let Some(d) = &config.rules.packs_dir {
+        std::fs::create_dir_all(d)
+            .map_err(|e| anyhow::anyhow!("packs directory {}: {e}", d.display()))?;
+    }
+    let store = Arc::new(RuleStore::open(store_config(&config))?);
     let boot = store.boot_status();
     if boot.from_last_good {
         tracing::error!(
@@ -505,7 +516,11 @@ pub fn run(config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                 }
             })?
     };
-    let _watcher: Option<Watcher> = if config.rules.watch && !config.rules.paths.is_empty() {
+    let _watcher: Option<Watcher> = if config.rules.watch
+        && (!config.rules.paths.is_empty()
+            || config.rules.packs_dir.is_some()
+            || config.rules.overrides.is_some())
+    {
         let d = daemon.clone();
         let w = crate::store::watch::spawn(
             store.clone(),

@@ -318,6 +318,7 @@ mod tests {
                 embedded: false,
                 paths: vec![dir.join("r.rules")],
                 state_dir: None,
+                ..Default::default()
             })
             .unwrap(),
         );

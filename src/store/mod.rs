@@ -35,9 +35,14 @@ use std::time::{Instant, SystemTime};
 pub struct StoreConfig {
     /// Load the packs embedded in the binary.
     pub embedded: bool,
-    /// Rule files and pack directories (as `analyze --rules`: a directory is one pack named
-    /// after it).
+    /// Rule files and pack directories (as `analyze --rules`: a directory is one pack, named by
+    /// its `pack.yaml` or after the directory).
     pub paths: Vec<PathBuf>,
+    /// Directories of installed packs (`flowprint pack install`): every entry that is a
+    /// directory (or a link to one) is a pack. Missing directories are empty.
+    pub packs_dirs: Vec<PathBuf>,
+    /// A local overrides file (`docs/packs.md`).
+    pub overrides: Option<PathBuf>,
     /// Where the last good set is kept; `None`: nowhere (no boot from the last good set).
     pub state_dir: Option<PathBuf>,
 }
@@ -70,6 +75,12 @@ struct SourceFile {
 struct Sources {
     files: Vec<SourceFile>,
     packs: Vec<PackInfo>,
+    /// `pack.yaml` files: (file name, text).
+    #[serde(default)]
+    manifests: Vec<(String, String)>,
+    /// The overrides file: (file name, text).
+    #[serde(default)]
+    overrides: Option<(String, String)>,
     /// Files that could not be read or are not UTF-8: `(file, reason)`.
     #[serde(skip)]
     unreadable: Vec<(String, String)>,
@@ -79,6 +90,8 @@ impl Sources {
     fn digest(&self) -> u64 {
         let mut h = rustc_hash::FxHasher::default();
         self.files.hash(&mut h);
+        self.manifests.hash(&mut h);
+        self.overrides.hash(&mut h);
         h.finish()
     }
 }
@@ -242,18 +255,11 @@ struct LastGood {
     sources: Sources,
 }
 
-/// `version:` of a pack directory's `pack.yaml`, if any.
+/// `version:` of a pack directory's `pack.yaml`, if it has a valid one.
 fn pack_version(dir: &Path) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Manifest {
-        version: Option<serde_json::Value>,
-    }
-    let text = std::fs::read_to_string(dir.join("pack.yaml")).ok()?;
-    let m: Manifest = yaml_serde::from_str(&text).ok()?;
-    match m.version? {
-        serde_json::Value::String(s) => Some(s),
-        other => Some(other.to_string()),
-    }
+    crate::pack::manifest::Manifest::read(dir)
+        .ok()
+        .map(|m| m.version.to_string())
 }
 
 /// (path, length, modification time) of every file read, to notice changes during a read.
@@ -272,6 +278,10 @@ fn read_sources(config: &StoreConfig) -> (Sources, Stamps) {
     let mut s = Sources::default();
     let mut stamps = Vec::new();
     if config.embedded {
+        for (pack, text) in crate::embedded::PACK_MANIFESTS {
+            s.manifests
+                .push((format!("rules/{pack}/pack.yaml"), text.to_string()));
+        }
         let mut per_pack: Vec<(String, usize)> = Vec::new();
         for (pack, name, text) in crate::embedded::FILES {
             s.files.push(SourceFile {
@@ -297,7 +307,16 @@ fn read_sources(config: &StoreConfig) -> (Sources, Stamps) {
             });
         }
     }
-    for path in &config.paths {
+    let mut paths: Vec<PathBuf> = config.paths.clone();
+    for dir in &config.packs_dirs {
+        match crate::pack::installed_packs(dir) {
+            Ok(installed) => paths.extend(installed),
+            Err(e) => s
+                .unreadable
+                .push((dir.display().to_string(), format!("cannot read: {e}"))),
+        }
+    }
+    for path in &paths {
         let pack = pack_name(path);
         let files = match rule_files(path) {
             Ok(f) => f,
@@ -308,7 +327,11 @@ fn read_sources(config: &StoreConfig) -> (Sources, Stamps) {
             }
         };
         if path.is_dir() {
-            stamps.push(stamp(&path.join("pack.yaml")));
+            let manifest = path.join(crate::pack::manifest::FILE);
+            stamps.push(stamp(&manifest));
+            if let Ok(text) = std::fs::read_to_string(&manifest) {
+                s.manifests.push((manifest.display().to_string(), text));
+            }
         }
         for f in &files {
             stamps.push(stamp(f));
@@ -321,7 +344,10 @@ fn read_sources(config: &StoreConfig) -> (Sources, Stamps) {
                     }),
                     Err(e) => s.unreadable.push((
                         f.display().to_string(),
-                        format!("not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()),
+                        format!(
+                            "not valid UTF-8 (byte {})",
+                            e.utf8_error().valid_up_to()
+                        ),
                     )),
                 },
                 Err(e) => s
@@ -343,6 +369,15 @@ fn read_sources(config: &StoreConfig) -> (Sources, Stamps) {
                 files: files.len(),
                 rules: 0,
             }),
+        }
+    }
+    if let Some(o) = &config.overrides {
+        stamps.push(stamp(o));
+        match std::fs::read_to_string(o) {
+            Ok(text) => s.overrides = Some((o.display().to_string(), text)),
+            Err(e) => s
+                .unreadable
+                .push((o.display().to_string(), format!("cannot read the overrides: {e}"))),
         }
     }
     (s, stamps)
@@ -370,8 +405,14 @@ fn fingerprints(rules: &Ruleset) -> HashMap<String, (u64, u64)> {
 /// Compiles `sources`: the snapshot, or the error count and rendered diagnostics.
 fn compile(sources: &Sources, generation: u64) -> Result<Snapshot, (usize, Vec<String>)> {
     let mut c = Compiler::new();
+    for (name, text) in &sources.manifests {
+        c.add_manifest(name, text);
+    }
     for f in &sources.files {
         c.add_source(&f.pack, &f.name, &f.text);
+    }
+    if let Some((name, text)) = &sources.overrides {
+        c.add_overrides(name, text);
     }
     let compiled = c.compile();
     let mut errors = compiled.errors();
@@ -705,6 +746,7 @@ mod tests {
             embedded: false,
             paths: vec![pack.clone()],
             state_dir: Some(d.join("state")),
+            ..Default::default()
         })
         .unwrap();
         assert_eq!(store.current().generation, 1);
@@ -746,6 +788,7 @@ mod tests {
             embedded: false,
             paths: vec![pack.clone()],
             state_dir: Some(d.join("state")),
+            ..Default::default()
         };
         drop(RuleStore::open(config.clone()).unwrap());
         std::fs::write(pack.join("a.rules"), "rule a { when }").unwrap();
@@ -765,6 +808,7 @@ mod tests {
             embedded: false,
             paths: vec![pack],
             state_dir: Some(d.join("empty2")),
+            ..Default::default()
         })
         .unwrap_err();
         assert!(err.to_string().contains("no last good set"), "{err}");
@@ -780,6 +824,7 @@ mod tests {
             embedded: false,
             paths: vec![pack.clone()],
             state_dir: None,
+            ..Default::default()
         })
         .unwrap();
         let old = store.current();

@@ -78,7 +78,11 @@ pub fn spawn(
 ) -> notify::Result<Watcher> {
     let (tx, rx) = channel::<notify::Result<notify::Event>>();
     let mut targets: Vec<(PathBuf, RecursiveMode)> = Vec::new();
-    for p in &store.config().paths {
+    let sc = store.config();
+    let mut sources: Vec<PathBuf> = sc.paths.clone();
+    sources.extend(sc.packs_dirs.iter().filter(|d| d.is_dir()).cloned());
+    sources.extend(sc.overrides.iter().cloned());
+    for p in &sources {
         if p.is_dir() {
             targets.push((p.clone(), RecursiveMode::Recursive));
         } else {
@@ -171,6 +175,7 @@ mod tests {
                 embedded: false,
                 paths: vec![pack.clone()],
                 state_dir: None,
+                ..Default::default()
             })
             .unwrap(),
         );
