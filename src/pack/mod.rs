@@ -8,6 +8,7 @@
 pub mod generate;
 pub mod integrity;
 pub mod manifest;
+pub mod ops;
 pub mod overrides;
 
 use crate::eval::{Evaluator, LocalNets};
@@ -87,6 +88,8 @@ pub struct CaseResult {
     pub rules: Vec<String>,
     /// What went wrong; empty when the case passed.
     pub failures: Vec<String>,
+    /// Rule ids (of this pack, without its prefix) that fired for the case's host.
+    pub fired: BTreeSet<String>,
 }
 
 /// Parses a fixture file (YAML list of cases).
@@ -131,6 +134,7 @@ fn run_case(pack: &str, ruleset: &Ruleset, case: &Case) -> CaseResult {
             name: case.name.clone(),
             rules: case.expect.rules.clone(),
             failures,
+            fired: BTreeSet::new(),
         };
     }
     let Some(summary) = summaries.iter().find(|s| s.host == host) else {
@@ -141,6 +145,7 @@ fn run_case(pack: &str, ruleset: &Ruleset, case: &Case) -> CaseResult {
             name: case.name.clone(),
             rules: case.expect.rules.clone(),
             failures,
+            fired: BTreeSet::new(),
         };
     };
     let fired: BTreeSet<&str> = summary
@@ -198,5 +203,6 @@ fn run_case(pack: &str, ruleset: &Ruleset, case: &Case) -> CaseResult {
         name: case.name.clone(),
         rules: case.expect.rules.clone(),
         failures,
+        fired: fired.iter().map(|s| s.to_string()).collect(),
     }
 }
