@@ -80,8 +80,12 @@ fn main() {
         "/// `(pack, pack.yaml text)` of each bundled pack.\npub static PACK_MANIFESTS: &[(&str, &str)] = &[\n",
     );
     for (name, path) in &manifests {
-        writeln!(code, "    ({name:?}, include_str!({:?})),", path.display().to_string())
-            .expect("write to string");
+        writeln!(
+            code,
+            "    ({name:?}, include_str!({:?})),",
+            path.display().to_string()
+        )
+        .expect("write to string");
     }
     code.push_str("];\n");
     let out =

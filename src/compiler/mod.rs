@@ -219,8 +219,11 @@ impl Compiler {
     /// loads the pack, as an FP0024 error on `file` (usually its `pack.yaml`).
     pub fn add_pack_error(&mut self, file: &str, text: &str, message: String) {
         let id = self.sources.add(file, text);
-        self.diagnostics
-            .push(Diagnostic::new(Code::InvalidPack, Span::new(id, 0, 0), message));
+        self.diagnostics.push(Diagnostic::new(
+            Code::InvalidPack,
+            Span::new(id, 0, 0),
+            message,
+        ));
     }
 
     /// Adds the packs embedded in the binary (`rules/` of the source tree).
@@ -453,7 +456,9 @@ impl Compiler {
                     Span::new(file, start, start + if start == 0 { 0 } else { u.len() }),
                     format!("override `{u}` names no loaded rule"),
                 )
-                .hint("rule ids are `pack/id`; `flowprint check --format json` lists what is loaded"),
+                .hint(
+                    "rule ids are `pack/id`; `flowprint check --format json` lists what is loaded",
+                ),
             );
         }
         let mut keep = Vec::with_capacity(rules.len());

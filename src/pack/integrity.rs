@@ -208,11 +208,17 @@ pub fn verify_dir(
             continue;
         };
         if d.len() != 64 || unhex(d).is_none() {
-            problems.push(format!("{DIGESTS}:{}: `{d}` is not a SHA-256 digest", i + 1));
+            problems.push(format!(
+                "{DIGESTS}:{}: `{d}` is not a SHA-256 digest",
+                i + 1
+            ));
             continue;
         }
         if !safe_relative(rel) {
-            problems.push(format!("{DIGESTS}:{}: `{rel}` is not a relative path inside the pack", i + 1));
+            problems.push(format!(
+                "{DIGESTS}:{}: `{rel}` is not a relative path inside the pack",
+                i + 1
+            ));
             continue;
         }
         listed.insert(rel.to_string(), d.to_string());
@@ -220,11 +226,15 @@ pub fn verify_dir(
     let present = pack_files(dir)?;
     for rel in &present {
         match listed.get(rel) {
-            None => problems.push(format!("{rel}: not in {DIGESTS} (added after the pack was built)")),
+            None => problems.push(format!(
+                "{rel}: not in {DIGESTS} (added after the pack was built)"
+            )),
             Some(want) => {
                 let got = digest_file(&dir.join(rel))?;
                 if &got != want {
-                    problems.push(format!("{rel}: modified (SHA-256 {got}, manifest says {want})"));
+                    problems.push(format!(
+                        "{rel}: modified (SHA-256 {got}, manifest says {want})"
+                    ));
                 }
             }
         }
@@ -268,11 +278,13 @@ fn check_signature(
         )));
     };
     if *alg != "ed25519" {
-        return Err(IntegrityError::Signature(format!("unknown algorithm `{alg}`")));
+        return Err(IntegrityError::Signature(format!(
+            "unknown algorithm `{alg}`"
+        )));
     }
-    let key_bytes: [u8; 32] = unhex(key)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| IntegrityError::Signature("the key in MANIFEST.sig is not 32 hex bytes".into()))?;
+    let key_bytes: [u8; 32] = unhex(key).and_then(|b| b.try_into().ok()).ok_or_else(|| {
+        IntegrityError::Signature("the key in MANIFEST.sig is not 32 hex bytes".into())
+    })?;
     let sig_bytes: [u8; 64] = unhex(sig)
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| IntegrityError::Signature("the signature is not 64 hex bytes".into()))?;
@@ -306,8 +318,11 @@ pub fn write_key(path: &Path, key: &SigningKey) -> Result<PathBuf, IntegrityErro
         .map_err(io(path))?;
     writeln!(f, "{}", hex(key.as_bytes())).map_err(io(path))?;
     let public = PathBuf::from(format!("{}.pub", path.display()));
-    std::fs::write(&public, format!("{}\n", hex(key.verifying_key().as_bytes())))
-        .map_err(io(&public))?;
+    std::fs::write(
+        &public,
+        format!("{}\n", hex(key.verifying_key().as_bytes())),
+    )
+    .map_err(io(&public))?;
     Ok(public)
 }
 
@@ -339,7 +354,10 @@ pub fn read_public_key(path: &Path) -> Result<VerifyingKey, IntegrityError> {
 }
 
 /// The public keys in a directory (`*.pub`) and in the given files.
-pub fn trusted_keys(dirs: &[PathBuf], files: &[PathBuf]) -> Result<Vec<VerifyingKey>, IntegrityError> {
+pub fn trusted_keys(
+    dirs: &[PathBuf],
+    files: &[PathBuf],
+) -> Result<Vec<VerifyingKey>, IntegrityError> {
     let mut keys = Vec::new();
     for d in dirs {
         let Ok(entries) = std::fs::read_dir(d) else {
@@ -426,11 +444,15 @@ pub fn extract_archive(archive: &Path, into: &Path) -> Result<PathBuf, Integrity
             return Err(fail("too many entries"));
         }
         if !safe_relative(&name) {
-            return Err(fail("the path escapes the target directory (absolute, or with `..`)"));
+            return Err(fail(
+                "the path escapes the target directory (absolute, or with `..`)",
+            ));
         }
         let kind = entry.header().entry_type();
         let rel = Path::new(&name);
-        if let Some(Component::Normal(top)) = rel.components().find(|c| matches!(c, Component::Normal(_))) {
+        if let Some(Component::Normal(top)) =
+            rel.components().find(|c| matches!(c, Component::Normal(_)))
+        {
             tops.insert(top.to_string_lossy().into_owned());
         }
         let target = into.join(rel);
@@ -488,7 +510,11 @@ mod tests {
     fn manifest_signature_and_tampering() {
         let d = tmp("sig");
         std::fs::create_dir_all(d.join("rules")).unwrap();
-        std::fs::write(d.join("pack.yaml"), "name: p\nversion: 1.0.0\nlicense: MIT\n").unwrap();
+        std::fs::write(
+            d.join("pack.yaml"),
+            "name: p\nversion: 1.0.0\nlicense: MIT\n",
+        )
+        .unwrap();
         std::fs::write(d.join("rules/a.rules"), "# rules\n").unwrap();
         let key = generate_key().unwrap();
         assert_eq!(write_manifest(&d, Some(&key)).unwrap(), 2);
@@ -517,7 +543,11 @@ mod tests {
         assert!(e.to_string().contains("extra.rules: not in"), "{e}");
         std::fs::remove_file(d.join("extra.rules")).unwrap();
         let text = std::fs::read_to_string(d.join(DIGESTS)).unwrap();
-        std::fs::write(d.join(DIGESTS), text.replace("rules/a.rules", "rules/a.rules\n")).unwrap();
+        std::fs::write(
+            d.join(DIGESTS),
+            text.replace("rules/a.rules", "rules/a.rules\n"),
+        )
+        .unwrap();
         assert!(verify_dir(&d, &trusted, true).is_err());
     }
 
@@ -526,7 +556,11 @@ mod tests {
         let d = tmp("arch");
         let pack = d.join("src");
         std::fs::create_dir_all(pack.join("tests")).unwrap();
-        std::fs::write(pack.join("pack.yaml"), "name: p\nversion: 1.0.0\nlicense: MIT\n").unwrap();
+        std::fs::write(
+            pack.join("pack.yaml"),
+            "name: p\nversion: 1.0.0\nlicense: MIT\n",
+        )
+        .unwrap();
         std::fs::write(pack.join("tests/t.yaml"), "[]\n").unwrap();
         write_manifest(&pack, None).unwrap();
         let out = d.join("p.tar.gz");

@@ -94,11 +94,17 @@ impl Manifest {
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        let version = Version::parse(&version_text)
-            .map_err(|e| err(format!("version: `{version_text}` is not a semver version: {e}")))?;
+        let version = Version::parse(&version_text).map_err(|e| {
+            err(format!(
+                "version: `{version_text}` is not a semver version: {e}"
+            ))
+        })?;
         let flowprint = match &raw.flowprint {
-            Some(r) => VersionReq::parse(r)
-                .map_err(|e| err(format!("flowprint: `{r}` is not a version requirement: {e}")))?,
+            Some(r) => VersionReq::parse(r).map_err(|e| {
+                err(format!(
+                    "flowprint: `{r}` is not a version requirement: {e}"
+                ))
+            })?,
             None => VersionReq::STAR,
         };
         let mut depends = BTreeMap::new();
@@ -107,7 +113,9 @@ impl Manifest {
                 return Err(err(format!("depends: `{name}` is not a pack name")));
             }
             if *name == raw.name {
-                return Err(err(format!("depends: the pack depends on itself (`{name}`)")));
+                return Err(err(format!(
+                    "depends: the pack depends on itself (`{name}`)"
+                )));
             }
             let req = VersionReq::parse(req).map_err(|e| {
                 err(format!(
@@ -117,7 +125,9 @@ impl Manifest {
             depends.insert(name.clone(), req);
         }
         if raw.license.trim().is_empty() {
-            return Err(err("license: missing (an SPDX expression, e.g. Apache-2.0)".into()));
+            return Err(err(
+                "license: missing (an SPDX expression, e.g. Apache-2.0)".into(),
+            ));
         }
         Ok(Manifest {
             name: raw.name,
@@ -177,16 +187,22 @@ mod tests {
         assert!(e.message.starts_with("name:"), "{e}");
         let e = Manifest::parse("name: a\nversion: one\nlicense: MIT\n", "p").unwrap_err();
         assert!(e.message.starts_with("version:"), "{e}");
-        let e = Manifest::parse("name: a\nversion: 1.0.0\nlicense: MIT\nflowprint: \">>1\"\n", "p")
-            .unwrap_err();
+        let e = Manifest::parse(
+            "name: a\nversion: 1.0.0\nlicense: MIT\nflowprint: \">>1\"\n",
+            "p",
+        )
+        .unwrap_err();
         assert!(e.message.starts_with("flowprint:"), "{e}");
         let e = Manifest::parse("name: a\nversion: 1.0.0\nlicense: MIT\nhomepag: x\n", "p")
             .unwrap_err();
         assert!(e.message.contains("homepag"), "{e}");
         let e = Manifest::parse("name: a\nversion: 1.0.0\n", "p").unwrap_err();
         assert!(e.message.starts_with("license:"), "{e}");
-        let e = Manifest::parse("name: a\nversion: 1.0.0\nlicense: MIT\nflowprint: \">=99\"\n", "p")
-            .unwrap();
+        let e = Manifest::parse(
+            "name: a\nversion: 1.0.0\nlicense: MIT\nflowprint: \">=99\"\n",
+            "p",
+        )
+        .unwrap();
         assert!(!e.engine_ok());
     }
 }

@@ -344,10 +344,7 @@ fn read_sources(config: &StoreConfig) -> (Sources, Stamps) {
                     }),
                     Err(e) => s.unreadable.push((
                         f.display().to_string(),
-                        format!(
-                            "not valid UTF-8 (byte {})",
-                            e.utf8_error().valid_up_to()
-                        ),
+                        format!("not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()),
                     )),
                 },
                 Err(e) => s
@@ -375,9 +372,10 @@ fn read_sources(config: &StoreConfig) -> (Sources, Stamps) {
         stamps.push(stamp(o));
         match std::fs::read_to_string(o) {
             Ok(text) => s.overrides = Some((o.display().to_string(), text)),
-            Err(e) => s
-                .unreadable
-                .push((o.display().to_string(), format!("cannot read the overrides: {e}"))),
+            Err(e) => s.unreadable.push((
+                o.display().to_string(),
+                format!("cannot read the overrides: {e}"),
+            )),
         }
     }
     (s, stamps)
