@@ -179,7 +179,14 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             let m = flowprint::pack::manifest::Manifest::read(&dir)?;
             let out =
                 output.unwrap_or_else(|| PathBuf::from(format!("{}-{}.tar.gz", m.name, m.version)));
-            let built = ops::build_pack(&dir, &ctx(packs_dir), key.as_ref(), Some(&out), !no_test)?;
+            let built =
+                match ops::build_pack(&dir, &ctx(packs_dir), key.as_ref(), Some(&out), !no_test) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        eprintln!("flowprint: not built: {e}");
+                        return Ok(1);
+                    }
+                };
             println!(
                 "built {} {}: {} files in {}{}; archive {}",
                 built.name,
