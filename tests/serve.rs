@@ -583,3 +583,123 @@ fn api_checks_tokens_bounds_and_requests() {
     assert_eq!(metric(&m, "flowprint_rule_reloads_failed_total"), 1);
     serve.stop();
 }
+
+/// `pack install` into the packs directory of a running daemon: the daemon picks the pack up
+/// whole, upgrades to a new version, and a refused install changes nothing.
+#[test]
+fn packs_installed_into_a_running_daemon_are_loaded_whole() {
+    let tmp = common::TempDir::new("serve-install");
+    let d = &tmp.0;
+    let fp = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_flowprint"))
+            .current_dir(d)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    fp(&["pack", "new", "acme"]);
+    fp(&["pack", "keygen", "k"]);
+    std::fs::create_dir_all(d.join("trusted")).unwrap();
+    std::fs::copy(d.join("k.pub"), d.join("trusted/k.pub")).unwrap();
+    fp(&[
+        "pack",
+        "build",
+        "acme",
+        "--sign",
+        "k",
+        "-o",
+        "acme-1.tar.gz",
+    ]);
+    let packs = d.join("packs");
+    let serve = Serve::start(
+        d,
+        &[
+            "--no-db",
+            "--packs-dir",
+            packs.to_str().unwrap(),
+            "--no-default-rules",
+        ],
+    );
+    let api = serve.api;
+    let version_of = |name: &str| -> Option<String> {
+        get_json(api, "/rules")["packs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["version"].as_str().map(str::to_string))
+    };
+    assert_eq!(version_of("acme"), None);
+    fp(&[
+        "pack",
+        "install",
+        "acme-1.tar.gz",
+        "--trusted-keys",
+        "trusted",
+    ]);
+    wait_until("pack loaded", Duration::from_secs(5), || {
+        version_of("acme").as_deref() == Some("0.1.0")
+    });
+    let rules = get_json(api, "/rules");
+    assert!(
+        rules["last_reload"]["added"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "acme/vendor-agent"),
+        "{rules}"
+    );
+    // Upgrade.
+    let yaml = d.join("acme/pack.yaml");
+    let y = std::fs::read_to_string(&yaml).unwrap();
+    std::fs::write(&yaml, y.replace("version: 0.1.0", "version: 0.2.0")).unwrap();
+    fp(&[
+        "pack",
+        "build",
+        "acme",
+        "--sign",
+        "k",
+        "-o",
+        "acme-2.tar.gz",
+    ]);
+    fp(&[
+        "pack",
+        "install",
+        "acme-2.tar.gz",
+        "--trusted-keys",
+        "trusted",
+    ]);
+    wait_until("pack upgraded", Duration::from_secs(5), || {
+        version_of("acme").as_deref() == Some("0.2.0")
+    });
+    let failed_before = get_json(api, "/rules")["failed_reloads"].as_u64().unwrap();
+    // A refused install (unsigned) changes nothing the daemon runs.
+    std::fs::write(&yaml, y.replace("version: 0.1.0", "version: 0.3.0")).unwrap();
+    fp(&["pack", "build", "acme", "-o", "acme-3.tar.gz"]);
+    let o = Command::new(env!("CARGO_BIN_EXE_flowprint"))
+        .current_dir(d)
+        .args([
+            "pack",
+            "install",
+            "acme-3.tar.gz",
+            "--trusted-keys",
+            "trusted",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(version_of("acme").as_deref(), Some("0.2.0"));
+    assert_eq!(
+        get_json(api, "/rules")["failed_reloads"].as_u64().unwrap(),
+        failed_before,
+        "no reload saw a partial pack"
+    );
+    serve.stop();
+}
