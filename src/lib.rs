@@ -51,6 +51,7 @@ pub mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
 }
 pub mod eval;
+pub mod evaluate;
 pub mod flow;
 pub mod index;
 pub mod infer;

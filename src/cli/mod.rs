@@ -5,6 +5,7 @@ mod bench;
 mod check;
 mod collect;
 mod dns;
+mod evaluate;
 mod flows;
 mod hosts;
 mod pack;
@@ -33,6 +34,8 @@ enum Command {
     Analyze(analyze::Args),
     /// Names over addresses: resolve the rules' names, extract answers from captures, look up.
     Dns(dns::Args),
+    /// Score the OS verdicts against labelled hosts: precision, recall, F1, coverage, confusion.
+    Evaluate(Box<evaluate::Args>),
     /// Query the host inventory kept by `analyze --db`.
     Hosts(hosts::Args),
     /// Print the decoded, normalized flows of flow files and captures.
@@ -209,6 +212,7 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Check(a) => check::run(a),
         Command::Analyze(a) => analyze::run(a),
         Command::Hosts(a) => hosts::run(a),
+        Command::Evaluate(a) => evaluate::run(*a),
         Command::Dns(a) => dns::run(a),
         Command::Flows(a) => flows::run(a),
         Command::Collect(a) => collect::run(a),
