@@ -1,6 +1,8 @@
 //! Helpers shared by integration tests: the shared corpus, and nfdump's tools as a peer.
 #![allow(dead_code)]
 
+pub mod serve;
+
 use flowprint::flow::Flow;
 use flowprint::flow::ingest::{InputFormat, read_flows};
 use std::net::{SocketAddr, UdpSocket};
