@@ -134,6 +134,17 @@ impl<'r> Evaluator<'r> {
         self
     }
 
+    /// The names the peer of a flow (seen from the host on the `host_is_src` side) answered
+    /// for at the time of the flow, from the DNS map; empty without one.
+    pub fn peer_names(&self, flow: &Flow, host_is_src: bool) -> Vec<std::sync::Arc<str>> {
+        let mut out = Vec::new();
+        if let Some(dns) = self.dns {
+            let peer = if host_is_src { flow.dst } else { flow.src };
+            dns.lookup_into(peer, flow.start_ms, &mut out);
+        }
+        out
+    }
+
     /// The ruleset this evaluator reads.
     pub fn ruleset(&self) -> &'r Ruleset {
         self.rules

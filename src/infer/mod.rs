@@ -209,14 +209,28 @@ fn stored_host(
 
 /// A short rendering of a flow for explanations.
 pub fn describe_flow(flow: &Flow) -> String {
+    describe_flow_with(flow, &[])
+}
+
+/// [`describe_flow`], naming also the names the peer's address answered for (passive or
+/// active DNS) when the record carries none.
+pub fn describe_flow_with(flow: &Flow, dns_names: &[std::sync::Arc<str>]) -> String {
     let proto = crate::flow::proto::name(flow.proto)
         .map(str::to_string)
         .unwrap_or_else(|| flow.proto.to_string());
-    let name = flow
-        .dst_name
-        .as_deref()
-        .map(|n| format!(" ({n})"))
-        .unwrap_or_default();
+    let name = match (flow.dst_name.as_deref(), dns_names) {
+        (Some(n), _) => format!(" ({n})"),
+        (None, []) => String::new(),
+        (None, names) => {
+            let shown: Vec<&str> = names.iter().take(3).map(|n| &**n).collect();
+            let more = if names.len() > 3 {
+                format!(" +{} more", names.len() - 3)
+            } else {
+                String::new()
+            };
+            format!(" (peer answered DNS for {}{more})", shown.join(", "))
+        }
+    };
     format!(
         "{} {}:{} -> {}:{}{} {} bytes {} pkts",
         proto, flow.src, flow.src_port, flow.dst, flow.dst_port, name, flow.bytes, flow.packets
@@ -239,6 +253,7 @@ fn record_match(
     flow: &Flow,
     rules: &Ruleset,
     config: &InferConfig,
+    dns_names: &dyn Fn(bool) -> Vec<std::sync::Arc<str>>,
 ) -> bool {
     let rule = &rules.rules()[m.rule as usize];
     if let Some(s) = &rule.stateful {
@@ -276,7 +291,10 @@ fn record_match(
                 weight: m.weight,
             });
             if config.record_samples {
-                h.extra().samples.push((m.rule, describe_flow(flow).into()));
+                let names = dns_names(m.host_is_src);
+                h.extra()
+                    .samples
+                    .push((m.rule, describe_flow_with(flow, &names).into()));
             }
         }
     }
@@ -403,7 +421,8 @@ impl Inventory {
                         *c += 1;
                     }
                 }
-                if record_match(h, m, flow, rules, &self.config) {
+                let names = |host_is_src: bool| evaluator.peer_names(flow, host_is_src);
+                if record_match(h, m, flow, rules, &self.config, &names) {
                     self.epoch_changes += 1;
                 }
             }
