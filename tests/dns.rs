@@ -397,3 +397,51 @@ fn tshark_dns_log_plus_exports_give_labelled_hosts_their_os() {
     }
     assert!(checked >= 3, "only {checked} labelled hosts checked");
 }
+
+/// `domains` counts the names peers answered for in DNS when the records carry none.
+#[test]
+fn stateful_domain_counts_use_names_from_dns() {
+    let mut c = Compiler::new();
+    c.add_source(
+        "t",
+        "t.rules",
+        r#"rule many-vendor-hosts { when peer.port == 443 and peer.addr in 198.51.100.0/24
+            over 1h domains >= 3 then software = "VendorSuite" confidence 0.6 }"#,
+    );
+    let compiled = c.compile();
+    assert_eq!(compiled.errors(), 0);
+    let mut dns = DnsMap::new();
+    for (i, n) in ["a.vendor.example", "b.vendor.example", "c.vendor.example"]
+        .iter()
+        .enumerate()
+    {
+        dns.insert(
+            format!("198.51.100.{}", i + 1).parse().unwrap(),
+            n,
+            0,
+            3600,
+            Source::Log,
+        );
+    }
+    let local = LocalNets::default();
+    let run = |dns: &DnsMap, peers: &[u8]| {
+        let mut ev = Evaluator::new(&compiled.ruleset, &local).with_dns(dns);
+        let mut inv = Inventory::new();
+        for (i, p) in peers.iter().enumerate() {
+            let mut f = flowprint::flow::Flow::new(
+                "10.0.0.5".parse().unwrap(),
+                50000 + i as u16,
+                format!("198.51.100.{p}").parse().unwrap(),
+                443,
+                6,
+            );
+            f.start_ms = 1000 + i as i64 * 1000;
+            f.end_ms = f.start_ms + 10;
+            inv.observe(&f, &mut ev);
+        }
+        inv.summaries(&compiled.ruleset)[0].software.len()
+    };
+    assert_eq!(run(&dns, &[1, 2, 3]), 1, "three names via DNS");
+    assert_eq!(run(&dns, &[1, 1, 2, 2]), 0, "two names only");
+    assert_eq!(run(&DnsMap::new(), &[1, 2, 3]), 0, "no names without DNS");
+}

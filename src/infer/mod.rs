@@ -257,10 +257,16 @@ fn record_match(
 ) -> bool {
     let rule = &rules.rules()[m.rule as usize];
     if let Some(s) = &rule.stateful {
+        // Names count for `domains`: the record's own, else what the peer answered for in DNS.
+        let names = if s.domains.is_some() && flow.dst_name.is_none() && flow.src_name.is_none() {
+            dns_names(m.host_is_src)
+        } else {
+            Vec::new()
+        };
         let view = crate::schema::View {
             flow,
             host_is_src: m.host_is_src,
-            peer_names: &[],
+            peer_names: &names,
         };
         let states = &mut h.extra().stateful;
         let st = match states.iter().position(|st| st.rule == m.rule) {

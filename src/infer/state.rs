@@ -82,7 +82,7 @@ impl RuleState {
         let event = Event {
             at: flow.start_ms,
             peer: hash_of(addr_key(view.addr(Side::Peer))),
-            domain: view.name(Side::Peer).map_or(0, hash_of),
+            domain: view.names(Side::Peer).next().map_or(0, hash_of),
         };
         // Keep events ordered by time even when records arrive slightly out of order.
         let pos = self.events.partition_point(|e| e.at <= event.at);
