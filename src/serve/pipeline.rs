@@ -288,13 +288,31 @@ impl Worker {
             .with_dns(&dns)
             .with_shard(self.count, self.index);
         let mut primary = 0u64;
+        // Names that records carry for their destination (TLS SNI, HTTP Host): learned into the
+        // map after the batch, so that plain records to the same addresses match too.
+        let mut learned: Vec<(IpAddr, std::sync::Arc<str>, i64)> = Vec::new();
         for item in &batch {
             inventory.observe(&item.flow, &mut ev);
             primary += u64::from(item.primary);
+            if let Some(n) = &item.flow.dst_name
+                && item.primary
+                && matches!(item.flow.dst_port, 80 | 443 | 8080 | 8443)
+            {
+                learned.push((item.flow.dst, n.clone(), item.flow.start_ms));
+            }
         }
+        drop(ev);
+        drop(guard);
+        drop(dns);
         self.counters
             .evaluated
             .fetch_add(primary, Ordering::Relaxed);
+        if !learned.is_empty() {
+            let mut map = self.dns.write().unwrap_or_else(PoisonError::into_inner);
+            for (addr, name, at) in learned {
+                map.insert(addr, &name, at, 0, crate::dns::Source::Flow);
+            }
+        }
     }
 }
 
