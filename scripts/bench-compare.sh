@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 FLOWS=${FLOWS:-2000010}
 work=$(mktemp -d)
-trap 'kill "${cap:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill "${cap:-0}" 2>/dev/null || true; [ -n "${KEEP_FILE:-}" ] && cp "$work"/nfcapd.2* "$KEEP_FILE" 2>/dev/null; rm -rf "$work"' EXIT
 port=$((20000 + RANDOM % 20000))
 nfcapd -b 127.0.0.1 -p "$port" -w "$work" -B 8388608 -t 3600 >"$work/nfcapd.log" 2>&1 &
 cap=$!

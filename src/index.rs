@@ -28,7 +28,106 @@ pub struct IntervalIndex<K> {
     shift: u32,
     lists: Vec<(u32, u32)>,
     flat: Vec<u32>,
-    wide: Vec<(K, K, u32)>,
+    /// Intervals too wide to copy into every segment they cover: a segment tree over their
+    /// elementary segments, so that a lookup visits O(log n) nodes however many there are.
+    wide: WideTree<K>,
+}
+
+/// A static segment tree of intervals: `points` are the sorted distinct interval starts and
+/// ends (+1); leaf `j` is the elementary segment `[points[j], points[j+1])`; each interval is
+/// stored in the O(log n) nodes that exactly cover its segments. A stabbing lookup walks from
+/// the key's leaf to the root and reports every node's rules.
+#[derive(Debug, Clone)]
+struct WideTree<K> {
+    points: Vec<K>,
+    /// Leaves (a power of two).
+    size: usize,
+    /// Per node (1-based heap order): range into `rules`.
+    nodes: Vec<(u32, u32)>,
+    rules: Vec<u32>,
+}
+
+impl<K> Default for WideTree<K> {
+    fn default() -> Self {
+        WideTree {
+            points: Vec::new(),
+            size: 0,
+            nodes: Vec::new(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+impl<K: Key> WideTree<K> {
+    fn build(entries: &[(K, K, u32)]) -> WideTree<K> {
+        if entries.is_empty() {
+            return WideTree::default();
+        }
+        let mut points: Vec<K> = Vec::with_capacity(entries.len() * 2);
+        for &(lo, hi, _) in entries {
+            points.push(lo);
+            if hi < K::MAX {
+                points.push(hi.next());
+            }
+        }
+        points.sort_unstable();
+        points.dedup();
+        let size = points.len().next_power_of_two();
+        let mut per_node: Vec<Vec<u32>> = vec![Vec::new(); 2 * size];
+        for &(lo, hi, r) in entries {
+            // Segments a..=b: from the one starting at `lo` to the last starting at or below `hi`.
+            let a = points.partition_point(|&p| p < lo);
+            let b = points.partition_point(|&p| p <= hi) - 1;
+            let (mut l, mut h) = (a + size, b + size + 1);
+            while l < h {
+                if l & 1 == 1 {
+                    per_node[l].push(r);
+                    l += 1;
+                }
+                if h & 1 == 1 {
+                    h -= 1;
+                    per_node[h].push(r);
+                }
+                l >>= 1;
+                h >>= 1;
+            }
+        }
+        let mut tree = WideTree {
+            points,
+            size,
+            nodes: Vec::with_capacity(2 * size),
+            rules: Vec::new(),
+        };
+        for list in per_node {
+            let start = tree.rules.len() as u32;
+            tree.rules.extend_from_slice(&list);
+            tree.nodes.push((start, tree.rules.len() as u32));
+        }
+        tree
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    #[inline]
+    fn lookup(&self, key: K, f: &mut impl FnMut(u32)) {
+        if self.rules.is_empty() {
+            return;
+        }
+        let j = self.points.partition_point(|&p| p <= key);
+        if j == 0 {
+            return; // below every interval
+        }
+        let mut node = j - 1 + self.size;
+        while node >= 1 {
+            let (s, e) = self.nodes[node];
+            for &r in &self.rules[s as usize..e as usize] {
+                f(r);
+            }
+            node >>= 1;
+        }
+    }
 }
 
 impl<K: Key> Default for IntervalIndex<K> {
@@ -40,7 +139,7 @@ impl<K: Key> Default for IntervalIndex<K> {
             shift: 0,
             lists: Vec::new(),
             flat: Vec::new(),
-            wide: Vec::new(),
+            wide: WideTree::default(),
         }
     }
 }
@@ -101,7 +200,7 @@ impl<K: Key> IntervalIndex<K> {
         });
         narrow.sort_unstable_by_key(|&(lo, _, _)| lo);
         let mut idx = IntervalIndex {
-            wide,
+            wide: WideTree::build(&wide),
             ..Default::default()
         };
         let mut active: Vec<(K, u32)> = Vec::new();
@@ -183,11 +282,7 @@ impl<K: Key> IntervalIndex<K> {
                 f(r);
             }
         }
-        for &(lo, hi, r) in &self.wide {
-            if lo <= key && key <= hi {
-                f(r);
-            }
-        }
+        self.wide.lookup(key, &mut f);
     }
 }
 
