@@ -11,6 +11,8 @@ command -v tcpdump >/dev/null 2>&1 || need_apt+=(tcpdump)
 # dig and curl: the clients of the end-to-end pipeline test (tests/e2e.rs)
 command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# nats-server (JetStream): the fleet's bus (tests/fleet.rs); started by the tests themselves
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
 # tshark: builds a passive DNS log from the corpus captures (tests/dns.rs)
 command -v tshark >/dev/null 2>&1 || need_apt+=(tshark)
 # dnsmasq-base: the dnsmasq binary alone (no system service), a real DNS server for tests/dns_live.rs

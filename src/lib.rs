@@ -52,6 +52,7 @@ pub mod embedded {
 }
 pub mod eval;
 pub mod evaluate;
+pub mod fleet;
 pub mod flow;
 pub mod index;
 pub mod infer;

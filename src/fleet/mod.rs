@@ -1,0 +1,321 @@
+//! flowprint as a fleet on NATS JetStream: collectors publish normalized flows in batches on
+//! `<prefix>.<shard>` subjects of one stream, sharded by the hash of the local host address
+//! ([`crate::eval::shard_of`]); workers consume their shards through durable pull consumers
+//! (one per shard, `flowprint-shard-<n>`) and acknowledge a batch only once its evidence has
+//! been applied and written.
+//!
+//! This module is the bus: a blocking facade over `async-nats` (a current-thread tokio runtime
+//! of its own, as the DNS resolver has), the batch encoding ([`codec`]), and the sharding of
+//! flows for publication ([`Publisher`]).
+//!
+//! Delivery is at least once: a worker that dies before acknowledging gets its batches
+//! delivered again (to itself after a restart, or to whichever worker takes the shard over)
+//! once the consumer's acknowledgement wait runs out. Each delivered batch carries its stream
+//! sequence; a worker records, with the inventory it writes, the highest sequence applied per
+//! shard, and skips (but acknowledges) any redelivered batch at or below it — so a redelivery
+//! never counts evidence twice.
+
+pub mod codec;
+
+use crate::eval::{LocalNets, shard_of};
+use crate::flow::Flow;
+use async_nats::jetstream::{self, consumer::PullConsumer};
+use futures_util::StreamExt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// What went wrong on the bus.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// Connecting to the server.
+    #[error("NATS {url}: {message}")]
+    Connect {
+        /// The server.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// A JetStream request (stream, consumer, publish, fetch, ack).
+    #[error("JetStream {what}: {message}")]
+    JetStream {
+        /// The request.
+        what: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// The runtime.
+    #[error("runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+}
+
+fn js_err(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> FleetError {
+    move |e| FleetError::JetStream {
+        what,
+        message: e.to_string(),
+    }
+}
+
+/// Where the fleet's flows live.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// The stream.
+    pub stream: String,
+    /// Subjects are `<prefix>.<shard>`.
+    pub prefix: String,
+    /// The stream's size limit, bytes; beyond it, new publishes are refused (and counted by
+    /// the publisher) rather than old flows silently dropped.
+    pub max_bytes: i64,
+    /// How long a delivered batch may stay unacknowledged before it is delivered again.
+    pub ack_wait: Duration,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            stream: "FLOWPRINT_FLOWS".into(),
+            prefix: "flowprint.flows".into(),
+            max_bytes: 1 << 30,
+            ack_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A connection to the bus.
+pub struct Bus {
+    rt: tokio::runtime::Runtime,
+    js: jetstream::Context,
+    stream: jetstream::stream::Stream,
+    config: BusConfig,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus").field("config", &self.config).finish()
+    }
+}
+
+/// A batch delivered to a worker.
+pub struct Delivered {
+    /// The shard it was published on.
+    pub shard: u32,
+    /// Its sequence in the stream.
+    pub stream_seq: u64,
+    /// How many times it has been delivered (1 the first time).
+    pub delivered: i64,
+    /// The encoded batch.
+    pub data: Vec<u8>,
+    message: jetstream::Message,
+}
+
+/// One shard's durable consumer.
+pub struct ShardConsumer {
+    /// The shard.
+    pub shard: u32,
+    consumer: PullConsumer,
+}
+
+impl Bus {
+    /// Connects and makes sure the stream exists.
+    pub fn connect(url: &str, config: BusConfig) -> Result<Bus, FleetError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (js, stream) = rt.block_on(async {
+            let client = async_nats::connect(url)
+                .await
+                .map_err(|e| FleetError::Connect {
+                    url: url.to_string(),
+                    message: e.to_string(),
+                })?;
+            let js = jetstream::new(client);
+            let stream = js
+                .get_or_create_stream(jetstream::stream::Config {
+                    name: config.stream.clone(),
+                    subjects: vec![format!("{}.*", config.prefix)],
+                    max_bytes: config.max_bytes,
+                    discard: jetstream::stream::DiscardPolicy::New,
+                    storage: jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| js_err("stream")(&e))?;
+            Ok::<_, FleetError>((js, stream))
+        })?;
+        Ok(Bus {
+            rt,
+            js,
+            stream,
+            config,
+        })
+    }
+
+    /// Publishes encoded batches (shard, bytes) and waits for the server to store them all:
+    /// the stream sequence of each, or why it was refused.
+    pub fn publish(&self, batches: Vec<(u32, Vec<u8>)>) -> Vec<Result<u64, FleetError>> {
+        self.rt.block_on(async {
+            // Send everything first, then collect the acknowledgements: one round trip for
+            // the whole set rather than one per batch.
+            let mut acks = Vec::with_capacity(batches.len());
+            for (shard, data) in batches {
+                let subject = format!("{}.{shard}", self.config.prefix);
+                acks.push(self.js.publish(subject, data.into()).await);
+            }
+            let mut out = Vec::with_capacity(acks.len());
+            for a in acks {
+                out.push(match a {
+                    Ok(fut) => fut
+                        .await
+                        .map(|ack| ack.sequence)
+                        .map_err(|e| js_err("publish")(&e)),
+                    Err(e) => Err(js_err("publish")(&e)),
+                });
+            }
+            out
+        })
+    }
+
+    /// The durable consumer of a shard, created if missing: explicit acknowledgement, delivery
+    /// from the first batch not yet acknowledged.
+    pub fn consumer(&self, shard: u32) -> Result<ShardConsumer, FleetError> {
+        let name = format!("flowprint-shard-{shard}");
+        let consumer = self
+            .rt
+            .block_on(self.stream.get_or_create_consumer(
+                &name,
+                jetstream::consumer::pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: format!("{}.{shard}", self.config.prefix),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: self.config.ack_wait,
+                    max_ack_pending: 10_000,
+                    ..Default::default()
+                },
+            ))
+            .map_err(|e| js_err("consumer")(&e))?;
+        Ok(ShardConsumer { shard, consumer })
+    }
+
+    /// Up to `max` batches of a shard, waiting at most `wait` for the first.
+    pub fn fetch(
+        &self,
+        c: &ShardConsumer,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivered>, FleetError> {
+        self.rt.block_on(async {
+            let mut batch = c
+                .consumer
+                .fetch()
+                .max_messages(max)
+                .expires(wait)
+                .messages()
+                .await
+                .map_err(|e| js_err("fetch")(&e))?;
+            let mut out = Vec::new();
+            while let Some(m) = batch.next().await {
+                let m = m.map_err(|e| js_err("fetch")(&e))?;
+                let (stream_seq, delivered) = match m.info() {
+                    Ok(i) => (i.stream_sequence, i.delivered),
+                    Err(e) => return Err(js_err("message info")(&e)),
+                };
+                out.push(Delivered {
+                    shard: c.shard,
+                    stream_seq,
+                    delivered,
+                    data: m.payload.to_vec(),
+                    message: m,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Acknowledges batches (after their evidence is written).
+    pub fn ack(&self, done: &[Delivered]) -> Result<(), FleetError> {
+        self.rt.block_on(async {
+            for d in done {
+                d.message.ack().await.map_err(|e| js_err("ack")(&e))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Shards flows by their local hosts and encodes them into batches for [`Bus::publish`].
+pub struct Publisher {
+    local: LocalNets,
+    shards: u32,
+    id: [u8; 16],
+    seq: u64,
+    pending: Vec<Vec<Flow>>,
+    batch_size: usize,
+}
+
+/// The local endpoints of a flow that are hosts (the evaluator's rule: a destination ending
+/// in .255 is a broadcast address, not a host).
+pub fn host_addrs(local: &LocalNets, flow: &Flow) -> [Option<IpAddr>; 2] {
+    let src = local.contains(flow.src).then_some(flow.src);
+    let broadcast = matches!(flow.dst, IpAddr::V4(v4) if v4.octets()[3] == 255);
+    let dst = (local.contains(flow.dst) && flow.dst != flow.src && !broadcast).then_some(flow.dst);
+    [src, dst]
+}
+
+impl Publisher {
+    /// A publisher over `shards` shards; `id` names it in every batch (unique per process).
+    pub fn new(local: LocalNets, shards: u32, id: [u8; 16]) -> Publisher {
+        Publisher {
+            local,
+            shards: shards.max(1),
+            id,
+            seq: 0,
+            pending: (0..shards.max(1)).map(|_| Vec::new()).collect(),
+            batch_size: 1024,
+        }
+    }
+
+    /// Queues a flow on the shard of each of its local hosts (shard 0 when it has none, so that
+    /// every flow is counted once). Returns batches that became full, ready to publish.
+    pub fn push(&mut self, flow: Flow) -> Vec<(u32, Vec<u8>)> {
+        let [a, b] = host_addrs(&self.local, &flow);
+        let sa = a.map(|a| shard_of(a, self.shards));
+        let sb = b.map(|b| shard_of(b, self.shards));
+        let first = sa.or(sb).unwrap_or(0);
+        let mut full = Vec::new();
+        if let (Some(x), Some(y)) = (sa, sb)
+            && x != y
+        {
+            self.pending[y as usize].push(flow.clone());
+            full.extend(self.take_if_full(y));
+        }
+        self.pending[first as usize].push(flow);
+        full.extend(self.take_if_full(first));
+        full
+    }
+
+    fn take_if_full(&mut self, shard: u32) -> Option<(u32, Vec<u8>)> {
+        (self.pending[shard as usize].len() >= self.batch_size).then(|| self.take(shard))
+    }
+
+    fn take(&mut self, shard: u32) -> (u32, Vec<u8>) {
+        let flows = std::mem::take(&mut self.pending[shard as usize]);
+        self.seq += 1;
+        (shard, codec::encode(self.id, self.seq, &flows))
+    }
+
+    /// Every partial batch, encoded.
+    pub fn flush(&mut self) -> Vec<(u32, Vec<u8>)> {
+        (0..self.shards)
+            .filter(|&s| !self.pending[s as usize].is_empty())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|s| self.take(s))
+            .collect()
+    }
+}
+
+/// Whether a flow delivered on `shard` counts as evaluated there: the shard of its first local
+/// host (or 0 without any), as [`Publisher::push`] decides.
+pub fn is_primary(local: &LocalNets, flow: &Flow, shard: u32, shards: u32) -> bool {
+    let [a, b] = host_addrs(local, flow);
+    a.or(b).map_or(0, |h| shard_of(h, shards)) == shard
+}
