@@ -99,7 +99,6 @@ fn family_of(api: SocketAddr, host: &str) -> Option<String> {
     v["host"]["os"]["family"].as_str().map(str::to_string)
 }
 
-
 /// The reload-under-load test: ≥ 200,000 flows/s for the whole run while the rules are
 /// edited 50 times — valid edits (written in place or renamed over the file, as editors do),
 /// invalid edits, a pack file half-written then completed. Every flow sent is evaluated once;

@@ -166,7 +166,6 @@ pub fn unsafe_kill(pid: u32, sig: i32) {
     assert!(ok);
 }
 
-
 pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
     let t = Instant::now();
     while !f() {
