@@ -104,8 +104,6 @@ pub struct Catalogue {
     pub malformed: Vec<Malformed>,
     /// How many were malformed in all.
     pub malformed_count: u64,
-    /// Entries left out by a filter (e.g. `--packages-matching`).
-    pub filtered: u64,
     /// The compression the input had: plain, gzip, xz, bzip2 or zstd.
     pub compression: &'static str,
 }
@@ -271,21 +269,19 @@ const FIELDS: [&str; 6] = [
     "SHA256",
 ];
 
-struct PackagesParser<'a> {
-    filter: Option<&'a Regex>,
+struct PackagesParser {
     line: u64,
     stanza: Option<Stanza>,
     out: Catalogue,
 }
 
-impl PackagesParser<'_> {
+impl PackagesParser {
     fn end_stanza(&mut self) -> Result<(), GenError> {
         let Some(s) = self.stanza.take() else {
             return Ok(());
         };
         match stanza_to_entry(s.fields, s.start, s.problem) {
             Err(message) => self.out.bad(s.start, message),
-            Ok(e) if self.filter.is_some_and(|f| !f.is_match(&e.product)) => self.out.filtered += 1,
             Ok(e) => self.out.push(e)?,
         }
         Ok(())
@@ -355,7 +351,7 @@ fn clip(s: &str) -> String {
     }
 }
 
-impl Lines for PackagesParser<'_> {
+impl Lines for PackagesParser {
     fn line(&mut self, line: Option<&[u8]>) -> Result<(), GenError> {
         self.line += 1;
         let n = self.line;
@@ -394,8 +390,10 @@ impl Lines for PackagesParser<'_> {
         }
         s.last = None;
         let Some((name, value)) = text.split_once(':') else {
-            s.problem
-                .get_or_insert(format!("line {n}: `{}` is not a `Field: value` line", clip(text)));
+            s.problem.get_or_insert(format!(
+                "line {n}: `{}` is not a `Field: value` line",
+                clip(text)
+            ));
             return Ok(());
         };
         if name.is_empty() || name.contains(char::is_whitespace) {
@@ -417,11 +415,9 @@ impl Lines for PackagesParser<'_> {
 
 /// Reads a Debian/Ubuntu `Packages` index (plain, gzip, xz, bzip2 or zstd): one entry per
 /// stanza with `Package`, `Version` and `Size` (and `Architecture`, `Filename`, `SHA256` when
-/// present). Malformed stanzas are counted and skipped; `filter`, when given, keeps only the
-/// packages whose name it matches.
-pub fn read_packages(input: impl Read, filter: Option<&Regex>) -> Result<Catalogue, GenError> {
+/// present). Malformed stanzas are counted and skipped.
+pub fn read_packages(input: impl Read) -> Result<Catalogue, GenError> {
     let mut p = PackagesParser {
-        filter,
         line: 0,
         stanza: None,
         out: Catalogue::default(),
@@ -434,8 +430,7 @@ pub fn read_packages(input: impl Read, filter: Option<&Regex>) -> Result<Catalog
 
 // ------------------------------------------------------------------ CSV catalogues
 
-struct CsvParser<'a> {
-    filter: Option<&'a Regex>,
+struct CsvParser {
     line: u64,
     /// Column positions: product, version, size, servers, arch, file, sha256.
     columns: Option<[Option<usize>; 7]>,
@@ -483,7 +478,7 @@ fn csv_fields(line: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-impl Lines for CsvParser<'_> {
+impl Lines for CsvParser {
     fn line(&mut self, line: Option<&[u8]>) -> Result<(), GenError> {
         self.line += 1;
         let n = self.line;
@@ -528,14 +523,17 @@ impl Lines for CsvParser<'_> {
         };
         match csv_row_to_entry(&fields, &columns, n) {
             Err(message) => self.out.bad(n, format!("line {n}: {message}")),
-            Ok(e) if self.filter.is_some_and(|f| !f.is_match(&e.product)) => self.out.filtered += 1,
             Ok(e) => self.out.push(e)?,
         }
         Ok(())
     }
 }
 
-fn csv_row_to_entry(fields: &[String], cols: &[Option<usize>; 7], line: u64) -> Result<Entry, String> {
+fn csv_row_to_entry(
+    fields: &[String],
+    cols: &[Option<usize>; 7],
+    line: u64,
+) -> Result<Entry, String> {
     let get = |c: usize| {
         cols[c]
             .and_then(|i| fields.get(i))
@@ -574,9 +572,8 @@ fn csv_row_to_entry(fields: &[String], cols: &[Option<usize>; 7], line: u64) -> 
 /// (bytes) and `servers` (`;`-separated domain names or `*.suffix` patterns; empty: the
 /// default servers), optionally `arch`, `file` and `sha256`, in any order; other columns are
 /// ignored. Malformed rows are counted and skipped.
-pub fn read_sizes_csv(input: impl Read, filter: Option<&Regex>) -> Result<Catalogue, GenError> {
+pub fn read_sizes_csv(input: impl Read) -> Result<Catalogue, GenError> {
     let mut p = CsvParser {
-        filter,
         line: 0,
         columns: None,
         out: Catalogue::default(),
@@ -630,11 +627,11 @@ pub struct Model {
 /// The network the downloads cross, for [`Model::preset`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Transport {
-    /// IPv4, with or without TCP timestamps, MTU 1500: 2.7–3.9 % per-packet overhead.
+    /// IPv4, with or without TCP timestamps, MTU 1500: 2.6–4.2 % (headers per packet, TLS records).
     Ipv4,
-    /// IPv6, with or without TCP timestamps, MTU 1500: 4.2–5.3 %.
+    /// IPv6, with or without TCP timestamps, MTU 1500: 4.0–5.6 %.
     Ipv6,
-    /// Either: 2.7–5.3 %.
+    /// Either: 2.6–5.6 %.
     Any,
 }
 
@@ -654,9 +651,9 @@ impl Model {
     pub fn preset(transport: Transport, scheme: Scheme) -> Model {
         // Ranges of the relative and the constant overhead; the model is their midpoint ± half.
         let (lo, hi) = match transport {
-            Transport::Ipv4 => (2.7, 3.9),
-            Transport::Ipv6 => (4.1, 5.3),
-            Transport::Any => (2.7, 5.3),
+            Transport::Ipv4 => (2.6, 4.2),
+            Transport::Ipv6 => (4.0, 5.6),
+            Transport::Any => (2.6, 5.6),
         };
         let (flo, fhi) = match scheme {
             Scheme::Http => (200, 900),
@@ -727,11 +724,15 @@ pub struct Options {
     pub model: Model,
     /// Confidence of a rule whose size no other product shares.
     pub confidence: f64,
+    /// Rules whose window admits more products than this are not written: they say too little.
+    pub max_products: usize,
+    /// Write rules only for products this matches (all entries still count as neighbours).
+    pub select: Option<Regex>,
     /// Record or transfer matching.
     pub matching: Matching,
     /// Window of transfer rules, in ms.
     pub window_ms: u64,
-    /// What the catalogue is, for titles and `README.md` (e.g. "Debian package").
+    /// What the catalogue is, for `README.md` (e.g. "Debian package").
     pub kind: String,
     /// How the pack was made (the command line), for `README.md`.
     pub source: String,
@@ -742,6 +743,10 @@ pub struct Options {
 pub struct Stats {
     /// Entries read (after merging exact duplicates).
     pub entries: usize,
+    /// Entries that `select` left out (they still count as neighbours).
+    pub left_out: usize,
+    /// Rules not written because more than `max_products` products are within reach.
+    pub dropped: usize,
     /// Rules written.
     pub rules: usize,
     /// Rules that conclude product and version at full confidence.
@@ -750,8 +755,6 @@ pub struct Stats {
     pub version_ambiguous: usize,
     /// Rules whose window admits other products (confidence divided).
     pub shared: usize,
-    /// Most products within reach of one rule's window.
-    pub max_products: usize,
 }
 
 /// A generated pack: relative paths and their text.
@@ -771,6 +774,9 @@ pub fn valid_pack_name(name: &str) -> bool {
         && name.len() <= 64
 }
 
+/// Products within reach are counted up to this many.
+const COUNTED: usize = 100;
+
 /// One rule to be: entries merged when product, version, size and servers are equal.
 struct Item<'a> {
     entry: &'a Entry,
@@ -780,9 +786,18 @@ struct Item<'a> {
     tol: u64,
 }
 
-/// Turns a catalogue into a pack. Entries without servers get `opts.servers`; an entry
-/// without any is an error.
-pub fn generate(cat: &Catalogue, opts: &Options) -> Result<GeneratedPack, GenError> {
+/// What else a transfer that fires an item's rule could have been.
+#[derive(Default)]
+struct Near<'a> {
+    /// Distinct products within reach, the item's own included; stops growing past the limit.
+    products: std::collections::HashSet<&'a str>,
+    /// Other versions of the item's own product within reach.
+    versions: usize,
+    /// A few "product version" names for the description.
+    names: Vec<String>,
+}
+
+fn check_options(opts: &Options) -> Result<Vec<String>, GenError> {
     if !valid_pack_name(&opts.name) {
         return Err(GenError::Option(format!(
             "`{}` is not a pack name (lowercase letters, digits and `-`, starting with a letter)",
@@ -797,12 +812,17 @@ pub fn generate(cat: &Catalogue, opts: &Options) -> Result<GeneratedPack, GenErr
     if opts.window_ms == 0 {
         return Err(GenError::Option("the window must be longer than 0".into()));
     }
+    if opts.max_products == 0 {
+        return Err(GenError::Option("at least one product per window".into()));
+    }
     opts.model.check()?;
-    let defaults: Vec<String> = opts
-        .servers
-        .iter()
-        .map(|s| normalize_server(s))
-        .collect::<Result<_, _>>()?;
+    opts.servers.iter().map(|s| normalize_server(s)).collect()
+}
+
+/// Turns a catalogue into a pack. Entries without servers get `opts.servers`; an entry
+/// without any is an error.
+pub fn generate(cat: &Catalogue, opts: &Options) -> Result<GeneratedPack, GenError> {
+    let defaults = check_options(opts)?;
     // Server sets, numbered in order of first use.
     let mut server_sets: Vec<Vec<String>> = Vec::new();
     let mut set_index: HashMap<Vec<String>, usize> = HashMap::new();
@@ -842,85 +862,124 @@ pub fn generate(cat: &Catalogue, opts: &Options) -> Result<GeneratedPack, GenErr
             tol,
         });
     }
+    // Within each server set, by expected size: neighbours are found by scanning outwards.
     items.sort_by(|a, b| {
-        (&a.entry.product, &a.entry.version, a.entry.size, &a.archs).cmp(&(
-            &b.entry.product,
-            &b.entry.version,
-            b.entry.size,
-            &b.archs,
-        ))
+        (
+            a.servers,
+            a.center,
+            &a.entry.product,
+            &a.entry.version,
+            &a.archs,
+        )
+            .cmp(&(
+                b.servers,
+                b.center,
+                &b.entry.product,
+                &b.entry.version,
+                &b.archs,
+            ))
     });
-    let neighbours = neighbours(&items);
     let list_names: Vec<String> = if server_sets.len() == 1 {
         vec!["servers".into()]
     } else {
-        (1..=server_sets.len()).map(|i| format!("servers_{i}")).collect()
+        (1..=server_sets.len())
+            .map(|i| format!("servers_{i}"))
+            .collect()
     };
     let mut stats = Stats {
         entries: items.len(),
-        rules: items.len(),
         ..Default::default()
     };
     let mut ids: BTreeSet<String> = BTreeSet::new();
-    let mut files: BTreeMap<String, String> = BTreeMap::new();
-    for (i, item) in items.iter().enumerate() {
-        let near: Vec<&Item<'_>> = neighbours[i].iter().map(|&j| &items[j]).collect();
+    let mut rules: BTreeMap<(&str, &str, u64), String> = BTreeMap::new();
+    for i in 0..items.len() {
+        let item = &items[i];
+        if opts
+            .select
+            .as_ref()
+            .is_some_and(|r| !r.is_match(&item.entry.product))
+        {
+            stats.left_out += 1;
+            continue;
+        }
+        // Products are counted up to COUNTED: beyond, the confidence is at its floor anyway.
+        let near = near(&items, i, opts.max_products.min(COUNTED));
+        if near.products.len() > opts.max_products {
+            stats.dropped += 1;
+            continue;
+        }
         let text = rule_text(item, &near, opts, &list_names, &mut ids, &mut stats);
-        files
-            .entry(file_for(&item.entry.product))
-            .or_default()
-            .push_str(&text);
+        rules.insert(
+            (&item.entry.product, &item.entry.version, item.entry.size),
+            text,
+        );
     }
-    let mut out = Vec::new();
+    stats.rules = rules.len();
     let header = format!(
         "# Generated by `flowprint pack gen` ({}); regenerate instead of editing.\n\n",
         opts.kind
     );
+    let mut files: BTreeMap<String, String> = BTreeMap::new();
+    for ((product, _, _), text) in &rules {
+        files
+            .entry(file_for(product))
+            .or_insert_with(|| header.clone())
+            .push_str(text);
+    }
     let mut lists = header.clone();
     for (name, set) in list_names.iter().zip(&server_sets) {
         let names: Vec<String> = set.iter().map(|s| format!("\"{}\"", escape(s))).collect();
         let _ = writeln!(lists, "list {name} = domains {{ {} }}", names.join(", "));
     }
-    out.push((PathBuf::from("rules/servers.rules"), lists));
+    let mut out = vec![(PathBuf::from("rules/servers.rules"), lists)];
     for (file, body) in files {
-        out.push((
-            PathBuf::from(format!("rules/{file}.rules")),
-            format!("{header}{body}"),
-        ));
+        out.push((PathBuf::from(format!("rules/{file}.rules")), body));
     }
     out.push((PathBuf::from("pack.yaml"), manifest(opts)));
-    out.push((PathBuf::from("README.md"), readme(opts, cat, &stats, &server_sets)));
+    let readme = readme(opts, cat, &stats, &server_sets);
+    out.push((PathBuf::from("README.md"), readme));
     Ok(GeneratedPack { files: out, stats })
 }
 
-/// For each item, the items (itself included) with the same servers whose windows overlap
-/// its own: a transfer that fires its rule could have been any of those files.
-fn neighbours(items: &[Item<'_>]) -> Vec<Vec<usize>> {
-    let mut by_set: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (i, it) in items.iter().enumerate() {
-        by_set.entry(it.servers).or_default().push(i);
-    }
-    let mut out = vec![Vec::new(); items.len()];
-    for group in by_set.values_mut() {
-        group.sort_by_key(|&i| items[i].center);
-        let max_tol = group.iter().map(|&i| items[i].tol).max().unwrap_or(0);
-        for &i in group.iter() {
-            let (c, t) = (items[i].center, items[i].tol);
-            let lo = c.saturating_sub(t + max_tol);
-            let hi = c.saturating_add(t + max_tol);
-            let start = group.partition_point(|&j| items[j].center < lo);
-            for &j in &group[start..] {
-                let it = &items[j];
-                if it.center > hi {
-                    break;
-                }
-                if it.center.abs_diff(c) <= t + it.tol {
-                    out[i].push(j);
-                }
+/// The items (with the same servers) whose windows overlap item `i`'s: a transfer that fires
+/// its rule could have been any of those files. Items are sorted by expected size, and both
+/// ends of a window grow with the size, so the scan stops at the first item out of reach on
+/// each side, or once more than `limit` products are found.
+fn near<'a>(items: &[Item<'a>], i: usize, limit: usize) -> Near<'a> {
+    let it = &items[i];
+    let mut n = Near::default();
+    n.products.insert(it.entry.product.as_str());
+    let (lo, hi) = (it.center.saturating_sub(it.tol), it.center + it.tol);
+    let mut visit = |o: &Item<'a>| {
+        let p = o.entry.product.as_str();
+        if p == it.entry.product {
+            if o.entry.version != it.entry.version {
+                n.versions += 1;
+            }
+        } else {
+            n.products.insert(p);
+        }
+        if n.names.len() < 8 && !std::ptr::eq(o, it) {
+            let name = format!("{} {}", o.entry.product, o.entry.version);
+            if !n.names.contains(&name)
+                && (p != it.entry.product || o.entry.version != it.entry.version)
+            {
+                n.names.push(name);
             }
         }
+        n.products.len() <= limit
+    };
+    for o in items[..i].iter().rev() {
+        if o.servers != it.servers || o.center + o.tol < lo || !visit(o) {
+            break;
+        }
     }
-    out
+    for o in &items[i + 1..] {
+        if o.servers != it.servers || o.center.saturating_sub(o.tol) > hi || !visit(o) {
+            break;
+        }
+    }
+    n
 }
 
 /// The rules file of a product: its first letter or digit, or `other`.
@@ -986,7 +1045,7 @@ fn group_digits(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -995,8 +1054,13 @@ fn group_digits(n: u64) -> String {
 }
 
 fn duration_text(ms: u64) -> String {
-    for (unit, n) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-        if ms % n == 0 {
+    for (unit, n) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms.is_multiple_of(n) {
             return format!("{}{unit}", ms / n);
         }
     }
@@ -1005,36 +1069,32 @@ fn duration_text(ms: u64) -> String {
 
 fn rule_text(
     item: &Item<'_>,
-    near: &[&Item<'_>],
+    near: &Near<'_>,
     opts: &Options,
     list_names: &[String],
     ids: &mut BTreeSet<String>,
     stats: &mut Stats,
 ) -> String {
     let e = item.entry;
-    let products: BTreeSet<&str> = near.iter().map(|n| n.entry.product.as_str()).collect();
-    let versions: BTreeSet<&str> = near
-        .iter()
-        .filter(|n| n.entry.product == e.product)
-        .map(|n| n.entry.version.as_str())
-        .collect();
-    let k = products.len().max(1);
-    stats.max_products = stats.max_products.max(k);
+    let k = near.products.len().max(1);
     let confidence = ((opts.confidence / k as f64) * 1000.0).floor().max(1.0) / 1000.0;
-    let with_version = versions.len() <= 1;
-    match (k, with_version) {
-        (1, true) => stats.unique += 1,
-        (1, false) => stats.version_ambiguous += 1,
-        _ => stats.shared += 1,
+    let with_version = near.versions == 0;
+    if k > 1 {
+        stats.shared += 1;
+    } else if with_version {
+        stats.unique += 1;
     }
-    if k > 1 && !with_version {
+    if !with_version {
         stats.version_ambiguous += 1;
     }
     let id = rule_id(item, ids);
     let arch = if item.archs.is_empty() {
         String::new()
     } else {
-        format!(" ({})", item.archs.iter().copied().collect::<Vec<_>>().join(", "))
+        format!(
+            " ({})",
+            item.archs.iter().copied().collect::<Vec<_>>().join(", ")
+        )
     };
     let mut desc = format!(
         "A download of {} ({} bytes",
@@ -1050,29 +1110,20 @@ fn rule_text(
         group_digits(item.center),
         group_digits(item.tol)
     );
-    let others: Vec<String> = near
-        .iter()
-        .filter(|n| !std::ptr::eq(**n, item))
-        .map(|n| format!("{} {}", n.entry.product, n.entry.version))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    if !others.is_empty() {
-        let shown: Vec<&str> = others.iter().take(8).map(String::as_str).collect();
-        let more = others.len().saturating_sub(8);
+    if !near.names.is_empty() {
         let _ = write!(
             desc,
             " Also within reach: {}{}; {}.",
-            shown.join(", "),
-            if more > 0 {
-                format!(" and {more} more")
+            near.names.join(", "),
+            if near.names.len() == 8 {
+                " and maybe more"
             } else {
-                String::new()
+                ""
             },
-            if k > 1 {
-                format!("confidence divided by {k} products")
-            } else {
-                "the version is left open".into()
+            match (k, with_version) {
+                (1, _) => "the version is left open".to_string(),
+                (_, true) => format!("confidence divided by {k} products"),
+                (_, false) => format!("confidence divided by {k} products, the version left open"),
             }
         );
     }
@@ -1081,15 +1132,17 @@ fn rule_text(
     let _ = writeln!(t, "rule {id} {{");
     let _ = writeln!(
         t,
-        "    title       \"{} {} {}{} downloaded\"",
-        escape(&opts.kind),
+        "    title       \"{} {}{} downloaded\"",
         escape(&e.product),
         escape(&e.version),
         escape(&arch)
     );
     let _ = writeln!(t, "    description \"{}\"", escape(&desc));
     let _ = writeln!(t, "    status      experimental");
-    let _ = writeln!(t, "    tags        [\"software\", \"download\", \"generated\"]");
+    let _ = writeln!(
+        t,
+        "    tags        [\"software\", \"download\", \"generated\"]"
+    );
     let hi = item.center + item.tol;
     match opts.matching {
         Matching::Transfer => {
@@ -1150,14 +1203,34 @@ fn readme(opts: &Options, cat: &Catalogue, stats: &Stats, sets: &[Vec<String>]) 
         opts.source
     );
     let _ = writeln!(r, "| | |\n|---|---|");
-    let _ = writeln!(r, "| entries | {} (input {}) |", stats.entries, cat.compression);
+    let _ = writeln!(
+        r,
+        "| entries | {} (input {}) |",
+        stats.entries, cat.compression
+    );
     let _ = writeln!(r, "| malformed, skipped | {} |", cat.malformed_count);
-    let _ = writeln!(r, "| left out by the filter | {} |", cat.filtered);
+    let _ = writeln!(
+        r,
+        "| left out by the selection (still counted as neighbours) | {} |",
+        stats.left_out
+    );
+    let _ = writeln!(
+        r,
+        "| not written: more than {} products within reach | {} |",
+        opts.max_products, stats.dropped
+    );
     let _ = writeln!(r, "| rules | {} |", stats.rules);
     let _ = writeln!(r, "| product and version certain | {} |", stats.unique);
-    let _ = writeln!(r, "| version left open (other versions within reach) | {} |", stats.version_ambiguous);
-    let _ = writeln!(r, "| confidence divided (other products within reach) | {} |", stats.shared);
-    let _ = writeln!(r, "| most products within one window | {} |", stats.max_products);
+    let _ = writeln!(
+        r,
+        "| version left open (other versions within reach) | {} |",
+        stats.version_ambiguous
+    );
+    let _ = writeln!(
+        r,
+        "| confidence divided (other products within reach) | {} |",
+        stats.shared
+    );
     let _ = writeln!(
         r,
         "| expected bytes | size × {:.4} + {} B, ± (size × {:.2} % + {} B) |",
@@ -1208,8 +1281,4 @@ impl GeneratedPack {
         }
         Ok(())
     }
-}
-
-#[cfg(test)]
-mod tests {
 }
