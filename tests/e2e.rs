@@ -166,6 +166,54 @@ fn wait_port(addr: &str) {
     }
 }
 
+/// dnsmasq on 198.18.0.1 at a free port, answering: (process, port). A port found taken
+/// meanwhile makes it try another.
+fn start_dnsmasq(program: &Path, d: &Path) -> (Proc, u16) {
+    for _ in 0..5 {
+        let port = {
+            let u = std::net::UdpSocket::bind("198.18.0.1:0").unwrap();
+            u.local_addr().unwrap().port()
+        };
+        let mut p = Proc(
+            Command::new(program)
+                .args([
+                    "-k",
+                    "--conf-file=/dev/null",
+                    "--no-resolv",
+                    "--no-hosts",
+                    "--local=/test/",
+                    "--listen-address=198.18.0.1",
+                    "--bind-interfaces",
+                    "--local-ttl=300",
+                ])
+                .arg(format!("--port={port}"))
+                .arg(format!("--addn-hosts={}", d.join("hosts").display()))
+                .arg(format!("--pid-file={}", d.join("dnsmasq.pid").display()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            if p.0.try_wait().unwrap().is_some() {
+                break; // exited: the port was taken
+            }
+            let ok = Command::new("dig")
+                .args(["+short", "+time=1", "+tries=1", "-p", &port.to_string()])
+                .args(["@198.18.0.1", "connect.fictos-a.test", "A"])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("198.18.0.11"));
+            if ok {
+                return (p, port);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = p.0.kill();
+    }
+    panic!("dnsmasq did not start on 198.18.0.1");
+}
+
 /// What a client does: resolve with dig against dnsmasq from its own address, then fetch
 /// with curl from its own address, both inside the clients' namespace.
 fn fetch(net: &Net, client: &str, dns_port: u16, name: &str, path: &str, out: &Path) {
@@ -227,30 +275,7 @@ fn packets_to_inventory_through_dnsmasq_http_tcpdump_softflowd_and_serve() {
 
     // 1. DNS.
     std::fs::write(d.join("hosts"), HOSTS).unwrap();
-    let dns_port = {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        u.local_addr().unwrap().port()
-    };
-    let _dns = Proc(
-        Command::new(&dnsmasq)
-            .args([
-                "-k",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--local=/test/",
-                "--listen-address=198.18.0.1",
-                "--bind-interfaces",
-                "--local-ttl=300",
-            ])
-            .arg(format!("--port={dns_port}"))
-            .arg(format!("--addn-hosts={}", d.join("hosts").display()))
-            .arg(format!("--pid-file={}", d.join("dnsmasq.pid").display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_dns, dns_port) = start_dnsmasq(&dnsmasq, &d);
     // HTTP servers, one per fictional server address.
     let mut servers = Vec::new();
     for (addr, files) in [
@@ -302,6 +327,11 @@ fn packets_to_inventory_through_dnsmasq_http_tcpdump_softflowd_and_serve() {
                 "catalogue.csv",
                 "--name",
                 "fictos-updates",
+                // A wider window than the measured default: the veth pair of a busy CI machine
+                // drops and retransmits a few segments of a fast download, and flow records
+                // count them (1.3 % more bytes seen here).
+                "--tolerance",
+                "3",
                 "-o",
             ])
             .arg(d.join("fictos-updates")),

@@ -128,21 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         for (addr, name, at) in &learned {
             dns.insert(*addr, name, *at, 0, flowprint::dns::Source::Flow);
         }
-        let pairs: Vec<_> = dns
-            .pairs()
-            .into_iter()
-            .map(|(addr, name, first_seen, last_seen, ttl, source)| {
-                flowprint::inventory::StoredDnsPair {
-                    addr: addr.to_string(),
-                    name: name.to_string(),
-                    first_seen,
-                    last_seen,
-                    ttl,
-                    source: source.as_str().to_string(),
-                }
-            })
-            .collect();
-        store.save_dns(&pairs)?;
+        store.save_dns(&flowprint::inventory::StoredDnsPair::all_of(&dns))?;
     }
     let mut summaries = inventory.summaries(ruleset);
     if !args.hosts.is_empty() {

@@ -222,6 +222,12 @@ impl<'r> Evaluator<'r> {
 }
 
 #[inline]
+/// The endpoints of a flow that are hosts: local addresses, except a destination that is the
+/// source itself or a broadcast address (x.x.x.255).
+pub fn host_addrs(local: &LocalNets, flow: &Flow) -> [Option<IpAddr>; 2] {
+    hosts(local, flow).map(|v| v.map(|v| v.addr(crate::schema::Side::Host)))
+}
+
 fn hosts<'f>(local: &LocalNets, flow: &'f Flow) -> [Option<View<'f>>; 2] {
     let src = local.contains(flow.src).then_some(View {
         flow,

@@ -21,7 +21,6 @@ use crate::eval::{LocalNets, shard_of};
 use crate::flow::Flow;
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures_util::StreamExt;
-use std::net::IpAddr;
 use std::time::Duration;
 
 /// What went wrong on the bus.
@@ -251,14 +250,7 @@ pub struct Publisher {
     batch_size: usize,
 }
 
-/// The local endpoints of a flow that are hosts (the evaluator's rule: a destination ending
-/// in .255 is a broadcast address, not a host).
-pub fn host_addrs(local: &LocalNets, flow: &Flow) -> [Option<IpAddr>; 2] {
-    let src = local.contains(flow.src).then_some(flow.src);
-    let broadcast = matches!(flow.dst, IpAddr::V4(v4) if v4.octets()[3] == 255);
-    let dst = (local.contains(flow.dst) && flow.dst != flow.src && !broadcast).then_some(flow.dst);
-    [src, dst]
-}
+pub use crate::eval::host_addrs;
 
 impl Publisher {
     /// A publisher over `shards` shards; `id` names it in every batch (unique per process).

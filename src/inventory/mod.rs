@@ -124,6 +124,25 @@ pub trait Store: Send {
 pub mod postgres;
 pub mod sqlite;
 
+impl StoredDnsPair {
+    /// Every (address, name) pair of a DNS map, as stored rows.
+    pub fn all_of(map: &crate::dns::DnsMap) -> Vec<StoredDnsPair> {
+        map.pairs()
+            .into_iter()
+            .map(
+                |(addr, name, first_seen, last_seen, ttl, source)| StoredDnsPair {
+                    addr: addr.to_string(),
+                    name: name.to_string(),
+                    first_seen,
+                    last_seen,
+                    ttl,
+                    source: source.as_str().to_string(),
+                },
+            )
+            .collect()
+    }
+}
+
 /// Opens the inventory that `spec` names: a `postgres://` or `postgresql://` URL connects to
 /// PostgreSQL, anything else is the path of a SQLite file (created if absent).
 pub fn open(spec: &str) -> Result<Box<dyn Store>, StoreError> {

@@ -177,23 +177,12 @@ impl Daemon {
             }
         }
         let result = result.and_then(|()| {
-            let pairs: Vec<_> = self
-                .dns
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .pairs()
-                .into_iter()
-                .map(|(addr, name, first_seen, last_seen, ttl, source)| {
-                    crate::inventory::StoredDnsPair {
-                        addr: addr.to_string(),
-                        name: name.to_string(),
-                        first_seen,
-                        last_seen,
-                        ttl,
-                        source: source.as_str().to_string(),
-                    }
-                })
-                .collect();
+            let pairs = crate::inventory::StoredDnsPair::all_of(
+                &self
+                    .dns
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
             db.save_dns(&pairs)
         });
         let mut f = self

@@ -9,7 +9,7 @@
 //! evidence to the new rule positions ([`Inventory::remap_rules`]).
 
 use crate::dns::DnsMap;
-use crate::eval::{Evaluator, LocalNets, shard_of};
+use crate::eval::{Evaluator, LocalNets, host_addrs, shard_of};
 use crate::flow::Flow;
 use crate::infer::Inventory;
 use crate::store::{RuleStore, Snapshot};
@@ -103,14 +103,6 @@ pub struct Dispatcher {
     local: Arc<LocalNets>,
     counters: Arc<Counters>,
     batch_size: usize,
-}
-
-/// The local endpoints of a flow that are hosts (as the evaluator decides).
-fn host_addrs(local: &LocalNets, flow: &Flow) -> [Option<IpAddr>; 2] {
-    let src = local.contains(flow.src).then_some(flow.src);
-    let broadcast = matches!(flow.dst, IpAddr::V4(v4) if v4.octets()[3] == 255);
-    let dst = (local.contains(flow.dst) && flow.dst != flow.src && !broadcast).then_some(flow.dst);
-    [src, dst]
 }
 
 impl Dispatcher {
