@@ -253,3 +253,59 @@ fn sharded_flows_are_evaluated_once_even_when_a_worker_dies() {
         "everything acknowledged"
     );
 }
+
+/// `flowprint serve --publish`: the collector role decodes NetFlow from its UDP socket and
+/// publishes every flow to the bus, sharded by host; consuming every shard gives each flow once.
+#[test]
+fn serve_publish_puts_every_received_flow_on_the_bus() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let tmp = common::TempDir::new("fleet-publish");
+    let serve = common::serve::Serve::start(
+        &tmp.0,
+        &[
+            "--publish",
+            &nats.url,
+            "--fleet-shards",
+            "4",
+            "--no-db",
+            "--no-default-rules",
+        ],
+    );
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let datagrams = flowprint::bench::generate_v9(200, 30, 11);
+    for d in &datagrams {
+        sock.send_to(d, serve.udp).unwrap();
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let received = || {
+        let (_, m) = common::serve::http(serve.api, "GET", "/metrics", None, b"");
+        common::serve::metric(&m, "flowprint_flows_received_total")
+    };
+    common::serve::wait_until("flows received", Duration::from_secs(10), || {
+        received() >= 5970
+    });
+    let sent = received();
+    let log = serve.stop();
+    assert!(log.contains("publishing flows to the fleet"), "{log}");
+    let bus = Bus::connect(&nats.url, BusConfig::default()).unwrap();
+    let local = LocalNets::default();
+    let mut primary = 0u64;
+    for shard in 0..4 {
+        let c = bus.consumer(shard).unwrap();
+        loop {
+            let msgs = bus.fetch(&c, 256, Duration::from_millis(300)).unwrap();
+            if msgs.is_empty() {
+                break;
+            }
+            for m in &msgs {
+                for f in codec::decode(&m.data).unwrap().flows {
+                    primary += u64::from(is_primary(&local, &f, shard, 4));
+                }
+            }
+            bus.ack(&msgs).unwrap();
+        }
+    }
+    assert_eq!(primary, sent, "every received flow published once");
+}

@@ -87,6 +87,13 @@ pub struct Args {
     /// Longest refresh interval of resolved names [dns.max_ttl; default 1h].
     #[arg(long, value_name = "DURATION")]
     dns_max_ttl: Option<String>,
+    /// Collector role: publish flows to this NATS JetStream server instead of evaluating them
+    /// (docs/fleet.md) [fleet.publish].
+    #[arg(long, value_name = "nats://HOST:PORT")]
+    publish: Option<String>,
+    /// Shards of the fleet [fleet.shards; default 16].
+    #[arg(long, value_name = "N")]
+    fleet_shards: Option<u32>,
     /// API address [api.listen; default 127.0.0.1:9155].
     #[arg(long, value_name = "ADDR:PORT")]
     api_listen: Option<SocketAddr>,
@@ -188,6 +195,12 @@ impl Args {
         }
         if let Some(v) = &self.dns_max_ttl {
             c.dns.max_ttl = dur("dns-max-ttl", v)?;
+        }
+        if let Some(v) = self.publish {
+            c.fleet.publish = Some(v);
+        }
+        if let Some(v) = self.fleet_shards {
+            c.fleet.shards = v;
         }
         if let Some(v) = self.api_listen {
             c.api.listen = v;

@@ -156,6 +156,27 @@ impl Default for ApiConfig {
     }
 }
 
+/// The fleet role (`docs/fleet.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    /// Collector role: publish decoded flows to this NATS server's JetStream instead of
+    /// evaluating them here.
+    pub publish: Option<String>,
+    /// Shards the flows are spread over (by host address); every collector and worker of a
+    /// fleet must agree on it.
+    pub shards: u32,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            publish: None,
+            shards: 16,
+        }
+    }
+}
+
 /// Everything `serve` needs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -188,6 +209,8 @@ pub struct ServeConfig {
     pub dns: DnsConfig,
     /// API.
     pub api: ApiConfig,
+    /// Fleet role.
+    pub fleet: FleetConfig,
 }
 
 impl Default for ServeConfig {
@@ -209,6 +232,7 @@ impl Default for ServeConfig {
             idle: MaybeDur(None),
             dns: DnsConfig::default(),
             api: ApiConfig::default(),
+            fleet: FleetConfig::default(),
         }
     }
 }
@@ -292,6 +316,9 @@ impl ServeConfig {
         }
         if self.api.token.as_deref().is_some_and(|t| t.len() < 16) {
             return Err("api.token: use at least 16 characters".into());
+        }
+        if self.fleet.shards == 0 || self.fleet.shards > 4096 {
+            return Err("fleet.shards: must be between 1 and 4096".into());
         }
         if self.dns.min_ttl.0 > self.dns.max_ttl.0 {
             return Err("dns.min_ttl: is longer than dns.max_ttl".into());

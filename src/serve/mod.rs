@@ -211,6 +211,10 @@ impl Daemon {
             .absolute(c.dropped.load(Ordering::Relaxed));
         counter!("flowprint_flow_copies_dropped_total", "stage" => "worker_queue")
             .absolute(c.dropped_secondary.load(Ordering::Relaxed));
+        counter!("flowprint_fleet_batches_published_total")
+            .absolute(c.published_batches.load(Ordering::Relaxed));
+        counter!("flowprint_fleet_batches_refused_total")
+            .absolute(c.refused_batches.load(Ordering::Relaxed));
         {
             let s = self
                 .collector
@@ -579,12 +583,74 @@ pub fn run(config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     // The collector runs on this thread until stopped.
     let collector_stop = collector.stop_flag();
     let mut on_warning = |w: String| tracing::warn!("{w}");
+    // Collector role: flows go to the bus, sharded by host, instead of to the local workers.
+    let mut fleet = match &config.fleet.publish {
+        Some(url) => {
+            let bus = crate::fleet::Bus::connect(url, crate::fleet::BusConfig::default())?;
+            let mut id = [0u8; 16];
+            use std::io::Read;
+            std::fs::File::open("/dev/urandom")?.read_exact(&mut id)?;
+            let publisher = crate::fleet::Publisher::new(
+                if config.local_nets.is_empty() {
+                    LocalNets::default()
+                } else {
+                    LocalNets::new(config.local_nets.clone())
+                },
+                config.fleet.shards,
+                id,
+            );
+            tracing::info!(
+                url,
+                shards = config.fleet.shards,
+                "publishing flows to the fleet"
+            );
+            Some((bus, publisher))
+        }
+        None => None,
+    };
+    let publish = |fleet: &mut Option<(crate::fleet::Bus, crate::fleet::Publisher)>,
+                   ready: Vec<(u32, Vec<u8>)>,
+                   flush: bool| {
+        let Some((bus, publisher)) = fleet.as_mut() else {
+            return;
+        };
+        let mut ready = ready;
+        if flush {
+            ready.extend(publisher.flush());
+        }
+        if ready.is_empty() {
+            return;
+        }
+        for r in bus.publish(ready) {
+            match r {
+                Ok(_) => daemon
+                    .counters
+                    .published_batches
+                    .fetch_add(1, Ordering::Relaxed),
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    daemon
+                        .counters
+                        .refused_batches
+                        .fetch_add(1, Ordering::Relaxed)
+                }
+            };
+        }
+    };
     while !stop.load(Ordering::Relaxed) {
+        let mut ready = Vec::new();
         collector.run(
             Some(Instant::now() + Duration::from_millis(50)),
-            &mut |f| dispatcher.push(f),
+            &mut |f| match fleet.as_mut() {
+                Some((_, p)) => {
+                    daemon.counters.received.fetch_add(1, Ordering::Relaxed);
+                    ready.extend(p.push(f));
+                }
+                None => dispatcher.push(f),
+            },
             &mut on_warning,
         );
+        publish(&mut fleet, ready, true);
         dispatcher.flush();
         *daemon
             .collector
@@ -593,7 +659,18 @@ pub fn run(config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     }
     // Shutdown: stop intake, drain, write.
     collector_stop.store(true, Ordering::Relaxed);
-    let stats = collector.shutdown(&mut |f| dispatcher.push(f), &mut on_warning);
+    let mut ready = Vec::new();
+    let stats = collector.shutdown(
+        &mut |f| match fleet.as_mut() {
+            Some((_, p)) => {
+                daemon.counters.received.fetch_add(1, Ordering::Relaxed);
+                ready.extend(p.push(f));
+            }
+            None => dispatcher.push(f),
+        },
+        &mut on_warning,
+    );
+    publish(&mut fleet, ready, true);
     dispatcher.flush();
     *daemon
         .collector

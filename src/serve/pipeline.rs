@@ -87,6 +87,10 @@ pub struct Counters {
     pub dropped: AtomicU64,
     /// Secondary copies (second local endpoint) dropped at a full worker queue.
     pub dropped_secondary: AtomicU64,
+    /// Collector role: batches stored by JetStream.
+    pub published_batches: AtomicU64,
+    /// Collector role: batches JetStream refused (stream full, server away), and their flows.
+    pub refused_batches: AtomicU64,
 }
 
 /// One queued flow: evaluated by this shard; `primary` counts it as evaluated.
