@@ -328,6 +328,53 @@ fn api_token(config: &ServeConfig) -> anyhow::Result<String> {
     Ok(token)
 }
 
+/// Where the collector's flows go: the local workers, or (collector role) the fleet's bus.
+struct Intake<'a> {
+    dispatcher: pipeline::Dispatcher,
+    fleet: Option<(crate::fleet::Bus, crate::fleet::Publisher)>,
+    /// Encoded batches ready to publish.
+    ready: Vec<(u32, Vec<u8>)>,
+    counters: &'a Counters,
+}
+
+impl Intake<'_> {
+    fn push(&mut self, flow: crate::flow::Flow) {
+        match self.fleet.as_mut() {
+            Some((_, publisher)) => {
+                self.counters.received.fetch_add(1, Ordering::Relaxed);
+                self.ready.extend(publisher.push(flow));
+            }
+            None => self.dispatcher.push(flow),
+        }
+    }
+
+    /// Sends every partial batch: to the workers, or published (and counted).
+    fn flush(&mut self) {
+        self.dispatcher.flush();
+        let Some((bus, publisher)) = self.fleet.as_mut() else {
+            return;
+        };
+        self.ready.extend(publisher.flush());
+        if self.ready.is_empty() {
+            return;
+        }
+        for r in bus.publish(std::mem::take(&mut self.ready)) {
+            match r {
+                Ok(_) => self
+                    .counters
+                    .published_batches
+                    .fetch_add(1, Ordering::Relaxed),
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    self.counters
+                        .refused_batches
+                        .fetch_add(1, Ordering::Relaxed)
+                }
+            };
+        }
+    }
+}
+
 /// The rule store's configuration of a daemon configuration.
 pub fn store_config(config: &ServeConfig) -> StoreConfig {
     StoreConfig {
@@ -420,7 +467,7 @@ pub fn run(config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     }
     let dns = Arc::new(RwLock::new(dns));
     let counters = Arc::new(Counters::default());
-    let (mut dispatcher, workers) = pipeline::start(
+    let (dispatcher, workers) = pipeline::start(
         store.clone(),
         inventories,
         local,
@@ -584,7 +631,7 @@ pub fn run(config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let collector_stop = collector.stop_flag();
     let mut on_warning = |w: String| tracing::warn!("{w}");
     // Collector role: flows go to the bus, sharded by host, instead of to the local workers.
-    let mut fleet = match &config.fleet.publish {
+    let fleet = match &config.fleet.publish {
         Some(url) => {
             let bus = crate::fleet::Bus::connect(url, crate::fleet::BusConfig::default())?;
             let mut id = [0u8; 16];
@@ -608,50 +655,19 @@ pub fn run(config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let publish = |fleet: &mut Option<(crate::fleet::Bus, crate::fleet::Publisher)>,
-                   ready: Vec<(u32, Vec<u8>)>,
-                   flush: bool| {
-        let Some((bus, publisher)) = fleet.as_mut() else {
-            return;
-        };
-        let mut ready = ready;
-        if flush {
-            ready.extend(publisher.flush());
-        }
-        if ready.is_empty() {
-            return;
-        }
-        for r in bus.publish(ready) {
-            match r {
-                Ok(_) => daemon
-                    .counters
-                    .published_batches
-                    .fetch_add(1, Ordering::Relaxed),
-                Err(e) => {
-                    tracing::warn!("{e}");
-                    daemon
-                        .counters
-                        .refused_batches
-                        .fetch_add(1, Ordering::Relaxed)
-                }
-            };
-        }
+    let mut intake = Intake {
+        dispatcher,
+        fleet,
+        ready: Vec::new(),
+        counters: &daemon.counters,
     };
     while !stop.load(Ordering::Relaxed) {
-        let mut ready = Vec::new();
         collector.run(
             Some(Instant::now() + Duration::from_millis(50)),
-            &mut |f| match fleet.as_mut() {
-                Some((_, p)) => {
-                    daemon.counters.received.fetch_add(1, Ordering::Relaxed);
-                    ready.extend(p.push(f));
-                }
-                None => dispatcher.push(f),
-            },
+            &mut |f| intake.push(f),
             &mut on_warning,
         );
-        publish(&mut fleet, ready, true);
-        dispatcher.flush();
+        intake.flush();
         *daemon
             .collector
             .lock()
@@ -659,23 +675,13 @@ pub fn run(config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     }
     // Shutdown: stop intake, drain, write.
     collector_stop.store(true, Ordering::Relaxed);
-    let mut ready = Vec::new();
-    let stats = collector.shutdown(
-        &mut |f| match fleet.as_mut() {
-            Some((_, p)) => {
-                daemon.counters.received.fetch_add(1, Ordering::Relaxed);
-                ready.extend(p.push(f));
-            }
-            None => dispatcher.push(f),
-        },
-        &mut on_warning,
-    );
-    publish(&mut fleet, ready, true);
-    dispatcher.flush();
+    let stats = collector.shutdown(&mut |f| intake.push(f), &mut on_warning);
+    intake.flush();
     *daemon
         .collector
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = stats;
+    let Intake { dispatcher, .. } = intake;
     drop(dispatcher);
     workers.join();
     bg_stop.store(true, Ordering::Relaxed);
