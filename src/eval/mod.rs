@@ -228,6 +228,17 @@ pub fn host_addrs(local: &LocalNets, flow: &Flow) -> [Option<IpAddr>; 2] {
     hosts(local, flow).map(|v| v.map(|v| v.addr(crate::schema::Side::Host)))
 }
 
+/// The shards (of `count`) a flow must go to: the shard of its first local host (or 0 when it
+/// has none), where it counts as evaluated, and the shard of its second local host when that
+/// is another one, where only that host is evaluated.
+pub fn flow_shards(local: &LocalNets, flow: &Flow, count: u32) -> (u32, Option<u32>) {
+    let [a, b] = host_addrs(local, flow);
+    let sa = a.map(|x| shard_of(x, count));
+    let sb = b.map(|x| shard_of(x, count));
+    let first = sa.or(sb).unwrap_or(0);
+    (first, sb.filter(|&y| sa.is_some() && y != first))
+}
+
 fn hosts<'f>(local: &LocalNets, flow: &'f Flow) -> [Option<View<'f>>; 2] {
     let src = local.contains(flow.src).then_some(View {
         flow,

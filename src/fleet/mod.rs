@@ -17,7 +17,7 @@
 
 pub mod codec;
 
-use crate::eval::{LocalNets, shard_of};
+use crate::eval::{LocalNets, flow_shards};
 use crate::flow::Flow;
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures_util::StreamExt;
@@ -268,14 +268,9 @@ impl Publisher {
     /// Queues a flow on the shard of each of its local hosts (shard 0 when it has none, so that
     /// every flow is counted once). Returns batches that became full, ready to publish.
     pub fn push(&mut self, flow: Flow) -> Vec<(u32, Vec<u8>)> {
-        let [a, b] = host_addrs(&self.local, &flow);
-        let sa = a.map(|a| shard_of(a, self.shards));
-        let sb = b.map(|b| shard_of(b, self.shards));
-        let first = sa.or(sb).unwrap_or(0);
+        let (first, second) = flow_shards(&self.local, &flow, self.shards);
         let mut full = Vec::new();
-        if let (Some(x), Some(y)) = (sa, sb)
-            && x != y
-        {
+        if let Some(y) = second {
             self.pending[y as usize].push(flow.clone());
             full.extend(self.take_if_full(y));
         }
@@ -308,6 +303,5 @@ impl Publisher {
 /// Whether a flow delivered on `shard` counts as evaluated there: the shard of its first local
 /// host (or 0 without any), as [`Publisher::push`] decides.
 pub fn is_primary(local: &LocalNets, flow: &Flow, shard: u32, shards: u32) -> bool {
-    let [a, b] = host_addrs(local, flow);
-    a.or(b).map_or(0, |h| shard_of(h, shards)) == shard
+    flow_shards(local, flow, shards).0 == shard
 }

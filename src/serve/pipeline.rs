@@ -9,7 +9,7 @@
 //! evidence to the new rule positions ([`Inventory::remap_rules`]).
 
 use crate::dns::DnsMap;
-use crate::eval::{Evaluator, LocalNets, host_addrs, shard_of};
+use crate::eval::{Evaluator, LocalNets, flow_shards};
 use crate::flow::Flow;
 use crate::infer::Inventory;
 use crate::store::{RuleStore, Snapshot};
@@ -113,14 +113,9 @@ impl Dispatcher {
     /// Queues one flow (in a batch; [`Dispatcher::flush`] sends partial batches).
     pub fn push(&mut self, flow: Flow) {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
-        let n = self.senders.len() as u32;
-        let [a, b] = host_addrs(&self.local, &flow);
-        let sa = a.map(|a| shard_of(a, n));
-        let sb = b.map(|b| shard_of(b, n));
-        let first = sa.or(sb).unwrap_or(0) as usize;
-        if let (Some(x), Some(y)) = (sa, sb)
-            && x != y
-        {
+        let (first, second) = flow_shards(&self.local, &flow, self.senders.len() as u32);
+        let first = first as usize;
+        if let Some(y) = second {
             self.batches[y as usize].push(Item {
                 flow: flow.clone(),
                 primary: false,
@@ -315,6 +310,7 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eval::shard_of;
     use crate::store::StoreConfig;
 
     #[test]
