@@ -114,6 +114,24 @@ enum What {
         #[arg(long)]
         allow_unsigned: bool,
     },
+    /// Publish a built pack archive to a fleet (NATS JetStream object store): every worker
+    /// installs it and reloads (docs/fleet.md). The archive is checked as `pack install` would
+    /// first, so a pack that would not install is not published.
+    Publish {
+        /// The pack archive (.tar.gz from `pack build`).
+        pack: PathBuf,
+        /// The fleet's NATS server.
+        #[arg(long, value_name = "nats://HOST:PORT")]
+        nats: String,
+        #[command(flatten)]
+        trust: Trust,
+        /// Publish a pack without a signature (workers then need fleet.allow_unsigned).
+        #[arg(long)]
+        allow_unsigned: bool,
+        /// Replicas of the pack bucket when it is created.
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
+    },
     /// The bundled packs and those installed in a packs directory.
     List {
         /// The packs directory [default: packs].
@@ -250,6 +268,45 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 Ok(1)
             }
         },
+        What::Publish {
+            pack,
+            nats,
+            trust,
+            allow_unsigned,
+            replicas,
+        } => {
+            if !pack.is_file() {
+                anyhow::bail!("{}: publish a pack archive (`flowprint pack build --output`)", pack.display());
+            }
+            // Installed into a scratch directory: the checks a worker makes, made here first.
+            let scratch = std::env::temp_dir().join(format!("flowprint-publish-{}", std::process::id()));
+            let checked = ops::install_pack(&pack, &scratch, &trust.keys()?, allow_unsigned);
+            let _ = std::fs::remove_dir_all(&scratch);
+            let rec = match checked {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("flowprint: not published: {e}");
+                    return Ok(1);
+                }
+            };
+            let archive = std::fs::read(&pack)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", pack.display()))?;
+            let bus = flowprint::fleet::Bus::connect(
+                &nats,
+                flowprint::fleet::BusConfig {
+                    replicas,
+                    ..Default::default()
+                },
+            )?;
+            let digest = bus.publish_pack(&rec.name, &archive)?;
+            println!(
+                "published {} {} to {nats} ({} bytes, {digest})",
+                rec.name,
+                rec.version,
+                archive.len()
+            );
+            Ok(0)
+        }
         What::List { packs_dir, json } => {
             let packs = ops::list_packs(&packs_dir)?;
             if json {

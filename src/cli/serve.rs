@@ -94,6 +94,37 @@ pub struct Args {
     /// Shards of the fleet [fleet.shards; default 16].
     #[arg(long, value_name = "N")]
     fleet_shards: Option<u32>,
+    /// Worker role: consume shards of this NATS JetStream server's flow stream
+    /// (docs/fleet.md) [fleet.consume].
+    #[arg(long, value_name = "nats://HOST:PORT")]
+    consume: Option<String>,
+    /// Worker role: the shards this worker may own, e.g. 0-15 [fleet.owns; default all].
+    #[arg(long, value_name = "SET")]
+    shards: Option<String>,
+    /// This worker's id in the fleet [fleet.id].
+    #[arg(long, value_name = "ID")]
+    fleet_id: Option<String>,
+    /// Shard lease duration [fleet.lease; default 6s].
+    #[arg(long, value_name = "DURATION")]
+    fleet_lease: Option<String>,
+    /// Redelivery wait of unacknowledged batches [fleet.ack_wait; default 30s].
+    #[arg(long, value_name = "DURATION")]
+    fleet_ack_wait: Option<String>,
+    /// Replicas of the stream and buckets [fleet.replicas; default 1].
+    #[arg(long, value_name = "N")]
+    fleet_replicas: Option<usize>,
+    /// The flow stream's size limit, bytes [fleet.max_bytes; default 1 GiB].
+    #[arg(long, value_name = "BYTES")]
+    fleet_max_bytes: Option<i64>,
+    /// Worker role: do not follow published packs [fleet.packs = false].
+    #[arg(long)]
+    no_fleet_packs: bool,
+    /// Trusted public key of published packs (repeatable) [fleet.trusted_keys].
+    #[arg(long, value_name = "FILE")]
+    fleet_trusted_key: Vec<PathBuf>,
+    /// Install published packs without a signature [fleet.allow_unsigned].
+    #[arg(long)]
+    fleet_allow_unsigned: bool,
     /// API address [api.listen; default 127.0.0.1:9155].
     #[arg(long, value_name = "ADDR:PORT")]
     api_listen: Option<SocketAddr>,
@@ -201,6 +232,36 @@ impl Args {
         }
         if let Some(v) = self.fleet_shards {
             c.fleet.shards = v;
+        }
+        if let Some(v) = self.consume {
+            c.fleet.consume = Some(v);
+        }
+        if let Some(v) = self.shards {
+            c.fleet.owns = Some(v);
+        }
+        if let Some(v) = self.fleet_id {
+            c.fleet.id = Some(v);
+        }
+        if let Some(v) = &self.fleet_lease {
+            c.fleet.lease = dur("fleet-lease", v)?;
+        }
+        if let Some(v) = &self.fleet_ack_wait {
+            c.fleet.ack_wait = dur("fleet-ack-wait", v)?;
+        }
+        if let Some(v) = self.fleet_replicas {
+            c.fleet.replicas = v;
+        }
+        if let Some(v) = self.fleet_max_bytes {
+            c.fleet.max_bytes = v;
+        }
+        if self.no_fleet_packs {
+            c.fleet.packs = false;
+        }
+        if !self.fleet_trusted_key.is_empty() {
+            c.fleet.trusted_keys = self.fleet_trusted_key;
+        }
+        if self.fleet_allow_unsigned {
+            c.fleet.allow_unsigned = true;
         }
         if let Some(v) = self.api_listen {
             c.api.listen = v;

@@ -16,6 +16,7 @@
 //! never counts evidence twice.
 
 pub mod codec;
+pub mod lease;
 
 use crate::eval::{LocalNets, flow_shards};
 use crate::flow::Flow;
@@ -66,6 +67,10 @@ pub struct BusConfig {
     pub max_bytes: i64,
     /// How long a delivered batch may stay unacknowledged before it is delivered again.
     pub ack_wait: Duration,
+    /// Replicas of the stream and the buckets (1, or 3 on a 3-node cluster).
+    pub replicas: usize,
+    /// The lease of a shard and a worker's heartbeat expire after this long without renewal.
+    pub lease: Duration,
 }
 
 impl Default for BusConfig {
@@ -75,9 +80,16 @@ impl Default for BusConfig {
             prefix: "flowprint.flows".into(),
             max_bytes: 1 << 30,
             ack_wait: Duration::from_secs(30),
+            replicas: 1,
+            lease: Duration::from_secs(6),
         }
     }
 }
+
+/// The key-value bucket of shard leases and worker heartbeats.
+pub const LEASE_BUCKET: &str = "flowprint-fleet";
+/// The object store of published rule packs.
+pub const PACK_BUCKET: &str = "flowprint-packs";
 
 /// A connection to the bus.
 pub struct Bus {
@@ -133,7 +145,11 @@ impl Bus {
                     subjects: vec![format!("{}.*", config.prefix)],
                     max_bytes: config.max_bytes,
                     discard: jetstream::stream::DiscardPolicy::New,
+                    // A batch leaves the stream when its shard's worker acknowledges it: the
+                    // stream holds the backlog, and its size limit bounds it.
+                    retention: jetstream::stream::RetentionPolicy::WorkQueue,
                     storage: jetstream::stream::StorageType::File,
+                    num_replicas: config.replicas,
                     ..Default::default()
                 })
                 .await
@@ -192,6 +208,144 @@ impl Bus {
             ))
             .map_err(|e| js_err("consumer")(&e))?;
         Ok(ShardConsumer { shard, consumer })
+    }
+
+    /// Takes a shard's consumer over: deletes the durable consumer (whatever a previous owner
+    /// left delivered but unacknowledged goes back to the stream) and creates it again from the
+    /// first batch still in the stream, so that the new owner sees every remaining batch in
+    /// stream order. Called by whoever just acquired the shard's lease.
+    pub fn take_over_consumer(&self, shard: u32) -> Result<ShardConsumer, FleetError> {
+        let name = format!("flowprint-shard-{shard}");
+        self.rt.block_on(async {
+            if let Err(e) = self.stream.delete_consumer(&name).await {
+                // Absent is fine; anything else is not.
+                if !e.to_string().contains("not found") {
+                    return Err(js_err("delete consumer")(&e));
+                }
+            }
+            Ok(())
+        })?;
+        self.consumer(shard)
+    }
+
+    /// How many batches of a shard are waiting for a worker (not yet delivered), and how many
+    /// are delivered but not acknowledged.
+    pub fn backlog(&self, c: &mut ShardConsumer) -> Result<(u64, u64), FleetError> {
+        self.rt.block_on(async {
+            let info = c
+                .consumer
+                .info()
+                .await
+                .map_err(|e| js_err("consumer info")(&e))?;
+            Ok((info.num_pending, info.num_ack_pending as u64))
+        })
+    }
+
+    /// The fleet's key-value bucket (leases and heartbeats), created if missing; entries
+    /// expire `lease` after their last write.
+    pub fn leases(&self) -> Result<jetstream::kv::Store, FleetError> {
+        self.rt.block_on(async {
+            match self.js.get_key_value(LEASE_BUCKET).await {
+                Ok(kv) => Ok(kv),
+                Err(_) => self
+                    .js
+                    .create_key_value(jetstream::kv::Config {
+                        bucket: LEASE_BUCKET.into(),
+                        history: 1,
+                        max_age: self.config.lease,
+                        num_replicas: self.config.replicas,
+                        storage: jetstream::stream::StorageType::File,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| js_err("lease bucket")(&e)),
+            }
+        })
+    }
+
+    /// Runs a future on the bus's runtime (for the lease and pack helpers).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// The fleet's rule packs (an object store), created if missing.
+    pub fn packs(&self) -> Result<jetstream::object_store::ObjectStore, FleetError> {
+        self.rt.block_on(async {
+            match self.js.get_object_store(PACK_BUCKET).await {
+                Ok(os) => Ok(os),
+                Err(_) => self
+                    .js
+                    .create_object_store(jetstream::object_store::Config {
+                        bucket: PACK_BUCKET.into(),
+                        num_replicas: self.config.replicas,
+                        storage: jetstream::stream::StorageType::File,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| js_err("pack bucket")(&e)),
+            }
+        })
+    }
+
+    /// Puts a pack archive into the fleet's pack bucket under `name` (replacing the previous
+    /// version); returns the object's digest.
+    pub fn publish_pack(&self, name: &str, archive: &[u8]) -> Result<String, FleetError> {
+        let os = self.packs()?;
+        self.rt.block_on(async {
+            let mut reader = archive;
+            let info = os
+                .put(name, &mut reader)
+                .await
+                .map_err(|e| js_err("pack put")(&e))?;
+            Ok(info.digest.unwrap_or(info.nuid))
+        })
+    }
+
+    /// The packs in the fleet's bucket: (name, digest), deleted ones left out.
+    pub fn list_packs(
+        &self,
+        os: &jetstream::object_store::ObjectStore,
+    ) -> Result<Vec<(String, String)>, FleetError> {
+        self.rt.block_on(async {
+            let mut list = os.list().await.map_err(|e| js_err("pack list")(&e))?;
+            let mut out = Vec::new();
+            while let Some(info) = list.next().await {
+                let info = info.map_err(|e| js_err("pack list")(&e))?;
+                if !info.deleted {
+                    out.push((info.name, info.digest.unwrap_or(info.nuid)));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// A pack's archive from the bucket, refused beyond `limit` bytes.
+    pub fn get_pack(
+        &self,
+        os: &jetstream::object_store::ObjectStore,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<u8>, FleetError> {
+        use tokio::io::AsyncReadExt;
+        self.rt.block_on(async {
+            let object = os.get(name).await.map_err(|e| js_err("pack get")(&e))?;
+            if object.info.size > limit {
+                return Err(FleetError::JetStream {
+                    what: "pack get",
+                    message: format!(
+                        "{name}: {} bytes, more than the limit of {limit}",
+                        object.info.size
+                    ),
+                });
+            }
+            let mut out = Vec::with_capacity(object.info.size);
+            object
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .await
+                .map_err(|e| js_err("pack get")(&e))?;
+            Ok(out)
+        })
     }
 
     /// Up to `max` batches of a shard, waiting at most `wait` for the first.

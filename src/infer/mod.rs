@@ -596,6 +596,18 @@ impl Inventory {
         out
     }
 
+    /// Marks a host changed again (after a write of it failed), so that the next
+    /// [`Inventory::take_dirty`] takes it.
+    pub fn mark_dirty(&mut self, addr: IpAddr) {
+        let k = addr_key(addr);
+        if let Some(h) = self.hosts.get_mut(&k)
+            && !h.dirty
+        {
+            h.dirty = true;
+            self.dirty.push(k);
+        }
+    }
+
     /// Hosts changed since last taken by [`Inventory::take_dirty`].
     pub fn dirty_len(&self) -> usize {
         self.dirty.len()

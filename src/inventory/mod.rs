@@ -107,6 +107,21 @@ pub struct StoredDnsPair {
     pub source: String,
 }
 
+/// How far a fleet worker has applied one shard of the bus: every batch of the stream at or
+/// below `seq` on this shard has its evidence in the hosts stored with the mark.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetMark {
+    /// The JetStream stream.
+    pub stream: String,
+    /// The shard.
+    pub shard: u32,
+    /// The highest stream sequence applied.
+    pub seq: u64,
+    /// The revision of the writer's lease on the shard: a write with a lower fence than the
+    /// stored one comes from a worker that lost the shard, and is refused.
+    pub fence: u64,
+}
+
 /// A place to keep the inventory.
 pub trait Store: Send {
     /// Merges these DNS pairs into the stored map (one transaction).
@@ -114,7 +129,15 @@ pub trait Store: Send {
     /// Reads the stored DNS map.
     fn load_dns(&mut self) -> Result<Vec<StoredDnsPair>, StoreError>;
     /// Writes (inserts or replaces) these hosts in one transaction.
-    fn save(&mut self, hosts: &[StoredHost]) -> Result<(), StoreError>;
+    fn save(&mut self, hosts: &[StoredHost]) -> Result<(), StoreError> {
+        self.save_marked(hosts, &[])
+    }
+    /// Writes these hosts and the fleet's applied marks in one transaction: either all of it
+    /// lands or none. A mark whose stored fence is higher than the one given (another worker
+    /// took the shard over since) refuses the whole transaction with a `fenced` error.
+    fn save_marked(&mut self, hosts: &[StoredHost], marks: &[FleetMark]) -> Result<(), StoreError>;
+    /// The fleet's applied marks.
+    fn load_marks(&mut self) -> Result<Vec<FleetMark>, StoreError>;
     /// Reads every host back.
     fn load_all(&mut self) -> Result<Vec<StoredHost>, StoreError>;
     /// The summaries of the hosts matching `query`, ordered by address.
@@ -210,7 +233,37 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (addr, name)
     );
 ",
+    "
+    CREATE TABLE fleet_marks (
+        stream     TEXT NOT NULL,
+        shard      {integer} NOT NULL,
+        seq        {integer} NOT NULL,
+        fence      {integer} NOT NULL,
+        updated_at {integer} NOT NULL,
+        PRIMARY KEY (stream, shard)
+    );
+",
 ];
+
+/// Writing a fleet mark, fenced: the row changes only when the writer's fence is at least the
+/// stored one (zero rows changed means the writer lost the shard).
+pub(crate) const UPSERT_MARK: &str = "INSERT INTO fleet_marks (stream, shard, seq, fence, updated_at) VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (stream, shard) DO UPDATE SET seq = excluded.seq, fence = excluded.fence, updated_at = excluded.updated_at
+    WHERE fleet_marks.fence <= excluded.fence";
+
+/// The read of every fleet mark.
+pub(crate) const LOAD_MARKS: &str = "SELECT stream, shard, seq, fence FROM fleet_marks";
+
+/// The error of a fenced mark.
+pub(crate) fn fenced(m: &FleetMark) -> StoreError {
+    store_error(
+        "save",
+        format!(
+            "fenced: shard {} of {} is owned by a newer lease than {} (this worker lost it)",
+            m.shard, m.stream, m.fence
+        ),
+    )
+}
 
 /// Merging a stored (address, name) pair with a new sighting: the earliest first, the latest
 /// last, the longest TTL. `{min}`/`{max}` are each backend's two-argument functions.

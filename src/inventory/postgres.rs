@@ -293,7 +293,28 @@ impl Store for PostgresStore {
             .collect())
     }
 
-    fn save(&mut self, hosts: &[StoredHost]) -> Result<(), StoreError> {
+    fn load_marks(&mut self) -> Result<Vec<super::FleetMark>, StoreError> {
+        let fail = |e: ::postgres::Error| store_error("load", e);
+        self.client
+            .query(super::LOAD_MARKS, &[])
+            .map_err(fail)?
+            .into_iter()
+            .map(|r| {
+                Ok(super::FleetMark {
+                    stream: r.get(0),
+                    shard: column_u32(r.get(1), "mark shard")?,
+                    seq: column_u64(r.get(2), "mark seq")?,
+                    fence: column_u64(r.get(3), "mark fence")?,
+                })
+            })
+            .collect()
+    }
+
+    fn save_marked(
+        &mut self,
+        hosts: &[StoredHost],
+        marks: &[super::FleetMark],
+    ) -> Result<(), StoreError> {
         let fail = |e: ::postgres::Error| store_error("save", e);
         let batch = save_batch(hosts)?;
         let updated_at = now_ms();
@@ -301,6 +322,23 @@ impl Store for PostgresStore {
         let mut tx = self.client.transaction().map_err(fail)?;
         for chunk in batch.chunks(CHUNK) {
             save_chunk(&mut tx, &self.statements, chunk, updated_at).map_err(fail)?;
+        }
+        for m in marks {
+            let changed = tx
+                .execute(
+                    super::UPSERT_MARK,
+                    &[
+                        &m.stream,
+                        &i64::from(m.shard),
+                        &i64::try_from(m.seq).unwrap_or(i64::MAX),
+                        &i64::try_from(m.fence).unwrap_or(i64::MAX),
+                        &updated_at,
+                    ],
+                )
+                .map_err(fail)?;
+            if changed == 0 {
+                return Err(super::fenced(m));
+            }
         }
         tx.commit().map_err(fail)
     }

@@ -143,7 +143,37 @@ impl Store for SqliteStore {
         rows.collect::<Result<_, _>>().map_err(fail)
     }
 
-    fn save(&mut self, hosts: &[StoredHost]) -> Result<(), StoreError> {
+    fn load_marks(&mut self) -> Result<Vec<super::FleetMark>, StoreError> {
+        let fail = |e: rusqlite::Error| store_error("load", e);
+        let mut st = self.conn.prepare(super::LOAD_MARKS).map_err(fail)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(fail)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (stream, shard, seq, fence) = row.map_err(fail)?;
+            out.push(super::FleetMark {
+                stream,
+                shard: column_u32(shard, "mark shard")?,
+                seq: column_u64(seq, "mark seq")?,
+                fence: column_u64(fence, "mark fence")?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn save_marked(
+        &mut self,
+        hosts: &[StoredHost],
+        marks: &[super::FleetMark],
+    ) -> Result<(), StoreError> {
         let fail = |e: rusqlite::Error| store_error("save", e);
         let batch = save_batch(hosts)?;
         let updated_at = now_ms();
@@ -196,6 +226,22 @@ impl Store for SqliteStore {
                     insert_epoch
                         .execute(params![h.host, e.epoch, e.started, e.reason])
                         .map_err(fail)?;
+                }
+            }
+            let sql = super::UPSERT_MARK.replace('$', "?");
+            let mut upsert_mark = tx.prepare_cached(&sql).map_err(fail)?;
+            for m in marks {
+                let changed = upsert_mark
+                    .execute(params![
+                        m.stream,
+                        i64::from(m.shard),
+                        i64::try_from(m.seq).unwrap_or(i64::MAX),
+                        i64::try_from(m.fence).unwrap_or(i64::MAX),
+                        updated_at
+                    ])
+                    .map_err(fail)?;
+                if changed == 0 {
+                    return Err(super::fenced(m));
                 }
             }
         }

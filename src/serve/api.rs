@@ -198,6 +198,10 @@ async fn rules(State(d): State<Arc<Daemon>>) -> Response {
         "reloads": reloads,
         "failed_reloads": failed,
         "last_reload": d.store.last_report(),
+        "fleet": d.fleet.as_ref().map(|f| json!({
+            "shards_owned": f.owned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
+            "packs": f.packs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
+        })),
     }))
     .into_response()
 }

@@ -26,6 +26,17 @@
 //!   logs: []                      # passive DNS logs loaded at start
 //!   min_ttl: 30s
 //!   max_ttl: 1h
+//! fleet:                          # docs/fleet.md
+//!   publish: null                 # collector role: nats://host:4222
+//!   consume: null                 # worker role: nats://host:4222
+//!   shards: 16
+//!   owns: null                    # worker role: e.g. 0-7; default all
+//!   lease: 6s
+//!   ack_wait: 30s
+//!   replicas: 1
+//!   packs: true                   # worker role: follow `flowprint pack publish`
+//!   trusted_keys: []
+//!   allow_unsigned: false
 //! api:
 //!   listen: 127.0.0.1:9155
 //!   token: null                   # or FLOWPRINT_API_TOKEN; generated into state_dir if unset
@@ -166,6 +177,26 @@ pub struct FleetConfig {
     /// Shards the flows are spread over (by host address); every collector and worker of a
     /// fleet must agree on it.
     pub shards: u32,
+    /// Worker role: consume the shards of this NATS server's JetStream stream.
+    pub consume: Option<String>,
+    /// Worker role: the shards this worker may own (`0-15`, `0-3,8-11`); default all.
+    pub owns: Option<String>,
+    /// This worker's id in the fleet; default `<hostname>-<pid>-<random>`.
+    pub id: Option<String>,
+    /// A shard's lease (and a worker's heartbeat) expires this long after its last renewal.
+    pub lease: Dur,
+    /// A delivered batch not acknowledged this long is delivered again.
+    pub ack_wait: Dur,
+    /// Replicas of the stream and buckets (3 on a 3-node cluster).
+    pub replicas: usize,
+    /// The stream's size limit, bytes: beyond, collectors' batches are refused (and counted).
+    pub max_bytes: i64,
+    /// Worker role: follow the packs published with `flowprint pack publish`.
+    pub packs: bool,
+    /// Trusted public keys (files) for published packs.
+    pub trusted_keys: Vec<PathBuf>,
+    /// Install published packs without a signature (their digests are still checked).
+    pub allow_unsigned: bool,
 }
 
 impl Default for FleetConfig {
@@ -173,6 +204,37 @@ impl Default for FleetConfig {
         FleetConfig {
             publish: None,
             shards: 16,
+            consume: None,
+            owns: None,
+            id: None,
+            lease: Dur(Duration::from_secs(6)),
+            ack_wait: Dur(Duration::from_secs(30)),
+            replicas: 1,
+            max_bytes: 1 << 30,
+            packs: true,
+            trusted_keys: Vec::new(),
+            allow_unsigned: false,
+        }
+    }
+}
+
+impl FleetConfig {
+    /// The bus settings of this configuration.
+    pub fn bus(&self) -> crate::fleet::BusConfig {
+        crate::fleet::BusConfig {
+            max_bytes: self.max_bytes,
+            ack_wait: self.ack_wait.0,
+            replicas: self.replicas,
+            lease: self.lease.0,
+            ..crate::fleet::BusConfig::default()
+        }
+    }
+
+    /// The shards this worker may own.
+    pub fn owned_set(&self) -> Result<crate::fleet::lease::ShardSet, String> {
+        match &self.owns {
+            Some(s) => s.parse().map_err(|e| format!("fleet.owns: {e}")),
+            None => Ok(crate::fleet::lease::ShardSet::all(self.shards)),
         }
     }
 }
@@ -319,6 +381,33 @@ impl ServeConfig {
         }
         if self.fleet.shards == 0 || self.fleet.shards > 4096 {
             return Err("fleet.shards: must be between 1 and 4096".into());
+        }
+        if self.fleet.publish.is_some() && self.fleet.consume.is_some() {
+            return Err(
+                "fleet.publish and fleet.consume: a daemon is a collector or a worker, not both"
+                    .into(),
+            );
+        }
+        let set = self.fleet.owned_set()?;
+        if set.shards(self.fleet.shards).is_empty() {
+            return Err(format!(
+                "fleet.owns: `{set}` has no shard below fleet.shards ({})",
+                self.fleet.shards
+            ));
+        }
+        if self.fleet.lease.0 < Duration::from_secs(1) {
+            return Err("fleet.lease: must be at least 1s".into());
+        }
+        if self.fleet.replicas == 0 || self.fleet.replicas > 5 {
+            return Err("fleet.replicas: must be between 1 and 5".into());
+        }
+        if self
+            .fleet
+            .id
+            .as_deref()
+            .is_some_and(|id| id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        {
+            return Err("fleet.id: use letters, digits, `-` and `_`".into());
         }
         if self.dns.min_ttl.0 > self.dns.max_ttl.0 {
             return Err("dns.min_ttl: is longer than dns.max_ttl".into());

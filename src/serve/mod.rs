@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod config;
+pub mod fleet;
 pub mod pipeline;
 
 use crate::collect::{Collector, CollectorConfig};
@@ -54,6 +55,8 @@ pub struct Daemon {
     pub listeners: Vec<crate::collect::Listener>,
     /// The bound API address.
     pub api_addr: SocketAddr,
+    /// Worker role: what the fleet members report.
+    pub fleet: Option<Arc<fleet::FleetStatus>>,
     inventory_db: Mutex<Option<Box<dyn crate::inventory::Store>>>,
     flushes: Mutex<(u64, u64)>,
 }
@@ -156,7 +159,13 @@ impl Daemon {
         // shard's worker waits for at most one chunk.
         let mut written = 0;
         let mut result = Ok(());
-        'shards: for s in &self.shards {
+        // Worker role: the fleet members write their shards (with their marks) themselves.
+        let shards: &[Arc<Shard>] = if self.fleet.is_some() {
+            &[]
+        } else {
+            &self.shards
+        };
+        'shards: for s in shards {
             loop {
                 let rows = {
                     let mut g = s.lock();
@@ -183,7 +192,29 @@ impl Daemon {
                     .read()
                     .unwrap_or_else(std::sync::PoisonError::into_inner),
             );
-            db.save_dns(&pairs)
+            db.save_dns(&pairs)?;
+            if self.fleet.is_some() {
+                // The fleet's workers agree on names through the database: what the others
+                // learned comes back here.
+                let stored = db.load_dns()?;
+                let mut map = self
+                    .dns
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for p in stored {
+                    if let Ok(addr) = p.addr.parse() {
+                        map.insert_span(
+                            addr,
+                            &p.name,
+                            p.first_seen,
+                            p.last_seen,
+                            p.ttl,
+                            crate::dns::Source::parse(&p.source),
+                        );
+                    }
+                }
+            }
+            Ok(())
         });
         let mut f = self
             .flushes
@@ -282,6 +313,40 @@ impl Daemon {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .len() as f64,
         );
+        if let Some(f) = &self.fleet {
+            counter!("flowprint_fleet_batches_applied_total")
+                .absolute(f.applied.load(Ordering::Relaxed));
+            counter!("flowprint_fleet_batches_skipped_total")
+                .absolute(f.skipped.load(Ordering::Relaxed));
+            counter!("flowprint_fleet_batches_malformed_total")
+                .absolute(f.malformed.load(Ordering::Relaxed));
+            counter!("flowprint_fleet_shard_takeovers_total")
+                .absolute(f.takeovers.load(Ordering::Relaxed));
+            counter!("flowprint_fleet_shard_releases_total")
+                .absolute(f.released.load(Ordering::Relaxed));
+            counter!("flowprint_fleet_shards_lost_total").absolute(f.lost.load(Ordering::Relaxed));
+            counter!("flowprint_fleet_write_failures_total")
+                .absolute(f.write_failures.load(Ordering::Relaxed));
+            counter!("flowprint_fleet_packs_rejected_total")
+                .absolute(f.packs_rejected.load(Ordering::Relaxed));
+            gauge!("flowprint_fleet_shards_owned").set(
+                f.owned
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .len() as f64,
+            );
+            for (shard, (waiting, unacked)) in f
+                .backlog
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+            {
+                gauge!("flowprint_fleet_backlog_batches", "shard" => shard.to_string())
+                    .set(*waiting as f64);
+                gauge!("flowprint_fleet_unacked_batches", "shard" => shard.to_string())
+                    .set(*unacked as f64);
+            }
+        }
         let (ok, bad) = *self
             .flushes
             .lock()
@@ -375,6 +440,27 @@ impl Intake<'_> {
     }
 }
 
+/// `<hostname>-<pid>-<random>`: unique per process, readable in the lease bucket.
+fn default_member_id() -> anyhow::Result<String> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_else(|_| "worker".into());
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let mut r = [0u8; 3];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut r)?;
+    Ok(format!(
+        "{host}-{}-{:02x}{:02x}{:02x}",
+        std::process::id(),
+        r[0],
+        r[1],
+        r[2]
+    ))
+}
+
 /// The rule store's configuration of a daemon configuration.
 pub fn store_config(config: &ServeConfig) -> StoreConfig {
     StoreConfig {
@@ -388,8 +474,18 @@ pub fn store_config(config: &ServeConfig) -> StoreConfig {
 
 /// Runs the daemon until SIGINT/SIGTERM (or `stop` is set). `on_ready` gets the daemon once
 /// every socket is bound.
-pub fn run(config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let worker_role = config.fleet.consume.clone();
+    if worker_role.is_some() && config.fleet.packs && config.rules.packs_dir.is_none() {
+        // Published packs are installed here, and loaded like any installed pack.
+        config.rules.packs_dir = Some(config.state_dir.join("packs"));
+    }
+    if worker_role.is_some() && config.inventory.is_none() {
+        tracing::warn!(
+            "fleet worker without an inventory database: a shard taken over starts empty, and a worker that dies loses its evidence"
+        );
+    }
     let _ = prometheus();
     // Rules first: without good rules there is nothing to run.
     if let Some(d) = &config.rules.packs_dir {
@@ -430,7 +526,12 @@ pub fn run(config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let mut dns = DnsMap::new();
     let mut full = Inventory::with_config(infer.clone());
     if let Some(db) = db.as_mut() {
-        let stored = db.load_all()?;
+        // Worker role: each shard's hosts are read when its lease is taken.
+        let stored = if worker_role.is_some() {
+            Vec::new()
+        } else {
+            db.load_all()?
+        };
         let dropped = full.restore(&stored, &snap.ruleset);
         for p in db.load_dns()? {
             if let Ok(addr) = p.addr.parse() {
@@ -458,7 +559,12 @@ pub fn run(config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         })?;
         tracing::info!(path, answers = n, "passive DNS loaded");
     }
-    let n = config.workers;
+    // Worker role: one shard state per shard of the fleet (empty until owned).
+    let n = if worker_role.is_some() {
+        config.fleet.shards as usize
+    } else {
+        config.workers
+    };
     let mut inventories = Vec::with_capacity(n);
     for i in 0..n {
         let rest = full.split_off(|a| shard_of(a, n as u32) == i as u32);
@@ -496,7 +602,12 @@ pub fn run(config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         None
     };
     let mut collector = Collector::bind(&CollectorConfig {
-        listen: config.listen.clone(),
+        // Worker role: flows come from the bus, not from sockets.
+        listen: if worker_role.is_some() {
+            Vec::new()
+        } else {
+            config.listen.clone()
+        },
         recv_buffer: config.recv_buffer,
         ..CollectorConfig::default()
     })?;
@@ -528,6 +639,9 @@ pub fn run(config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         started: Instant::now(),
         collector: Mutex::new(collector.stats()),
         api_addr,
+        fleet: worker_role
+            .as_ref()
+            .map(|_| Arc::new(fleet::FleetStatus::default())),
         inventory_db: Mutex::new(db),
         flushes: Mutex::new((0, 0)),
     });
@@ -625,6 +739,39 @@ pub fn run(config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                 })
             })?
     };
+    let (members, pack_thread) = match &worker_role {
+        Some(url) => {
+            let id = match &config.fleet.id {
+                Some(id) => id.clone(),
+                None => default_member_id()?,
+            };
+            let set = config.fleet.owned_set().map_err(|e| anyhow::anyhow!(e))?;
+            let local = Arc::new(if config.local_nets.is_empty() {
+                LocalNets::default()
+            } else {
+                LocalNets::new(config.local_nets.clone())
+            });
+            let members = fleet::start(
+                daemon.clone(),
+                url,
+                config.fleet.bus(),
+                &id,
+                &set,
+                config.workers,
+                local,
+                infer.clone(),
+                bg_stop.clone(),
+            )?;
+            tracing::info!(url, id, shards = %set, threads = config.workers, "fleet worker");
+            let packs = if config.fleet.packs {
+                Some(fleet::follow_packs(daemon.clone(), url, bg_stop.clone())?)
+            } else {
+                None
+            };
+            (members, packs)
+        }
+        None => (Vec::new(), None),
+    };
     tracing::info!(api = %api_addr, workers = n, "flowprint serve is running");
 
     // The collector runs on this thread until stopped.
@@ -633,7 +780,7 @@ pub fn run(config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     // Collector role: flows go to the bus, sharded by host, instead of to the local workers.
     let fleet = match &config.fleet.publish {
         Some(url) => {
-            let bus = crate::fleet::Bus::connect(url, crate::fleet::BusConfig::default())?;
+            let bus = crate::fleet::Bus::connect(url, config.fleet.bus())?;
             let mut id = [0u8; 16];
             use std::io::Read;
             std::fs::File::open("/dev/urandom")?.read_exact(&mut id)?;
@@ -662,6 +809,11 @@ pub fn run(config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         counters: &daemon.counters,
     };
     while !stop.load(Ordering::Relaxed) {
+        if collector.listeners().is_empty() {
+            // Worker role: nothing to collect here.
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
         collector.run(
             Some(Instant::now() + Duration::from_millis(50)),
             &mut |f| intake.push(f),
@@ -685,6 +837,13 @@ pub fn run(config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     drop(dispatcher);
     workers.join();
     bg_stop.store(true, Ordering::Relaxed);
+    // Fleet members write, acknowledge and leave.
+    for m in members {
+        let _ = m.join();
+    }
+    if let Some(t) = pack_thread {
+        let _ = t.join();
+    }
     let _ = flush_thread.join();
     if let Some(t) = refresh_thread {
         let _ = t.join();

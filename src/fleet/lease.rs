@@ -1,0 +1,333 @@
+//! Which worker owns which shard: leases in a JetStream key-value bucket.
+//!
+//! JetStream's own answer to "one consumer at a time per shard" — priority groups with a
+//! pinned client — needs nats-server 2.11; Debian ships 2.9. A lease in a key-value bucket is
+//! built from JetStream's own primitives and nothing else:
+//!
+//! - every worker writes a heartbeat `worker.<id>` (its shard range) every `lease / 3`; the
+//!   bucket's `max_age` expires it `lease` after the last write, so the live workers are the
+//!   bucket's `worker.*` keys;
+//! - a shard is owned through `shard.<n>`: taken with a create (refused while another holds
+//!   it), renewed with an update against the revision last written (refused once it expired or
+//!   someone else took it), released with a delete;
+//! - which live worker *should* own a shard is decided the same way by everyone, by rendezvous
+//!   hashing over the workers whose range covers it: a worker takes the shards it is preferred
+//!   for when they are free, and releases (after writing and acknowledging what it applied) the
+//!   shards for which another live worker is preferred. A worker joining moves only the shards
+//!   it is preferred for; a worker leaving frees only its own, once its leases expire;
+//! - a worker stops pulling a shard when its last successful renewal is older than half the
+//!   lease (without asking the server), so it has stopped well before anyone else can create
+//!   the lease; the lease's revision is the fence stored with every write of the shard's
+//!   inventory, and a write with an older fence is refused by the database.
+
+use super::{Bus, FleetError, js_err};
+use async_nats::jetstream::kv::Store as Kv;
+use futures_util::StreamExt;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// A set of shards, written `0-15`, `3`, or `0-3,8-11`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardSet(pub Vec<(u32, u32)>);
+
+impl ShardSet {
+    /// Every shard below `total`.
+    pub fn all(total: u32) -> ShardSet {
+        ShardSet(vec![(0, total.saturating_sub(1))])
+    }
+
+    /// Whether `shard` is in the set.
+    pub fn contains(&self, shard: u32) -> bool {
+        self.0.iter().any(|&(a, b)| (a..=b).contains(&shard))
+    }
+
+    /// The set's shards below `total`, in order.
+    pub fn shards(&self, total: u32) -> Vec<u32> {
+        (0..total).filter(|&s| self.contains(s)).collect()
+    }
+}
+
+impl std::str::FromStr for ShardSet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<ShardSet, String> {
+        let mut out = Vec::new();
+        for part in s.split(',') {
+            let part = part.trim();
+            let (a, b) = match part.split_once('-') {
+                Some((a, b)) => (a.trim(), b.trim()),
+                None => (part, part),
+            };
+            let num = |x: &str| {
+                x.parse::<u32>()
+                    .map_err(|_| format!("`{part}` is not a shard or a range of shards (`0-15`)"))
+            };
+            let (a, b) = (num(a)?, num(b)?);
+            if a > b {
+                return Err(format!("`{part}`: the range is backwards"));
+            }
+            out.push((a, b));
+        }
+        Ok(ShardSet(out))
+    }
+}
+
+impl std::fmt::Display for ShardSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|&(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// The live worker that should own `shard`: the highest rendezvous weight among the workers
+/// whose set covers it. Every worker computes the same answer from the same membership.
+pub fn preferred<'a>(shard: u32, members: &'a [(String, ShardSet)]) -> Option<&'a str> {
+    members
+        .iter()
+        .filter(|(_, set)| set.contains(shard))
+        .max_by_key(|(id, _)| (weight(shard, id), id.as_str()))
+        .map(|(id, _)| id.as_str())
+}
+
+fn weight(shard: u32, id: &str) -> u64 {
+    // FNV-1a over the shard and the id, then a final mix (splitmix64) so that close ids
+    // spread well.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in shard.to_be_bytes().iter().chain(id.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// A shard this worker holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Held {
+    /// The lease's revision after the last successful create or renewal: the fence.
+    pub revision: u64,
+    /// When it was last renewed.
+    pub renewed: Instant,
+}
+
+/// What changed in this worker's ownership at a tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The lease was taken: the shard is this worker's, fenced by this revision.
+    Acquired(u32, u64),
+    /// Renewed under a new revision (the fence of the next writes).
+    Renewed(u32, u64),
+    /// The lease could not be renewed: the shard is no longer this worker's.
+    Lost(u32),
+    /// Another live worker is preferred: write, acknowledge, then call [`Membership::release`].
+    ShouldRelease(u32),
+}
+
+/// This worker's view of the fleet's membership and its leases.
+pub struct Membership {
+    /// This worker's id.
+    pub id: String,
+    /// The shards it may own.
+    pub set: ShardSet,
+    /// Shards in the fleet.
+    pub total: u32,
+    /// The lease duration.
+    pub lease: Duration,
+    /// The shards held.
+    pub held: BTreeMap<u32, Held>,
+    /// The live workers at the last tick (id, set).
+    pub members: Vec<(String, ShardSet)>,
+    kv: Kv,
+}
+
+impl Membership {
+    /// Joins the fleet (opens the bucket; nothing is taken before the first tick).
+    pub fn new(
+        bus: &Bus,
+        id: String,
+        set: ShardSet,
+        total: u32,
+    ) -> Result<Membership, FleetError> {
+        Ok(Membership {
+            id,
+            set,
+            total,
+            lease: bus.config.lease,
+            held: BTreeMap::new(),
+            members: Vec::new(),
+            kv: bus.leases()?,
+        })
+    }
+
+    /// How often [`Membership::tick`] should run.
+    pub fn interval(&self) -> Duration {
+        self.lease / 3
+    }
+
+    /// Whether this worker may still act on `shard`: held, and renewed less than half a lease
+    /// ago (checked locally, so a worker cut off from the server stops in time).
+    pub fn valid(&self, shard: u32) -> bool {
+        self.held
+            .get(&shard)
+            .is_some_and(|h| h.renewed.elapsed() < self.lease / 2)
+    }
+
+    /// Heartbeat, renewals, and the shards to take or give up.
+    pub fn tick(&mut self, bus: &Bus) -> Result<Vec<Change>, FleetError> {
+        let kv = &self.kv;
+        let id = self.id.clone();
+        let set_text = self.set.to_string();
+        let held: Vec<(u32, u64)> = self.held.iter().map(|(&s, h)| (s, h.revision)).collect();
+        let candidates = self.set.shards(self.total);
+        let mut changes = Vec::new();
+        let members = bus.block_on(async {
+            kv.put(format!("worker.{id}"), set_text.into())
+                .await
+                .map_err(|e| js_err("heartbeat")(&e))?;
+            let mut keys = kv.keys().await.map_err(|e| js_err("members")(&e))?;
+            let mut ids = Vec::new();
+            while let Some(k) = keys.next().await {
+                let k = k.map_err(|e| js_err("members")(&e))?;
+                if let Some(w) = k.strip_prefix("worker.") {
+                    ids.push(w.to_string());
+                }
+            }
+            let mut members = Vec::new();
+            for w in ids {
+                if let Ok(Some(v)) = kv.get(format!("worker.{w}")).await
+                    && let Ok(set) = String::from_utf8_lossy(&v).parse::<ShardSet>()
+                {
+                    members.push((w, set));
+                }
+            }
+            Ok::<_, FleetError>(members)
+        })?;
+        self.members = members;
+        // Renewals.
+        for (shard, rev) in held {
+            let key = format!("shard.{shard}");
+            let r = bus.block_on(kv.update(&key, id.clone().into(), rev));
+            match r {
+                Ok(new) => {
+                    self.held.insert(
+                        shard,
+                        Held {
+                            revision: new,
+                            renewed: Instant::now(),
+                        },
+                    );
+                    changes.push(Change::Renewed(shard, new));
+                }
+                Err(e) => {
+                    tracing::warn!(shard, "lease lost: {e}");
+                    self.held.remove(&shard);
+                    changes.push(Change::Lost(shard));
+                }
+            }
+        }
+        // Shards to give up, shards to take.
+        for &shard in &candidates {
+            let pref = preferred(shard, &self.members);
+            let mine = pref == Some(self.id.as_str());
+            if self.held.contains_key(&shard) {
+                if !mine && pref.is_some() {
+                    changes.push(Change::ShouldRelease(shard));
+                }
+            } else if mine {
+                let key = format!("shard.{shard}");
+                if let Ok(rev) = bus.block_on(kv.create(&key, id.clone().into())) {
+                    self.held.insert(
+                        shard,
+                        Held {
+                            revision: rev,
+                            renewed: Instant::now(),
+                        },
+                    );
+                    changes.push(Change::Acquired(shard, rev));
+                }
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Gives a shard up (after its evidence is written and its batches acknowledged).
+    pub fn release(&mut self, bus: &Bus, shard: u32) {
+        if self.held.remove(&shard).is_some() {
+            let key = format!("shard.{shard}");
+            if let Err(e) = bus.block_on(self.kv.delete(&key)) {
+                tracing::warn!(shard, "releasing the lease: {e} (it will expire)");
+            }
+        }
+    }
+
+    /// Leaves the fleet: releases every lease and the heartbeat (on a clean stop).
+    pub fn leave(&mut self, bus: &Bus) {
+        let shards: Vec<u32> = self.held.keys().copied().collect();
+        for s in shards {
+            self.release(bus, s);
+        }
+        let _ = bus.block_on(self.kv.delete(format!("worker.{}", self.id)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_sets_parse_and_print() {
+        let s: ShardSet = "0-3, 8,10-11".parse().unwrap();
+        assert_eq!(s.shards(16), vec![0, 1, 2, 3, 8, 10, 11]);
+        assert_eq!(s.to_string(), "0-3,8,10-11");
+        assert!("3-1".parse::<ShardSet>().is_err());
+        assert!("a-b".parse::<ShardSet>().unwrap_err().contains("a-b"));
+        assert_eq!(ShardSet::all(4).shards(4), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn rendezvous_moves_only_the_shards_of_who_joins_or_leaves() {
+        let all = ShardSet::all(64);
+        let three: Vec<(String, ShardSet)> = ["w-a", "w-b", "w-c"]
+            .iter()
+            .map(|w| (w.to_string(), all.clone()))
+            .collect();
+        let before: Vec<&str> = (0..64).map(|s| preferred(s, &three).unwrap()).collect();
+        // Spread: every worker gets a fair part.
+        for w in ["w-a", "w-b", "w-c"] {
+            let n = before.iter().filter(|&&o| o == w).count();
+            assert!((10..=32).contains(&n), "{w}: {n}");
+        }
+        // w-b leaves: only its shards move.
+        let two = vec![three[0].clone(), three[2].clone()];
+        for s in 0..64u32 {
+            let after = preferred(s, &two).unwrap();
+            if before[s as usize] != "w-b" {
+                assert_eq!(after, before[s as usize], "shard {s} moved");
+            }
+        }
+        // A worker that covers only some shards is never preferred for others.
+        let narrow = vec![
+            ("w-a".to_string(), "0-7".parse().unwrap()),
+            ("w-b".to_string(), "8-15".parse().unwrap()),
+        ];
+        for s in 0..16 {
+            assert_eq!(
+                preferred(s, &narrow).unwrap(),
+                if s < 8 { "w-a" } else { "w-b" }
+            );
+        }
+        assert_eq!(preferred(16, &narrow), None);
+    }
+}

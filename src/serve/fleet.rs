@@ -1,0 +1,610 @@
+//! The worker role of `flowprint serve --consume`: shards of the fleet's stream, owned through
+//! leases ([`crate::fleet::lease`]), evaluated into the daemon's shard inventories, written to
+//! the inventory database with their applied marks in one transaction, and only then
+//! acknowledged.
+//!
+//! Each of the daemon's `workers` threads is a member of the fleet of its own (id
+//! `<fleet id>-<thread>`, its own connection to the bus and to the database), so a machine with
+//! more cores takes more shards without anything shared between its threads but the shard
+//! inventories the API reads.
+//!
+//! A shard changes hands like this:
+//! 1. the new owner creates the lease (only possible once the old one expired or was
+//!    released);
+//! 2. it reads the shard's hosts and its mark (the highest stream sequence whose evidence is
+//!    in those hosts) from the database;
+//! 3. it deletes and re-creates the shard's durable consumer, so that every batch still in the
+//!    stream (the work-queue stream keeps exactly the unacknowledged ones) is delivered again
+//!    in stream order;
+//! 4. it skips (and acknowledges) the batches at or below the mark, and applies the others.
+//!
+//! A releasing owner first writes and acknowledges everything it applied; a dead one leaves
+//! batches unacknowledged, which step 3 delivers to its successor. Writes carry the lease's
+//! revision as a fence: the database refuses a write from an owner whose lease was taken over.
+
+use super::Daemon;
+use super::pipeline::{Counters, Shard, ShardState};
+use crate::eval::{Evaluator, LocalNets, shard_of};
+use crate::fleet::lease::{Change, Membership, ShardSet};
+use crate::fleet::{Bus, BusConfig, Delivered, ShardConsumer, codec, is_primary};
+use crate::infer::{InferConfig, Inventory};
+use crate::inventory::{FleetMark, Store};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// What the fleet worker threads report (for `/metrics` and `/rules`).
+#[derive(Debug, Default)]
+pub struct FleetStatus {
+    /// The shards each thread owns.
+    pub owned: Mutex<BTreeMap<u32, String>>,
+    /// Batches applied.
+    pub applied: AtomicU64,
+    /// Redelivered batches skipped because their evidence was already applied.
+    pub skipped: AtomicU64,
+    /// Batches that did not decode (acknowledged and counted, never retried).
+    pub malformed: AtomicU64,
+    /// Shards taken (at start, after another worker left or released them).
+    pub takeovers: AtomicU64,
+    /// Shards given up for a preferred worker.
+    pub released: AtomicU64,
+    /// Shards lost (lease not renewed in time, or a fenced write).
+    pub lost: AtomicU64,
+    /// Inventory writes (with marks) that failed.
+    pub write_failures: AtomicU64,
+    /// Per owned shard: batches waiting in the stream, and delivered but unacknowledged.
+    pub backlog: Mutex<BTreeMap<u32, (u64, u64)>>,
+    /// Published packs and what became of them.
+    pub packs: Mutex<BTreeMap<String, PackStatus>>,
+    /// Published packs refused.
+    pub packs_rejected: AtomicU64,
+}
+
+/// A published pack as this worker last saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackStatus {
+    /// The object's digest in the bucket.
+    pub digest: String,
+    /// `installed` or `rejected`.
+    pub state: &'static str,
+    /// The installed version.
+    pub version: Option<String>,
+    /// Why it was refused.
+    pub error: Option<String>,
+}
+
+/// One owned shard.
+struct Active {
+    consumer: ShardConsumer,
+    /// Highest stream sequence applied (in memory).
+    mark: u64,
+    /// The lease revision: the fence of the next write.
+    fence: u64,
+    /// Applied, not yet written and acknowledged.
+    pending: Vec<Delivered>,
+}
+
+/// A member thread.
+struct Member {
+    daemon: Arc<Daemon>,
+    bus: Bus,
+    membership: Membership,
+    db: Option<Box<dyn Store>>,
+    stream: String,
+    total: u32,
+    local: Arc<LocalNets>,
+    infer: InferConfig,
+    active: BTreeMap<u32, Active>,
+    status: Arc<FleetStatus>,
+    counters: Arc<Counters>,
+    flush_every: Duration,
+}
+
+/// Starts `threads` members; they run until `stop`, then write, acknowledge and leave.
+#[allow(clippy::too_many_arguments)]
+pub fn start(
+    daemon: Arc<Daemon>,
+    url: &str,
+    bus_config: BusConfig,
+    id: &str,
+    set: &ShardSet,
+    threads: usize,
+    local: Arc<LocalNets>,
+    infer: InferConfig,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
+    let status = daemon
+        .fleet
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no fleet status"))?;
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let bus = Bus::connect(url, bus_config.clone())?;
+        let membership = Membership::new(
+            &bus,
+            format!("{id}-{t}"),
+            set.clone(),
+            daemon.config.fleet.shards,
+        )?;
+        let db = match &daemon.config.inventory {
+            Some(spec) => Some(crate::inventory::open(spec)?),
+            None => None,
+        };
+        let member = Member {
+            daemon: daemon.clone(),
+            stream: bus_config.stream.clone(),
+            bus,
+            membership,
+            db,
+            total: daemon.config.fleet.shards,
+            local: local.clone(),
+            infer: infer.clone(),
+            active: BTreeMap::new(),
+            status: status.clone(),
+            counters: daemon.counters.clone(),
+            flush_every: daemon
+                .config
+                .flush_interval
+                .0
+                .clamp(Duration::from_millis(100), Duration::from_secs(5)),
+        };
+        let stop = stop.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("fleet-{t}"))
+                .spawn(move || member.run(&stop))?,
+        );
+    }
+    Ok(handles)
+}
+
+impl Member {
+    fn shard(&self, s: u32) -> &Arc<Shard> {
+        &self.daemon.shards[s as usize]
+    }
+
+    fn run(mut self, stop: &AtomicBool) {
+        let mut next_tick = Instant::now();
+        let mut last_flush = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + self.membership.interval();
+                match self.membership.tick(&self.bus) {
+                    Ok(changes) => self.handle(changes),
+                    Err(e) => tracing::warn!(member = %self.membership.id, "fleet: {e}"),
+                }
+            }
+            // A lease not renewed for half its time: stop before anyone else may start.
+            let lapsed: Vec<u32> = self
+                .active
+                .keys()
+                .copied()
+                .filter(|&s| !self.membership.valid(s))
+                .collect();
+            for s in lapsed {
+                tracing::warn!(shard = s, "lease not renewed in time: giving the shard up");
+                self.drop_shard(s);
+                self.status.lost.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut got = 0;
+            let shards: Vec<u32> = self.active.keys().copied().collect();
+            for s in shards {
+                got += self.pull(s);
+            }
+            let pending: usize = self.active.values().map(|a| a.pending.len()).sum();
+            if pending > 0 && (last_flush.elapsed() >= self.flush_every || pending >= 2000) {
+                self.flush_all();
+                last_flush = Instant::now();
+            }
+            if got == 0 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        // Clean stop: write and acknowledge, then leave so that others take over at once.
+        self.flush_all();
+        let shards: Vec<u32> = self.active.keys().copied().collect();
+        for s in shards {
+            self.drop_shard(s);
+        }
+        self.membership.leave(&self.bus);
+    }
+
+    fn handle(&mut self, changes: Vec<Change>) {
+        let mut taken = Vec::new();
+        for c in changes {
+            match c {
+                Change::Acquired(s, rev) => taken.push((s, rev)),
+                Change::Renewed(s, rev) => {
+                    if let Some(a) = self.active.get_mut(&s) {
+                        a.fence = rev;
+                    }
+                }
+                Change::Lost(s) => {
+                    if self.active.contains_key(&s) {
+                        self.drop_shard(s);
+                        self.status.lost.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Change::ShouldRelease(s) => {
+                    if self.flush_shard(s) {
+                        self.drop_shard(s);
+                        self.membership.release(&self.bus, s);
+                        self.status.released.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(shard = s, "shard released to its preferred worker");
+                    }
+                }
+            }
+        }
+        if !taken.is_empty() {
+            self.take(taken);
+        }
+    }
+
+    /// Takes shards over: their hosts and marks from the database, their consumers re-created.
+    fn take(&mut self, taken: Vec<(u32, u64)>) {
+        let (stored, marks) = match self.db.as_mut() {
+            Some(db) => match db.load_all().and_then(|h| Ok((h, db.load_marks()?))) {
+                Ok(x) => x,
+                Err(e) => {
+                    // Without the shard's state we cannot start it: give the leases back.
+                    tracing::error!("fleet: reading the inventory to take shards over: {e}");
+                    for (s, _) in taken {
+                        self.membership.release(&self.bus, s);
+                    }
+                    return;
+                }
+            },
+            None => (Vec::new(), Vec::new()),
+        };
+        for (s, rev) in taken {
+            let consumer = match self.bus.take_over_consumer(s) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(shard = s, "fleet: {e}");
+                    self.membership.release(&self.bus, s);
+                    continue;
+                }
+            };
+            let mark = marks
+                .iter()
+                .find(|m| m.shard == s && m.stream == self.stream)
+                .map_or(0, |m| m.seq);
+            let mine: Vec<_> = stored
+                .iter()
+                .filter(|h| {
+                    h.host
+                        .parse()
+                        .is_ok_and(|a| shard_of(a, self.total) == s)
+                })
+                .cloned()
+                .collect();
+            {
+                let snap = self.daemon.store.current();
+                let mut g = self.shard(s).lock();
+                let mut inv = Inventory::with_config(self.infer.clone());
+                let dropped = inv.restore(&mine, &snap.ruleset);
+                if dropped > 0 {
+                    tracing::info!(shard = s, dropped, "evidence of rules no longer loaded");
+                }
+                *g = ShardState {
+                    inventory: inv,
+                    snapshot: snap,
+                };
+            }
+            tracing::info!(
+                shard = s,
+                hosts = mine.len(),
+                mark,
+                fence = rev,
+                "shard taken over"
+            );
+            self.active.insert(
+                s,
+                Active {
+                    consumer,
+                    mark,
+                    fence: rev,
+                    pending: Vec::new(),
+                },
+            );
+            self.status.takeovers.fetch_add(1, Ordering::Relaxed);
+            self.owned_changed();
+        }
+    }
+
+    fn owned_changed(&self) {
+        let mut o = self
+            .status
+            .owned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        o.retain(|_, m| *m != self.membership.id);
+        for &s in self.active.keys() {
+            o.insert(s, self.membership.id.clone());
+        }
+    }
+
+    /// Forgets a shard: its in-memory hosts go (they are in the database up to the last
+    /// write), its unacknowledged batches will be delivered to the next owner.
+    fn drop_shard(&mut self, s: u32) {
+        if self.active.remove(&s).is_some() {
+            let snap = self.daemon.store.current();
+            *self.shard(s).lock() = ShardState {
+                inventory: Inventory::with_config(self.infer.clone()),
+                snapshot: snap,
+            };
+            self.status
+                .backlog
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&s);
+            self.owned_changed();
+        }
+    }
+
+    /// Pulls and applies a shard's next batches; returns how many came.
+    fn pull(&mut self, s: u32) -> usize {
+        let Some(a) = self.active.get(&s) else {
+            return 0;
+        };
+        let msgs = match self.bus.fetch(&a.consumer, 64, Duration::from_millis(50)) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(shard = s, "fleet: {e}");
+                return 0;
+            }
+        };
+        let n = msgs.len();
+        if n == 0 {
+            return 0;
+        }
+        let snap = self.daemon.store.current();
+        let dns = self
+            .daemon
+            .dns
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let shard = self.daemon.shards[s as usize].clone();
+        let mut g = shard.lock();
+        g.sync(&snap);
+        let ShardState {
+            inventory,
+            snapshot,
+        } = &mut *g;
+        let mut ev = Evaluator::new(&snapshot.ruleset, &self.local)
+            .with_dns(&dns)
+            .with_shard(self.total, s);
+        let a = self.active.get_mut(&s).expect("active");
+        let mut evaluated = 0u64;
+        for d in msgs {
+            if d.stream_seq <= a.mark {
+                // Applied and written by this shard's owner before: acknowledge, do not count.
+                self.status.skipped.fetch_add(1, Ordering::Relaxed);
+                a.pending.push(d);
+                continue;
+            }
+            match codec::decode(&d.data) {
+                Ok(batch) => {
+                    for f in &batch.flows {
+                        inventory.observe(f, &mut ev);
+                        if is_primary(&self.local, f, s, self.total) {
+                            evaluated += 1;
+                        }
+                    }
+                    self.status.applied.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(shard = s, seq = d.stream_seq, "fleet: batch refused: {e}");
+                    self.status.malformed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            a.mark = d.stream_seq;
+            a.pending.push(d);
+        }
+        self.counters
+            .received
+            .fetch_add(evaluated, Ordering::Relaxed);
+        self.counters
+            .evaluated
+            .fetch_add(evaluated, Ordering::Relaxed);
+        n
+    }
+
+    fn flush_all(&mut self) {
+        let shards: Vec<u32> = self.active.keys().copied().collect();
+        for s in shards {
+            self.flush_shard(s);
+        }
+    }
+
+    /// Writes a shard's changed hosts with its mark in one transaction, then acknowledges what
+    /// was applied. False when the write failed (nothing acknowledged).
+    fn flush_shard(&mut self, s: u32) -> bool {
+        let Some(a) = self.active.get(&s) else {
+            return true;
+        };
+        if let Some(db) = self.db.as_mut() {
+            let rows = {
+                let mut g = self.daemon.shards[s as usize].lock();
+                let ShardState {
+                    inventory,
+                    snapshot,
+                } = &mut *g;
+                inventory.take_dirty(&snapshot.ruleset, usize::MAX)
+            };
+            if a.pending.is_empty() && rows.is_empty() {
+                return true;
+            }
+            let mark = FleetMark {
+                stream: self.stream.clone(),
+                shard: s,
+                seq: a.mark,
+                fence: a.fence,
+            };
+            if let Err(e) = db.save_marked(&rows, &[mark]) {
+                self.status.write_failures.fetch_add(1, Ordering::Relaxed);
+                if e.message.starts_with("fenced") {
+                    tracing::error!(shard = s, "fleet: {e}");
+                    self.drop_shard(s);
+                    self.status.lost.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    // Nothing acknowledged; the hosts are marked changed again for the next
+                    // write, which carries the mark of everything applied by then.
+                    tracing::error!(shard = s, "fleet: writing the inventory: {e}");
+                    self.requeue_dirty(s, &rows);
+                }
+                return false;
+            }
+        }
+        let a = self.active.get_mut(&s).expect("active");
+        let done = std::mem::take(&mut a.pending);
+        if let Err(e) = self.bus.ack(&done) {
+            // Unacknowledged batches come back after ack_wait; the mark makes them no-ops.
+            tracing::warn!(shard = s, "fleet: {e}");
+        }
+        if let Ok(b) = self.bus.backlog(&mut a.consumer) {
+            self.status
+                .backlog
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(s, b);
+        }
+        true
+    }
+
+    /// After a failed write, the hosts taken from the dirty set are marked changed again so
+    /// that the next write includes them.
+    fn requeue_dirty(&self, s: u32, rows: &[crate::inventory::StoredHost]) {
+        let mut g = self.daemon.shards[s as usize].lock();
+        for r in rows {
+            if let Ok(a) = r.host.parse() {
+                g.inventory.mark_dirty(a);
+            }
+        }
+    }
+}
+
+/// The largest pack archive taken from the bucket.
+const PACK_LIMIT: usize = 64 << 20;
+
+/// Follows the fleet's pack bucket: every pack published (new digest) is fetched, installed
+/// into the packs directory through the same verified, atomic path as `flowprint pack install`
+/// (refused: files that do not match the manifest, a missing or untrusted signature unless
+/// allowed, rules that do not compile), and the rules reloaded. A refused pack leaves the
+/// running rules as they were; the refusal is logged, counted and shown by `/rules`.
+pub fn follow_packs(
+    daemon: Arc<Daemon>,
+    url: &str,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let bus = Bus::connect(url, daemon.config.fleet.bus())?;
+    let os = bus.packs()?;
+    let packs_dir = daemon
+        .config
+        .rules
+        .packs_dir
+        .clone()
+        .unwrap_or_else(|| daemon.config.state_dir.join("packs"));
+    let keys = crate::pack::integrity::trusted_keys(&[], &daemon.config.fleet.trusted_keys)?;
+    let download = daemon.config.state_dir.join("fleet-packs");
+    std::fs::create_dir_all(&download)?;
+    let status = daemon
+        .fleet
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no fleet status"))?;
+    Ok(std::thread::Builder::new()
+        .name("fleet-packs".into())
+        .spawn(move || {
+            let mut seen: BTreeMap<String, String> = BTreeMap::new();
+            while !stop.load(Ordering::Relaxed) {
+                match bus.list_packs(&os) {
+                    Ok(list) => {
+                        for (name, digest) in list {
+                            if seen.get(&name) == Some(&digest) {
+                                continue;
+                            }
+                            seen.insert(name.clone(), digest.clone());
+                            let st = install_published(
+                                &daemon, &bus, &os, &name, &digest, &download, &packs_dir, &keys,
+                            );
+                            if st.state == "rejected" {
+                                status.packs_rejected.fetch_add(1, Ordering::Relaxed);
+                            }
+                            status
+                                .packs
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .insert(name, st);
+                        }
+                    }
+                    Err(e) => tracing::warn!("fleet packs: {e}"),
+                }
+                for _ in 0..5 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })?)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn install_published(
+    daemon: &Daemon,
+    bus: &Bus,
+    os: &async_nats::jetstream::object_store::ObjectStore,
+    name: &str,
+    digest: &str,
+    download: &std::path::Path,
+    packs_dir: &std::path::Path,
+    keys: &[ed25519_dalek::VerifyingKey],
+) -> PackStatus {
+    let rejected = |error: String| {
+        tracing::error!(pack = name, digest, "published pack refused, the running rules stay: {error}");
+        PackStatus {
+            digest: digest.to_string(),
+            state: "rejected",
+            version: None,
+            error: Some(error),
+        }
+    };
+    let safe: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .collect();
+    let path = download.join(format!("{safe}.tar.gz"));
+    let bytes = match bus.get_pack(os, name, PACK_LIMIT) {
+        Ok(b) => b,
+        Err(e) => return rejected(e.to_string()),
+    };
+    if let Err(e) = std::fs::write(&path, &bytes) {
+        return rejected(format!("{}: {e}", path.display()));
+    }
+    match crate::pack::ops::install_pack(
+        &path,
+        packs_dir,
+        keys,
+        daemon.config.fleet.allow_unsigned,
+    ) {
+        Ok(rec) => {
+            let r = daemon.reload(&format!("fleet pack {} {}", rec.name, rec.version));
+            if !r.ok {
+                return rejected(format!(
+                    "installed, but the rules did not reload: {}",
+                    r.diagnostics.join("")
+                ));
+            }
+            tracing::info!(pack = %rec.name, version = %rec.version, "published pack installed");
+            PackStatus {
+                digest: digest.to_string(),
+                state: "installed",
+                version: Some(rec.version),
+                error: None,
+            }
+        }
+        Err(e) => rejected(e.to_string()),
+    }
+}
