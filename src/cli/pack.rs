@@ -276,10 +276,14 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             replicas,
         } => {
             if !pack.is_file() {
-                anyhow::bail!("{}: publish a pack archive (`flowprint pack build --output`)", pack.display());
+                anyhow::bail!(
+                    "{}: publish a pack archive (`flowprint pack build --output`)",
+                    pack.display()
+                );
             }
             // Installed into a scratch directory: the checks a worker makes, made here first.
-            let scratch = std::env::temp_dir().join(format!("flowprint-publish-{}", std::process::id()));
+            let scratch =
+                std::env::temp_dir().join(format!("flowprint-publish-{}", std::process::id()));
             let checked = ops::install_pack(&pack, &scratch, &trust.keys()?, allow_unsigned);
             let _ = std::fs::remove_dir_all(&scratch);
             let rec = match checked {
@@ -289,8 +293,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                     return Ok(1);
                 }
             };
-            let archive = std::fs::read(&pack)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", pack.display()))?;
+            let archive =
+                std::fs::read(&pack).map_err(|e| anyhow::anyhow!("{}: {e}", pack.display()))?;
             let bus = flowprint::fleet::Bus::connect(
                 &nats,
                 flowprint::fleet::BusConfig {

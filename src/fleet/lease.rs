@@ -15,14 +15,13 @@
 //!   for when they are free, and releases (after writing and acknowledging what it applied) the
 //!   shards for which another live worker is preferred. A worker joining moves only the shards
 //!   it is preferred for; a worker leaving frees only its own, once its leases expire;
-//! - a worker stops pulling a shard when its last successful renewal is older than half the
-//!   lease (without asking the server), so it has stopped well before anyone else can create
-//!   the lease; the lease's revision is the fence stored with every write of the shard's
+//! - a worker stops pulling a shard when its last successful renewal was sent more than three
+//!   quarters of a lease ago (without asking the server), so it has stopped before anyone
+//!   else can create the lease; the lease's revision is the fence stored with every write of the shard's
 //!   inventory, and a write with an older fence is refused by the database.
 
 use super::{Bus, FleetError, js_err};
 use async_nats::jetstream::kv::Store as Kv;
-use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -90,7 +89,7 @@ impl std::fmt::Display for ShardSet {
 
 /// The live worker that should own `shard`: the highest rendezvous weight among the workers
 /// whose set covers it. Every worker computes the same answer from the same membership.
-pub fn preferred<'a>(shard: u32, members: &'a [(String, ShardSet)]) -> Option<&'a str> {
+pub fn preferred(shard: u32, members: &[(String, ShardSet)]) -> Option<&str> {
     members
         .iter()
         .filter(|(_, set)| set.contains(shard))
@@ -154,12 +153,7 @@ pub struct Membership {
 
 impl Membership {
     /// Joins the fleet (opens the bucket; nothing is taken before the first tick).
-    pub fn new(
-        bus: &Bus,
-        id: String,
-        set: ShardSet,
-        total: u32,
-    ) -> Result<Membership, FleetError> {
+    pub fn new(bus: &Bus, id: String, set: ShardSet, total: u32) -> Result<Membership, FleetError> {
         Ok(Membership {
             id,
             set,
@@ -171,17 +165,17 @@ impl Membership {
         })
     }
 
-    /// How often [`Membership::tick`] should run.
+    /// How often [`Membership::tick`] should run: four times a lease.
     pub fn interval(&self) -> Duration {
-        self.lease / 3
+        self.lease / 4
     }
 
-    /// Whether this worker may still act on `shard`: held, and renewed less than half a lease
-    /// ago (checked locally, so a worker cut off from the server stops in time).
-    pub fn valid(&self, shard: u32) -> bool {
-        self.held
-            .get(&shard)
-            .is_some_and(|h| h.renewed.elapsed() < self.lease / 2)
+    /// How long after a renewal was *sent* the shard may still be acted on: three quarters of
+    /// a lease. The server wrote the renewal after it was sent, and nobody can create the
+    /// lease before a whole lease has passed since that write, so a worker cut off from the
+    /// server stops (checking locally) a quarter of a lease before anyone else may start.
+    pub fn validity(&self) -> Duration {
+        self.lease * 3 / 4
     }
 
     /// Heartbeat, renewals, and the shards to take or give up.
@@ -196,14 +190,15 @@ impl Membership {
             kv.put(format!("worker.{id}"), set_text.into())
                 .await
                 .map_err(|e| js_err("heartbeat")(&e))?;
-            let mut keys = kv.keys().await.map_err(|e| js_err("members")(&e))?;
-            let mut ids = Vec::new();
-            while let Some(k) = keys.next().await {
-                let k = k.map_err(|e| js_err("members")(&e))?;
-                if let Some(w) = k.strip_prefix("worker.") {
-                    ids.push(w.to_string());
-                }
-            }
+            // The heartbeat subjects (one stream info request; the client's `keys` creates an
+            // ordered consumer per call, slow on a busy cluster), then each heartbeat (a
+            // deleted one reads as absent).
+            let prefix = format!("$KV.{}.worker.", super::LEASE_BUCKET);
+            let ids: Vec<String> = super::subjects(&kv.stream, &format!("{prefix}*"))
+                .await?
+                .into_iter()
+                .filter_map(|s| s.strip_prefix(&prefix).map(str::to_string))
+                .collect();
             let mut members = Vec::new();
             for w in ids {
                 if let Ok(Some(v)) = kv.get(format!("worker.{w}")).await
@@ -218,6 +213,7 @@ impl Membership {
         // Renewals.
         for (shard, rev) in held {
             let key = format!("shard.{shard}");
+            let sent = Instant::now();
             let r = bus.block_on(kv.update(&key, id.clone().into(), rev));
             match r {
                 Ok(new) => {
@@ -225,7 +221,7 @@ impl Membership {
                         shard,
                         Held {
                             revision: new,
-                            renewed: Instant::now(),
+                            renewed: sent,
                         },
                     );
                     changes.push(Change::Renewed(shard, new));
@@ -241,25 +237,57 @@ impl Membership {
         for &shard in &candidates {
             let pref = preferred(shard, &self.members);
             let mine = pref == Some(self.id.as_str());
-            if self.held.contains_key(&shard) {
-                if !mine && pref.is_some() {
-                    changes.push(Change::ShouldRelease(shard));
+            match self.held.entry(shard) {
+                std::collections::btree_map::Entry::Occupied(_) => {
+                    if !mine && pref.is_some() {
+                        changes.push(Change::ShouldRelease(shard));
+                    }
                 }
-            } else if mine {
-                let key = format!("shard.{shard}");
-                if let Ok(rev) = bus.block_on(kv.create(&key, id.clone().into())) {
-                    self.held.insert(
-                        shard,
-                        Held {
+                std::collections::btree_map::Entry::Vacant(slot) if mine => {
+                    let key = format!("shard.{shard}");
+                    let sent = Instant::now();
+                    if let Ok(rev) = bus.block_on(kv.create(&key, id.clone().into())) {
+                        slot.insert(Held {
                             revision: rev,
-                            renewed: Instant::now(),
-                        },
-                    );
-                    changes.push(Change::Acquired(shard, rev));
+                            renewed: sent,
+                        });
+                        changes.push(Change::Acquired(shard, rev));
+                    }
                 }
+                std::collections::btree_map::Entry::Vacant(_) => {}
             }
         }
         Ok(changes)
+    }
+
+    /// Renews the leases held, nothing else (while stopping).
+    pub fn renew_only(&mut self, bus: &Bus) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let held: Vec<(u32, u64)> = self.held.iter().map(|(&s, h)| (s, h.revision)).collect();
+        for (shard, rev) in held {
+            let sent = Instant::now();
+            match bus.block_on(self.kv.update(
+                format!("shard.{shard}"),
+                self.id.clone().into(),
+                rev,
+            )) {
+                Ok(new) => {
+                    self.held.insert(
+                        shard,
+                        Held {
+                            revision: new,
+                            renewed: sent,
+                        },
+                    );
+                    changes.push(Change::Renewed(shard, new));
+                }
+                Err(_) => {
+                    self.held.remove(&shard);
+                    changes.push(Change::Lost(shard));
+                }
+            }
+        }
+        changes
     }
 
     /// Gives a shard up (after its evidence is written and its batches acknowledged).

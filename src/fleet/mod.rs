@@ -86,6 +86,24 @@ impl Default for BusConfig {
     }
 }
 
+/// The subjects of a stream matching `filter` that hold messages (one stream info request).
+pub(crate) async fn subjects(
+    stream: &jetstream::stream::Stream,
+    filter: &str,
+) -> Result<Vec<String>, FleetError> {
+    let mut info = stream
+        .info_with_subjects(filter)
+        .await
+        .map_err(|e| js_err("stream subjects")(&e))?;
+    let mut out = Vec::new();
+    while let Some(x) = info.next().await {
+        let (subject, _) = x.map_err(|e| js_err("stream subjects")(&e))?;
+        out.push(subject);
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// The key-value bucket of shard leases and worker heartbeats.
 pub const LEASE_BUCKET: &str = "flowprint-fleet";
 /// The object store of published rule packs.
@@ -166,14 +184,15 @@ impl Bus {
 
     /// Publishes encoded batches (shard, bytes) and waits for the server to store them all:
     /// the stream sequence of each, or why it was refused.
-    pub fn publish(&self, batches: Vec<(u32, Vec<u8>)>) -> Vec<Result<u64, FleetError>> {
+    pub fn publish(&self, batches: &[(u32, Vec<u8>)]) -> Vec<Result<u64, FleetError>> {
         self.rt.block_on(async {
             // Send everything first, then collect the acknowledgements: one round trip for
             // the whole set rather than one per batch.
             let mut acks = Vec::with_capacity(batches.len());
-            for (shard, data) in batches {
+            for (shard, data) in batches.iter() {
                 let subject = format!("{}.{shard}", self.config.prefix);
-                acks.push(self.js.publish(subject, data.into()).await);
+                let payload = data.clone().into();
+                acks.push(self.js.publish(subject, payload).await);
             }
             let mut out = Vec::with_capacity(acks.len());
             for a in acks {
@@ -210,22 +229,48 @@ impl Bus {
         Ok(ShardConsumer { shard, consumer })
     }
 
-    /// Takes a shard's consumer over: deletes the durable consumer (whatever a previous owner
-    /// left delivered but unacknowledged goes back to the stream) and creates it again from the
-    /// first batch still in the stream, so that the new owner sees every remaining batch in
-    /// stream order. Called by whoever just acquired the shard's lease.
-    pub fn take_over_consumer(&self, shard: u32) -> Result<ShardConsumer, FleetError> {
-        let name = format!("flowprint-shard-{shard}");
-        self.rt.block_on(async {
-            if let Err(e) = self.stream.delete_consumer(&name).await {
-                // Absent is fine; anything else is not.
-                if !e.to_string().contains("not found") {
+    /// Takes a shard's consumer over under a new lease: deletes the shard's durable consumers
+    /// (whatever a previous owner left delivered but unacknowledged goes back to the stream)
+    /// and creates `flowprint-shard-<n>-<fence>`, delivering from the first batch still in the
+    /// stream, so that the new owner sees every remaining batch in stream order. The name
+    /// carries the lease's revision: a previous owner still pulling addresses a consumer that
+    /// no longer exists, and cannot take batches from the new one.
+    pub fn take_over_consumer(&self, shard: u32, fence: u64) -> Result<ShardConsumer, FleetError> {
+        let plain = format!("flowprint-shard-{shard}");
+        let prefix = format!("{plain}-");
+        let name = format!("{plain}-{fence}");
+        let consumer = self.rt.block_on(async {
+            let mut names = self.stream.consumer_names();
+            let mut old = Vec::new();
+            while let Some(n) = names.next().await {
+                let n = n.map_err(|e| js_err("consumer names")(&e))?;
+                if n == plain || n.starts_with(&prefix) {
+                    old.push(n);
+                }
+            }
+            for n in old {
+                if let Err(e) = self.stream.delete_consumer(&n).await
+                    && !e.to_string().contains("not found")
+                {
                     return Err(js_err("delete consumer")(&e));
                 }
             }
-            Ok(())
+            self.stream
+                .get_or_create_consumer(
+                    &name,
+                    jetstream::consumer::pull::Config {
+                        durable_name: Some(name.clone()),
+                        filter_subject: format!("{}.{shard}", self.config.prefix),
+                        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                        ack_wait: self.config.ack_wait,
+                        max_ack_pending: 10_000,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| js_err("consumer")(&e))
         })?;
-        self.consumer(shard)
+        Ok(ShardConsumer { shard, consumer })
     }
 
     /// How many batches of a shard are waiting for a worker (not yet delivered), and how many
@@ -247,18 +292,31 @@ impl Bus {
         self.rt.block_on(async {
             match self.js.get_key_value(LEASE_BUCKET).await {
                 Ok(kv) => Ok(kv),
-                Err(_) => self
-                    .js
-                    .create_key_value(jetstream::kv::Config {
-                        bucket: LEASE_BUCKET.into(),
-                        history: 1,
-                        max_age: self.config.lease,
-                        num_replicas: self.config.replicas,
-                        storage: jetstream::stream::StorageType::File,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| js_err("lease bucket")(&e)),
+                Err(_) => {
+                    // The bucket's stream as `create_key_value` would make it, created
+                    // directly: that call first asks for the account's limits in a form
+                    // nats-server 2.9 does not answer.
+                    self.js
+                        .get_or_create_stream(jetstream::stream::Config {
+                            name: format!("KV_{LEASE_BUCKET}"),
+                            subjects: vec![format!("$KV.{LEASE_BUCKET}.>")],
+                            max_messages_per_subject: 1,
+                            max_age: self.config.lease,
+                            storage: jetstream::stream::StorageType::File,
+                            num_replicas: self.config.replicas,
+                            allow_rollup: true,
+                            deny_delete: true,
+                            allow_direct: true,
+                            discard: jetstream::stream::DiscardPolicy::New,
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(|e| js_err("lease bucket")(&e))?;
+                    self.js
+                        .get_key_value(LEASE_BUCKET)
+                        .await
+                        .map_err(|e| js_err("lease bucket")(&e))
+                }
             }
         })
     }
@@ -301,20 +359,30 @@ impl Bus {
         })
     }
 
-    /// The packs in the fleet's bucket: (name, digest), deleted ones left out.
-    pub fn list_packs(
-        &self,
-        os: &jetstream::object_store::ObjectStore,
-    ) -> Result<Vec<(String, String)>, FleetError> {
+    /// The packs in the fleet's bucket: (name, digest), deleted ones left out. Read from the
+    /// bucket's metadata subjects with plain requests (a stream info and one direct read per
+    /// pack) rather than the client's `list`, whose ordered consumer per call is slow on a
+    /// busy cluster.
+    pub fn list_packs(&self) -> Result<Vec<(String, String)>, FleetError> {
         self.rt.block_on(async {
-            let mut list = os.list().await.map_err(|e| js_err("pack list")(&e))?;
+            let stream = self
+                .js
+                .get_stream(format!("OBJ_{PACK_BUCKET}"))
+                .await
+                .map_err(|e| js_err("pack list")(&e))?;
             let mut out = Vec::new();
-            while let Some(info) = list.next().await {
-                let info = info.map_err(|e| js_err("pack list")(&e))?;
+            for subject in subjects(&stream, &format!("$O.{PACK_BUCKET}.M.*")).await? {
+                let m = stream
+                    .get_last_raw_message_by_subject(&subject)
+                    .await
+                    .map_err(|e| js_err("pack list")(&e))?;
+                let info: jetstream::object_store::ObjectInfo =
+                    serde_json::from_slice(&m.payload).map_err(|e| js_err("pack list")(&e))?;
                 if !info.deleted {
                     out.push((info.name, info.digest.unwrap_or(info.nuid)));
                 }
             }
+            out.sort();
             Ok(out)
         })
     }

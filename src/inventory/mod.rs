@@ -138,6 +138,11 @@ pub trait Store: Send {
     fn save_marked(&mut self, hosts: &[StoredHost], marks: &[FleetMark]) -> Result<(), StoreError>;
     /// The fleet's applied marks.
     fn load_marks(&mut self) -> Result<Vec<FleetMark>, StoreError>;
+    /// Claims a shard for a new lease: raises the shard's stored fence to `fence` (so that
+    /// any write still coming from the previous owner is refused from now on) and returns the
+    /// shard's mark, or a `fenced` error when a newer lease already claimed it. Called before
+    /// the shard's hosts are read.
+    fn claim_shard(&mut self, stream: &str, shard: u32, fence: u64) -> Result<u64, StoreError>;
     /// Reads every host back.
     fn load_all(&mut self) -> Result<Vec<StoredHost>, StoreError>;
     /// The summaries of the hosts matching `query`, ordered by address.
@@ -250,6 +255,12 @@ const MIGRATIONS: &[&str] = &[
 pub(crate) const UPSERT_MARK: &str = "INSERT INTO fleet_marks (stream, shard, seq, fence, updated_at) VALUES ($1, $2, $3, $4, $5)
     ON CONFLICT (stream, shard) DO UPDATE SET seq = excluded.seq, fence = excluded.fence, updated_at = excluded.updated_at
     WHERE fleet_marks.fence <= excluded.fence";
+
+/// Claiming a shard: the fence raised, the mark kept (0 for a shard never written).
+pub(crate) const CLAIM_MARK: &str = "INSERT INTO fleet_marks (stream, shard, seq, fence, updated_at) VALUES ($1, $2, 0, $3, $4)
+    ON CONFLICT (stream, shard) DO UPDATE SET fence = excluded.fence, updated_at = excluded.updated_at
+    WHERE fleet_marks.fence <= excluded.fence
+    RETURNING seq";
 
 /// The read of every fleet mark.
 pub(crate) const LOAD_MARKS: &str = "SELECT stream, shard, seq, fence FROM fleet_marks";

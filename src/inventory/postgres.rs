@@ -310,6 +310,31 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    fn claim_shard(&mut self, stream: &str, shard: u32, fence: u64) -> Result<u64, StoreError> {
+        let fail = |e: ::postgres::Error| store_error("save", e);
+        let rows = self
+            .client
+            .query(
+                super::CLAIM_MARK,
+                &[
+                    &stream,
+                    &i64::from(shard),
+                    &i64::try_from(fence).unwrap_or(i64::MAX),
+                    &now_ms(),
+                ],
+            )
+            .map_err(fail)?;
+        match rows.first() {
+            Some(r) => column_u64(r.get(0), "mark seq"),
+            None => Err(super::fenced(&super::FleetMark {
+                stream: stream.to_string(),
+                shard,
+                seq: 0,
+                fence,
+            })),
+        }
+    }
+
     fn save_marked(
         &mut self,
         hosts: &[StoredHost],

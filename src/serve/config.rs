@@ -401,12 +401,12 @@ impl ServeConfig {
         if self.fleet.replicas == 0 || self.fleet.replicas > 5 {
             return Err("fleet.replicas: must be between 1 and 5".into());
         }
-        if self
-            .fleet
-            .id
-            .as_deref()
-            .is_some_and(|id| id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
-        {
+        if self.fleet.id.as_deref().is_some_and(|id| {
+            id.is_empty()
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        }) {
             return Err("fleet.id: use letters, digits, `-` and `_`".into());
         }
         if self.dns.min_ttl.0 > self.dns.max_ttl.0 {

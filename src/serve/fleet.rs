@@ -25,10 +25,11 @@
 use super::Daemon;
 use super::pipeline::{Counters, Shard, ShardState};
 use crate::eval::{Evaluator, LocalNets, shard_of};
-use crate::fleet::lease::{Change, Membership, ShardSet};
+use crate::fleet::lease::{Change, Held, Membership, ShardSet};
 use crate::fleet::{Bus, BusConfig, Delivered, ShardConsumer, codec, is_primary};
 use crate::infer::{InferConfig, Inventory};
 use crate::inventory::{FleetMark, Store};
+
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -86,11 +87,75 @@ struct Active {
     pending: Vec<Delivered>,
 }
 
-/// A member thread.
+/// What a member's lease thread and its evaluating thread share.
+struct Leases {
+    /// The leases held, as of the last tick.
+    held: Mutex<BTreeMap<u32, Held>>,
+    /// Changes since the evaluating thread last looked.
+    events: Mutex<Vec<Change>>,
+    /// Shards the evaluating thread is done with (written and acknowledged, or never started):
+    /// the lease thread releases them.
+    give_back: Mutex<Vec<u32>>,
+    /// The evaluating thread has written, acknowledged and dropped everything (at a stop).
+    member_done: AtomicBool,
+    validity: Duration,
+}
+
+impl Leases {
+    fn valid(&self, s: u32) -> bool {
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&s)
+            .is_some_and(|h| h.renewed.elapsed() < self.validity)
+    }
+}
+
+/// A member's lease thread: heartbeat and renewals on their own connection, every quarter of
+/// a lease, whatever the evaluating thread is busy with.
+fn lease_loop(bus: Bus, mut membership: Membership, leases: Arc<Leases>, stop: Arc<AtomicBool>) {
+    let mut next = Instant::now();
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        if stopping && leases.member_done.load(Ordering::Relaxed) {
+            break;
+        }
+        let back: Vec<u32> = std::mem::take(
+            &mut *leases
+                .give_back
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for s in back {
+            membership.release(&bus, s);
+        }
+        if Instant::now() >= next && !stopping {
+            next = Instant::now() + membership.interval();
+            match membership.tick(&bus) {
+                Ok(changes) => leases
+                    .events
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .extend(changes),
+                Err(e) => tracing::warn!(member = %membership.id, "fleet: {e}"),
+            }
+        } else if stopping && Instant::now() >= next {
+            // Keep the leases while the evaluating thread writes its last batches.
+            next = Instant::now() + membership.interval();
+            let _ = membership.renew_only(&bus);
+        }
+        *leases.held.lock().unwrap_or_else(PoisonError::into_inner) = membership.held.clone();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    membership.leave(&bus);
+}
+
+/// A member's evaluating thread.
 struct Member {
     daemon: Arc<Daemon>,
     bus: Bus,
-    membership: Membership,
+    id: String,
+    leases: Arc<Leases>,
     db: Option<Box<dyn Store>>,
     stream: String,
     total: u32,
@@ -122,12 +187,29 @@ pub fn start(
     let mut handles = Vec::new();
     for t in 0..threads {
         let bus = Bus::connect(url, bus_config.clone())?;
+        let lease_bus = Bus::connect(url, bus_config.clone())?;
+        let member_id = format!("{id}-{t}");
         let membership = Membership::new(
-            &bus,
-            format!("{id}-{t}"),
+            &lease_bus,
+            member_id.clone(),
             set.clone(),
             daemon.config.fleet.shards,
         )?;
+        let leases = Arc::new(Leases {
+            held: Mutex::new(BTreeMap::new()),
+            events: Mutex::new(Vec::new()),
+            give_back: Mutex::new(Vec::new()),
+            member_done: AtomicBool::new(false),
+            validity: membership.validity(),
+        });
+        {
+            let (leases, stop) = (leases.clone(), stop.clone());
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("fleet-lease-{t}"))
+                    .spawn(move || lease_loop(lease_bus, membership, leases, stop))?,
+            );
+        }
         let db = match &daemon.config.inventory {
             Some(spec) => Some(crate::inventory::open(spec)?),
             None => None,
@@ -136,7 +218,8 @@ pub fn start(
             daemon: daemon.clone(),
             stream: bus_config.stream.clone(),
             bus,
-            membership,
+            id: member_id,
+            leases,
             db,
             total: daemon.config.fleet.shards,
             local: local.clone(),
@@ -166,32 +249,40 @@ impl Member {
     }
 
     fn run(mut self, stop: &AtomicBool) {
-        let mut next_tick = Instant::now();
         let mut last_flush = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            if Instant::now() >= next_tick {
-                next_tick = Instant::now() + self.membership.interval();
-                match self.membership.tick(&self.bus) {
-                    Ok(changes) => self.handle(changes),
-                    Err(e) => tracing::warn!(member = %self.membership.id, "fleet: {e}"),
-                }
+            let changes = std::mem::take(
+                &mut *self
+                    .leases
+                    .events
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+            if !changes.is_empty() {
+                self.handle(changes);
             }
-            // A lease not renewed for half its time: stop before anyone else may start.
+            // A lease not renewed in time: stop before anyone else may start.
             let lapsed: Vec<u32> = self
                 .active
                 .keys()
                 .copied()
-                .filter(|&s| !self.membership.valid(s))
+                .filter(|&s| !self.leases.valid(s))
                 .collect();
             for s in lapsed {
                 tracing::warn!(shard = s, "lease not renewed in time: giving the shard up");
                 self.drop_shard(s);
+                // The lease thread may still hold it (its renewal was only late): let it go,
+                // so that the shard is taken again from the database, by whoever is preferred.
+                self.give_back(s);
                 self.status.lost.fetch_add(1, Ordering::Relaxed);
             }
             let mut got = 0;
             let shards: Vec<u32> = self.active.keys().copied().collect();
             for s in shards {
-                got += self.pull(s);
+                // Checked before every pull: a lease that lapsed during this round stops here.
+                if self.leases.valid(s) {
+                    got += self.pull(s);
+                }
             }
             let pending: usize = self.active.values().map(|a| a.pending.len()).sum();
             if pending > 0 && (last_flush.elapsed() >= self.flush_every || pending >= 2000) {
@@ -208,7 +299,15 @@ impl Member {
         for s in shards {
             self.drop_shard(s);
         }
-        self.membership.leave(&self.bus);
+        self.leases.member_done.store(true, Ordering::Relaxed);
+    }
+
+    fn give_back(&self, s: u32) {
+        self.leases
+            .give_back
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(s);
     }
 
     fn handle(&mut self, changes: Vec<Change>) {
@@ -228,9 +327,11 @@ impl Member {
                     }
                 }
                 Change::ShouldRelease(s) => {
-                    if self.flush_shard(s) {
+                    if !self.active.contains_key(&s) {
+                        self.give_back(s);
+                    } else if self.flush_shard(s) {
                         self.drop_shard(s);
-                        self.membership.release(&self.bus, s);
+                        self.give_back(s);
                         self.status.released.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(shard = s, "shard released to its preferred worker");
                     }
@@ -242,42 +343,57 @@ impl Member {
         }
     }
 
-    /// Takes shards over: their hosts and marks from the database, their consumers re-created.
+    /// Takes shards over: each claimed in the database under the new lease (from then on, a
+    /// late write of the previous owner is refused), then their hosts and marks read, their
+    /// consumers re-created.
     fn take(&mut self, taken: Vec<(u32, u64)>) {
-        let (stored, marks) = match self.db.as_mut() {
-            Some(db) => match db.load_all().and_then(|h| Ok((h, db.load_marks()?))) {
+        let mut marks: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut claimed = Vec::new();
+        for (s, rev) in taken {
+            match self.db.as_mut() {
+                Some(db) => match db.claim_shard(&self.stream, s, rev) {
+                    Ok(seq) => {
+                        marks.insert(s, seq);
+                        claimed.push((s, rev));
+                    }
+                    Err(e) => {
+                        tracing::error!(shard = s, "fleet: claiming the shard: {e}");
+                        self.give_back(s);
+                    }
+                },
+                None => claimed.push((s, rev)),
+            }
+        }
+        if claimed.is_empty() {
+            return;
+        }
+        let stored = match self.db.as_mut() {
+            Some(db) => match db.load_all() {
                 Ok(x) => x,
                 Err(e) => {
                     // Without the shard's state we cannot start it: give the leases back.
                     tracing::error!("fleet: reading the inventory to take shards over: {e}");
-                    for (s, _) in taken {
-                        self.membership.release(&self.bus, s);
+                    for (s, _) in claimed {
+                        self.give_back(s);
                     }
                     return;
                 }
             },
-            None => (Vec::new(), Vec::new()),
+            None => Vec::new(),
         };
-        for (s, rev) in taken {
-            let consumer = match self.bus.take_over_consumer(s) {
+        for (s, rev) in claimed {
+            let consumer = match self.bus.take_over_consumer(s, rev) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(shard = s, "fleet: {e}");
-                    self.membership.release(&self.bus, s);
+                    self.give_back(s);
                     continue;
                 }
             };
-            let mark = marks
-                .iter()
-                .find(|m| m.shard == s && m.stream == self.stream)
-                .map_or(0, |m| m.seq);
+            let mark = marks.get(&s).copied().unwrap_or(0);
             let mine: Vec<_> = stored
                 .iter()
-                .filter(|h| {
-                    h.host
-                        .parse()
-                        .is_ok_and(|a| shard_of(a, self.total) == s)
-                })
+                .filter(|h| h.host.parse().is_ok_and(|a| shard_of(a, self.total) == s))
                 .cloned()
                 .collect();
             {
@@ -320,9 +436,9 @@ impl Member {
             .owned
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        o.retain(|_, m| *m != self.membership.id);
+        o.retain(|_, m| *m != self.id);
         for &s in self.active.keys() {
-            o.insert(s, self.membership.id.clone());
+            o.insert(s, self.id.clone());
         }
     }
 
@@ -519,7 +635,7 @@ pub fn follow_packs(
         .spawn(move || {
             let mut seen: BTreeMap<String, String> = BTreeMap::new();
             while !stop.load(Ordering::Relaxed) {
-                match bus.list_packs(&os) {
+                match bus.list_packs() {
                     Ok(list) => {
                         for (name, digest) in list {
                             if seen.get(&name) == Some(&digest) {
@@ -563,7 +679,11 @@ fn install_published(
     keys: &[ed25519_dalek::VerifyingKey],
 ) -> PackStatus {
     let rejected = |error: String| {
-        tracing::error!(pack = name, digest, "published pack refused, the running rules stay: {error}");
+        tracing::error!(
+            pack = name,
+            digest,
+            "published pack refused, the running rules stay: {error}"
+        );
         PackStatus {
             digest: digest.to_string(),
             state: "rejected",
@@ -573,7 +693,13 @@ fn install_published(
     };
     let safe: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let path = download.join(format!("{safe}.tar.gz"));
     let bytes = match bus.get_pack(os, name, PACK_LIMIT) {
@@ -583,12 +709,8 @@ fn install_published(
     if let Err(e) = std::fs::write(&path, &bytes) {
         return rejected(format!("{}: {e}", path.display()));
     }
-    match crate::pack::ops::install_pack(
-        &path,
-        packs_dir,
-        keys,
-        daemon.config.fleet.allow_unsigned,
-    ) {
+    match crate::pack::ops::install_pack(&path, packs_dir, keys, daemon.config.fleet.allow_unsigned)
+    {
         Ok(rec) => {
             let r = daemon.reload(&format!("fleet pack {} {}", rec.name, rec.version));
             if !r.ok {

@@ -246,6 +246,10 @@ impl Daemon {
             .absolute(c.published_batches.load(Ordering::Relaxed));
         counter!("flowprint_fleet_batches_refused_total")
             .absolute(c.refused_batches.load(Ordering::Relaxed));
+        counter!("flowprint_fleet_batches_retried_total")
+            .absolute(c.retried_batches.load(Ordering::Relaxed));
+        gauge!("flowprint_fleet_retry_queue_batches")
+            .set(c.retry_queue.load(Ordering::Relaxed) as f64);
         {
             let s = self
                 .collector
@@ -399,8 +403,17 @@ struct Intake<'a> {
     fleet: Option<(crate::fleet::Bus, crate::fleet::Publisher)>,
     /// Encoded batches ready to publish.
     ready: Vec<(u32, Vec<u8>)>,
+    /// Batches the bus refused (stream full, no leader during an election, server away):
+    /// retried for [`RETRY_FOR`], at most [`RETRY_BATCHES`] of them, then dropped and counted.
+    retry: std::collections::VecDeque<(u32, Vec<u8>, Instant)>,
+    last_retry: Instant,
     counters: &'a Counters,
 }
+
+/// How long the collector role keeps retrying a refused batch.
+const RETRY_FOR: Duration = Duration::from_secs(30);
+/// The collector role's bounded queue of refused batches (about 40 MB of flows at most).
+const RETRY_BATCHES: usize = 1024;
 
 impl Intake<'_> {
     fn push(&mut self, flow: crate::flow::Flow) {
@@ -420,30 +433,57 @@ impl Intake<'_> {
             return;
         };
         self.ready.extend(publisher.flush());
-        if self.ready.is_empty() {
+        // Refused batches first (in their order), at most every 200 ms.
+        let mut batches: Vec<(u32, Vec<u8>, Option<Instant>)> = Vec::new();
+        if !self.retry.is_empty() && self.last_retry.elapsed() >= Duration::from_millis(200) {
+            self.last_retry = Instant::now();
+            batches.extend(self.retry.drain(..).map(|(s, b, t)| (s, b, Some(t))));
+        }
+        batches.extend(self.ready.drain(..).map(|(s, b)| (s, b, None)));
+        if batches.is_empty() {
             return;
         }
-        for r in bus.publish(std::mem::take(&mut self.ready)) {
+        type Sent = (Vec<(u32, Vec<u8>)>, Vec<Option<Instant>>);
+        let (sent, firsts): Sent = batches.into_iter().map(|(s, b, t)| ((s, b), t)).unzip();
+        let results = bus.publish(&sent);
+        let mut warned = false;
+        for ((r, (shard, data)), first) in results.into_iter().zip(sent).zip(firsts) {
             match r {
-                Ok(_) => self
-                    .counters
-                    .published_batches
-                    .fetch_add(1, Ordering::Relaxed),
-                Err(e) => {
-                    tracing::warn!("{e}");
+                Ok(_) => {
                     self.counters
-                        .refused_batches
-                        .fetch_add(1, Ordering::Relaxed)
+                        .published_batches
+                        .fetch_add(1, Ordering::Relaxed);
                 }
-            };
+                Err(e) => {
+                    let first = first.unwrap_or_else(Instant::now);
+                    if first.elapsed() < RETRY_FOR && self.retry.len() < RETRY_BATCHES {
+                        if !warned {
+                            tracing::warn!("{e} (batches kept and retried)");
+                            warned = true;
+                        }
+                        self.counters
+                            .retried_batches
+                            .fetch_add(1, Ordering::Relaxed);
+                        self.retry.push_back((shard, data, first));
+                    } else {
+                        tracing::error!("{e}: batch of shard {shard} dropped");
+                        self.counters
+                            .refused_batches
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
         }
+        self.counters
+            .retry_queue
+            .store(self.retry.len() as u64, Ordering::Relaxed);
     }
 }
 
 /// `<hostname>-<pid>-<random>`: unique per process, readable in the lease bucket.
 fn default_member_id() -> anyhow::Result<String> {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap_or_else(|_| "worker".into());
+    let host =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "worker".into());
     let host: String = host
         .trim()
         .chars()
@@ -806,6 +846,8 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
         dispatcher,
         fleet,
         ready: Vec::new(),
+        retry: Default::default(),
+        last_retry: Instant::now(),
         counters: &daemon.counters,
     };
     while !stop.load(Ordering::Relaxed) {
@@ -829,6 +871,12 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
     collector_stop.store(true, Ordering::Relaxed);
     let stats = collector.shutdown(&mut |f| intake.push(f), &mut on_warning);
     intake.flush();
+    // Collector role: refused batches get their remaining retries before the exit.
+    let t = Instant::now();
+    while !intake.retry.is_empty() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(200));
+        intake.flush();
+    }
     *daemon
         .collector
         .lock()

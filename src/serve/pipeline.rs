@@ -89,8 +89,13 @@ pub struct Counters {
     pub dropped_secondary: AtomicU64,
     /// Collector role: batches stored by JetStream.
     pub published_batches: AtomicU64,
-    /// Collector role: batches JetStream refused (stream full, server away), and their flows.
+    /// Collector role: batches JetStream refused (stream full, server away) and still refused
+    /// after retrying: dropped.
     pub refused_batches: AtomicU64,
+    /// Collector role: refusals kept for a retry.
+    pub retried_batches: AtomicU64,
+    /// Collector role: batches waiting for a retry.
+    pub retry_queue: AtomicU64,
 }
 
 /// One queued flow: evaluated by this shard; `primary` counts it as evaluated.
