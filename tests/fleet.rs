@@ -686,3 +686,199 @@ fn fleet_of_daemons_survives_a_killed_worker_and_matches_one_process() {
     let marks = db.load_marks().unwrap();
     assert_eq!(marks.len(), 8, "{marks:?}");
 }
+
+fn flowprint(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_flowprint"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The pack `name` at `version` as a built archive; `break_rules` makes its rules not compile
+/// (with a manifest that matches, as a publisher that skipped the checks would produce).
+fn pack_archive(
+    dir: &std::path::Path,
+    name: &str,
+    version: &str,
+    break_rules: bool,
+) -> std::path::PathBuf {
+    let work = dir.join(format!("{name}-{version}-src"));
+    std::fs::create_dir_all(&work).unwrap();
+    let out = flowprint(&["pack", "new", name, "--dir", work.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let pack = work.join(name);
+    let manifest = std::fs::read_to_string(pack.join("pack.yaml")).unwrap();
+    std::fs::write(
+        pack.join("pack.yaml"),
+        manifest.replace("version: 0.1.0", &format!("version: {version}")),
+    )
+    .unwrap();
+    let archive = dir.join(format!("{name}-{version}.tar.gz"));
+    if break_rules {
+        std::fs::write(
+            pack.join(format!("rules/{name}.rules")),
+            "rule broken { when peer.port == then os.family = \"X\" }\n",
+        )
+        .unwrap();
+        flowprint::pack::integrity::write_manifest(&pack, None).unwrap();
+        flowprint::pack::integrity::write_archive(&pack, &format!("{name}-{version}"), &archive)
+            .unwrap();
+    } else {
+        let out = flowprint(&[
+            "pack",
+            "build",
+            pack.to_str().unwrap(),
+            "--output",
+            archive.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    archive
+}
+
+fn pack_version(rules: &serde_json::Value, name: &str) -> Option<String> {
+    rules["packs"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["version"].as_str().map(str::to_string))
+}
+
+/// `flowprint pack publish` puts a pack in the fleet's object store; every worker installs it
+/// and runs it within 2 s. A broken pack is refused by `pack publish`; pushed into the bucket
+/// anyway, every worker refuses it, keeps the running version and reports the refusal.
+#[test]
+fn a_published_pack_reaches_every_worker_and_a_broken_one_none() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let tmp = common::TempDir::new("fleet-packs");
+    let workers: Vec<_> = (0..2)
+        .map(|i| {
+            let dir = tmp.0.join(format!("w{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            common::serve::Serve::start(
+                &dir,
+                &[
+                    "--consume",
+                    &nats.url,
+                    "--fleet-shards",
+                    "4",
+                    "--no-db",
+                    "--fleet-allow-unsigned",
+                ],
+            )
+        })
+        .collect();
+    let good = pack_archive(&tmp.0, "campus", "1.2.0", false);
+    let out = flowprint(&[
+        "pack",
+        "publish",
+        good.to_str().unwrap(),
+        "--nats",
+        &nats.url,
+        "--allow-unsigned",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("published campus 1.2.0"));
+    let took = common::serve::wait_until(
+        "every worker runs campus 1.2.0",
+        Duration::from_secs(2),
+        || {
+            workers.iter().all(|w| {
+                pack_version(&common::serve::get_json(w.api, "/rules"), "campus").as_deref()
+                    == Some("1.2.0")
+            })
+        },
+    );
+    eprintln!("published pack live on both workers after {took:?}");
+
+    // Broken: `pack publish` refuses it.
+    let broken = pack_archive(&tmp.0, "campus", "1.3.0", true);
+    let out = flowprint(&[
+        "pack",
+        "publish",
+        broken.to_str().unwrap(),
+        "--nats",
+        &nats.url,
+        "--allow-unsigned",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not published"));
+    // Put into the bucket anyway: every worker refuses it and keeps 1.2.0.
+    let bus = Bus::connect(&nats.url, BusConfig::default()).unwrap();
+    bus.publish_pack("campus", &std::fs::read(&broken).unwrap())
+        .unwrap();
+    common::serve::wait_until(
+        "every worker reports the refusal",
+        Duration::from_secs(10),
+        || {
+            workers.iter().all(|w| {
+                let rules = common::serve::get_json(w.api, "/rules");
+                rules["fleet"]["packs"]["campus"]["state"] == "rejected"
+            })
+        },
+    );
+    for w in &workers {
+        let rules = common::serve::get_json(w.api, "/rules");
+        assert_eq!(pack_version(&rules, "campus").as_deref(), Some("1.2.0"));
+        let error = rules["fleet"]["packs"]["campus"]["error"].as_str().unwrap();
+        assert!(
+            error.contains("broken") || error.contains("rule"),
+            "{error}"
+        );
+        let (_, m) = common::serve::http(w.api, "GET", "/metrics", None, b"");
+        assert_eq!(
+            common::serve::metric(&m, "flowprint_fleet_packs_rejected_total"),
+            1
+        );
+    }
+    for w in workers {
+        w.stop();
+    }
+}
+
+/// Workers agree on names through the inventory database: what one worker learned from its
+/// passive DNS log reaches another that has none.
+#[test]
+fn workers_share_the_dns_map_through_the_database() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let tmp = common::TempDir::new("fleet-dns");
+    let db = tmp.0.join("fleet.db");
+    let log = tmp.0.join("names.jsonl");
+    std::fs::write(
+        &log,
+        "{\"ts\": 1700000000, \"query\": \"updates.example.org\", \"answers\": [\"198.51.100.7\", \"198.51.100.8\"], \"ttl\": 300}\n",
+    )
+    .unwrap();
+    let start = |i: usize, extra: &[&str]| {
+        let dir = tmp.0.join(format!("w{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut args = vec![
+            "--consume",
+            &nats.url,
+            "--fleet-shards",
+            "2",
+            "--db",
+            db.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        common::serve::Serve::start(&dir, &args)
+    };
+    let a = start(0, &["--dns-log", log.to_str().unwrap()]);
+    let b = start(1, &[]);
+    let pairs = |w: &common::serve::Serve| {
+        let (_, m) = common::serve::http(w.api, "GET", "/metrics", None, b"");
+        common::serve::metric(&m, "flowprint_dns_pairs")
+    };
+    assert_eq!(pairs(&a), 2);
+    common::serve::wait_until(
+        "the second worker has the names",
+        Duration::from_secs(15),
+        || pairs(&b) == 2,
+    );
+    a.stop();
+    b.stop();
+}
