@@ -81,6 +81,24 @@ enum What {
         #[arg(long, value_name = "PORT")]
         also: Option<u16>,
     },
+    /// The fleet's serialization cost (batch encoding and decoding per flow, bytes per flow)
+    /// and, with --nats, the collector role's publish rate: generated flows are published
+    /// to the stream in batches, as `serve --publish` does (scripts/bench-fleet.sh then times
+    /// workers consuming them).
+    Fleet {
+        /// Flows.
+        #[arg(long, default_value_t = 2_000_000)]
+        flows: usize,
+        /// Passes of the codec measurement; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        passes: usize,
+        /// Publish the flows to this NATS JetStream server.
+        #[arg(long, value_name = "nats://HOST:PORT")]
+        nats: Option<String>,
+        /// Shards of the fleet.
+        #[arg(long, default_value_t = 16)]
+        shards: u32,
+    },
     /// Decode generated NetFlow v9 and IPFIX datagrams (30 records each) on one core.
     Decode {
         /// Datagrams per pass.
@@ -121,6 +139,12 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         What::Dns { pairs } => dns_lookup(pairs),
         What::Reload { rules, reloads } => reload(rules, reloads)?,
         What::Pipeline { flows, hosts, db } => pipeline(flows, hosts, db)?,
+        What::Fleet {
+            flows,
+            passes,
+            nats,
+            shards,
+        } => fleet(flows, passes, nats, shards)?,
         What::Hosts { hosts } => host_memory(hosts)?,
         What::Collect {
             rate,
@@ -652,5 +676,74 @@ fn reload(rules: usize, reloads: usize) -> anyhow::Result<()> {
         busy.len()
     );
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// `bench fleet`: the batch codec per flow, then (with a server) the publish rate.
+fn fleet(n: usize, passes: usize, nats: Option<String>, shards: u32) -> anyhow::Result<()> {
+    use flowprint::fleet::{Bus, BusConfig, Publisher, codec};
+    let flows = flowprint::bench::generate_flows(n, 7);
+    let batches: Vec<&[flowprint::flow::Flow]> = flows.chunks(1024).collect();
+    let (mut enc, mut dec) = (Vec::new(), Vec::new());
+    let mut encoded = Vec::new();
+    for _ in 0..passes.max(1) {
+        let t = Instant::now();
+        encoded = batches
+            .iter()
+            .enumerate()
+            .map(|(i, b)| codec::encode([7; 16], i as u64, b))
+            .collect::<Vec<_>>();
+        enc.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let mut back = 0usize;
+        for e in &encoded {
+            back += codec::decode(e)?.flows.len();
+        }
+        dec.push(t.elapsed().as_secs_f64());
+        anyhow::ensure!(back == n, "decoded {back} of {n} flows");
+    }
+    let bytes: usize = encoded.iter().map(Vec::len).sum();
+    let (e, d) = (median(enc), median(dec));
+    println!(
+        "fleet codec (FPB1, batches of 1,024): {n} flows, {:.1} bytes/flow; encode median {:.0} ns/flow, decode median {:.0} ns/flow (one core)",
+        bytes as f64 / n as f64,
+        e / n as f64 * 1e9,
+        d / n as f64 * 1e9
+    );
+    if let Some(url) = nats {
+        let bus = Bus::connect(&url, BusConfig::default())?;
+        let mut p = Publisher::new(flowprint::eval::LocalNets::default(), shards, [9; 16]);
+        let t = Instant::now();
+        let mut ready = Vec::new();
+        let mut published = 0usize;
+        let mut refused = 0usize;
+        for f in flows {
+            ready.extend(p.push(f));
+            if ready.len() >= 64 {
+                for r in bus.publish(&std::mem::take(&mut ready)) {
+                    if r.is_ok() {
+                        published += 1
+                    } else {
+                        refused += 1
+                    }
+                }
+            }
+        }
+        ready.extend(p.flush());
+        for r in bus.publish(&ready) {
+            if r.is_ok() {
+                published += 1
+            } else {
+                refused += 1
+            }
+        }
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "fleet publish: {n} flows in {published} batches over {shards} shards in {:.2} s = {:.2} M flows/s (one thread); {refused} batches refused",
+            secs,
+            n as f64 / secs / 1e6
+        );
+        anyhow::ensure!(refused == 0, "{refused} batches refused");
+    }
     Ok(())
 }

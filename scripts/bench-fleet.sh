@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Fleet throughput on this machine: a nats-server with JetStream on 127.0.0.1, FLOWS generated
+# flows published to the stream (16 shards) by `flowprint bench fleet`, then K worker daemons
+# (`flowprint serve --consume`, one evaluating thread each, no database, each its own range of
+# shards) started together and timed from their first evaluated flow to the last. Prints the codec cost, the publish rate and
+# the rate for each K. Needs nats-server and curl (apt-get install nats-server curl).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FLOWS=${FLOWS:-2000000}
+WORKERS=${WORKERS:-"1 2 4"}
+cargo build --release --quiet
+bin=target/release/flowprint
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    [ -n "${nats:-}" ] && kill "$nats" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+evaluated() {
+    local sum=0 v
+    for port in "$@"; do
+        v=$(curl -s "http://127.0.0.1:$port/metrics" | awk '$1 == "flowprint_flows_evaluated_total" {print $2}')
+        sum=$((sum + ${v:-0}))
+    done
+    echo "$sum"
+}
+
+first=1
+for k in $WORKERS; do
+    # A fresh server per run: an empty stream, no leases left over.
+    port=$((20000 + RANDOM % 20000))
+    rm -rf "$work/js"
+    nats-server -js -a 127.0.0.1 -p "$port" -sd "$work/js" >/dev/null 2>&1 &
+    nats=$!
+    until (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; do sleep 0.1; done
+    url="nats://127.0.0.1:$port"
+    if [ "$first" = 1 ]; then
+        $bin bench fleet --flows "$FLOWS" --nats "$url"
+        first=0
+    else
+        $bin bench fleet --flows "$FLOWS" --passes 1 --nats "$url" | grep publish
+    fi
+    ports=()
+    pids=()
+    for i in $(seq 1 "$k"); do
+        # Each worker its own range of the 16 shards: no rebalancing while timed.
+        lo=$(( (i - 1) * 16 / k )); hi=$(( i * 16 / k - 1 ))
+        api=$((40000 + RANDOM % 20000))
+        mkdir -p "$work/w$i"
+        FLOWPRINT_LOG=warn $bin serve --consume "$url" --fleet-shards 16 --workers 1 --no-db \
+            --no-fleet-packs --listen 127.0.0.1:0 --api-listen "127.0.0.1:$api" \
+            --state-dir "$work/w$i" --fleet-id "bench-$i" --shards "$lo-$hi" >"$work/w$i.log" 2>&1 &
+        pids+=($!)
+        ports+=("$api")
+    done
+    start=""
+    while true; do
+        n=$(evaluated "${ports[@]}" 2>/dev/null || echo 0)
+        now=$(date +%s.%N)
+        if [ -z "$start" ] && [ "$n" -gt 0 ]; then start=$now; fi
+        if [ "$n" -ge "$FLOWS" ]; then break; fi
+        sleep 0.05
+    done
+    secs=$(echo "$now - $start" | bc -l)
+    echo "fleet workers=$k (one evaluating thread each, $(nproc) cores shared with nats-server): $FLOWS flows in $(printf %.2f "$secs") s = $(echo "$FLOWS / $secs / 1000000" | bc -l | xargs printf %.2f) M flows/s"
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    pids=()
+    kill "$nats"; wait "$nats" 2>/dev/null || true
+done
