@@ -6,8 +6,9 @@
 # the rate for each K. Needs nats-server and curl (apt-get install nats-server curl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-FLOWS=${FLOWS:-2000000}
+FLOWS=${FLOWS:-4000000}
 WORKERS=${WORKERS:-"1 2 4"}
+REPEAT=${REPEAT:-3}
 cargo build --release --quiet
 bin=target/release/flowprint
 work=$(mktemp -d)
@@ -15,7 +16,7 @@ pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
     [ -n "${nats:-}" ] && kill "$nats" 2>/dev/null || true
-    rm -rf "$work"
+    if [ -n "${KEEP:-}" ]; then echo "logs in $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
@@ -30,6 +31,8 @@ evaluated() {
 
 first=1
 for k in $WORKERS; do
+rates=()
+for rep in $(seq 1 "$REPEAT"); do
     # A fresh server per run: an empty stream, no leases left over.
     port=$((20000 + RANDOM % 20000))
     rm -rf "$work/js"
@@ -50,10 +53,11 @@ for k in $WORKERS; do
         lo=$(( (i - 1) * 16 / k )); hi=$(( i * 16 / k - 1 ))
         api=$((40000 + RANDOM % 20000))
         mkdir -p "$work/w$i"
-        FLOWPRINT_LOG=warn $bin serve --consume "$url" --fleet-shards 16 --workers 1 --no-db \
+        FLOWPRINT_LOG=${FLOWPRINT_LOG:-warn} $bin serve --consume "$url" --fleet-shards 16 --workers 1 --no-db \
             --no-fleet-packs --listen 127.0.0.1:0 --api-listen "127.0.0.1:$api" \
             --state-dir "$work/w$i" --fleet-id "bench-$i" --shards "$lo-$hi" >"$work/w$i.log" 2>&1 &
         pids+=($!)
+        disown
         ports+=("$api")
     done
     start=""
@@ -65,8 +69,13 @@ for k in $WORKERS; do
         sleep 0.05
     done
     secs=$(echo "$now - $start" | bc -l)
-    echo "fleet workers=$k (one evaluating thread each, $(nproc) cores shared with nats-server): $FLOWS flows in $(printf %.2f "$secs") s = $(echo "$FLOWS / $secs / 1000000" | bc -l | xargs printf %.2f) M flows/s"
+    rate=$(echo "$FLOWS / $secs / 1000000" | bc -l | xargs printf %.2f)
+    rates+=("$rate")
+    echo "  run $rep: workers=$k, $FLOWS flows in $(printf %.2f "$secs") s = $rate M flows/s"
     for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
     pids=()
     kill "$nats"; wait "$nats" 2>/dev/null || true
+done
+median=$(printf '%s\n' "${rates[@]}" | sort -n | sed -n "$(( (${#rates[@]} + 1) / 2 ))p")
+echo "fleet workers=$k (one evaluating thread each; $(nproc) cores shared by the workers, nats-server and this script): median $median M flows/s over $REPEAT runs"
 done

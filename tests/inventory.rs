@@ -169,6 +169,7 @@ suite!(
         empty_store,
         failed_save_rolls_back,
         many_hosts_timing,
+        fleet_marks_are_fenced,
     ],
     fixture: [reopen_keeps_everything, newer_schema_is_refused, killed_mid_save_keeps_one_state]
 );
@@ -554,6 +555,39 @@ fn query_by_label_and_confidence(store: &mut dyn Store) {
     assert!(query(store, Some("Window"), None).is_empty());
     assert!(query(store, Some(""), None).is_empty());
     assert!(query(store, None, Some(1.5)).is_empty());
+}
+
+/// The fleet's marks: written with hosts in one transaction, fenced by the lease revision: a
+/// claim by a newer lease refuses the older owner's writes (hosts included), a claim by an older
+/// lease is refused.
+fn fleet_marks_are_fenced(store: &mut dyn Store) {
+    use flowprint::inventory::FleetMark;
+    let mark = |shard, seq, fence| FleetMark {
+        stream: "S".into(),
+        shard,
+        seq,
+        fence,
+    };
+    assert!(store.load_marks().unwrap().is_empty());
+    assert_eq!(store.claim_shard("S", 3, 10).unwrap(), 0, "a new shard's mark is 0");
+    let hosts = sample();
+    store.save_marked(&hosts[..1], &[mark(3, 41, 10)]).unwrap();
+    assert_eq!(store.load_marks().unwrap(), vec![mark(3, 41, 10)]);
+    // The same owner, renewed (a higher revision), writes on.
+    store.save_marked(&[], &[mark(3, 57, 12)]).unwrap();
+    // A new owner claims it: the mark is kept, the fence raised.
+    assert_eq!(store.claim_shard("S", 3, 20).unwrap(), 57);
+    // The old owner's late write is refused, hosts and all.
+    let e = store.save_marked(&hosts[1..], &[mark(3, 90, 12)]).unwrap_err();
+    assert!(e.to_string().contains("fenced"), "{e}");
+    assert_eq!(load(store).len(), 1, "nothing of the refused write landed");
+    assert_eq!(store.load_marks().unwrap(), vec![mark(3, 57, 20)]);
+    // An older lease cannot claim it back.
+    assert!(store.claim_shard("S", 3, 15).is_err());
+    // Shards and streams are independent.
+    store.save_marked(&[], &[mark(4, 7, 1)]).unwrap();
+    assert_eq!(store.claim_shard("T", 3, 1).unwrap(), 0);
+    assert_eq!(store.load_marks().unwrap().len(), 3);
 }
 
 fn empty_store(store: &mut dyn Store) {

@@ -416,19 +416,15 @@ impl Bus {
         })
     }
 
-    /// Up to `max` batches of a shard, waiting at most `wait` for the first.
-    pub fn fetch(
-        &self,
-        c: &ShardConsumer,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<Delivered>, FleetError> {
+    /// Up to `max` batches of a shard available now, without waiting (a no-wait pull: the
+    /// server answers at once, with what it has). No `expires` is sent with it: nats-server 2.9
+    /// does not end a no-wait pull that has one, and the client then waits 5 s for the end.
+    pub fn fetch(&self, c: &ShardConsumer, max: usize) -> Result<Vec<Delivered>, FleetError> {
         self.rt.block_on(async {
             let mut batch = c
                 .consumer
                 .fetch()
                 .max_messages(max)
-                .expires(wait)
                 .messages()
                 .await
                 .map_err(|e| js_err("fetch")(&e))?;

@@ -451,4 +451,23 @@ mod tests {
         let e = ServeConfig::from_yaml("workers: 0\n").unwrap_err();
         assert!(e.contains("workers"), "{e}");
     }
+
+    #[test]
+    fn fleet_roles_are_checked() {
+        let c = ServeConfig::from_yaml(
+            "fleet:\n  consume: nats://127.0.0.1:4222\n  owns: 0-3,8\n  lease: 10s\n",
+        )
+        .unwrap();
+        assert_eq!(c.fleet.owned_set().unwrap().shards(16), vec![0, 1, 2, 3, 8]);
+        assert_eq!(c.fleet.bus().lease, Duration::from_secs(10));
+        let e = ServeConfig::from_yaml("fleet:\n  publish: nats://a\n  consume: nats://b\n")
+            .unwrap_err();
+        assert!(e.contains("not both"), "{e}");
+        let e = ServeConfig::from_yaml("fleet:\n  owns: 3-x\n").unwrap_err();
+        assert!(e.contains("fleet.owns") && e.contains("3-x"), "{e}");
+        let e = ServeConfig::from_yaml("fleet:\n  shards: 4\n  owns: 8-9\n").unwrap_err();
+        assert!(e.contains("no shard below"), "{e}");
+        let e = ServeConfig::from_yaml("fleet:\n  id: \"a b\"\n").unwrap_err();
+        assert!(e.contains("fleet.id"), "{e}");
+    }
 }

@@ -465,7 +465,7 @@ impl Member {
         let Some(a) = self.active.get(&s) else {
             return 0;
         };
-        let msgs = match self.bus.fetch(&a.consumer, 64, Duration::from_millis(50)) {
+        let msgs = match self.bus.fetch(&a.consumer, 64) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(shard = s, "fleet: {e}");
