@@ -3,12 +3,15 @@
 # flows published to the stream (16 shards) by `flowprint bench fleet`, then K worker daemons
 # (`flowprint serve --consume`, one evaluating thread each, no database, each its own range of
 # shards) started together and timed from their first evaluated flow to the last. Prints the codec cost, the publish rate and
-# the rate for each K. Needs nats-server and curl (apt-get install nats-server curl).
+# the rate for each K. With DB=postgres://..., the workers also write their inventory (and
+# marks) there, as a fleet does. Needs nats-server and curl (apt-get install nats-server curl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FLOWS=${FLOWS:-4000000}
 WORKERS=${WORKERS:-"1 2 4"}
 REPEAT=${REPEAT:-3}
+# DB=postgres://... : the workers write their inventory there (default: no database).
+DB=${DB:-}
 cargo build --release --quiet
 bin=target/release/flowprint
 work=$(mktemp -d)
@@ -23,7 +26,7 @@ trap cleanup EXIT
 evaluated() {
     local sum=0 v
     for port in "$@"; do
-        v=$(curl -s "http://127.0.0.1:$port/metrics" | awk '$1 == "flowprint_flows_evaluated_total" {print $2}')
+        v=$(curl -s "http://127.0.0.1:$port/metrics" | awk '$1 == "flowprint_fleet_flows_applied_total" {print $2}')
         sum=$((sum + ${v:-0}))
     done
     echo "$sum"
@@ -53,7 +56,7 @@ for rep in $(seq 1 "$REPEAT"); do
         lo=$(( (i - 1) * 16 / k )); hi=$(( i * 16 / k - 1 ))
         api=$((40000 + RANDOM % 20000))
         mkdir -p "$work/w$i"
-        FLOWPRINT_LOG=${FLOWPRINT_LOG:-warn} $bin serve --consume "$url" --fleet-shards 16 --workers 1 --no-db \
+        FLOWPRINT_LOG=${FLOWPRINT_LOG:-warn} $bin serve --consume "$url" --fleet-shards 16 --workers 1 ${DB:+--db "$DB"} $([ -z "$DB" ] && echo --no-db) \
             --no-fleet-packs --listen 127.0.0.1:0 --api-listen "127.0.0.1:$api" \
             --state-dir "$work/w$i" --fleet-id "bench-$i" --shards "$lo-$hi" >"$work/w$i.log" 2>&1 &
         pids+=($!)
@@ -79,3 +82,9 @@ done
 median=$(printf '%s\n' "${rates[@]}" | sort -n | sed -n "$(( (${#rates[@]} + 1) / 2 ))p")
 echo "fleet workers=$k (one evaluating thread each; $(nproc) cores shared by the workers, nats-server and this script): median $median M flows/s over $REPEAT runs"
 done
+# The peer in the same run: nfdump has no distributed mode; its single-process rate reading
+# and printing 1,000,020 flows of its own file is the reference (scripts/bench-nfdump.sh).
+if command -v nfdump >/dev/null 2>&1; then
+    echo "peer, same run: nfdump (one process), wall seconds per 1,000,020 flows:"
+    FLOWS=1000020 ./scripts/bench-nfdump.sh 2>&1 | sed -n '/(no filter)/,+3p'
+fi

@@ -27,6 +27,24 @@ impl NatsServer {
         }
         let dir = common::TempDir::new("nats");
         let port = common::serve::free_tcp_port();
+        let child = NatsServer::spawn(&dir, port);
+        Some(NatsServer {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            _dir: dir,
+        })
+    }
+
+    /// Stops the server, forgets every stream, and starts an empty one on the same port.
+    fn restart_empty(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::remove_dir_all(self._dir.0.join("js")).unwrap();
+        let port: u16 = self.url.rsplit(':').next().unwrap().parse().unwrap();
+        self.child = NatsServer::spawn(&self._dir, port);
+    }
+
+    fn spawn(dir: &common::TempDir, port: u16) -> Child {
         let child = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(dir.0.join("js"))
@@ -42,11 +60,7 @@ impl NatsServer {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(NatsServer {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            _dir: dir,
-        })
+        child
     }
 }
 
@@ -250,9 +264,7 @@ fn sharded_flows_are_evaluated_once_even_when_a_worker_dies() {
     assert_eq!(restarted.evaluated, 0, "nothing counted twice");
     let c = bus.consumer(0).unwrap();
     assert!(
-        bus.fetch(&c, 10)
-            .unwrap()
-            .is_empty(),
+        bus.fetch(&c, 10).unwrap().is_empty(),
         "everything acknowledged"
     );
 }
@@ -508,7 +520,7 @@ fn fleet_of_daemons_survives_a_killed_worker_and_matches_one_process() {
             "--fleet-replicas",
             "3",
             "--fleet-lease",
-            "4s",
+            "6s",
             "--half-life",
             "none",
             "--workers",
@@ -884,4 +896,67 @@ fn workers_share_the_dns_map_through_the_database() {
     );
     a.stop();
     b.stop();
+}
+
+/// A stream deleted and created again starts its sequences over: the marks a worker stored for
+/// the old stream must not make it skip the new stream's batches.
+#[test]
+fn marks_of_a_deleted_stream_do_not_hide_the_new_one() {
+    let Some(mut nats) = NatsServer::start() else {
+        return;
+    };
+    let tmp = common::TempDir::new("fleet-restream");
+    let db = tmp.0.join("fleet.db");
+    let publish = |url: &str, n: u32| {
+        let bus = Bus::connect(url, BusConfig::default()).unwrap();
+        let mut p = Publisher::new(LocalNets::default(), 2, [5; 16]);
+        let mut batches = Vec::new();
+        for f in flows(5, n) {
+            batches.extend(p.push(f));
+        }
+        batches.extend(p.flush());
+        for r in bus.publish(&batches) {
+            r.unwrap();
+        }
+    };
+    let evaluated = |w: &common::serve::Serve| {
+        let (_, m) = common::serve::http(w.api, "GET", "/metrics", None, b"");
+        common::serve::metric(&m, "flowprint_flows_evaluated_total")
+    };
+    let run = |url: &str, want: u64| {
+        let w = common::serve::Serve::start(
+            &tmp.0,
+            &[
+                "--consume",
+                url,
+                "--fleet-shards",
+                "2",
+                "--db",
+                db.to_str().unwrap(),
+            ],
+        );
+        common::serve::wait_until("every flow evaluated", Duration::from_secs(20), || {
+            evaluated(&w) >= want
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(evaluated(&w), want);
+        w.stop();
+    };
+    publish(&nats.url, 6000);
+    run(&nats.url, 6000);
+    nats.restart_empty();
+    publish(&nats.url, 4000);
+    run(&nats.url, 4000);
+    let mut store = flowprint::inventory::open(db.to_str().unwrap()).unwrap();
+    let streams: std::collections::BTreeSet<String> = store
+        .load_marks()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.stream)
+        .collect();
+    assert_eq!(
+        streams.len(),
+        2,
+        "one set of marks per stream incarnation: {streams:?}"
+    );
 }

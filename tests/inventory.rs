@@ -569,7 +569,11 @@ fn fleet_marks_are_fenced(store: &mut dyn Store) {
         fence,
     };
     assert!(store.load_marks().unwrap().is_empty());
-    assert_eq!(store.claim_shard("S", 3, 10).unwrap(), 0, "a new shard's mark is 0");
+    assert_eq!(
+        store.claim_shard("S", 3, 10).unwrap(),
+        0,
+        "a new shard's mark is 0"
+    );
     let hosts = sample();
     store.save_marked(&hosts[..1], &[mark(3, 41, 10)]).unwrap();
     assert_eq!(store.load_marks().unwrap(), vec![mark(3, 41, 10)]);
@@ -578,7 +582,9 @@ fn fleet_marks_are_fenced(store: &mut dyn Store) {
     // A new owner claims it: the mark is kept, the fence raised.
     assert_eq!(store.claim_shard("S", 3, 20).unwrap(), 57);
     // The old owner's late write is refused, hosts and all.
-    let e = store.save_marked(&hosts[1..], &[mark(3, 90, 12)]).unwrap_err();
+    let e = store
+        .save_marked(&hosts[1..], &[mark(3, 90, 12)])
+        .unwrap_err();
     assert!(e.to_string().contains("fenced"), "{e}");
     assert_eq!(load(store).len(), 1, "nothing of the refused write landed");
     assert_eq!(store.load_marks().unwrap(), vec![mark(3, 57, 20)]);

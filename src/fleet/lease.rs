@@ -148,6 +148,8 @@ pub struct Membership {
     pub held: BTreeMap<u32, Held>,
     /// The live workers at the last tick (id, set).
     pub members: Vec<(String, ShardSet)>,
+    /// Shards this worker is preferred for but could not create yet, since when.
+    waiting: BTreeMap<u32, Instant>,
     kv: Kv,
 }
 
@@ -161,6 +163,7 @@ impl Membership {
             lease: bus.config.lease,
             held: BTreeMap::new(),
             members: Vec::new(),
+            waiting: BTreeMap::new(),
             kv: bus.leases()?,
         })
     }
@@ -178,14 +181,21 @@ impl Membership {
         self.lease * 3 / 4
     }
 
-    /// Heartbeat, renewals, and the shards to take or give up.
-    pub fn tick(&mut self, bus: &Bus) -> Result<Vec<Change>, FleetError> {
+    /// Renewals first (they must not wait for anything else), then the heartbeat and the
+    /// membership, then the shards to take or give up. When the membership cannot be read,
+    /// the renewals still count and nothing is taken or given up.
+    /// `renew` false lets the leases lapse (the evaluating thread is stuck: better another
+    /// worker takes its shards).
+    pub fn tick(&mut self, bus: &Bus, renew: bool) -> Result<Vec<Change>, FleetError> {
+        let mut changes = if renew {
+            self.renew_only(bus)
+        } else {
+            Vec::new()
+        };
         let kv = &self.kv;
         let id = self.id.clone();
         let set_text = self.set.to_string();
-        let held: Vec<(u32, u64)> = self.held.iter().map(|(&s, h)| (s, h.revision)).collect();
         let candidates = self.set.shards(self.total);
-        let mut changes = Vec::new();
         let members = bus.block_on(async {
             kv.put(format!("worker.{id}"), set_text.into())
                 .await
@@ -208,31 +218,19 @@ impl Membership {
                 }
             }
             Ok::<_, FleetError>(members)
-        })?;
-        self.members = members;
-        // Renewals.
-        for (shard, rev) in held {
-            let key = format!("shard.{shard}");
-            let sent = Instant::now();
-            let r = bus.block_on(kv.update(&key, id.clone().into(), rev));
-            match r {
-                Ok(new) => {
-                    self.held.insert(
-                        shard,
-                        Held {
-                            revision: new,
-                            renewed: sent,
-                        },
-                    );
-                    changes.push(Change::Renewed(shard, new));
-                }
-                Err(e) => {
-                    tracing::warn!(shard, "lease lost: {e}");
-                    self.held.remove(&shard);
-                    changes.push(Change::Lost(shard));
-                }
+        });
+        let members = match members {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(member = %self.id, "fleet membership: {e}");
+                return Ok(changes);
             }
+        };
+        let ids = |m: &[(String, ShardSet)]| m.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
+        if ids(&members) != ids(&self.members) {
+            tracing::info!(member = %self.id, members = ?ids(&members), "fleet membership");
         }
+        self.members = members;
         // Shards to give up, shards to take.
         for &shard in &candidates {
             let pref = preferred(shard, &self.members);
@@ -246,12 +244,29 @@ impl Membership {
                 std::collections::btree_map::Entry::Vacant(slot) if mine => {
                     let key = format!("shard.{shard}");
                     let sent = Instant::now();
-                    if let Ok(rev) = bus.block_on(kv.create(&key, id.clone().into())) {
-                        slot.insert(Held {
-                            revision: rev,
-                            renewed: sent,
-                        });
-                        changes.push(Change::Acquired(shard, rev));
+                    match bus.block_on(kv.create(&key, id.clone().into())) {
+                        Ok(rev) => {
+                            slot.insert(Held {
+                                revision: rev,
+                                renewed: sent,
+                            });
+                            self.waiting.remove(&shard);
+                            changes.push(Change::Acquired(shard, rev));
+                        }
+                        Err(e) => {
+                            // Held by a worker that left or is releasing it: normal for up to
+                            // a lease; longer is worth a line.
+                            let since = *self.waiting.entry(shard).or_insert_with(Instant::now);
+                            if since.elapsed() > self.lease * 2 {
+                                tracing::warn!(
+                                    member = %self.id,
+                                    shard,
+                                    waited = ?since.elapsed(),
+                                    "cannot take the shard it is preferred for: {e}"
+                                );
+                                self.waiting.insert(shard, Instant::now());
+                            }
+                        }
                     }
                 }
                 std::collections::btree_map::Entry::Vacant(_) => {}

@@ -71,6 +71,10 @@ pub struct BusConfig {
     pub replicas: usize,
     /// The lease of a shard and a worker's heartbeat expire after this long without renewal.
     pub lease: Duration,
+    /// How long a JetStream request may take (the client's default, 5 s, when `None`). The
+    /// lease connection uses a quarter of a lease, so that one slow request cannot hold up the
+    /// renewals of the others.
+    pub request_timeout: Option<Duration>,
 }
 
 impl Default for BusConfig {
@@ -82,6 +86,7 @@ impl Default for BusConfig {
             ack_wait: Duration::from_secs(30),
             replicas: 1,
             lease: Duration::from_secs(6),
+            request_timeout: None,
         }
     }
 }
@@ -104,6 +109,9 @@ pub(crate) async fn subjects(
     Ok(out)
 }
 
+/// The longest a pull may take before it counts as failed.
+pub const FETCH_LIMIT: Duration = Duration::from_secs(3);
+
 /// The key-value bucket of shard leases and worker heartbeats.
 pub const LEASE_BUCKET: &str = "flowprint-fleet";
 /// The object store of published rule packs.
@@ -115,6 +123,9 @@ pub struct Bus {
     js: jetstream::Context,
     stream: jetstream::stream::Stream,
     config: BusConfig,
+    /// Set when the connection dropped or the client dropped messages as a slow consumer:
+    /// whatever was in flight may be lost, so deliveries since may have a gap.
+    suspect: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -149,14 +160,32 @@ impl Bus {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        let suspect = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = suspect.clone();
         let (js, stream) = rt.block_on(async {
-            let client = async_nats::connect(url)
+            let client = async_nats::ConnectOptions::new()
+                .event_callback(move |event| {
+                    let flag = flag.clone();
+                    async move {
+                        if matches!(
+                            event,
+                            async_nats::Event::Disconnected | async_nats::Event::SlowConsumer(_)
+                        ) {
+                            tracing::warn!("NATS: {event}");
+                            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                })
+                .connect(url)
                 .await
                 .map_err(|e| FleetError::Connect {
                     url: url.to_string(),
                     message: e.to_string(),
                 })?;
-            let js = jetstream::new(client);
+            let mut js = jetstream::new(client);
+            if let Some(t) = config.request_timeout {
+                js.set_timeout(t);
+            }
             let stream = js
                 .get_or_create_stream(jetstream::stream::Config {
                     name: config.stream.clone(),
@@ -179,7 +208,15 @@ impl Bus {
             js,
             stream,
             config,
+            suspect,
         })
+    }
+
+    /// Whether the connection dropped (or the client dropped messages) since the last call:
+    /// deliveries may then have a gap, and a worker goes back to what it last wrote.
+    pub fn take_suspect(&self) -> bool {
+        self.suspect
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Publishes encoded batches (shard, bytes) and waits for the server to store them all:
@@ -321,6 +358,18 @@ impl Bus {
         })
     }
 
+    /// The identity of the flow stream this connection uses: its name and creation time. The
+    /// marks stored with the inventory are keyed by it, so that a stream deleted and created
+    /// again (its sequences start over) is never mistaken for the old one.
+    pub fn stream_id(&self) -> String {
+        let info = self.stream.cached_info();
+        format!(
+            "{}@{}",
+            info.config.name,
+            info.created.unix_timestamp_nanos()
+        )
+    }
+
     /// Runs a future on the bus's runtime (for the lease and pack helpers).
     pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
@@ -419,17 +468,25 @@ impl Bus {
     /// Up to `max` batches of a shard available now, without waiting (a no-wait pull: the
     /// server answers at once, with what it has). No `expires` is sent with it: nats-server 2.9
     /// does not end a no-wait pull that has one, and the client then waits 5 s for the end.
+    /// A pull the server does not end within [`FETCH_LIMIT`] (its consumer's leader is gone,
+    /// say) is an error: batches may have been delivered and lost on the way.
     pub fn fetch(&self, c: &ShardConsumer, max: usize) -> Result<Vec<Delivered>, FleetError> {
         self.rt.block_on(async {
-            let mut batch = c
-                .consumer
-                .fetch()
-                .max_messages(max)
-                .messages()
-                .await
-                .map_err(|e| js_err("fetch")(&e))?;
+            let deadline = tokio::time::Instant::now() + FETCH_LIMIT;
+            let timed_out = || FleetError::JetStream {
+                what: "fetch",
+                message: format!("the server did not end a pull within {FETCH_LIMIT:?}"),
+            };
+            let mut batch =
+                tokio::time::timeout_at(deadline, c.consumer.fetch().max_messages(max).messages())
+                    .await
+                    .map_err(|_| timed_out())?
+                    .map_err(|e| js_err("fetch")(&e))?;
             let mut out = Vec::new();
-            while let Some(m) = batch.next().await {
+            while let Some(m) = tokio::time::timeout_at(deadline, batch.next())
+                .await
+                .map_err(|_| timed_out())?
+            {
                 let m = m.map_err(|e| js_err("fetch")(&e))?;
                 let (stream_seq, delivered) = match m.info() {
                     Ok(i) => (i.stream_sequence, i.delivered),

@@ -61,6 +61,10 @@ pub struct FleetStatus {
     pub packs: Mutex<BTreeMap<String, PackStatus>>,
     /// Published packs refused.
     pub packs_rejected: AtomicU64,
+    /// Flows applied in memory (evaluated counts them once written).
+    pub flows_applied: AtomicU64,
+    /// Shards that went back to their last write (a pull failed, a gap in deliveries).
+    pub rewinds: AtomicU64,
 }
 
 /// A published pack as this worker last saw it.
@@ -81,6 +85,10 @@ struct Active {
     consumer: ShardConsumer,
     /// Highest stream sequence applied (in memory).
     mark: u64,
+    /// Highest stream sequence whose evidence is in the database (the stored mark).
+    persisted: u64,
+    /// Flows applied since the last write (counted as evaluated once written).
+    unwritten: u64,
     /// The lease revision: the fence of the next write.
     fence: u64,
     /// Applied, not yet written and acknowledged.
@@ -98,6 +106,9 @@ struct Leases {
     give_back: Mutex<Vec<u32>>,
     /// The evaluating thread has written, acknowledged and dropped everything (at a stop).
     member_done: AtomicBool,
+    /// When the evaluating thread last came round its loop, ms after `started`.
+    member_loop_ms: AtomicU64,
+    started: Instant,
     validity: Duration,
 }
 
@@ -131,7 +142,21 @@ fn lease_loop(bus: Bus, mut membership: Membership, leases: Arc<Leases>, stop: A
         }
         if Instant::now() >= next && !stopping {
             next = Instant::now() + membership.interval();
-            match membership.tick(&bus) {
+            // An evaluating thread that has not come round its loop for a whole lease is stuck
+            // (a hung database write, say): its leases are left to lapse so that another
+            // worker takes the shards over; its late writes will be fenced.
+            let stalled = Duration::from_millis(
+                leases
+                    .started
+                    .elapsed()
+                    .as_millis()
+                    .saturating_sub(u128::from(leases.member_loop_ms.load(Ordering::Relaxed)))
+                    as u64,
+            ) > membership.lease;
+            if stalled {
+                tracing::warn!(member = %membership.id, "the evaluating thread is stuck: leases left to lapse");
+            }
+            match membership.tick(&bus, !stalled) {
                 Ok(changes) => leases
                     .events
                     .lock()
@@ -187,7 +212,13 @@ pub fn start(
     let mut handles = Vec::new();
     for t in 0..threads {
         let bus = Bus::connect(url, bus_config.clone())?;
-        let lease_bus = Bus::connect(url, bus_config.clone())?;
+        let lease_bus = Bus::connect(
+            url,
+            BusConfig {
+                request_timeout: Some((bus_config.lease / 4).max(Duration::from_millis(250))),
+                ..bus_config.clone()
+            },
+        )?;
         let member_id = format!("{id}-{t}");
         let membership = Membership::new(
             &lease_bus,
@@ -200,6 +231,8 @@ pub fn start(
             events: Mutex::new(Vec::new()),
             give_back: Mutex::new(Vec::new()),
             member_done: AtomicBool::new(false),
+            member_loop_ms: AtomicU64::new(0),
+            started: Instant::now(),
             validity: membership.validity(),
         });
         {
@@ -216,7 +249,7 @@ pub fn start(
         };
         let member = Member {
             daemon: daemon.clone(),
-            stream: bus_config.stream.clone(),
+            stream: bus.stream_id(),
             bus,
             id: member_id,
             leases,
@@ -251,6 +284,16 @@ impl Member {
     fn run(mut self, stop: &AtomicBool) {
         let mut last_flush = Instant::now();
         while !stop.load(Ordering::Relaxed) {
+            self.leases.member_loop_ms.store(
+                self.leases.started.elapsed().as_millis() as u64,
+                Ordering::Relaxed,
+            );
+            if self.bus.take_suspect() {
+                let shards: Vec<u32> = self.active.keys().copied().collect();
+                for s in shards {
+                    self.rewind(s, "the connection to NATS dropped");
+                }
+            }
             let changes = std::mem::take(
                 &mut *self
                     .leases
@@ -421,6 +464,8 @@ impl Member {
                 Active {
                     consumer,
                     mark,
+                    persisted: mark,
+                    unwritten: 0,
                     fence: rev,
                     pending: Vec::new(),
                 },
@@ -468,7 +513,9 @@ impl Member {
         let msgs = match self.bus.fetch(&a.consumer, 64) {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(shard = s, "fleet: {e}");
+                // Batches may have been delivered and lost on the way: a later batch must not
+                // be applied before them.
+                self.rewind(s, &format!("pull failed: {e}"));
                 return 0;
             }
         };
@@ -494,12 +541,20 @@ impl Member {
             .with_shard(self.total, s);
         let a = self.active.get_mut(&s).expect("active");
         let mut evaluated = 0u64;
+        let mut out_of_order = None;
         for d in msgs {
-            if d.stream_seq <= a.mark {
+            if d.stream_seq <= a.persisted {
                 // Applied and written by this shard's owner before: acknowledge, do not count.
                 self.status.skipped.fetch_add(1, Ordering::Relaxed);
                 a.pending.push(d);
                 continue;
+            }
+            if d.stream_seq <= a.mark || d.delivered > 1 {
+                // A batch after the last write delivered again, or out of order: the hosts in
+                // memory can no longer say whether they hold it. The rest of this pull stays
+                // unacknowledged; the shard goes back to its last write.
+                out_of_order = Some((d.stream_seq, d.delivered, a.mark));
+                break;
             }
             match codec::decode(&d.data) {
                 Ok(batch) => {
@@ -519,13 +574,36 @@ impl Member {
             a.mark = d.stream_seq;
             a.pending.push(d);
         }
-        self.counters
-            .received
+        a.unwritten += evaluated;
+        self.status
+            .flows_applied
             .fetch_add(evaluated, Ordering::Relaxed);
-        self.counters
-            .evaluated
-            .fetch_add(evaluated, Ordering::Relaxed);
+        drop(ev);
+        drop(g);
+        drop(dns);
+        if let Some((seq, delivered, mark)) = out_of_order {
+            self.rewind(
+                s,
+                &format!(
+                    "batch {seq} delivered {delivered} time(s) after batch {mark} was applied"
+                ),
+            );
+        }
         n
+    }
+
+    /// Goes back to the shard's last write: its hosts and mark from the database, its consumer
+    /// re-created (every unacknowledged batch delivered again, in order). Used when deliveries
+    /// may have a gap.
+    fn rewind(&mut self, s: u32, why: &str) {
+        let Some(a) = self.active.get(&s) else {
+            return;
+        };
+        let fence = a.fence;
+        tracing::warn!(shard = s, "{why}: going back to the shard's last write");
+        self.status.rewinds.fetch_add(1, Ordering::Relaxed);
+        self.drop_shard(s);
+        self.take(vec![(s, fence)]);
     }
 
     fn flush_all(&mut self) {
@@ -551,6 +629,7 @@ impl Member {
                 inventory.take_dirty(&snapshot.ruleset, usize::MAX)
             };
             if a.pending.is_empty() && rows.is_empty() {
+                self.refresh_backlog(s);
                 return true;
             }
             let mark = FleetMark {
@@ -575,19 +654,32 @@ impl Member {
             }
         }
         let a = self.active.get_mut(&s).expect("active");
+        a.persisted = a.mark;
+        let written = std::mem::take(&mut a.unwritten);
+        self.counters.received.fetch_add(written, Ordering::Relaxed);
+        self.counters
+            .evaluated
+            .fetch_add(written, Ordering::Relaxed);
         let done = std::mem::take(&mut a.pending);
         if let Err(e) = self.bus.ack(&done) {
             // Unacknowledged batches come back after ack_wait; the mark makes them no-ops.
             tracing::warn!(shard = s, "fleet: {e}");
         }
-        if let Ok(b) = self.bus.backlog(&mut a.consumer) {
+        self.refresh_backlog(s);
+        true
+    }
+
+    /// The shard's backlog for `/metrics`, as the server sees it now.
+    fn refresh_backlog(&mut self, s: u32) {
+        if let Some(a) = self.active.get_mut(&s)
+            && let Ok(b) = self.bus.backlog(&mut a.consumer)
+        {
             self.status
                 .backlog
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(s, b);
         }
-        true
     }
 
     /// After a failed write, the hosts taken from the dirty set are marked changed again so

@@ -322,6 +322,10 @@ impl Daemon {
                 .absolute(f.applied.load(Ordering::Relaxed));
             counter!("flowprint_fleet_batches_skipped_total")
                 .absolute(f.skipped.load(Ordering::Relaxed));
+            counter!("flowprint_fleet_flows_applied_total")
+                .absolute(f.flows_applied.load(Ordering::Relaxed));
+            counter!("flowprint_fleet_shard_rewinds_total")
+                .absolute(f.rewinds.load(Ordering::Relaxed));
             counter!("flowprint_fleet_batches_malformed_total")
                 .absolute(f.malformed.load(Ordering::Relaxed));
             counter!("flowprint_fleet_shard_takeovers_total")
