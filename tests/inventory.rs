@@ -696,8 +696,8 @@ fn reopen_keeps_everything(fixture: &Fixture) {
     );
     assert_eq!(
         fixture.count("SELECT max(version) FROM schema_version"),
-        2,
-        "hosts, then the DNS map"
+        3,
+        "hosts, then the DNS map, then the fleet's marks"
     );
 }
 

@@ -542,6 +542,7 @@ impl Member {
         let a = self.active.get_mut(&s).expect("active");
         let mut evaluated = 0u64;
         let mut out_of_order = None;
+        let mut learned: Vec<(std::net::IpAddr, Arc<str>, i64)> = Vec::new();
         for d in msgs {
             if d.stream_seq <= a.persisted {
                 // Applied and written by this shard's owner before: acknowledge, do not count.
@@ -562,6 +563,13 @@ impl Member {
                         inventory.observe(f, &mut ev);
                         if is_primary(&self.local, f, s, self.total) {
                             evaluated += 1;
+                            // Names that records carry for their destination (TLS SNI, HTTP
+                            // Host), learned as the local daemon's workers do.
+                            if let Some(n) = &f.dst_name
+                                && matches!(f.dst_port, 80 | 443 | 8080 | 8443)
+                            {
+                                learned.push((f.dst, n.clone(), f.start_ms));
+                            }
                         }
                     }
                     self.status.applied.fetch_add(1, Ordering::Relaxed);
@@ -581,6 +589,16 @@ impl Member {
         drop(ev);
         drop(g);
         drop(dns);
+        if !learned.is_empty() {
+            let mut map = self
+                .daemon
+                .dns
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (addr, name, at) in learned {
+                map.insert(addr, &name, at, 0, crate::dns::Source::Flow);
+            }
+        }
         if let Some((seq, delivered, mark)) = out_of_order {
             self.rewind(
                 s,
