@@ -599,7 +599,7 @@ fn fleet_of_daemons_survives_a_killed_worker_and_matches_one_process() {
     let cs: Vec<_> = collectors.iter().map(|(s, _)| s).collect();
     common::serve::wait_until(
         "collectors received every flow",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         || sum_metric(&cs, "flowprint_flows_received_total") == sent,
     );
     assert_eq!(sum_metric(&cs, "flowprint_fleet_batches_refused_total"), 0);

@@ -99,6 +99,16 @@ enum What {
         #[arg(long, default_value_t = 16)]
         shards: u32,
     },
+    /// The hosts web page over N hosts: the summaries (computed at most every 2 s for the
+    /// pages), then the first page filtered, sorted and rendered; its size.
+    Web {
+        /// Hosts.
+        #[arg(long, default_value_t = 100_000)]
+        hosts: u32,
+        /// Renders of the page; the median is reported.
+        #[arg(long, default_value_t = 21)]
+        passes: usize,
+    },
     /// Decode generated NetFlow v9 and IPFIX datagrams (30 records each) on one core.
     Decode {
         /// Datagrams per pass.
@@ -139,6 +149,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         What::Dns { pairs } => dns_lookup(pairs),
         What::Reload { rules, reloads } => reload(rules, reloads)?,
         What::Pipeline { flows, hosts, db } => pipeline(flows, hosts, db)?,
+        What::Web { hosts, passes } => web(hosts, passes)?,
         What::Fleet {
             flows,
             passes,
@@ -744,6 +755,72 @@ fn fleet(n: usize, passes: usize, nats: Option<String>, shards: u32) -> anyhow::
             n as f64 / secs / 1e6
         );
         anyhow::ensure!(refused == 0, "{refused} batches refused");
+    }
+    Ok(())
+}
+
+/// `bench web`: the hosts page over `n` hosts.
+fn web(n: u32, passes: usize) -> anyhow::Result<()> {
+    use flowprint::serve::web::{HostsQuery, hosts_body, page_html};
+    let mut c = flowprint::compiler::Compiler::new();
+    c.add_embedded();
+    let ruleset = c.compile().ruleset;
+    let local = flowprint::eval::LocalNets::default();
+    let mut inv = flowprint::infer::Inventory::new();
+    let mut ev = flowprint::eval::Evaluator::new(&ruleset, &local);
+    for i in 0..n {
+        let host = std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+        for (peer, port) in [
+            ([17, 57, 144, (i % 250) as u8], 5223u16),
+            ([203, 0, 113, 7], 443),
+        ] {
+            let mut f =
+                flowprint::flow::Flow::new(host, 40000, std::net::IpAddr::from(peer), port, 6);
+            f.start_ms = 1_700_000_000_000 + i64::from(i);
+            f.end_ms = f.start_ms + 10;
+            f.bytes = 900;
+            f.packets = 6;
+            inv.observe(&f, &mut ev);
+        }
+    }
+    drop(ev);
+    let t = Instant::now();
+    let mut all = inv.summaries(&ruleset);
+    all.sort_by_key(|h| h.host.parse::<std::net::IpAddr>().ok());
+    let summaries = t.elapsed().as_secs_f64();
+    let queries = [
+        ("first page", HostsQuery::default()),
+        (
+            "first page sorted by confidence, filtered by OS family",
+            HostsQuery {
+                os: Some("iOS".into()),
+                sort: Some("-confidence".into()),
+                ..Default::default()
+            },
+        ),
+    ];
+    println!(
+        "web: {n} hosts; their summaries (the pages' cache, at most every 2 s): {:.0} ms",
+        summaries * 1e3
+    );
+    for (what, q) in queries {
+        let mut times = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..passes.max(1) {
+            let t = Instant::now();
+            let html = page_html(
+                "Hosts",
+                hosts_body(&all, &q).map_err(|e| anyhow::anyhow!(e))?,
+            );
+            times.push(t.elapsed().as_secs_f64());
+            bytes = html.len();
+        }
+        println!(
+            "web: hosts page, {what}: median {:.1} ms to filter, sort and render; {} bytes ({:.1} KB)",
+            median(times) * 1e3,
+            bytes,
+            bytes as f64 / 1024.0
+        );
     }
     Ok(())
 }

@@ -231,17 +231,18 @@ impl Bus {
                 let payload = data.clone().into();
                 acks.push(self.js.publish(subject, payload).await);
             }
-            let mut out = Vec::with_capacity(acks.len());
-            for a in acks {
-                out.push(match a {
+            // Awaited together: when the server does not answer (a leader election), every
+            // acknowledgement times out at once, not one timeout after the other.
+            futures_util::future::join_all(acks.into_iter().map(|a| async move {
+                match a {
                     Ok(fut) => fut
                         .await
                         .map(|ack| ack.sequence)
                         .map_err(|e| js_err("publish")(&e)),
                     Err(e) => Err(js_err("publish")(&e)),
-                });
-            }
-            out
+                }
+            }))
+            .await
         })
     }
 

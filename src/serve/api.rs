@@ -39,6 +39,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/rules", get(rules))
         .route("/reload", post(reload))
         .route("/metrics", get(metrics))
+        .merge(super::web::routes())
         .layer(axum::middleware::from_fn_with_state(daemon.clone(), guard))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(daemon)

@@ -95,6 +95,11 @@ struct Active {
     pending: Vec<Delivered>,
 }
 
+/// Leases after which an evaluating thread that has not come round its loop (nor taken a
+/// shard over) counts as stuck. Generous: taking shards over on a slow cluster takes seconds
+/// per shard, and a false alarm moves shards for nothing.
+const STALL_LEASES: u32 = 4;
+
 /// What a member's lease thread and its evaluating thread share.
 struct Leases {
     /// The leases held, as of the last tick.
@@ -142,7 +147,7 @@ fn lease_loop(bus: Bus, mut membership: Membership, leases: Arc<Leases>, stop: A
         }
         if Instant::now() >= next && !stopping {
             next = Instant::now() + membership.interval();
-            // An evaluating thread that has not come round its loop for a whole lease is stuck
+            // An evaluating thread that has not come round its loop for four leases is stuck
             // (a hung database write, say): its leases are left to lapse so that another
             // worker takes the shards over; its late writes will be fenced.
             let stalled = Duration::from_millis(
@@ -152,7 +157,7 @@ fn lease_loop(bus: Bus, mut membership: Membership, leases: Arc<Leases>, stop: A
                     .as_millis()
                     .saturating_sub(u128::from(leases.member_loop_ms.load(Ordering::Relaxed)))
                     as u64,
-            ) > membership.lease;
+            ) > membership.lease * STALL_LEASES;
             if stalled {
                 tracing::warn!(member = %membership.id, "the evaluating thread is stuck: leases left to lapse");
             }
@@ -284,10 +289,7 @@ impl Member {
     fn run(mut self, stop: &AtomicBool) {
         let mut last_flush = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            self.leases.member_loop_ms.store(
-                self.leases.started.elapsed().as_millis() as u64,
-                Ordering::Relaxed,
-            );
+            self.alive();
             if self.bus.take_suspect() {
                 let shards: Vec<u32> = self.active.keys().copied().collect();
                 for s in shards {
@@ -343,6 +345,14 @@ impl Member {
             self.drop_shard(s);
         }
         self.leases.member_done.store(true, Ordering::Relaxed);
+    }
+
+    /// Tells the lease thread this thread is making progress.
+    fn alive(&self) {
+        self.leases.member_loop_ms.store(
+            self.leases.started.elapsed().as_millis() as u64,
+            Ordering::Relaxed,
+        );
     }
 
     fn give_back(&self, s: u32) {
@@ -425,6 +435,7 @@ impl Member {
             None => Vec::new(),
         };
         for (s, rev) in claimed {
+            self.alive();
             let consumer = match self.bus.take_over_consumer(s, rev) {
                 Ok(c) => c,
                 Err(e) => {

@@ -15,6 +15,7 @@ pub mod api;
 pub mod config;
 pub mod fleet;
 pub mod pipeline;
+pub mod web;
 
 use crate::collect::{Collector, CollectorConfig};
 use crate::dns::DnsMap;
@@ -57,6 +58,11 @@ pub struct Daemon {
     pub api_addr: SocketAddr,
     /// Worker role: what the fleet members report.
     pub fleet: Option<Arc<fleet::FleetStatus>>,
+    /// Every host's summary, computed at most once a [`SUMMARY_TTL`] for the pages.
+    summary_cache: Mutex<Option<(Instant, Arc<Vec<HostSummary>>)>>,
+    refreshing: AtomicBool,
+    /// (ms, flows evaluated, hosts labelled) every [`HISTORY_EVERY`], the last day at most.
+    history: Mutex<std::collections::VecDeque<(i64, u64, usize)>>,
     inventory_db: Mutex<Option<Box<dyn crate::inventory::Store>>>,
     flushes: Mutex<(u64, u64)>,
 }
@@ -132,6 +138,103 @@ impl Daemon {
         }
         all.sort_by_key(|h| h.host.parse::<IpAddr>().ok());
         all
+    }
+
+    /// Every host's summary, by address, at most [`SUMMARY_TTL`] old: what the pages read, so
+    /// that a page of 100,000 hosts filters and sorts a ready list instead of scoring them all.
+    /// Only the first request computes them while it waits; later, a request that finds them
+    /// older than that gets them as they are and has them recomputed in the background.
+    pub fn cached_summaries(self: &Arc<Self>) -> Arc<Vec<HostSummary>> {
+        let cached = self
+            .summary_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match cached {
+            Some((at, v)) => {
+                if at.elapsed() >= SUMMARY_TTL && !self.refreshing.swap(true, Ordering::SeqCst) {
+                    let d = self.clone();
+                    let spawned =
+                        std::thread::Builder::new()
+                            .name("summaries".into())
+                            .spawn(move || {
+                                d.refresh_summaries();
+                                d.refreshing.store(false, Ordering::SeqCst);
+                            });
+                    if spawned.is_err() {
+                        self.refreshing.store(false, Ordering::SeqCst);
+                    }
+                }
+                v
+            }
+            None => self.refresh_summaries(),
+        }
+    }
+
+    fn refresh_summaries(&self) -> Arc<Vec<HostSummary>> {
+        let v = Arc::new(self.summaries());
+        *self
+            .summary_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), v.clone()));
+        v
+    }
+
+    /// Takes a sample of the history the overview charts (called by the flusher).
+    pub fn sample_history(self: &Arc<Self>) {
+        let labelled = self
+            .cached_summaries()
+            .iter()
+            .filter(|h| h.os.is_some() || !h.software.is_empty() || h.device.is_some())
+            .count();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let mut h = self
+            .history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        h.push_back((
+            now,
+            self.counters.evaluated.load(Ordering::Relaxed),
+            labelled,
+        ));
+        while h.len() > HISTORY_SAMPLES {
+            h.pop_front();
+        }
+    }
+
+    /// The samples of the history, oldest first.
+    pub fn history(&self) -> Vec<(i64, u64, usize)> {
+        self.history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// A host's epochs: (number, start, reason).
+    pub fn host_epochs(&self, addr: IpAddr) -> Vec<(u32, String, String)> {
+        let n = self.shards.len() as u32;
+        let g = self.shards[shard_of(addr, n) as usize].lock();
+        let Some(h) = g.inventory.host(addr) else {
+            return Vec::new();
+        };
+        let mut out = vec![(
+            0,
+            crate::flow::time::format_rfc3339(h.first_seen),
+            String::new(),
+        )];
+        out.truncate(usize::from(h.epochs().is_empty()));
+        out.extend(h.epochs().iter().map(|e| {
+            (
+                e.epoch,
+                crate::flow::time::format_rfc3339(e.started),
+                e.reason.clone(),
+            )
+        }));
+        out
     }
 
     /// One host's summary and explanation.
@@ -364,6 +467,13 @@ impl Daemon {
         prometheus().render()
     }
 }
+
+/// How old the pages' list of host summaries may be.
+pub const SUMMARY_TTL: Duration = Duration::from_secs(2);
+/// How often the overview's history is sampled.
+pub const HISTORY_EVERY: Duration = Duration::from_secs(10);
+/// Samples kept (a day at one every 10 s).
+const HISTORY_SAMPLES: usize = 8640;
 
 /// The API token: the config's, `FLOWPRINT_API_TOKEN`, or one generated into
 /// `<state_dir>/api-token` (mode 0600) and reused at the next start.
@@ -686,6 +796,9 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
         fleet: worker_role
             .as_ref()
             .map(|_| Arc::new(fleet::FleetStatus::default())),
+        summary_cache: Mutex::new(None),
+        refreshing: AtomicBool::new(false),
+        history: Mutex::new(Default::default()),
         inventory_db: Mutex::new(db),
         flushes: Mutex::new((0, 0)),
     });
@@ -751,9 +864,14 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
             .name("flush".into())
             .spawn(move || {
                 let mut last = Instant::now();
+                let mut sampled: Option<Instant> = None;
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(100));
                     d.store.release_retired();
+                    if sampled.is_none_or(|t| t.elapsed() >= HISTORY_EVERY) {
+                        sampled = Some(Instant::now());
+                        d.sample_history();
+                    }
                     if last.elapsed() >= every {
                         last = Instant::now();
                         if let Err(e) = d.flush() {

@@ -1,0 +1,179 @@
+//! The web pages of `flowprint serve`, over HTTP against a running daemon: every page renders,
+//! the hosts table filters, sorts and paginates, and strings that come from the network (here
+//! DNS names with HTML and script payloads) appear as text, under a policy that runs no script.
+
+mod common;
+
+use common::serve::{Serve, http};
+use std::time::Duration;
+
+/// A NetFlow v5 datagram of TCP flows `(src, dst, dst port)` happening now.
+fn v5(seq: u32, flows: &[([u8; 4], [u8; 4], u16)]) -> Vec<u8> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let mut d = Vec::new();
+    d.extend_from_slice(&5u16.to_be_bytes());
+    d.extend_from_slice(&(flows.len() as u16).to_be_bytes());
+    d.extend_from_slice(&100_000u32.to_be_bytes());
+    d.extend_from_slice(&(now.as_secs() as u32).to_be_bytes());
+    d.extend_from_slice(&0u32.to_be_bytes());
+    d.extend_from_slice(&seq.to_be_bytes());
+    d.extend_from_slice(&[0, 0, 0, 0]);
+    for (src, dst, dport) in flows {
+        d.extend_from_slice(src);
+        d.extend_from_slice(dst);
+        d.extend_from_slice(&[0; 8]);
+        d.extend_from_slice(&3u32.to_be_bytes());
+        d.extend_from_slice(&500u32.to_be_bytes());
+        d.extend_from_slice(&99_000u32.to_be_bytes());
+        d.extend_from_slice(&99_500u32.to_be_bytes());
+        d.extend_from_slice(&40_000u16.to_be_bytes());
+        d.extend_from_slice(&dport.to_be_bytes());
+        d.extend_from_slice(&[0, 0x1b, 6, 0]);
+        d.extend_from_slice(&[0; 8]);
+    }
+    d
+}
+
+fn get(serve: &Serve, path: &str) -> (u16, String) {
+    http(serve.api, "GET", path, None, b"")
+}
+
+#[test]
+fn pages_render_filter_and_escape_what_the_network_says() {
+    let tmp = common::TempDir::new("web");
+    // Names an attacker controls: a DNS answer for Apple's push address carrying markup.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let log = tmp.0.join("names.jsonl");
+    std::fs::write(
+        &log,
+        format!(
+            "{{\"ts\": {}, \"query\": \"<script>alert(1)</script>.evil.example\", \"answers\": [\"17.1.2.3\"], \"ttl\": 86400}}\n\
+             {{\"ts\": {}, \"query\": \"\\\"><img src=x onerror=alert(2)>.example\", \"answers\": [\"17.1.2.3\"], \"ttl\": 86400}}\n",
+            now - 60,
+            now - 60
+        ),
+    )
+    .unwrap();
+    let serve = Serve::start(
+        &tmp.0,
+        &[
+            "--no-db",
+            "--workers",
+            "1",
+            "--dns-log",
+            log.to_str().unwrap(),
+        ],
+    );
+    // 250 hosts of 10.7.0.0/24 talk to Apple's push service; one of them to the named address.
+    let mut flows: Vec<([u8; 4], [u8; 4], u16)> = (0..250u32)
+        .map(|i| ([10, 7, 0, i as u8], [17, 57, 144, (i % 200) as u8], 5223))
+        .collect();
+    flows.push(([10, 7, 1, 1], [17, 1, 2, 3], 5223));
+    let datagrams: Vec<Vec<u8>> = flows
+        .chunks(25)
+        .enumerate()
+        .map(|(i, c)| v5(i as u32 * 25, c))
+        .collect();
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for d in &datagrams {
+        sock.send_to(d, serve.udp).unwrap();
+    }
+    common::serve::wait_until(
+        "the host is in the inventory",
+        Duration::from_secs(10),
+        || get(&serve, "/hosts/10.7.1.1").0 == 200,
+    );
+    // The pages read summaries up to 2 s old, refreshed behind the request that finds them old.
+    common::serve::wait_until(
+        "the hosts page shows every host",
+        Duration::from_secs(15),
+        || get(&serve, "/ui/hosts").1.contains("251 of 251 hosts"),
+    );
+
+    // The host page: the payloads are text, escaped; the policy forbids scripts.
+    let (status, page) = get(&serve, "/ui/hosts/10.7.1.1");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;.evil.example"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("<script"),
+        "a script tag got through: {page}"
+    );
+    assert!(!page.contains("<img"), "an img tag got through: {page}");
+    assert!(page.contains("apple-push-port"), "{page}");
+    assert!(page.contains("<svg"), "the timeline: {page}");
+    let headers = raw_headers(&serve, "/ui/hosts/10.7.1.1");
+    let csp = headers
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("content-security-policy:")
+        })
+        .unwrap_or_else(|| panic!("no CSP: {headers}"));
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("script-src"),
+        "{csp}"
+    );
+
+    // Overview: counts and charts.
+    let (status, page) = get(&serve, "/");
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("hosts seen") && page.contains("Hosts by OS family"),
+        "{page}"
+    );
+    assert!(page.matches("<svg").count() >= 2, "{page}");
+
+    // Hosts: 251 hosts, 100 a page; filter by subnet and text; a bad subnet is a 400.
+    let (_, page) = get(&serve, "/ui/hosts");
+    assert!(page.contains("251 of 251 hosts; page 1 of 3"), "{page}");
+    assert_eq!(page.matches("href=\"/ui/hosts/10.7.").count(), 100);
+    let (_, page) = get(&serve, "/ui/hosts?subnet=10.7.1.0%2F24");
+    assert!(page.contains("1 of 251 hosts"), "{page}");
+    let (_, page) = get(&serve, "/ui/hosts?q=10.7.0.24&page=1");
+    assert!(page.contains("href=\"/ui/hosts/10.7.0.24\""), "{page}");
+    let (_, page) = get(&serve, "/ui/hosts?page=3");
+    assert_eq!(page.matches("href=\"/ui/hosts/10.7.").count(), 51);
+    let (status, _) = get(&serve, "/ui/hosts?subnet=not-a-subnet");
+    assert_eq!(status, 400);
+    let (status, _) = get(&serve, "/ui/hosts?page=x");
+    assert_eq!(status, 400);
+    let (status, _) = get(&serve, "/ui/hosts/not-an-address");
+    assert_eq!(status, 400);
+    let (status, _) = get(&serve, "/ui/hosts/192.0.2.99");
+    assert_eq!(status, 404);
+
+    // Rules: packs and hits.
+    let (status, page) = get(&serve, "/ui/rules");
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("os-core") && page.contains("apple-push-port"),
+        "{page}"
+    );
+    let (status, css) = get(&serve, "/ui/style.css");
+    assert_eq!(status, 200);
+    assert!(css.contains("svg.chart"));
+    serve.stop();
+}
+
+/// The response head of a GET, as text.
+fn raw_headers(serve: &Serve, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(serve.api).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split("\r\n\r\n").next().unwrap().to_string()
+}
