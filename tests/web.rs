@@ -146,6 +146,12 @@ fn pages_render_filter_and_escape_what_the_network_says() {
     assert_eq!(status, 400);
     let (status, _) = get(&serve, "/ui/hosts?page=x");
     assert_eq!(status, 400);
+    // What the form sends: every field, the empty ones empty.
+    let (status, page) = get(&serve, "/ui/hosts?q=10.7.1.1&os=&software=&subnet=&min=");
+    assert_eq!(status, 200);
+    assert!(page.contains("1 of 251 hosts"), "{page}");
+    let (status, _) = get(&serve, "/ui/hosts?min=high");
+    assert_eq!(status, 400);
     let (status, _) = get(&serve, "/ui/hosts/not-an-address");
     assert_eq!(status, 400);
     let (status, _) = get(&serve, "/ui/hosts/192.0.2.99");

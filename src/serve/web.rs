@@ -97,16 +97,16 @@ pub fn bar_chart(items: &[(String, usize)], unit: &str) -> Markup {
     let row = 22;
     let height = row * items.len().max(1) + 4;
     html! {
-        svg class="chart" width="520" height=(height) viewBox={"0 0 520 " (height)} role="img" {
+        svg class="chart" width="560" height=(height) viewBox={"0 0 560 " (height)} role="img" {
             @if items.is_empty() {
                 text x="4" y="16" { "nothing yet" }
             }
             @for (i, (label, n)) in items.iter().enumerate() {
                 @let y = i * row + 2;
-                @let w = (*n as f64 / max as f64 * 300.0).round().max(1.0);
+                @let w = (*n as f64 / max as f64 * 260.0).round().max(1.0);
                 text x="176" y=(y + 15) text-anchor="end" { (truncate(label, 26)) }
                 rect x="184" y=(y + 3) width=(w) height="15" {}
-                text x=(190.0 + w) y=(y + 15) { (n) " " (unit) }
+                text x=(190.0 + w) y=(y + 15) { (n) " " (if *n == 1 { unit.trim_end_matches('s') } else { unit }) }
             }
         }
     }
@@ -137,6 +137,13 @@ pub fn sparkline(points: &[(i64, f64)], unit: &str) -> Markup {
         }
         p.muted { "last: " (format!("{last:.0}")) " " (unit) "; highest: " (format!("{vmax:.0}")) }
     }
+}
+
+fn attribute_name(a: crate::ruleset::Attribute) -> String {
+    serde_json::to_value(a)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -239,8 +246,8 @@ pub struct HostsQuery {
     pub os: Option<String>,
     /// Software name, exactly (case-insensitive).
     pub software: Option<String>,
-    /// Lowest confidence of the best label.
-    pub min: Option<f64>,
+    /// Lowest confidence of the best label (empty: any; a form sends empty fields).
+    pub min: Option<String>,
     /// Subnet (CIDR).
     pub subnet: Option<String>,
     /// `host`, `os`, `confidence`, `flows`, `last` (prefix `-` to reverse).
@@ -262,6 +269,13 @@ pub fn select<'a>(
             ),
             None => None,
         };
+    let min: Option<f64> = match q.min.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(m) => Some(
+            m.parse()
+                .map_err(|_| format!("`{m}` is not a confidence (0 to 1)"))?,
+        ),
+        None => None,
+    };
     let text =
         q.q.as_deref()
             .map(str::trim)
@@ -286,7 +300,7 @@ pub fn select<'a>(
                 .is_none()
                 || h.software.iter().any(|s| eq(Some(&s.name), &q.software))
         })
-        .filter(|h| q.min.is_none_or(|m| confidence(h) >= m))
+        .filter(|h| min.is_none_or(|m| confidence(h) >= m))
         .filter(|h| subnet.is_none_or(|n| h.host.parse::<IpAddr>().is_ok_and(|a| n.contains(&a))))
         .filter(|h| match &text {
             None => true,
@@ -343,7 +357,7 @@ fn link(q: &HostsQuery, sort: Option<&str>, page: Option<usize>) -> String {
     push("q", q.q.clone());
     push("os", q.os.clone());
     push("software", q.software.clone());
-    push("min", q.min.map(|m| m.to_string()));
+    push("min", q.min.clone());
     push("subnet", q.subnet.clone());
     push("sort", sort.map(str::to_string).or_else(|| q.sort.clone()));
     push("page", page.map(|p| p.to_string()));
@@ -405,7 +419,7 @@ pub fn hosts_body(all: &[HostSummary], q: &HostsQuery) -> Result<Markup, String>
             input type="text" name="os" placeholder="OS family" value=[q.os.as_deref()];
             input type="text" name="software" placeholder="software" value=[q.software.as_deref()];
             input type="text" name="subnet" placeholder="subnet, e.g. 10.0.0.0/8" value=[q.subnet.as_deref()];
-            input type="number" name="min" step="0.05" min="0" max="1" placeholder="min confidence" value=[q.min];
+            input type="number" name="min" step="0.05" min="0" max="1" placeholder="min confidence" value=[q.min.as_deref()];
             button type="submit" { "Filter" }
         }
         p.muted { (total) " of " (all.len()) " hosts; page " (page_no) " of " (pages) }
@@ -512,7 +526,7 @@ async fn host(State(d): State<Arc<Daemon>>, Path(addr): Path<String>) -> Respons
                 }
                 @for s in &h.software { tr { td { "software" } td { (s.name) @if let Some(v) = &s.version { " " (v) } } td.num { (format!("{:.2}", s.confidence)) } } }
                 @if let Some(dv) = &h.device { tr { td { "device" } td { (dv.kind) } td.num { (format!("{:.2}", dv.confidence)) } } }
-                @for a in &h.alternatives { tr.alt { td { (format!("{:?}", a.attribute)) " (alternative)" } td { (a.value) } td.num { (format!("{:.2}", a.confidence)) } } }
+                @for a in &h.alternatives { tr.alt { td { (attribute_name(a.attribute)) " (alternative)" } td { (a.value) } td.num { (format!("{:.2}", a.confidence)) } } }
             }
         }
         h2 { "Evidence" }
