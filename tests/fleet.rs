@@ -73,6 +73,18 @@ impl Drop for NatsServer {
 
 const SHARDS: u32 = 8;
 
+/// The streams' size limit in these tests: JetStream reserves it on disk (three times on the
+/// 3-node cluster), and a test machine's disk may be small.
+const MAX_BYTES: i64 = 64 << 20;
+const MAX_BYTES_ARG: &str = "67108864";
+
+fn small() -> BusConfig {
+    BusConfig {
+        max_bytes: MAX_BYTES,
+        ..BusConfig::default()
+    }
+}
+
 fn flows(collector: u8, n: u32) -> Vec<Flow> {
     (0..n)
         .map(|i| {
@@ -183,6 +195,7 @@ fn sharded_flows_are_evaluated_once_even_when_a_worker_dies() {
         return;
     };
     let config = BusConfig {
+        max_bytes: MAX_BYTES,
         ack_wait: Duration::from_secs(2),
         ..Default::default()
     };
@@ -282,6 +295,8 @@ fn serve_publish_puts_every_received_flow_on_the_bus() {
         &[
             "--publish",
             &nats.url,
+            "--fleet-max-bytes",
+            MAX_BYTES_ARG,
             "--fleet-shards",
             "4",
             "--no-db",
@@ -304,7 +319,7 @@ fn serve_publish_puts_every_received_flow_on_the_bus() {
     let sent = received();
     let log = serve.stop();
     assert!(log.contains("publishing flows to the fleet"), "{log}");
-    let bus = Bus::connect(&nats.url, BusConfig::default()).unwrap();
+    let bus = Bus::connect(&nats.url, small()).unwrap();
     let local = LocalNets::default();
     let mut primary = 0u64;
     for shard in 0..4 {
@@ -496,6 +511,7 @@ fn fleet_of_daemons_survives_a_killed_worker_and_matches_one_process() {
     };
     // The cluster elects its JetStream leader; the stream is created with three replicas.
     let bus_config = BusConfig {
+        max_bytes: MAX_BYTES,
         replicas: 3,
         ..Default::default()
     };
@@ -525,6 +541,8 @@ fn fleet_of_daemons_survives_a_killed_worker_and_matches_one_process() {
             "none",
             "--workers",
             "1",
+            "--fleet-max-bytes",
+            MAX_BYTES_ARG,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -777,6 +795,8 @@ fn a_published_pack_reaches_every_worker_and_a_broken_one_none() {
                 &[
                     "--consume",
                     &nats.url,
+                    "--fleet-max-bytes",
+                    MAX_BYTES_ARG,
                     "--fleet-shards",
                     "4",
                     "--no-db",
@@ -821,7 +841,7 @@ fn a_published_pack_reaches_every_worker_and_a_broken_one_none() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not published"));
     // Put into the bucket anyway: every worker refuses it and keeps 1.2.0.
-    let bus = Bus::connect(&nats.url, BusConfig::default()).unwrap();
+    let bus = Bus::connect(&nats.url, small()).unwrap();
     bus.publish_pack("campus", &std::fs::read(&broken).unwrap())
         .unwrap();
     common::serve::wait_until(
@@ -874,6 +894,8 @@ fn workers_share_the_dns_map_through_the_database() {
         let mut args = vec![
             "--consume",
             &nats.url,
+            "--fleet-max-bytes",
+            MAX_BYTES_ARG,
             "--fleet-shards",
             "2",
             "--db",
@@ -908,7 +930,7 @@ fn marks_of_a_deleted_stream_do_not_hide_the_new_one() {
     let tmp = common::TempDir::new("fleet-restream");
     let db = tmp.0.join("fleet.db");
     let publish = |url: &str, n: u32| {
-        let bus = Bus::connect(url, BusConfig::default()).unwrap();
+        let bus = Bus::connect(url, small()).unwrap();
         let mut p = Publisher::new(LocalNets::default(), 2, [5; 16]);
         let mut batches = Vec::new();
         for f in flows(5, n) {
@@ -929,6 +951,8 @@ fn marks_of_a_deleted_stream_do_not_hide_the_new_one() {
             &[
                 "--consume",
                 url,
+                "--fleet-max-bytes",
+                MAX_BYTES_ARG,
                 "--fleet-shards",
                 "2",
                 "--db",
