@@ -42,32 +42,6 @@ fn chromedriver() -> Option<Driver> {
     Some(Driver(child, port))
 }
 
-/// A NetFlow v5 datagram of one TCP flow now, `src` → `dst`:`port`.
-fn v5_one(src: [u8; 4], dst: [u8; 4], port: u16) -> Vec<u8> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    let mut d = Vec::new();
-    for x in [5u16, 1] {
-        d.extend_from_slice(&x.to_be_bytes());
-    }
-    d.extend_from_slice(&100_000u32.to_be_bytes());
-    d.extend_from_slice(&(now.as_secs() as u32).to_be_bytes());
-    d.extend_from_slice(&[0; 12]);
-    d.extend_from_slice(&src);
-    d.extend_from_slice(&dst);
-    d.extend_from_slice(&[0; 8]);
-    d.extend_from_slice(&3u32.to_be_bytes());
-    d.extend_from_slice(&500u32.to_be_bytes());
-    d.extend_from_slice(&99_000u32.to_be_bytes());
-    d.extend_from_slice(&99_500u32.to_be_bytes());
-    d.extend_from_slice(&40_000u16.to_be_bytes());
-    d.extend_from_slice(&port.to_be_bytes());
-    d.extend_from_slice(&[0, 0x1b, 6, 0]);
-    d.extend_from_slice(&[0; 8]);
-    d
-}
-
 #[tokio::test]
 async fn the_pages_work_in_chromium_and_run_no_injected_script() {
     let Some(driver) = chromedriver() else {
@@ -124,8 +98,11 @@ async fn the_pages_work_in_chromium_and_run_no_injected_script() {
         })
         .unwrap();
     }
-    sock.send_to(&v5_one([10, 7, 1, 1], [17, 1, 2, 3], 5223), serve.udp)
-        .unwrap();
+    sock.send_to(
+        &common::v5_now(0, &[([10, 7, 1, 1], [17, 1, 2, 3], 5223)]),
+        serve.udp,
+    )
+    .unwrap();
     common::serve::wait_until("the flows are in", Duration::from_secs(10), || {
         common::serve::http(serve.api, "GET", "/hosts/10.7.1.1", None, b"").0 == 200
     });

@@ -7,35 +7,6 @@ mod common;
 use common::serve::{Serve, http};
 use std::time::Duration;
 
-/// A NetFlow v5 datagram of TCP flows `(src, dst, dst port)` happening now.
-fn v5(seq: u32, flows: &[([u8; 4], [u8; 4], u16)]) -> Vec<u8> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    let mut d = Vec::new();
-    d.extend_from_slice(&5u16.to_be_bytes());
-    d.extend_from_slice(&(flows.len() as u16).to_be_bytes());
-    d.extend_from_slice(&100_000u32.to_be_bytes());
-    d.extend_from_slice(&(now.as_secs() as u32).to_be_bytes());
-    d.extend_from_slice(&0u32.to_be_bytes());
-    d.extend_from_slice(&seq.to_be_bytes());
-    d.extend_from_slice(&[0, 0, 0, 0]);
-    for (src, dst, dport) in flows {
-        d.extend_from_slice(src);
-        d.extend_from_slice(dst);
-        d.extend_from_slice(&[0; 8]);
-        d.extend_from_slice(&3u32.to_be_bytes());
-        d.extend_from_slice(&500u32.to_be_bytes());
-        d.extend_from_slice(&99_000u32.to_be_bytes());
-        d.extend_from_slice(&99_500u32.to_be_bytes());
-        d.extend_from_slice(&40_000u16.to_be_bytes());
-        d.extend_from_slice(&dport.to_be_bytes());
-        d.extend_from_slice(&[0, 0x1b, 6, 0]);
-        d.extend_from_slice(&[0; 8]);
-    }
-    d
-}
-
 fn get(serve: &Serve, path: &str) -> (u16, String) {
     http(serve.api, "GET", path, None, b"")
 }
@@ -77,7 +48,7 @@ fn pages_render_filter_and_escape_what_the_network_says() {
     let datagrams: Vec<Vec<u8>> = flows
         .chunks(25)
         .enumerate()
-        .map(|(i, c)| v5(i as u32 * 25, c))
+        .map(|(i, c)| common::v5_now(i as u32 * 25, c))
         .collect();
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     for d in &datagrams {
@@ -131,6 +102,10 @@ fn pages_render_filter_and_escape_what_the_network_says() {
         "{page}"
     );
     assert!(page.matches("<svg").count() >= 2, "{page}");
+    assert!(
+        page.contains("<meta http-equiv=\"refresh\" content=\"10\">"),
+        "{page}"
+    );
 
     // Hosts: 251 hosts, 100 a page; filter by subnet and text; a bad subnet is a 400.
     let (_, page) = get(&serve, "/ui/hosts");

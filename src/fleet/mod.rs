@@ -246,23 +246,29 @@ impl Bus {
         })
     }
 
+    /// A shard's durable pull consumer named `name`: explicit acknowledgement, delivery from
+    /// the first batch still in the stream.
+    fn consumer_config(&self, name: &str, shard: u32) -> jetstream::consumer::pull::Config {
+        jetstream::consumer::pull::Config {
+            durable_name: Some(name.to_string()),
+            filter_subject: format!("{}.{shard}", self.config.prefix),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: self.config.ack_wait,
+            max_ack_pending: 10_000,
+            ..Default::default()
+        }
+    }
+
     /// The durable consumer of a shard, created if missing: explicit acknowledgement, delivery
     /// from the first batch not yet acknowledged.
     pub fn consumer(&self, shard: u32) -> Result<ShardConsumer, FleetError> {
         let name = format!("flowprint-shard-{shard}");
         let consumer = self
             .rt
-            .block_on(self.stream.get_or_create_consumer(
-                &name,
-                jetstream::consumer::pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: format!("{}.{shard}", self.config.prefix),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: self.config.ack_wait,
-                    max_ack_pending: 10_000,
-                    ..Default::default()
-                },
-            ))
+            .block_on(
+                self.stream
+                    .get_or_create_consumer(&name, self.consumer_config(&name, shard)),
+            )
             .map_err(|e| js_err("consumer")(&e))?;
         Ok(ShardConsumer { shard, consumer })
     }
@@ -294,17 +300,7 @@ impl Bus {
                 }
             }
             self.stream
-                .get_or_create_consumer(
-                    &name,
-                    jetstream::consumer::pull::Config {
-                        durable_name: Some(name.clone()),
-                        filter_subject: format!("{}.{shard}", self.config.prefix),
-                        ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                        ack_wait: self.config.ack_wait,
-                        max_ack_pending: 10_000,
-                        ..Default::default()
-                    },
-                )
+                .get_or_create_consumer(&name, self.consumer_config(&name, shard))
                 .await
                 .map_err(|e| js_err("consumer")(&e))
         })?;

@@ -43,12 +43,18 @@ pub fn routes() -> Router<Arc<Daemon>> {
 
 /// A whole page: the layout around `body`.
 pub fn page_html(title: &str, body: Markup) -> String {
+    layout(title, None, body)
+}
+
+/// The layout; `refresh`: reload the page every so many seconds (a meta refresh, no script).
+fn layout(title: &str, refresh: Option<u32>, body: Markup) -> String {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(r) = refresh { meta http-equiv="refresh" content=(r); }
                 title { (title) " — flowprint" }
                 link rel="stylesheet" href="/ui/style.css";
             }
@@ -67,6 +73,10 @@ pub fn page_html(title: &str, body: Markup) -> String {
 }
 
 fn page(title: &str, body: Markup) -> Response {
+    respond(layout(title, None, body))
+}
+
+fn respond(html: String) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -75,7 +85,7 @@ fn page(title: &str, body: Markup) -> Response {
             (header::REFERRER_POLICY, "no-referrer"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        page_html(title, body),
+        html,
     )
         .into_response()
 }
@@ -234,7 +244,8 @@ async fn overview(State(d): State<Arc<Daemon>>) -> Response {
             @if !report.ok { ", " a href="/ui/rules" { "diagnostics" } }
         }
     };
-    page("Overview", body)
+    // The overview follows the daemon by reloading itself every 10 s (no script needed).
+    respond(layout("Overview", Some(10), body))
 }
 
 /// The hosts page's query.

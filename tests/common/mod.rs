@@ -190,3 +190,33 @@ pub fn key_scaled(f: &Flow, rate: u64) -> (String, String, u16, u16, u8, u64, u6
         if f.proto == 6 { f.tcp_flags } else { 0 },
     )
 }
+
+/// A NetFlow v5 datagram of TCP flows `(src, dst, dst port)` that happened just now (3 packets,
+/// 500 bytes each, source port 40000).
+pub fn v5_now(seq: u32, flows: &[([u8; 4], [u8; 4], u16)]) -> Vec<u8> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let mut d = Vec::new();
+    d.extend_from_slice(&5u16.to_be_bytes());
+    d.extend_from_slice(&(flows.len() as u16).to_be_bytes());
+    d.extend_from_slice(&100_000u32.to_be_bytes());
+    d.extend_from_slice(&(now.as_secs() as u32).to_be_bytes());
+    d.extend_from_slice(&0u32.to_be_bytes());
+    d.extend_from_slice(&seq.to_be_bytes());
+    d.extend_from_slice(&[0, 0, 0, 0]);
+    for (src, dst, dport) in flows {
+        d.extend_from_slice(src);
+        d.extend_from_slice(dst);
+        d.extend_from_slice(&[0; 8]);
+        d.extend_from_slice(&3u32.to_be_bytes());
+        d.extend_from_slice(&500u32.to_be_bytes());
+        d.extend_from_slice(&99_000u32.to_be_bytes());
+        d.extend_from_slice(&99_500u32.to_be_bytes());
+        d.extend_from_slice(&40_000u16.to_be_bytes());
+        d.extend_from_slice(&dport.to_be_bytes());
+        d.extend_from_slice(&[0, 0x1b, 6, 0]);
+        d.extend_from_slice(&[0; 8]);
+    }
+    d
+}
