@@ -9,7 +9,7 @@ mod common;
 use common::serve::Serve;
 use fantoccini::{ClientBuilder, Locator};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 struct Driver(Child, u16);
 
@@ -31,14 +31,7 @@ fn chromedriver() -> Option<Driver> {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "chromedriver did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::wait_for_port(port, "chromedriver", Duration::from_secs(20));
     Some(Driver(child, port))
 }
 
@@ -51,21 +44,14 @@ async fn the_pages_work_in_chromium_and_run_no_injected_script() {
         return;
     };
     let tmp = common::TempDir::new("browser");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let log = tmp.0.join("names.jsonl");
-    std::fs::write(
-        &log,
-        format!(
-            "{{\"ts\": {}, \"query\": \"<script>window.pwned=1</script>.evil.example\", \"answers\": [\"17.1.2.3\"], \"ttl\": 86400}}\n\
-             {{\"ts\": {}, \"query\": \"<img src=x onerror=window.pwned=2>.example\", \"answers\": [\"17.1.2.3\"], \"ttl\": 86400}}\n",
-            now - 60,
-            now - 60
-        ),
-    )
-    .unwrap();
+    let log = common::dns_log(
+        &tmp.0,
+        "17.1.2.3",
+        &[
+            "<script>window.pwned=1</script>.evil.example",
+            "<img src=x onerror=window.pwned=2>.example",
+        ],
+    );
     let serve = Serve::start(
         &tmp.0,
         &[

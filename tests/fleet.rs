@@ -52,14 +52,7 @@ impl NatsServer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let t = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "nats-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        common::wait_for_port(port, "nats-server", Duration::from_secs(10));
         child
     }
 }

@@ -15,21 +15,14 @@ fn get(serve: &Serve, path: &str) -> (u16, String) {
 fn pages_render_filter_and_escape_what_the_network_says() {
     let tmp = common::TempDir::new("web");
     // Names an attacker controls: a DNS answer for Apple's push address carrying markup.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let log = tmp.0.join("names.jsonl");
-    std::fs::write(
-        &log,
-        format!(
-            "{{\"ts\": {}, \"query\": \"<script>alert(1)</script>.evil.example\", \"answers\": [\"17.1.2.3\"], \"ttl\": 86400}}\n\
-             {{\"ts\": {}, \"query\": \"\\\"><img src=x onerror=alert(2)>.example\", \"answers\": [\"17.1.2.3\"], \"ttl\": 86400}}\n",
-            now - 60,
-            now - 60
-        ),
-    )
-    .unwrap();
+    let log = common::dns_log(
+        &tmp.0,
+        "17.1.2.3",
+        &[
+            "<script>alert(1)</script>.evil.example",
+            "\"><img src=x onerror=alert(2)>.example",
+        ],
+    );
     let serve = Serve::start(
         &tmp.0,
         &[

@@ -265,6 +265,16 @@ pub(crate) const CLAIM_MARK: &str = "INSERT INTO fleet_marks (stream, shard, seq
 /// The read of every fleet mark.
 pub(crate) const LOAD_MARKS: &str = "SELECT stream, shard, seq, fence FROM fleet_marks";
 
+/// The error of a claim refused because a newer lease already claimed the shard.
+pub(crate) fn fenced_claim(stream: &str, shard: u32, fence: u64) -> StoreError {
+    fenced(&FleetMark {
+        stream: stream.to_string(),
+        shard,
+        seq: 0,
+        fence,
+    })
+}
+
 /// The error of a fenced mark.
 pub(crate) fn fenced(m: &FleetMark) -> StoreError {
     store_error(

@@ -326,12 +326,7 @@ impl Store for PostgresStore {
             .map_err(fail)?;
         match rows.first() {
             Some(r) => column_u64(r.get(0), "mark seq"),
-            None => Err(super::fenced(&super::FleetMark {
-                stream: stream.to_string(),
-                shard,
-                seq: 0,
-                fence,
-            })),
+            None => Err(super::fenced_claim(stream, shard, fence)),
         }
     }
 

@@ -188,12 +188,7 @@ impl Store for SqliteStore {
             .map_err(fail)?;
         match seq {
             Some(seq) => column_u64(seq, "mark seq"),
-            None => Err(super::fenced(&super::FleetMark {
-                stream: stream.to_string(),
-                shard,
-                seq: 0,
-                fence,
-            })),
+            None => Err(super::fenced_claim(stream, shard, fence)),
         }
     }
 

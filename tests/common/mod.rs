@@ -220,3 +220,34 @@ pub fn v5_now(seq: u32, flows: &[([u8; 4], [u8; 4], u16)]) -> Vec<u8> {
     }
     d
 }
+
+/// Waits until something listens on 127.0.0.1:`port` (a server the test started), at most
+/// `limit`.
+pub fn wait_for_port(port: u16, what: &str, limit: Duration) {
+    let t = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < limit, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A passive DNS log (flowprint's JSONL) in `dir` where `addr` answered for each of `names` a
+/// minute ago, for a day: how tests give a daemon names an attacker chose.
+pub fn dns_log(dir: &Path, addr: &str, names: &[&str]) -> PathBuf {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let text: String = names
+        .iter()
+        .map(|n| {
+            format!(
+                "{}\n",
+                serde_json::json!({"ts": now - 60, "query": n, "answers": [addr], "ttl": 86400})
+            )
+        })
+        .collect();
+    let path = dir.join("names.jsonl");
+    std::fs::write(&path, text).unwrap();
+    path
+}
