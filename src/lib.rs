@@ -56,6 +56,7 @@ pub mod fleet;
 pub mod flow;
 pub mod index;
 pub mod infer;
+pub mod limits;
 pub mod inventory;
 pub mod pack;
 pub mod parser;
