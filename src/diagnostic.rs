@@ -86,6 +86,9 @@ codes! {
     /// A pack whose `pack.yaml` is invalid, that needs another flowprint version, or whose
     /// dependencies are missing.
     InvalidPack = 24, Error;
+    /// An entry of a rule directory that was not read: a symbolic link loop, a second link to a
+    /// file or directory already read, a dangling link, a directory too deep.
+    SkippedPath = 25, Warning;
 }
 
 impl std::fmt::Display for Code {
@@ -196,7 +199,24 @@ impl Diagnostic {
             d = d.with_notes(vec![format!("help: {h}")]);
         }
         let config = codespan_reporting::term::Config::default();
-        codespan_reporting::term::emit_into_string(&config, sources, &d).unwrap_or_else(|e| {
+        // A long line is quoted cut around its labels; a line with control characters (an ESC
+        // sequence in a rule file) is quoted with them replaced, never sent to the terminal.
+        let long_line = self.labels.iter().any(|l| {
+            let (start, end) = sources.line_bounds(l.span.file, l.span.start as usize);
+            end - start > crate::limits::MAX_SNIPPET_LINE
+                || sources.get(l.span.file).text[start..end]
+                    .bytes()
+                    .any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+        });
+        let rendered = if long_line {
+            // Quote a window of each long line around its labels, not the whole line.
+            let (view, labels) = CutView::new(sources, &self.labels);
+            d.labels = labels;
+            codespan_reporting::term::emit_into_string(&config, &view, &d)
+        } else {
+            codespan_reporting::term::emit_into_string(&config, sources, &d)
+        };
+        rendered.unwrap_or_else(|e| {
             format!(
                 "{}[{}]: {} ({e})\n",
                 self.severity_word(),
@@ -230,6 +250,142 @@ impl Diagnostic {
             "hint": self.hint,
         })
     }
+}
+
+/// The lines of a diagnostic's labels, each cut to a window of at most
+/// [`MAX_SNIPPET_LINE`](crate::limits::MAX_SNIPPET_LINE) characters around its label, with the
+/// real line and column numbers: a diagnostic on a 1 GiB line quotes 240 characters of it.
+struct CutView<'s> {
+    sources: &'s SourceMap,
+    text: String,
+    /// Per view line: (file, its start in `text`, its real line index, the real offset its
+    /// quoted text starts at, the length of the `…` put before it).
+    lines: Vec<(crate::span::FileId, usize, usize, usize, usize)>,
+}
+
+impl<'s> CutView<'s> {
+    fn new(sources: &'s SourceMap, labels: &[Label]) -> (CutView<'s>, Vec<cs::Label<usize>>) {
+        let mut view = CutView {
+            sources,
+            text: String::new(),
+            lines: Vec::new(),
+        };
+        let mut out = Vec::new();
+        for l in labels {
+            let file = l.span.file;
+            let src = &sources.get(file).text;
+            let at = (l.span.start as usize).min(src.len());
+            let (ls, le) = sources.line_bounds(file, at);
+            let half = crate::limits::MAX_SNIPPET_LINE / 3;
+            let mut ws = at.saturating_sub(half).max(ls);
+            while !src.is_char_boundary(ws) {
+                ws -= 1;
+            }
+            let mut we = (ws + crate::limits::MAX_SNIPPET_LINE).min(le);
+            while !src.is_char_boundary(we) {
+                we -= 1;
+            }
+            let line_index = sources.line_col(file, at as u32).0 - 1;
+            let view_start = view.text.len();
+            let prefix = if ws > ls { "…" } else { "" };
+            view.text.push_str(prefix);
+            // Same length, so offsets map one to one: each control byte becomes `?`.
+            view.text.extend(src[ws..we].chars().map(|c| {
+                if c.is_ascii_control() && c != '\t' {
+                    '?'
+                } else {
+                    c
+                }
+            }));
+            if we < le {
+                view.text.push('…');
+            }
+            view.text.push('\n');
+            view.lines
+                .push((file, view_start, line_index, ws, prefix.len()));
+            let map = |o: usize| view_start + prefix.len() + (o.clamp(ws, we) - ws);
+            let range = map(at)..map((l.span.end as usize).max(at));
+            let label = if l.primary {
+                cs::Label::primary(view.lines.len() - 1, range)
+            } else {
+                cs::Label::secondary(view.lines.len() - 1, range)
+            };
+            out.push(label.with_message(&l.message));
+        }
+        (view, out)
+    }
+}
+
+/// Every label is a file of its own in the view (its id is its index in `lines`), so that a
+/// label's line is found without searching.
+impl<'a> codespan_reporting::files::Files<'a> for CutView<'_> {
+    type FileId = usize;
+    type Name = &'a str;
+    type Source = &'a str;
+
+    fn name(&'a self, id: usize) -> Result<&'a str, codespan_reporting::files::Error> {
+        let (file, ..) = self.lines[id];
+        Ok(self.sources.get(file).name.as_str())
+    }
+
+    fn source(&'a self, _id: usize) -> Result<&'a str, codespan_reporting::files::Error> {
+        Ok(&self.text)
+    }
+
+    fn line_index(
+        &'a self,
+        id: usize,
+        _byte: usize,
+    ) -> Result<usize, codespan_reporting::files::Error> {
+        Ok(id)
+    }
+
+    fn line_number(
+        &'a self,
+        id: usize,
+        _line_index: usize,
+    ) -> Result<usize, codespan_reporting::files::Error> {
+        Ok(self.lines[id].2 + 1)
+    }
+
+    fn column_number(
+        &'a self,
+        id: usize,
+        _line_index: usize,
+        byte: usize,
+    ) -> Result<usize, codespan_reporting::files::Error> {
+        // The real column: characters from the real line start to the real offset.
+        let (file, view_start, _, ws, prefix) = self.lines[id];
+        let src = &self.sources.get(file).text;
+        let real = (ws + byte.saturating_sub(view_start + prefix)).min(src.len());
+        Ok(self.sources.line_col(file, real as u32).1)
+    }
+
+    fn line_range(
+        &'a self,
+        id: usize,
+        _line_index: usize,
+    ) -> Result<std::ops::Range<usize>, codespan_reporting::files::Error> {
+        let start = self.lines[id].1;
+        let end = self.lines.get(id + 1).map_or(self.text.len(), |l| l.1);
+        Ok(start..end)
+    }
+}
+
+/// `text` with its control characters escaped (`\u{1b}`), safe to print to a terminal.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Levenshtein distance, for "did you mean" hints.

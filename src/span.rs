@@ -98,6 +98,19 @@ impl SourceMap {
         (line + 1, col + 1)
     }
 
+    /// Byte range of the line holding `offset`, without its newline.
+    pub fn line_bounds(&self, id: FileId, offset: usize) -> (usize, usize) {
+        let src = &self.sources[id];
+        let offset = offset.min(src.text.len());
+        let line = src.line_starts.partition_point(|&s| s <= offset) - 1;
+        let start = src.line_starts[line];
+        let end = src
+            .line_starts
+            .get(line + 1)
+            .map_or(src.text.len(), |&n| n - 1);
+        (start, end.max(start))
+    }
+
     /// The text a span covers.
     pub fn snippet(&self, span: Span) -> &str {
         let text = &self.sources[span.file].text;

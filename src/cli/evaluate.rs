@@ -41,8 +41,11 @@ pub struct Args {
 
 /// Runs `evaluate`.
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    let text = std::fs::read_to_string(&args.labels)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.labels))?;
+    let text = flowprint::limits::read_text_bounded(
+        std::path::Path::new(&args.labels),
+        flowprint::limits::MAX_SIDE_FILE,
+        "a labels file",
+    )?;
     let labels = parse_labels(&text).map_err(|e| anyhow::anyhow!("{}: {e}", args.labels))?;
     let compiled = args.rules.compile()?;
     if super::has_errors(&compiled) {
@@ -54,7 +57,10 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         LocalNets::new(args.local_net.clone())
     };
     let dns = super::dns::load_logs(&args.dns_logs)?;
-    let inputs = flowprint::flow::ingest::expand_inputs(&args.inputs)?;
+    let (inputs, skipped) = flowprint::flow::ingest::expand_inputs(&args.inputs)?;
+    for s in &skipped {
+        eprintln!("warning: {} not read: {}", s.path.display(), s.reason);
+    }
     // Labels with a scope go with the inputs their scope names, each input analysed alone;
     // labels without one go with all inputs analysed together.
     let mut groups: BTreeMap<Option<String>, Vec<&Label>> = BTreeMap::new();

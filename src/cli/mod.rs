@@ -92,12 +92,41 @@ impl RuleArgs {
             c.add_path(p)
                 .map_err(|e| anyhow::anyhow!("cannot read rules {}: {e}", p.display()))?;
         }
+        self.add_overrides(&mut c)?;
+        Ok(c.compile())
+    }
+
+    /// Like [`RuleArgs::compile`], but a rule path that cannot be read is a diagnostic (FP0019)
+    /// reported with the others instead of the end of the command: `check` shows everything.
+    pub fn compile_reporting(&self) -> anyhow::Result<Compiled> {
+        let mut c = Compiler::new();
+        if !self.no_default_rules {
+            c.add_embedded();
+        }
+        let mut paths = self.rules.clone();
+        if let Some(dir) = &self.packs_dir {
+            paths.extend(flowprint::pack::installed_packs(dir)?);
+        }
+        for p in &paths {
+            if let Err(e) = c.add_path(p) {
+                c.add_io_error(&p.display().to_string(), &format!("cannot read: {e}"));
+            }
+        }
+        self.add_overrides(&mut c)?;
+        Ok(c.compile())
+    }
+
+    fn add_overrides(&self, c: &mut Compiler) -> anyhow::Result<()> {
         if let Some(o) = &self.overrides {
-            let text = std::fs::read_to_string(o)
-                .map_err(|e| anyhow::anyhow!("cannot read overrides {}: {e}", o.display()))?;
+            let text = flowprint::limits::read_text_bounded(
+                o,
+                flowprint::limits::MAX_SIDE_FILE,
+                "an overrides file",
+            )
+            .map_err(|e| anyhow::anyhow!("cannot read overrides {e}"))?;
             c.add_overrides(&o.display().to_string(), &text);
         }
-        Ok(c.compile())
+        Ok(())
     }
 }
 
@@ -145,7 +174,10 @@ pub fn read_inputs(
     on_flow: &mut dyn FnMut(flowprint::flow::Flow),
 ) -> anyhow::Result<InputTotals> {
     use flowprint::flow::ingest::{expand_inputs, open_input, read_flows};
-    let inputs = expand_inputs(inputs)?;
+    let (inputs, skipped) = expand_inputs(inputs)?;
+    for s in &skipped {
+        eprintln!("warning: {} not read: {}", s.path.display(), s.reason);
+    }
     let mut totals = InputTotals {
         inputs: inputs.len(),
         ..Default::default()

@@ -107,22 +107,20 @@ impl Compiler {
     /// Adds one rule file to `pack` (lists are shared by the files of a pack) and parses it.
     pub fn add_source(&mut self, pack: &str, name: &str, text: &str) -> FileId {
         let id = self.sources.add(name, text);
-        match crate::parser::parse(id, text) {
-            Ok(file) => {
-                let pack_idx = match self.packs.iter().position(|p| p.name == pack) {
-                    Some(i) => i,
-                    None => {
-                        self.packs.push(Pack {
-                            name: pack.to_string(),
-                            files: Vec::new(),
-                        });
-                        self.packs.len() - 1
-                    }
-                };
-                self.packs[pack_idx].files.push((id, file));
+        // The items that parse are compiled even when others of the file do not.
+        let (file, errors) = crate::parser::parse_recovering(id, text);
+        self.diagnostics.extend(errors);
+        let pack_idx = match self.packs.iter().position(|p| p.name == pack) {
+            Some(i) => i,
+            None => {
+                self.packs.push(Pack {
+                    name: pack.to_string(),
+                    files: Vec::new(),
+                });
+                self.packs.len() - 1
             }
-            Err(errs) => self.diagnostics.extend(errs),
-        }
+        };
+        self.packs[pack_idx].files.push((id, file));
         id
     }
 
@@ -130,19 +128,57 @@ impl Compiler {
     /// named after the directory, every `*.rules` file below it, in name order).
     pub fn add_path(&mut self, path: &Path) -> std::io::Result<usize> {
         let pack = pack_name(path);
-        let files = rule_files(path)?;
+        let walk = rule_files(path)?;
         if path.is_dir() {
             let manifest = path.join(crate::pack::manifest::FILE);
-            if let Ok(text) = std::fs::read_to_string(&manifest) {
-                self.add_manifest(&manifest.display().to_string(), &text);
+            if manifest.is_file() {
+                match crate::limits::read_text_bounded(
+                    &manifest,
+                    crate::limits::MAX_SIDE_FILE,
+                    "a pack manifest",
+                ) {
+                    Ok(text) => self.add_manifest(&manifest.display().to_string(), &text),
+                    Err(e) => self.add_io_error(&manifest.display().to_string(), &e.to_string()),
+                }
             }
         }
-        for f in &files {
-            let text = std::fs::read(f)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", f.display())))?;
-            self.add_bytes(&pack, &f.display().to_string(), &text);
+        for s in &walk.skipped {
+            self.add_skipped(s);
         }
-        Ok(files.len())
+        for f in &walk.files {
+            let name = f.display().to_string();
+            match crate::limits::read_bounded(f, crate::limits::MAX_RULE_FILE, "a rule file") {
+                Ok(bytes) => self.add_bytes(&pack, &name, &bytes),
+                Err(e) => self.add_io_error(&name, &e.to_string()),
+            }
+        }
+        Ok(walk.files.len())
+    }
+
+    /// Records a rule path that could not be read (FP0019), so that it is reported with the
+    /// diagnostics of the files that could.
+    pub fn add_io_error(&mut self, name: &str, message: &str) {
+        let id = self.sources.add(name.to_string(), "");
+        self.diagnostics.push(Diagnostic::new(
+            Code::Io,
+            Span::new(id, 0, 0),
+            message.to_string(),
+        ));
+    }
+
+    /// Records an entry a directory walk skipped (a link loop, a dangling link): a warning
+    /// (FP0025), the other files are read.
+    pub fn add_skipped(&mut self, s: &crate::walk::Skipped) {
+        let name = s.path.display().to_string();
+        let id = self.sources.add(name.clone(), "");
+        self.diagnostics.push(
+            Diagnostic::new(
+                Code::SkippedPath,
+                Span::new(id, 0, 0),
+                format!("{name} not read: {}", s.reason),
+            )
+            .hint("each file and directory is read once; hidden files are never read"),
+        );
     }
 
     /// Adds one rule file given as bytes: text that is not UTF-8 is an error (FP0001-style I/O
@@ -597,28 +633,19 @@ pub fn pack_name(path: &Path) -> String {
 }
 
 /// The rule files of a path: the file itself, or every `*.rules` file below a directory, in
-/// name order.
-pub fn rule_files(path: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
-    let mut files = Vec::new();
+/// path order, read through [`crate::walk`] (each file once, links followed once, hidden files
+/// and editors' lock files never read); what the walk skipped is in [`Walk::skipped`].
+///
+/// [`Walk::skipped`]: crate::walk::Walk::skipped
+pub fn rule_files(path: &Path) -> std::io::Result<crate::walk::Walk> {
     if path.is_dir() {
-        collect_rule_files(path, &mut files)?;
-        files.sort();
+        crate::walk::walk(path, &|p| p.extension().is_some_and(|e| e == "rules"))
     } else {
-        files.push(path.to_path_buf());
+        Ok(crate::walk::Walk {
+            files: vec![path.to_path_buf()],
+            skipped: Vec::new(),
+        })
     }
-    Ok(files)
-}
-
-fn collect_rule_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let p = entry?.path();
-        if p.is_dir() {
-            collect_rule_files(&p, out)?;
-        } else if p.extension().is_some_and(|e| e == "rules") {
-            out.push(p);
-        }
-    }
-    Ok(())
 }
 
 fn parse_confidence(text: &str, span: Span) -> Result<f64, Diagnostic> {

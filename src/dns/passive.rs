@@ -81,10 +81,29 @@ pub fn read_log<R: BufRead>(
 ) -> std::io::Result<ReadStats> {
     let mut stats = ReadStats::default();
     let mut zeek_fields: Option<Vec<String>> = None;
-    for line in reader.split(b'\n') {
-        let line = line?;
+    let mut reader = reader;
+    let mut buf = Vec::new();
+    loop {
+        // Lines are capped (`MAX_LINE`): an endless line is skipped, never buffered whole.
+        let kind = crate::flow::ingest::lines::read_line(
+            &mut reader,
+            &mut buf,
+            crate::flow::ingest::MAX_LINE,
+        )?;
+        if kind == crate::flow::ingest::lines::Line::Eof {
+            break;
+        }
         stats.lines += 1;
-        let line = String::from_utf8_lossy(&line);
+        if kind == crate::flow::ingest::lines::Line::TooLong {
+            stats.skipped += 1;
+            on_error(ReadError {
+                source: source.to_string(),
+                line: stats.lines,
+                reason: format!("line longer than {} bytes", crate::flow::ingest::MAX_LINE),
+            });
+            continue;
+        }
+        let line = String::from_utf8_lossy(&buf);
         let line = line.trim_end_matches('\r');
         if line.trim().is_empty() {
             continue;

@@ -222,6 +222,7 @@ pub fn lint_pack(dir: &Path, ctx: &Context) -> Result<Vec<Finding>, PackError> {
     }
     let own_files: BTreeSet<String> = crate::compiler::rule_files(dir)
         .map_err(io(dir))?
+        .files
         .iter()
         .map(|p| p.display().to_string())
         .collect();

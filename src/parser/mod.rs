@@ -18,38 +18,100 @@ use generated::{Grammar, Rule};
 
 type Pairs<'i> = pest::iterators::Pairs<'i, Rule>;
 
-/// Parses one rule file. On a syntax error returns the diagnostics (one per error found).
+mod split;
+
+/// Parses one rule file. On a syntax error returns the diagnostics: every error of every item
+/// (each `rule` and `list` is parsed on its own, so one broken item never hides the others),
+/// and the items that did parse are still returned with them by [`parse_recovering`].
 pub fn parse(file: FileId, text: &str) -> Result<File, Vec<Diagnostic>> {
-    // Error detail costs a third of the parse time; pay for it only when there is an error.
-    pest::set_error_detail(false);
-    let mut pairs = match Grammar::parse(Rule::file, text) {
-        Ok(p) => p,
-        Err(_) => {
-            pest::set_error_detail(true);
-            let detailed = Grammar::parse(Rule::file, text);
-            pest::set_error_detail(false);
-            return Err(vec![match detailed {
-                Err(e) => syntax_error(file, text, e),
-                // The grammar is deterministic; should the two parses ever disagree, still say so.
-                Ok(_) => Diagnostic::new(Code::Syntax, Span::new(file, 0, 0), "syntax error"),
-            }]);
-        }
-    };
+    let (parsed, errors) = parse_recovering(file, text);
+    if errors.is_empty() {
+        Ok(parsed)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Parses one rule file item by item: the items that parse, and the diagnostics of those that
+/// do not. An item nested deeper than [`MAX_RULE_NESTING`](crate::limits::MAX_RULE_NESTING)
+/// is refused before pest sees it.
+pub fn parse_recovering(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
     let mut p = Builder {
         file,
+        base: 0,
         errors: Vec::new(),
     };
-    let root = pairs.next().expect("file rule always yields one pair");
-    let items = root
-        .into_inner()
-        .filter(|pair| pair.as_rule() != Rule::EOI)
-        .map(|pair| p.item_from_pair(pair))
-        .collect();
-    if p.errors.is_empty() {
-        Ok(File { items })
-    } else {
-        Err(p.errors)
+    let mut items = Vec::new();
+    for chunk in split::split(text, crate::limits::MAX_RULE_NESTING) {
+        if let Some((s, e)) = chunk.too_deep {
+            p.errors.push(
+                Diagnostic::new(
+                    Code::Syntax,
+                    Span::new(file, s, e),
+                    format!(
+                        "nested more than {} levels deep",
+                        crate::limits::MAX_RULE_NESTING
+                    ),
+                )
+                .label("one level too deep")
+                .hint("split the condition into simpler rules or a list (`peer.port in { ... }`)"),
+            );
+            continue;
+        }
+        if let Some((s, e)) = chunk.stray_char {
+            let ch = text[s..e].chars().next().unwrap_or(' ');
+            let (message, hint) = if ch.is_control() {
+                (
+                    format!("control character U+{:04X} outside a string", ch as u32),
+                    "remove it; in a string write it as an escape (`\\0`, `\\u{...}`)",
+                )
+            } else {
+                (
+                    format!("`{ch}` cannot appear outside a string"),
+                    "names are ASCII letters, digits, `_` and `-`; other text goes in double quotes",
+                )
+            };
+            p.errors.push(
+                Diagnostic::new(Code::Syntax, Span::new(file, s, e), message)
+                    .label("unexpected here")
+                    .hint(hint),
+            );
+            continue;
+        }
+        let piece = &text[chunk.start..chunk.end];
+        p.base = chunk.start;
+        // Error detail costs a third of the parse time; pay for it only when there is an error.
+        pest::set_error_detail(false);
+        let mut pairs = match Grammar::parse(Rule::file, piece) {
+            Ok(pairs) => pairs,
+            Err(_) => {
+                pest::set_error_detail(true);
+                let detailed = Grammar::parse(Rule::file, piece);
+                pest::set_error_detail(false);
+                p.errors.push(match detailed {
+                    Err(e) => syntax_error(file, text, chunk.start, e),
+                    // The grammar is deterministic; should the two parses ever disagree, still
+                    // say so.
+                    Ok(_) => Diagnostic::new(
+                        Code::Syntax,
+                        Span::new(file, chunk.start, chunk.start),
+                        "syntax error",
+                    ),
+                });
+                continue;
+            }
+        };
+        let Some(root) = pairs.next() else { continue };
+        for pair in root.into_inner().filter(|pair| pair.as_rule() != Rule::EOI) {
+            // An item with an error of its own (an invalid escape) is left out.
+            let before = p.errors.len();
+            let item = p.item_from_pair(pair);
+            if p.errors.len() == before {
+                items.push(item);
+            }
+        }
     }
+    (File { items }, p.errors)
 }
 
 /// Human names for grammar rules, used in "expected ..." messages.
@@ -58,6 +120,8 @@ fn rule_name(r: &Rule) -> String {
         Rule::EOI => "end of file",
         Rule::list_decl => "`list`",
         Rule::rule_decl => "`rule`",
+        Rule::rule_end => "`}`",
+        Rule::conclusion_sep => "`,`",
         Rule::item => "`list` or `rule`",
         Rule::list_kind => "a list kind (`addresses`, `domains`, `ports`, `numbers`)",
         Rule::meta_entry | Rule::meta_key => "a metadata entry (`title \"...\"`)",
@@ -99,11 +163,12 @@ fn rule_name(r: &Rule) -> String {
     .to_string()
 }
 
-fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagnostic {
+/// A pest error in the item at `base` of `text`, as a diagnostic on the whole file.
+fn syntax_error(file: FileId, text: &str, base: usize, e: pest::error::Error<Rule>) -> Diagnostic {
     use pest::error::{ErrorVariant, InputLocation};
     let (start, end) = match e.location {
-        InputLocation::Pos(p) => (p, p),
-        InputLocation::Span((s, e)) => (s, e),
+        InputLocation::Pos(p) => (base + p, base + p),
+        InputLocation::Span((s, e)) => (base + s, base + e),
     };
     // Point at the whole offending token, not just its first byte.
     let end = if end > start {
@@ -121,7 +186,7 @@ fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagno
     let found_desc = if found.is_empty() {
         "end of file".to_string()
     } else {
-        format!("`{found}`")
+        format!("`{}`", crate::diagnostic::escape_controls(found))
     };
     let (message, hint) = match &e.variant {
         ErrorVariant::ParsingError { positives, .. } => {
@@ -169,6 +234,16 @@ fn syntax_hint(found: &str, positives: &[Rule]) -> Option<String> {
     {
         return Some("ranges are written `lo .. hi`, e.g. `8000 .. 8100`".into());
     }
+    if positives.contains(&Rule::rule_end)
+        && found.starts_with(|c: char| c.is_ascii_alphabetic())
+        && !found.starts_with("version")
+        && !found.starts_with("confidence")
+    {
+        return Some(
+            "the conclusions end the rule: metadata (`title`, `status`, ...) goes first, before `when`"
+                .into(),
+        );
+    }
     if positives.contains(&Rule::when_clause) {
         return Some(
             "a rule needs metadata first, then `when <condition>`, then `then <conclusion>`".into(),
@@ -190,15 +265,17 @@ fn cmp_op(text: &str) -> CmpOp {
 
 struct Builder {
     file: FileId,
+    /// Offset in the file of the item being built (pest's offsets are relative to it).
+    base: usize,
     errors: Vec<Diagnostic>,
 }
 
 impl Builder {
     /// The span of a pair, without the trailing whitespace pest may include.
     fn span(&self, pair: &Pair<'_, Rule>) -> Span {
-        let s = pair.as_span();
+        let start = self.base + pair.as_span().start();
         let len = pair.as_str().trim_end().len();
-        Span::new(self.file, s.start(), s.start() + len)
+        Span::new(self.file, start, start + len)
     }
 
     fn ident(&self, pair: Pair<'_, Rule>) -> Ident {
@@ -248,9 +325,11 @@ impl Builder {
                 Rule::then_clause => {
                     then = p
                         .into_inner()
+                        .filter(|c| c.as_rule() == Rule::conclusion)
                         .map(|c| self.conclusion_from_pairs(c))
                         .collect()
                 }
+                Rule::rule_end => {}
                 r => unreachable!("unexpected {r:?} in rule"),
             }
         }
@@ -486,7 +565,7 @@ impl Builder {
     /// Resolves escapes: `\"`, `\\`, `\n`, `\t`, `\r`, `\0`, `\u{XXXX}`.
     fn string_from_pair(&mut self, pair: Pair<'_, Rule>) -> String {
         let body = pair.into_inner().next().expect("string body");
-        let base = body.as_span().start();
+        let base = self.base + body.as_span().start();
         let raw = body.as_str();
         let mut out = String::with_capacity(raw.len());
         let mut chars = raw.char_indices();

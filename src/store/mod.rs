@@ -84,6 +84,10 @@ struct Sources {
     /// Files that could not be read or are not UTF-8: `(file, reason)`.
     #[serde(skip)]
     unreadable: Vec<(String, String)>,
+    /// Entries of rule directories not read (link loops, dangling links): `(entry, reason)`,
+    /// reported as warnings.
+    #[serde(skip)]
+    skipped: Vec<(String, String)>,
 }
 
 impl Sources {
@@ -319,7 +323,14 @@ fn read_sources(config: &StoreConfig) -> (Sources, Stamps) {
     for path in &paths {
         let pack = pack_name(path);
         let files = match rule_files(path) {
-            Ok(f) => f,
+            Ok(w) => {
+                s.skipped.extend(
+                    w.skipped
+                        .into_iter()
+                        .map(|k| (k.path.display().to_string(), k.reason)),
+                );
+                w.files
+            }
             Err(e) => {
                 s.unreadable
                     .push((path.display().to_string(), format!("cannot read: {e}")));
@@ -329,27 +340,28 @@ fn read_sources(config: &StoreConfig) -> (Sources, Stamps) {
         if path.is_dir() {
             let manifest = path.join(crate::pack::manifest::FILE);
             stamps.push(stamp(&manifest));
-            if let Ok(text) = std::fs::read_to_string(&manifest) {
-                s.manifests.push((manifest.display().to_string(), text));
+            if manifest.is_file() {
+                match crate::limits::read_text_bounded(
+                    &manifest,
+                    crate::limits::MAX_SIDE_FILE,
+                    "a pack manifest",
+                ) {
+                    Ok(text) => s.manifests.push((manifest.display().to_string(), text)),
+                    Err(e) => s
+                        .unreadable
+                        .push((manifest.display().to_string(), e.to_string())),
+                }
             }
         }
         for f in &files {
             stamps.push(stamp(f));
-            match std::fs::read(f) {
-                Ok(bytes) => match String::from_utf8(bytes) {
-                    Ok(text) => s.files.push(SourceFile {
-                        pack: pack.clone(),
-                        name: f.display().to_string(),
-                        text,
-                    }),
-                    Err(e) => s.unreadable.push((
-                        f.display().to_string(),
-                        format!("not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()),
-                    )),
-                },
-                Err(e) => s
-                    .unreadable
-                    .push((f.display().to_string(), format!("cannot read: {e}"))),
+            match crate::limits::read_text_bounded(f, crate::limits::MAX_RULE_FILE, "a rule file") {
+                Ok(text) => s.files.push(SourceFile {
+                    pack: pack.clone(),
+                    name: f.display().to_string(),
+                    text,
+                }),
+                Err(e) => s.unreadable.push((f.display().to_string(), e.to_string())),
             }
         }
         let version = if path.is_dir() {
@@ -370,7 +382,8 @@ fn read_sources(config: &StoreConfig) -> (Sources, Stamps) {
     }
     if let Some(o) = &config.overrides {
         stamps.push(stamp(o));
-        match std::fs::read_to_string(o) {
+        match crate::limits::read_text_bounded(o, crate::limits::MAX_SIDE_FILE, "an overrides file")
+        {
             Ok(text) => s.overrides = Some((o.display().to_string(), text)),
             Err(e) => s.unreadable.push((
                 o.display().to_string(),
@@ -423,6 +436,9 @@ fn compile(sources: &Sources, generation: u64) -> Result<Snapshot, (usize, Vec<S
         } else {
             warnings.push(text);
         }
+    }
+    for (entry, reason) in &sources.skipped {
+        warnings.push(format!("warning[FP0025]: {entry} not read: {reason}\n"));
     }
     for (file, reason) in &sources.unreadable {
         errors += 1;

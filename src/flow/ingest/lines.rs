@@ -4,7 +4,7 @@ use std::io::{self, BufRead};
 
 /// What [`read_line`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Line {
+pub(crate) enum Line {
     /// A line is in the buffer (without its `\n`).
     Text,
     /// A line longer than the cap was skipped up to and including its `\n`; the buffer is empty.
@@ -17,7 +17,7 @@ pub(super) enum Line {
 ///
 /// A line of more than `max` bytes is not buffered: the rest of it is read and discarded, and
 /// [`Line::TooLong`] is returned. The last line of the input need not end with `\n`.
-pub(super) fn read_line<R: BufRead + ?Sized>(
+pub(crate) fn read_line<R: BufRead + ?Sized>(
     r: &mut R,
     buf: &mut Vec<u8>,
     max: usize,

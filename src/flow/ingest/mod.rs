@@ -21,7 +21,7 @@
 pub mod binary;
 mod goflow2;
 mod jsonl;
-mod lines;
+pub(crate) mod lines;
 mod nfdump_csv;
 mod value;
 
@@ -265,40 +265,27 @@ pub fn read_flows<R: BufRead>(
 
 /// Expands directories into the flow files below them, recursively, in path order — which is
 /// time order for nfcapd's `nfcapd.YYYYMMDDhhmm` names and its year/month/day folders (as
-/// `nfdump -R`). Hidden files and nfcapd's `.nfstat` are skipped; `-` and files pass through.
-pub fn expand_inputs(inputs: &[String]) -> io::Result<Vec<String>> {
-    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> io::Result<()> {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?
-            .collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let p = e.path();
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with('.') || name.starts_with("nfcapd.current") {
-                continue;
-            }
-            if p.is_dir() {
-                walk(&p, out)?;
-            } else {
-                out.push(p);
-            }
-        }
-        Ok(())
-    }
+/// `nfdump -R`). Hidden files and nfcapd's `nfcapd.current.*` are skipped; `-` and files pass
+/// through. Directories are read through [`crate::walk`]: each file once however many links
+/// lead to it, no link loop followed; what was skipped is returned beside the files.
+pub fn expand_inputs(inputs: &[String]) -> io::Result<(Vec<String>, Vec<crate::walk::Skipped>)> {
     let mut out = Vec::new();
+    let mut skipped = Vec::new();
     for i in inputs {
         let p = std::path::Path::new(i);
         if i != "-" && p.is_dir() {
-            let mut files = Vec::new();
-            walk(p, &mut files)?;
-            out.extend(files.into_iter().map(|f| f.display().to_string()));
+            let w = crate::walk::walk(p, &|f| {
+                !f.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("nfcapd.current"))
+            })
+            .map_err(|e| io::Error::new(e.kind(), format!("{i}: {e}")))?;
+            out.extend(w.files.into_iter().map(|f| f.display().to_string()));
+            skipped.extend(w.skipped);
         } else {
             out.push(i.clone());
         }
     }
-    Ok(out)
+    Ok((out, skipped))
 }
 
 /// Opens a flow file for [`read_flows`] with a 256 KiB buffer; `-` is standard input.
