@@ -203,7 +203,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         } => {
             let mut map = load_logs(&dns_logs)?;
             if let Some(spec) = &db {
-                load_stored(&mut map, flowprint::inventory::open(spec)?.as_mut())?;
+                // Only read: a mistyped path is an error, never a new empty inventory.
+                let mut store = flowprint::inventory::open_existing(spec)?;
+                load_stored(&mut map, store.as_mut())?;
             }
             let rows = match &at {
                 Some(t) => {
