@@ -26,12 +26,22 @@ fn unsafe_char(c: char) -> bool {
 /// assert_eq!(printable("plain, ünïcode"), "plain, ünïcode");
 /// ```
 pub fn printable(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(unsafe_char) {
+    escape(s, unsafe_char)
+}
+
+/// [`printable`] for a message of several lines (an error with its causes, rendered
+/// diagnostics): newlines are kept, every other control character is escaped.
+pub fn printable_lines(s: &str) -> Cow<'_, str> {
+    escape(s, |c| c != '\n' && unsafe_char(c))
+}
+
+fn escape(s: &str, escaped: impl Fn(char) -> bool) -> Cow<'_, str> {
+    if !s.chars().any(&escaped) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        if unsafe_char(c) {
+        if escaped(c) {
             out.extend(c.escape_debug());
         } else {
             out.push(c);
@@ -51,5 +61,9 @@ mod tests {
         assert_eq!(printable("abc\u{202e}fed"), "abc\\u{202e}fed");
         assert_eq!(printable("C:\\path é 日本"), "C:\\path é 日本");
         assert!(matches!(printable("ok"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(
+            super::printable_lines("a\n\u{1b}]0;t\u{7}\n"),
+            "a\n\\u{1b}]0;t\\u{7}\n"
+        );
     }
 }

@@ -125,7 +125,10 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         }
     }
     for u in &unmatched {
-        eprintln!("note: no input for the labels of `{u}`; they are not scored");
+        eprintln!(
+            "note: no input for the labels of `{}`; they are not scored",
+            flowprint::text::printable(u)
+        );
     }
     let report = score(rows);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

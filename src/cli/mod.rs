@@ -197,7 +197,7 @@ pub fn read_inputs(
                 };
                 eprintln!(
                     "flowprint: cannot read {shown} to its end: stopped at byte {}{line} after \
-                     {} flow(s) and {} malformed record(s), which are kept: {failure}",
+                     {} flow(s) and {} malformed record(s) (the flows are used): {failure}",
                     failure.offset, stats.flows, stats.skipped
                 );
             }
