@@ -191,8 +191,12 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     } else {
         String::new()
     };
+    let evicted = match inventory.evicted {
+        0 => String::new(),
+        n => format!(" ({n} evicted beyond --max-hosts {})", args.max_hosts),
+    };
     eprintln!(
-        "{flows} flows read from {} input(s){failed}, {skipped} malformed line(s) skipped; {} host(s), {identified} identified; {} rule(s)",
+        "{flows} flows read from {} input(s){failed}, {skipped} malformed line(s) skipped; {} host(s){evicted}, {identified} identified; {} rule(s)",
         totals.inputs,
         summaries.len(),
         ruleset.len()

@@ -2,9 +2,13 @@
 //! (another pack, a pack since removed, the daemon's own rules), or left by a reload that
 //! removed a rule. It is kept exactly as stored — not scored, never changed — and written back
 //! with its host on every save, so that no run with fewer rules loses it. When a rule of the same
-//! id is loaded again, its evidence counts again ([`super::Inventory::restore`],
-//! [`super::Inventory::remap_rules`]). Only an explicit request removes it
-//! (`analyze --db INV --prune-unknown-rules`).
+//! id is loaded again, its evidence counts again ([`Inventory::restore`],
+//! [`Inventory::remap_rules`]). Only an explicit request removes it
+//! (`analyze --db INV --prune-unknown-rules`). Like all evidence of an epoch, it is left behind
+//! when the address starts a new epoch (another machine).
+//!
+//! Here too: carrying an inventory over from one ruleset to another, from the store
+//! ([`Inventory::restore`]) or across a reload ([`Inventory::remap_rules`]).
 
 use super::{EpochChange, EvidenceAgg, HostState, Inventory};
 use crate::inventory::{StoredEvidence, StoredHost};
@@ -111,7 +115,7 @@ impl Restored {
 
 impl Inventory {
     /// Restores hosts saved by [`Inventory::to_stored`]. Evidence of rules that are not loaded
-    /// is kept as stored, unscored, and saved back with its host ([`kept`]); the returned
+    /// is kept as stored, unscored, and saved back with its host ([`crate::infer::kept`]); the returned
     /// [`Restored`] counts it. Beyond [`InferConfig::max_hosts`], the least recently seen hosts
     /// are evicted (and counted) as when flows arrive; they stay in the store as they are.
     pub fn restore(&mut self, stored: &[StoredHost], rules: &Ruleset) -> Restored {
@@ -179,7 +183,7 @@ impl Inventory {
     /// changed. Evidence, stateful windows, samples and hit counts of mapped rules move to their
     /// new positions. The evidence of a rule whose condition changed is dropped (what it gathered
     /// no longer means the same); the evidence of a rule no longer loaded is kept unscored
-    /// ([`kept`]), and kept evidence of a rule loaded again counts again.
+    /// ([`crate::infer::kept`]), and kept evidence of a rule loaded again counts again.
     pub fn remap_rules(&mut self, map: &[Option<u32>], old: &Ruleset, new: &Ruleset) {
         let new_len = new.len();
         let to = |r: u32| map.get(r as usize).copied().flatten();

@@ -15,7 +15,7 @@
 //! [`InferConfig::idle_ms`] are evicted every 65,536 flows. Both are counted in
 //! [`Inventory::evicted`].
 //!
-//! Evidence of rules that are not loaded is kept as stored, unscored ([`kept`]).
+//! Evidence of rules that are not loaded is kept as stored, unscored ([`crate::infer::kept`]).
 
 pub mod kept;
 pub mod score;
@@ -535,6 +535,10 @@ impl Inventory {
         }
         debug_assert!(self.hosts.len() <= keep.max(spared));
         self.evicted += cut as u64;
+        // Evicted hosts cannot be written any more: their keys leave the list of changed hosts,
+        // which stays within the limit too.
+        let hosts = &self.hosts;
+        self.dirty.retain(|k| hosts.contains_key(k));
     }
 
     /// Hosts with their addresses, in address order.

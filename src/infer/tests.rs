@@ -53,6 +53,7 @@ fn max_hosts_holds_after_every_flow() {
             inv.observe(&flow(i, 4444, i64::from(i)), &mut ev);
             most = most.max(inv.len());
             assert!(inv.len() <= max, "{} hosts held with max {max}", inv.len());
+            assert!(inv.dirty_len() <= inv.len(), "{}", inv.dirty_len());
             // The newest host is never the one evicted.
             assert!(inv.host(flow(i, 4444, 0).src).is_some());
         }
