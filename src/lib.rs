@@ -65,4 +65,5 @@ pub mod schema;
 pub mod serve;
 pub mod span;
 pub mod store;
+pub mod text;
 pub mod walk;

@@ -9,7 +9,9 @@ fn main() {
             if cli::is_broken_pipe(&e) {
                 0
             } else {
-                eprintln!("flowprint: {e:#}");
+                // The error may quote input (a file name, a field): no control characters.
+                let e = format!("{e:#}");
+                eprintln!("flowprint: {}", flowprint::text::printable_lines(&e));
                 2
             }
         }

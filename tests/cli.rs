@@ -321,3 +321,173 @@ fn library_example_runs() {
     assert!(out.status.success());
     assert!(text(&out.stdout).contains("\"family\": \"Windows\""));
 }
+
+/// An input that fails midway: the flows read before the failure are used and counted, the
+/// failure says where (byte offset, line), and the exit code is 2.
+#[test]
+fn an_input_failing_midway_is_counted_and_located() {
+    let head = "ts,te,td,sa,da,sp,dp,pr,flg,ipkt,ibyt\n\
+        2020-02-07 21:03:54,2020-02-07 21:03:55,1.000,192.168.7.1,1.1.1.1,5353,53,UDP,........,1,64\n\
+        2020-02-07 21:03:54,2020-02-07 21:03:55,1.000,192.168.7.2,1.1.1.1,5353,53,UDP,........,1,64\n\
+        ts,te,sp,dp\n";
+    let p = temp_file(
+        "midway.csv",
+        &format!("{head}2020-02-07 21:03:54,2020-02-07 21:03:55,1,2\n"),
+    );
+    let out = run(&["analyze", "--format", "json", p.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        2,
+        "the flows read are used"
+    );
+    assert!(
+        err.contains("2 flows read from 1 input(s) (1 unreadable or cut short)"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "midway.csv to its end: stopped at byte {}, line 4 after 2 flow(s)",
+            head.len()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("midway.csv:4: the CSV header has no"), "{err}");
+
+    // A capture cut by a corrupt record: every flow before it is counted.
+    let pcap = root().join("../shared/corpus/exports/iphone.nfv9-export.pcap");
+    if !pcap.is_file() {
+        eprintln!("skipped: {} is absent", pcap.display());
+        return;
+    }
+    let out = run(&["flows", "--count", pcap.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let whole: u64 = text(&out.stdout).trim().parse().unwrap();
+    assert!(whole > 0);
+    let mut bytes = std::fs::read(&pcap).unwrap();
+    bytes.extend_from_slice(&[0xff; 16]); // a record header claiming 4 GiB
+    let cut = temp_file("cut.pcap", "");
+    std::fs::write(&cut, &bytes).unwrap();
+    let out = run(&["flows", "--count", cut.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(text(&out.stdout).trim(), whole.to_string(), "{err}");
+    assert!(err.contains(&format!("after {whole} flow(s)")), "{err}");
+    assert!(err.contains("capture byte"), "{err}");
+}
+
+/// Terminal escape sequences in inputs (a CSV field, a JSON value, a DNS log line, a file name)
+/// are shown escaped in errors and warnings, never sent to the terminal.
+#[test]
+fn terminal_escapes_in_inputs_are_not_echoed() {
+    let csv = temp_file(
+        "esc\u{1b}[31m.csv",
+        "ts,te,td,sa,da,sp,dp,pr,flg,ipkt,ibyt\n\
+         2020-02-07 21:03:54,2020-02-07 21:03:55,1.000,\u{1b}]0;pwned\u{7}\u{1b}[2J,1.1.1.1,1,53,UDP,........,1,64\n",
+    );
+    let jsonl = temp_file(
+        "esc.jsonl",
+        "{\"src\": \"\\u001b[2J\", \"dst\": \"1.1.1.1\"}\n",
+    );
+    let dns = temp_file(
+        "esc-dns.log",
+        "#separator \\x09\n#fields\tts\tuid\tquery\tanswers\tTTLs\n\u{1b}[2J\tC1\tq\t1.2.3.4\t60\n",
+    );
+    let out = run(&[
+        "analyze",
+        "--dns-log",
+        dns.to_str().unwrap(),
+        csv.to_str().unwrap(),
+        jsonl.to_str().unwrap(),
+        "/nonexistent/\u{1b}[5m",
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(!err.contains('\u{1b}') && !err.contains('\u{7}'), "{err:?}");
+    assert!(err.contains("esc\\u{1b}[31m.csv:2: bad"), "{err}");
+    assert!(err.contains("\\u{1b}]0;pwned\\u{7}\\u{1b}[2J"), "{err}");
+    assert!(err.contains("esc.jsonl:1: bad"), "{err}");
+    assert!(
+        err.contains("esc-dns.log:3: bad `ts` `\\u{1b}[2J`"),
+        "{err}"
+    );
+    assert!(err.contains("/nonexistent/\\u{1b}[5m"), "{err}");
+    // A CSV input that cannot be read at all, and an error that ends the command (printed by
+    // `main`).
+    let bad = temp_file("esc-header.csv", "\u{1b}[2J\n");
+    let out = run(&["analyze", bad.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert!(err.contains("found `\\u{1b}[2J`"), "{err}");
+    let out = run(&[
+        "evaluate",
+        "--labels",
+        "/nonexistent/\u{1b}[5m.csv",
+        &example_flows(),
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("/nonexistent/\\u{1b}[5m.csv"), "{err}");
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+}
+
+/// A half-life of 0 is refused (it used to mean no decay, silently); `none` means no decay.
+#[test]
+fn a_half_life_of_zero_is_refused() {
+    for zero in ["0s", "0ms", "0d"] {
+        let out = run(&["analyze", "--half-life", zero, &example_flows()]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("a half-life must be longer than 0"), "{err}");
+        assert!(err.contains("`none` means no decay"), "{err}");
+    }
+    let out = run(&["analyze", "--half-life", "none", &example_flows()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(&[
+        "serve",
+        "--check",
+        "--no-default-rules",
+        "--half-life",
+        "0s",
+    ]);
+    let err = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("half_life: must be longer than 0"), "{err}");
+}
+
+/// `--max-hosts` bounds the hosts held, and the evictions are reported.
+#[test]
+fn max_hosts_bounds_the_hosts_and_counts_evictions() {
+    let mut flows = String::new();
+    for i in 0..2500u32 {
+        flows.push_str(&format!(
+            "{{\"start\": {}, \"src\": \"10.7.{}.{}\", \"dst\": \"1.1.1.1\", \"dst_port\": 53, \
+             \"proto\": \"udp\"}}\n",
+            1_700_000_000 + i,
+            i >> 8,
+            i & 255
+        ));
+    }
+    let p = temp_file("many-hosts.jsonl", &flows);
+    let out = run(&[
+        "analyze",
+        "--max-hosts",
+        "1000",
+        "--format",
+        "json",
+        p.to_str().unwrap(),
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let held = text(&out.stdout).lines().count();
+    assert!((900..=1000).contains(&held), "{held} hosts held\n{err}");
+    assert!(
+        err.contains(&format!(
+            "{held} host(s) ({} evicted beyond --max-hosts 1000)",
+            2500 - held
+        )),
+        "{err}"
+    );
+    // The most recent host is kept.
+    assert!(text(&out.stdout).contains("\"10.7.9.195\""), "{err}");
+}

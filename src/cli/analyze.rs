@@ -33,10 +33,11 @@ pub struct Args {
     /// Only report these hosts (repeatable).
     #[arg(long = "host", value_name = "ADDR")]
     pub hosts: Vec<std::net::IpAddr>,
-    /// Half-life of evidence (`30d`, `12h`, or `none`).
-    #[arg(long, default_value = "30d", value_parser = parse_duration_opt)]
+    /// Half-life of evidence (`30d`, `12h`, or `none` for no decay).
+    #[arg(long, default_value = "30d", value_parser = parse_half_life)]
     pub half_life: MaybeMs,
-    /// Most hosts kept in memory; the least recently seen are evicted beyond.
+    /// Most hosts kept in memory at any time; a new host beyond evicts the least recently seen
+    /// tenth (they stay in the inventory as they were last saved).
     #[arg(long, default_value_t = 1_000_000)]
     pub max_hosts: usize,
     /// Evict hosts silent for this long (`7d`; default `none`: never).
@@ -51,11 +52,15 @@ pub struct Args {
     /// first, so evidence accumulates across runs.
     #[arg(long, value_name = "PATH|URL")]
     pub db: Option<String>,
+    /// Delete the inventory's evidence of rules that are not loaded (by default it is kept,
+    /// unscored, and written back); says how many rows it removed. Inputs are optional then.
+    #[arg(long, requires = "db")]
+    pub prune_unknown_rules: bool,
     /// Format of the inputs (detected from content by default).
     #[arg(long, value_enum, default_value = "auto")]
     pub input_format: InputFormat,
     /// Flow files, captures or directories (read recursively in time order); `-` for stdin.
-    #[arg(required = true, value_name = "INPUT")]
+    #[arg(required_unless_present = "prune_unknown_rules", value_name = "INPUT")]
     pub inputs: Vec<String>,
 }
 
@@ -66,6 +71,17 @@ pub struct MaybeMs(pub Option<i64>);
 /// Parses `30d`, `12h`, `15m`, `30s`, `500ms`, or `none`.
 pub fn parse_duration_opt(s: &str) -> Result<MaybeMs, String> {
     flowprint::flow::time::parse_duration_ms(s).map(MaybeMs)
+}
+
+/// [`parse_duration_opt`] for a half-life: `0` would divide by zero, and is refused rather than
+/// taken to mean anything (`none` means no decay).
+pub fn parse_half_life(s: &str) -> Result<MaybeMs, String> {
+    match parse_duration_opt(s)? {
+        MaybeMs(Some(ms)) if ms <= 0 => Err(format!(
+            "a half-life must be longer than 0 (`{s}`); `none` means no decay"
+        )),
+        d => Ok(d),
+    }
 }
 
 /// Runs `analyze`.
@@ -98,19 +114,32 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         record_samples: args.explain || args.format == Format::Json,
         ..Default::default()
     });
-    let mut store = match &args.db {
-        Some(spec) => {
-            let mut store = flowprint::inventory::open(spec)?;
-            let dropped = inventory.restore(&store.load_all()?, ruleset);
-            if dropped > 0 {
-                eprintln!(
-                    "warning: {dropped} stored evidence row(s) name rules that no longer exist; dropped"
-                );
-            }
-            Some(store)
+    // Evidence rows of rules not loaded are kept as stored (and saved back) unless pruning is
+    // asked for: a run with other rules than those that wrote the inventory loses nothing.
+    if let Some(store) = store.as_mut() {
+        let restored = inventory.restore(&store.load_all()?, ruleset);
+        if restored.bad_hosts > 0 {
+            eprintln!(
+                "warning: {} stored host(s) without a valid address left in the inventory, not loaded",
+                restored.bad_hosts
+            );
         }
-        None => None,
-    };
+        if args.prune_unknown_rules {
+            let rules: Vec<String> = restored.kept_rules.iter().map(|(r, _)| r.clone()).collect();
+            let removed = if rules.is_empty() {
+                0
+            } else {
+                store.delete_rule_evidence(&rules)?
+            };
+            inventory.drop_kept();
+            eprintln!(
+                "pruned: {removed} stored evidence row(s) of {} rule(s) not loaded removed",
+                rules.len()
+            );
+        } else if let Some(note) = restored.kept_note() {
+            eprintln!("note: {note}; `--prune-unknown-rules` removes them");
+        }
+    }
     let totals = super::read_inputs(&args.inputs, args.input_format, &mut |flow| {
         if let Some(n) = &flow.dst_name
             && matches!(flow.dst_port, 80 | 443 | 8080 | 8443)
@@ -157,8 +186,17 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         .iter()
         .filter(|s| s.os.is_some() || !s.software.is_empty())
         .count();
+    let failed = if totals.failed > 0 {
+        format!(" ({} unreadable or cut short)", totals.failed)
+    } else {
+        String::new()
+    };
+    let evicted = match inventory.evicted {
+        0 => String::new(),
+        n => format!(" ({n} evicted beyond --max-hosts {})", args.max_hosts),
+    };
     eprintln!(
-        "{flows} flows read from {} input(s), {skipped} malformed line(s) skipped; {} host(s), {identified} identified; {} rule(s)",
+        "{flows} flows read from {} input(s){failed}, {skipped} malformed line(s) skipped; {} host(s){evicted}, {identified} identified; {} rule(s)",
         totals.inputs,
         summaries.len(),
         ruleset.len()

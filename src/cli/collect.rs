@@ -69,7 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             write_error = Some(e);
         }
     };
-    let mut on_warning = |w: String| eprintln!("warning: {w}");
+    let mut on_warning = |w: String| eprintln!("warning: {}", flowprint::text::printable(&w));
     collector.run(deadline, &mut on_flow, &mut on_warning);
     let stats = collector.shutdown(&mut on_flow, &mut on_warning);
     let _ = out.flush();

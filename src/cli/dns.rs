@@ -5,6 +5,7 @@ use super::{DiagFormat, RuleArgs, has_errors, print_diagnostics};
 use flowprint::dns::DnsMap;
 use flowprint::dns::passive::{load_into, read_capture_answers};
 use flowprint::flow::time::{format_rfc3339, parse_timestamp};
+use flowprint::text::printable;
 use std::io::Write;
 
 /// Adds the DNS map stored in an inventory to `map`.
@@ -131,7 +132,7 @@ fn resolve(args: ResolveArgs, out: &mut impl Write) -> anyhow::Result<i32> {
                 } else {
                     "no address"
                 };
-                eprintln!("{name}: {why}");
+                eprintln!("{}: {why}", printable(name));
             }
             Ok(answer) => {
                 with_addrs += 1;
@@ -142,7 +143,7 @@ fn resolve(args: ResolveArgs, out: &mut impl Write) -> anyhow::Result<i32> {
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("{name}: failed: {e}");
+                eprintln!("{}: failed: {}", printable(name), printable(&e.to_string()));
             }
         }
     }
@@ -169,7 +170,7 @@ pub fn load_logs(paths: &[String]) -> anyhow::Result<DnsMap> {
             }
         })
         .map_err(|e| anyhow::anyhow!("cannot read DNS log {p}: {e}"))?;
-        eprintln!("{p}: {n} DNS answers");
+        eprintln!("{}: {n} DNS answers", printable(p));
     }
     Ok(map)
 }
@@ -203,7 +204,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         } => {
             let mut map = load_logs(&dns_logs)?;
             if let Some(spec) = &db {
-                load_stored(&mut map, flowprint::inventory::open(spec)?.as_mut())?;
+                // Only read: a mistyped path is an error, never a new empty inventory.
+                let mut store = flowprint::inventory::open_existing(spec)?;
+                load_stored(&mut map, store.as_mut())?;
             }
             let rows = match &at {
                 Some(t) => {

@@ -1,7 +1,7 @@
 //! `flowprint evaluate`: score the OS verdicts against labelled hosts.
 
 use super::RuleArgs;
-use super::analyze::{MaybeMs, parse_duration_opt};
+use super::analyze::{MaybeMs, parse_half_life};
 use flowprint::eval::{Evaluator, LocalNets};
 use flowprint::evaluate::{Label, parse_labels, scope_matches, score};
 use flowprint::flow::ingest::InputFormat;
@@ -25,8 +25,8 @@ pub struct Args {
     /// Passive DNS logs or captures (repeatable), as for `analyze`.
     #[arg(long = "dns-log", value_name = "FILE")]
     dns_logs: Vec<String>,
-    /// Half-life of evidence (`30d`, `none`).
-    #[arg(long, default_value = "none", value_parser = parse_duration_opt)]
+    /// Half-life of evidence (`30d`, or `none` for no decay).
+    #[arg(long, default_value = "none", value_parser = parse_half_life)]
     half_life: MaybeMs,
     /// Format of the inputs.
     #[arg(long, value_enum, default_value = "auto")]
@@ -67,6 +67,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     for l in &labels {
         groups.entry(l.scope.clone()).or_default().push(l);
     }
+    // An input unreadable or cut short is reported and makes the exit code 2 (as `analyze`).
+    let unreadable = std::cell::Cell::new(false);
     let analyse = |files: &[String]| -> anyhow::Result<Vec<flowprint::infer::HostSummary>> {
         let mut evaluator = Evaluator::new(&compiled.ruleset, &local).with_dns(&dns);
         let mut inventory = Inventory::with_config(InferConfig {
@@ -74,9 +76,12 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             record_samples: false,
             ..Default::default()
         });
-        super::read_inputs(files, args.input_format, &mut |f| {
+        let totals = super::read_inputs(files, args.input_format, &mut |f| {
             inventory.observe(&f, &mut evaluator)
         })?;
+        if totals.unreadable {
+            unreadable.set(true);
+        }
         Ok(inventory.summaries(&compiled.ruleset))
     };
     let family = |summaries: &[flowprint::infer::HostSummary], host: &str| {
@@ -126,7 +131,10 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         }
     }
     for u in &unmatched {
-        eprintln!("note: no input for the labels of `{u}`; they are not scored");
+        eprintln!(
+            "note: no input for the labels of `{}`; they are not scored",
+            flowprint::text::printable(u)
+        );
     }
     let report = score(rows);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -180,5 +188,5 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         }
     }
     out.flush()?;
-    Ok(0)
+    Ok(if unreadable.get() { 2 } else { 0 })
 }

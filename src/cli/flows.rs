@@ -97,8 +97,13 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     if args.count {
         println!("{total}");
     }
+    let failed = if totals.failed > 0 {
+        format!(" ({} unreadable or cut short)", totals.failed)
+    } else {
+        String::new()
+    };
     eprintln!(
-        "{total} flows from {} input(s) in {:.3} s ({:.2} M flows/s), {skipped} malformed record(s) skipped",
+        "{total} flows from {} input(s){failed} in {:.3} s ({:.2} M flows/s), {skipped} malformed record(s) skipped",
         totals.inputs,
         secs,
         total as f64 / secs.max(1e-9) / 1e6

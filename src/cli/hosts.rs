@@ -2,7 +2,7 @@
 
 use super::analyze::{Format, print_table};
 use flowprint::infer::HostSummary;
-use flowprint::inventory::{HostQuery, open};
+use flowprint::inventory::{HostQuery, open_existing};
 use std::io::Write;
 
 /// Arguments of `hosts`.
@@ -25,14 +25,8 @@ pub struct Args {
 
 /// Runs `hosts`.
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    if !args.db.contains("://") && !std::path::Path::new(&args.db).exists() {
-        anyhow::bail!(
-            "no inventory at {} (create one with `flowprint analyze --db {} ...`)",
-            args.db,
-            args.db
-        );
-    }
-    let mut store = open(&args.db)?;
+    // Only read: a mistyped path is an error, never a new empty inventory.
+    let mut store = open_existing(&args.db)?;
     let found = store.query(&HostQuery {
         label: args.label.clone(),
         min_confidence: args.min_confidence,

@@ -156,8 +156,10 @@ pub struct InputTotals {
     pub flows: u64,
     /// Malformed records skipped.
     pub skipped: u64,
-    /// Whether an input could not be read at all.
+    /// Whether an input could not be read, or not to its end (exit code 2).
     pub unreadable: bool,
+    /// Inputs that could not be opened, or stopped before their end.
+    pub failed: usize,
     /// Inputs after expanding directories.
     pub inputs: usize,
 }
@@ -167,7 +169,9 @@ const MAX_REPORTED_ERRORS: u64 = 20;
 
 /// Reads every input (directories expanded, `-` is stdin), passing flows to `on_flow`; prints
 /// the first malformed records of each input and counts the rest; an unreadable input is
-/// reported and the others are still read.
+/// reported and the others are still read. An input that fails midway is reported with where
+/// it stopped (byte offset; line for text formats) and what it gave before; those flows count
+/// and are used.
 pub fn read_inputs(
     inputs: &[String],
     format: flowprint::flow::ingest::InputFormat,
@@ -183,11 +187,14 @@ pub fn read_inputs(
         ..Default::default()
     };
     for input in &inputs {
+        let shown = flowprint::text::printable(input);
         let reader = match open_input(input) {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("flowprint: cannot read {e}");
+                let e = e.to_string();
+                eprintln!("flowprint: cannot read {}", flowprint::text::printable(&e));
                 totals.unreadable = true;
+                totals.failed += 1;
                 continue;
             }
         };
@@ -204,14 +211,27 @@ pub fn read_inputs(
                 totals.skipped += stats.skipped;
                 if stats.skipped > MAX_REPORTED_ERRORS {
                     eprintln!(
-                        "warning: {input}: {} more malformed records not shown",
+                        "warning: {shown}: {} more malformed records not shown",
                         stats.skipped - MAX_REPORTED_ERRORS
                     );
                 }
             }
-            Err(e) => {
-                eprintln!("flowprint: cannot read {input}: {e}");
+            Err(failure) => {
+                let stats = &failure.stats;
+                totals.flows += stats.flows;
+                totals.skipped += stats.skipped;
                 totals.unreadable = true;
+                totals.failed += 1;
+                let line = if stats.lines > 0 {
+                    format!(", line {}", stats.lines)
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "flowprint: cannot read {shown} to its end: stopped at byte {}{line} after \
+                     {} flow(s) and {} malformed record(s) (the flows are used): {failure}",
+                    failure.offset, stats.flows, stats.skipped
+                );
             }
         }
     }

@@ -201,7 +201,10 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 match ops::build_pack(&dir, &ctx(packs_dir), key.as_ref(), Some(&out), !no_test) {
                     Ok(b) => b,
                     Err(e) => {
-                        eprintln!("flowprint: not built: {e}");
+                        eprintln!(
+                            "flowprint: not built: {}",
+                            flowprint::text::printable_lines(&e.to_string())
+                        );
                         return Ok(1);
                     }
                 };
@@ -240,7 +243,11 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 Ok(0)
             }
             Err(e) => {
-                eprintln!("flowprint: {}: {e}", pack.display());
+                eprintln!(
+                    "flowprint: {}: {}",
+                    flowprint::text::printable(&pack.display().to_string()),
+                    flowprint::text::printable_lines(&e.to_string())
+                );
                 Ok(1)
             }
         },
@@ -264,7 +271,10 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 Ok(0)
             }
             Err(e) => {
-                eprintln!("flowprint: not installed: {e}");
+                eprintln!(
+                    "flowprint: not installed: {}",
+                    flowprint::text::printable_lines(&e.to_string())
+                );
                 Ok(1)
             }
         },
@@ -289,7 +299,10 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             let rec = match checked {
                 Ok(r) => r,
                 Err(e) => {
-                    eprintln!("flowprint: not published: {e}");
+                    eprintln!(
+                        "flowprint: not published: {}",
+                        flowprint::text::printable_lines(&e.to_string())
+                    );
                     return Ok(1);
                 }
             };
@@ -352,7 +365,10 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
 fn test(dir: &Path, packs_dir: Option<PathBuf>, quiet: bool) -> anyhow::Result<i32> {
     let (m, compiled) = ops::compile_pack(dir, &ctx(packs_dir))?;
     if let Err(e) = ops::require_clean(&compiled) {
-        eprintln!("flowprint: {e}");
+        eprintln!(
+            "flowprint: {}",
+            flowprint::text::printable_lines(&e.to_string())
+        );
         return Ok(1);
     }
     let report = ops::test_pack(dir, &m.name, &compiled);

@@ -129,7 +129,12 @@ fn file_name(p: &Path) -> String {
 /// Prints what was skipped in `cat` (read from `path`).
 fn report(path: &Path, cat: &Catalogue) {
     for m in &cat.malformed {
-        eprintln!("{}:{}: skipped: {}", path.display(), m.line, m.message);
+        eprintln!(
+            "{}:{}: skipped: {}",
+            path.display(),
+            m.line,
+            flowprint::text::printable(&m.message)
+        );
     }
     let more = cat.malformed_count - cat.malformed.len() as u64;
     if more > 0 {

@@ -9,10 +9,15 @@
 //! epoch instead of blending two machines; the change is recorded. Two families that stay active
 //! at the same time instead flag the host as several machines (NAT, a proxy).
 //!
-//! Memory: the host table is bounded ([`InferConfig::max_hosts`]); when it is full, or hosts
-//! have been idle longer than [`InferConfig::idle_ms`], the least recently seen are evicted and
-//! counted.
+//! Memory: the host table is bounded ([`InferConfig::max_hosts`]) at all times: a new host
+//! beyond the limit first evicts the least recently seen tenth of the table (amortised: one
+//! pass over the table per `max_hosts / 10` new hosts); hosts idle longer than
+//! [`InferConfig::idle_ms`] are evicted every 65,536 flows. Both are counted in
+//! [`Inventory::evicted`].
+//!
+//! Evidence of rules that are not loaded is kept as stored, unscored ([`crate::infer::kept`]).
 
+pub mod kept;
 pub mod score;
 pub mod state;
 
@@ -34,7 +39,11 @@ fn key_addr(k: u128) -> IpAddr {
 }
 use std::net::IpAddr;
 
-pub use score::{Alternative, DeviceVerdict, EvidenceOut, HostSummary, OsVerdict, SoftwareVerdict};
+pub use kept::{KeptEvidence, Restored};
+pub use score::{
+    Alternative, DeviceVerdict, EvidenceOut, HostSummary, OsVerdict, SoftwareVerdict,
+    UnscoredEvidence,
+};
 
 /// Settings of inference.
 #[derive(Debug, Clone)]
@@ -102,6 +111,8 @@ struct Extra {
     stateful: Vec<RuleState>,
     epochs: Vec<EpochChange>,
     samples: Vec<(u32, Box<str>)>,
+    /// Stored evidence of rules not loaded, carried through untouched.
+    kept: Vec<KeptEvidence>,
 }
 
 /// Everything known about one host in its current epoch.
@@ -130,6 +141,11 @@ impl HostState {
     /// Epoch changes of this address, oldest first.
     pub fn epochs(&self) -> &[EpochChange] {
         self.extra.as_ref().map_or(&[], |e| &e.epochs)
+    }
+
+    /// Stored evidence of rules that are not loaded (kept, not scored).
+    pub fn kept(&self) -> &[KeptEvidence] {
+        self.extra.as_ref().map_or(&[], |e| &e.kept)
     }
 
     /// The example flow recorded for `rule`, if any.
@@ -200,6 +216,7 @@ fn stored_host(
                 first_seen: e.first_seen,
                 last_seen: e.last_seen,
             })
+            .chain(h.kept().iter().map(KeptEvidence::to_stored))
             .collect(),
         labels: score::labels(&summary),
         epochs,
@@ -346,6 +363,8 @@ fn maybe_new_epoch(h: &mut HostState, m: &Match, flow: &Flow, rules: &Ruleset, g
     let extra = h.extra();
     extra.stateful.clear();
     extra.samples.clear();
+    // Evidence of rules not loaded belongs to the old epoch too.
+    extra.kept.clear();
     extra.epochs.push(EpochChange {
         epoch,
         started: flow.start_ms,
@@ -397,14 +416,25 @@ impl Inventory {
         for view in evaluator.hosts(flow).into_iter().flatten() {
             let addr = view.addr(crate::schema::Side::Host);
             // One look-up per host and flow: the table is large and each probe a cache miss.
-            let h = self
-                .hosts
-                .entry(addr_key(addr))
-                .or_insert_with(|| HostState {
+            let key = addr_key(addr);
+            let before = self.hosts.len();
+            let mut inserted = false;
+            let mut h = self.hosts.entry(key).or_insert_with(|| {
+                inserted = true;
+                HostState {
                     first_seen: flow.start_ms,
                     last_seen: flow.end_ms,
                     ..Default::default()
-                });
+                }
+            });
+            if inserted && before >= self.config.max_hosts {
+                // Rare: once per `max_hosts / 10` new hosts when the table is full.
+                self.evict_oldest(Some(key));
+                h = self
+                    .hosts
+                    .get_mut(&key)
+                    .expect("the new host is not evicted");
+            }
             h.flows += 1;
             if !h.dirty {
                 h.dirty = true;
@@ -438,48 +468,6 @@ impl Inventory {
         }
     }
 
-    /// Carries the state over to a new ruleset after a reload: `map[old]` is the new position
-    /// of the rule at position `old`, or `None` when it is gone (or its condition changed, so
-    /// that what it gathered no longer means the same). Evidence, stateful windows, samples
-    /// and hit counts of kept rules move to their new positions; the rest is dropped.
-    pub fn remap_rules(&mut self, map: &[Option<u32>], new_len: usize) {
-        let to = |r: u32| map.get(r as usize).copied().flatten();
-        for h in self.hosts.values_mut() {
-            h.evidence.retain_mut(|e| match to(e.rule) {
-                Some(n) => {
-                    e.rule = n;
-                    true
-                }
-                None => false,
-            });
-            if let Some(x) = h.extra.as_mut() {
-                x.stateful.retain_mut(|s| match to(s.rule) {
-                    Some(n) => {
-                        s.rule = n;
-                        true
-                    }
-                    None => false,
-                });
-                x.samples.retain_mut(|(r, _)| match to(*r) {
-                    Some(n) => {
-                        *r = n;
-                        true
-                    }
-                    None => false,
-                });
-            }
-        }
-        let mut hits = vec![0; new_len];
-        for (old, &c) in self.rule_hits.iter().enumerate() {
-            if let Some(n) = to(old as u32)
-                && let Some(slot) = hits.get_mut(n as usize)
-            {
-                *slot = c;
-            }
-        }
-        self.rule_hits = hits;
-    }
-
     /// Moves the hosts for which `keep` is false out of this inventory (for splitting a
     /// restored inventory into shards).
     pub fn split_off(&mut self, mut keep: impl FnMut(IpAddr) -> bool) -> Inventory {
@@ -499,7 +487,15 @@ impl Inventory {
         other
     }
 
-    /// Evicts the least recently seen hosts when the table is over its limit, and idle hosts.
+    /// Changes the most hosts kept (evicting the least recently seen beyond it, counted).
+    pub fn set_max_hosts(&mut self, max_hosts: usize) {
+        self.config.max_hosts = max_hosts.max(1);
+        if self.hosts.len() > self.config.max_hosts {
+            self.evict_oldest(None);
+        }
+    }
+
+    /// Evicts idle hosts, and the least recently seen hosts when the table is over its limit.
     pub fn evict_if_needed(&mut self) {
         if let Some(idle) = self.config.idle_ms {
             let horizon = self.now_ms.saturating_sub(idle);
@@ -507,19 +503,42 @@ impl Inventory {
             self.hosts.retain(|_, h| h.last_seen >= horizon);
             self.evicted += (before - self.hosts.len()) as u64;
         }
-        if self.hosts.len() <= self.config.max_hosts {
+        if self.hosts.len() > self.config.max_hosts {
+            self.evict_oldest(None);
+        }
+    }
+
+    /// Evicts the least recently seen hosts, but not `except`, down to 90 % of the limit (so
+    /// that eviction runs once per tenth of the limit of new hosts).
+    fn evict_oldest(&mut self, except: Option<u128>) {
+        let max = self.config.max_hosts.max(1);
+        let keep = max - max / 10;
+        if self.hosts.len() <= keep {
             return;
         }
-        // Down to 90 % of the limit, so that eviction runs rarely.
-        let keep = self.config.max_hosts - self.config.max_hosts / 10;
-        let mut ages: Vec<(i64, u128)> =
-            self.hosts.iter().map(|(a, h)| (h.last_seen, *a)).collect();
-        let cut = ages.len() - keep;
-        ages.select_nth_unstable(cut);
+        let mut ages: Vec<(i64, u128)> = self
+            .hosts
+            .iter()
+            .filter(|(a, _)| Some(**a) != except)
+            .map(|(a, h)| (h.last_seen, *a))
+            .collect();
+        let spared = self.hosts.len() - ages.len();
+        let cut = (self.hosts.len() - keep).min(ages.len());
+        if cut == 0 {
+            return;
+        }
+        if cut < ages.len() {
+            ages.select_nth_unstable(cut);
+        }
         for (_, a) in &ages[..cut] {
             self.hosts.remove(a);
         }
+        debug_assert!(self.hosts.len() <= keep.max(spared));
         self.evicted += cut as u64;
+        // Evicted hosts cannot be written any more: their keys leave the list of changed hosts,
+        // which stays within the limit too.
+        let hosts = &self.hosts;
+        self.dirty.retain(|k| hosts.contains_key(k));
     }
 
     /// Hosts with their addresses, in address order.
@@ -612,51 +631,7 @@ impl Inventory {
     pub fn dirty_len(&self) -> usize {
         self.dirty.len()
     }
-
-    /// Restores hosts saved by [`Inventory::to_stored`]. Evidence of rules that no longer exist
-    /// is dropped and counted in the returned number.
-    pub fn restore(&mut self, stored: &[StoredHost], rules: &Ruleset) -> u64 {
-        let index: FxHashMap<&str, u32> = rules
-            .rules()
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.id.as_str(), i as u32))
-            .collect();
-        let mut dropped = 0;
-        for s in stored {
-            let Ok(addr) = s.host.parse::<IpAddr>() else {
-                dropped += 1;
-                continue;
-            };
-            let mut h = HostState {
-                flows: s.flows,
-                first_seen: s.first_seen,
-                last_seen: s.last_seen,
-                epoch: s.epoch,
-                ..Default::default()
-            };
-            for e in &s.evidence {
-                match index.get(e.rule.as_str()) {
-                    Some(&rule) => h.evidence.push(EvidenceAgg {
-                        rule,
-                        flows: e.flows.min(u64::from(u32::MAX)) as u32,
-                        first_seen: e.first_seen,
-                        last_seen: e.last_seen,
-                        weight: 1000,
-                    }),
-                    None => dropped += 1,
-                }
-            }
-            for e in s.epochs.iter().filter(|e| e.epoch > 0) {
-                h.extra().epochs.push(EpochChange {
-                    epoch: e.epoch,
-                    started: e.started,
-                    reason: e.reason.clone(),
-                });
-            }
-            self.now_ms = self.now_ms.max(s.last_seen);
-            self.hosts.insert(addr_key(addr), h);
-        }
-        dropped
-    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -95,6 +95,19 @@ pub struct EvidenceOut {
     pub example: Option<String>,
 }
 
+/// Stored evidence of a rule that is not loaded: kept in the inventory, not scored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UnscoredEvidence {
+    /// `pack/id` of the rule.
+    pub rule: String,
+    /// Matching flows, as stored.
+    pub flows: u64,
+    /// First matching flow (RFC 3339).
+    pub first_seen: String,
+    /// Last matching flow (RFC 3339).
+    pub last_seen: String,
+}
+
 /// The verdict about one host: `analyze --format json` prints one per line.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct HostSummary {
@@ -122,6 +135,9 @@ pub struct HostSummary {
     /// `several-machines` when strong evidence of two OS families is active at the same time.
     #[serde(default)]
     pub flags: Vec<String>,
+    /// Stored evidence of rules that are not loaded (kept, not scored); absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unscored: Vec<UnscoredEvidence>,
 }
 
 fn one() -> f64 {
@@ -405,6 +421,16 @@ impl<'r> Scorer<'r> {
             last_seen: format_rfc3339(h.last_seen),
             epoch: h.epoch,
             flags: self.flags(h, &family_ranked),
+            unscored: h
+                .kept()
+                .iter()
+                .map(|k| UnscoredEvidence {
+                    rule: k.rule.to_string(),
+                    flows: k.flows,
+                    first_seen: format_rfc3339(k.first_seen),
+                    last_seen: format_rfc3339(k.last_seen),
+                })
+                .collect(),
         }
     }
 
@@ -508,6 +534,16 @@ impl<'r> Scorer<'r> {
                     format_rfc3339(e.last_seen)
                 );
             }
+        }
+        for k in h.kept() {
+            let _ = writeln!(
+                out,
+                "  kept, not scored (rule not loaded): {}; {} flow(s) {} .. {}",
+                k.rule,
+                k.flows,
+                format_rfc3339(k.first_seen),
+                format_rfc3339(k.last_seen)
+            );
         }
         out
     }

@@ -145,6 +145,10 @@ pub trait Store: Send {
     fn claim_shard(&mut self, stream: &str, shard: u32, fence: u64) -> Result<u64, StoreError>;
     /// Reads every host back.
     fn load_all(&mut self) -> Result<Vec<StoredHost>, StoreError>;
+    /// Deletes every stored evidence row of these rules (one transaction); returns the rows
+    /// deleted. Only on an explicit request (`analyze --prune-unknown-rules`): evidence of rules
+    /// that are not loaded is otherwise kept.
+    fn delete_rule_evidence(&mut self, rules: &[String]) -> Result<u64, StoreError>;
     /// The summaries of the hosts matching `query`, ordered by address.
     fn query(&mut self, query: &HostQuery) -> Result<Vec<serde_json::Value>, StoreError>;
 }
@@ -174,12 +178,25 @@ impl StoredDnsPair {
 /// Opens the inventory that `spec` names: a `postgres://` or `postgresql://` URL connects to
 /// PostgreSQL, anything else is the path of a SQLite file (created if absent).
 pub fn open(spec: &str) -> Result<Box<dyn Store>, StoreError> {
+    open_with(spec, true)
+}
+
+/// [`open`] for commands that only read (`hosts`, `dns lookup`): a SQLite file must exist
+/// (a mistyped path is an error, not a new empty inventory).
+pub fn open_existing(spec: &str) -> Result<Box<dyn Store>, StoreError> {
+    open_with(spec, false)
+}
+
+fn open_with(spec: &str, create: bool) -> Result<Box<dyn Store>, StoreError> {
     if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
         Ok(Box::new(postgres::PostgresStore::connect(spec)?))
     } else {
-        Ok(Box::new(sqlite::SqliteStore::open(std::path::Path::new(
-            spec,
-        ))?))
+        let path = std::path::Path::new(spec);
+        Ok(Box::new(if create {
+            sqlite::SqliteStore::open(path)?
+        } else {
+            sqlite::SqliteStore::open_existing(path)?
+        }))
     }
 }
 

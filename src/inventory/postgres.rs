@@ -363,6 +363,13 @@ impl Store for PostgresStore {
         tx.commit().map_err(fail)
     }
 
+    fn delete_rule_evidence(&mut self, rules: &[String]) -> Result<u64, StoreError> {
+        let fail = |e: ::postgres::Error| store_error("save", e);
+        self.client
+            .execute("DELETE FROM evidence WHERE rule = ANY($1)", &[&rules])
+            .map_err(fail)
+    }
+
     fn load_all(&mut self) -> Result<Vec<StoredHost>, StoreError> {
         let fail = |e: ::postgres::Error| store_error("load", e);
         // One repeatable-read transaction: the four tables are read at the same moment.

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::{
     HostQuery, HostRecord, LOAD_EPOCHS, LOAD_EVIDENCE, LOAD_LABELS, MIGRATIONS, MigrationError,
@@ -44,8 +44,35 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (or creates) the inventory file at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let fail = |e: rusqlite::Error| store_error("open", format!("{}: {e}", path.display()));
-        let mut conn = Connection::open(path).map_err(fail)?;
+        Self::open_flags(path, OpenFlags::default())
+    }
+
+    /// Opens the inventory file at `path`, which must exist (for commands that only read), and
+    /// brings its schema up to date.
+    pub fn open_existing(path: &Path) -> Result<SqliteStore, StoreError> {
+        if !path.exists() {
+            return Err(store_error(
+                "open",
+                format!(
+                    "{}: no such inventory (`flowprint analyze --db PATH ...` creates one)",
+                    crate::text::printable(&path.display().to_string())
+                ),
+            ));
+        }
+        Self::open_flags(path, OpenFlags::default() - OpenFlags::SQLITE_OPEN_CREATE)
+    }
+
+    fn open_flags(path: &Path, flags: OpenFlags) -> Result<SqliteStore, StoreError> {
+        let fail = |e: rusqlite::Error| {
+            store_error(
+                "open",
+                format!(
+                    "{}: {e}",
+                    crate::text::printable(&path.display().to_string())
+                ),
+            )
+        };
+        let mut conn = Connection::open_with_flags(path, flags).map_err(fail)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
@@ -269,6 +296,25 @@ impl Store for SqliteStore {
             }
         }
         tx.commit().map_err(fail)
+    }
+
+    fn delete_rule_evidence(&mut self, rules: &[String]) -> Result<u64, StoreError> {
+        let fail = |e: rusqlite::Error| store_error("save", e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(fail)?;
+        let mut n = 0;
+        {
+            let mut delete = tx
+                .prepare_cached("DELETE FROM evidence WHERE rule = ?1")
+                .map_err(fail)?;
+            for r in rules {
+                n += delete.execute([r]).map_err(fail)? as u64;
+            }
+        }
+        tx.commit().map_err(fail)?;
+        Ok(n)
     }
 
     fn load_all(&mut self) -> Result<Vec<StoredHost>, StoreError> {

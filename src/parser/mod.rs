@@ -186,7 +186,7 @@ fn syntax_error(file: FileId, text: &str, base: usize, e: pest::error::Error<Rul
     let found_desc = if found.is_empty() {
         "end of file".to_string()
     } else {
-        format!("`{}`", crate::diagnostic::escape_controls(found))
+        format!("`{}`", crate::text::printable(found))
     };
     let (message, hint) = match &e.variant {
         ErrorVariant::ParsingError { positives, .. } => {

@@ -373,6 +373,9 @@ impl ServeConfig {
         if self.max_hosts == 0 {
             return Err("max_hosts: must be at least 1".into());
         }
+        if self.half_life.0 == Some(Duration::ZERO) {
+            return Err("half_life: must be longer than 0 (`none` means no decay)".into());
+        }
         if self.api.max_body == 0 {
             return Err("api.max_body: must be at least 1".into());
         }

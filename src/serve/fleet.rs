@@ -454,9 +454,9 @@ impl Member {
                 let snap = self.daemon.store.current();
                 let mut g = self.shard(s).lock();
                 let mut inv = Inventory::with_config(self.infer.clone());
-                let dropped = inv.restore(&mine, &snap.ruleset);
-                if dropped > 0 {
-                    tracing::info!(shard = s, dropped, "evidence of rules no longer loaded");
+                let restored = inv.restore(&mine, &snap.ruleset);
+                if let Some(note) = restored.kept_note() {
+                    tracing::info!(shard = s, "{note}");
                 }
                 *g = ShardState {
                     inventory: inv,

@@ -686,7 +686,12 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
         } else {
             db.load_all()?
         };
-        let dropped = full.restore(&stored, &snap.ruleset);
+        // Evidence of rules not loaded (a pack removed, other rules than those that wrote the
+        // inventory) is kept and written back, never deleted by the daemon.
+        let restored = full.restore(&stored, &snap.ruleset);
+        if let Some(note) = restored.kept_note() {
+            tracing::warn!("inventory: {note}");
+        }
         for p in db.load_dns()? {
             if let Ok(addr) = p.addr.parse() {
                 dns.insert_span(
@@ -701,7 +706,9 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
         }
         tracing::info!(
             hosts = full.len(),
-            dropped,
+            kept_rows = restored.kept_rows,
+            kept_rules = restored.kept_rules.len(),
+            bad_hosts = restored.bad_hosts,
             dns_pairs = dns.len(),
             "inventory restored"
         );
@@ -724,6 +731,12 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
         let rest = full.split_off(|a| shard_of(a, n as u32) == i as u32);
         inventories.push(full);
         full = rest;
+    }
+    if worker_role.is_none() {
+        // `max_hosts` bounds the daemon's hosts: each worker holds its share.
+        for inv in &mut inventories {
+            inv.set_max_hosts((config.max_hosts / n).max(1));
+        }
     }
     let dns = Arc::new(RwLock::new(dns));
     let counters = Arc::new(Counters::default());

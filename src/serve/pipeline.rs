@@ -33,7 +33,8 @@ impl ShardState {
     pub fn sync(&mut self, snap: &Arc<Snapshot>) {
         if self.snapshot.generation != snap.generation {
             let map = snap.remap_from(&self.snapshot);
-            self.inventory.remap_rules(&map, snap.ruleset.len());
+            self.inventory
+                .remap_rules(&map, &self.snapshot.ruleset, &snap.ruleset);
             self.snapshot = snap.clone();
         }
     }

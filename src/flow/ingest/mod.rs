@@ -74,8 +74,17 @@ pub struct ReadError {
 }
 
 impl fmt::Display for ReadError {
+    /// `source:line: reason`, with control characters of the input escaped
+    /// ([`crate::text::printable`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}", self.source, self.line, self.reason)
+        use crate::text::printable;
+        write!(
+            f,
+            "{}:{}: {}",
+            printable(&self.source),
+            self.line,
+            printable(&self.reason)
+        )
     }
 }
 
@@ -90,6 +99,69 @@ pub struct ReadStats {
     pub flows: u64,
     /// Malformed lines passed to `on_error`.
     pub skipped: u64,
+}
+
+/// An input that could not be read to its end: what was read before, where and why it stopped.
+/// The flows read before were passed to `on_flow` (they are not taken back).
+#[derive(Debug)]
+pub struct ReadFailure {
+    /// What was read before the failure.
+    pub stats: ReadStats,
+    /// Bytes of the input read when it stopped.
+    pub offset: u64,
+    /// Why (for a format error, its message names the input and line).
+    pub error: io::Error,
+}
+
+impl ReadFailure {
+    /// The kind of the underlying error.
+    pub fn kind(&self) -> io::ErrorKind {
+        self.error.kind()
+    }
+}
+
+impl fmt::Display for ReadFailure {
+    /// The error's message, with control characters escaped.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::text::printable(&self.error.to_string()))
+    }
+}
+
+impl std::error::Error for ReadFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl From<ReadFailure> for io::Error {
+    fn from(f: ReadFailure) -> io::Error {
+        f.error
+    }
+}
+
+/// A reader that counts the bytes taken from it, to say where a read stopped.
+struct Counted<R> {
+    inner: R,
+    taken: u64,
+}
+
+impl<R: BufRead> io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.taken += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Counted<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.taken += amt as u64;
+        self.inner.consume(amt);
+    }
 }
 
 /// What a format reader made of one non-blank line.
@@ -169,15 +241,56 @@ fn json_kind(line: &str) -> Result<Reader, String> {
 /// Reads flows from `reader` until its end, passing each flow to `on_flow` and each malformed
 /// line to `on_error` (which never stops the read).
 ///
-/// `source` names the input in errors. Returns an `InvalidData` error only when the rest of
+/// `source` names the input in errors. Fails with an `InvalidData` error only when the rest of
 /// the input cannot be interpreted (a CSV file whose header lacks the address columns, or that
-/// has no header); other `Err`s come from the reader itself.
+/// has no header; a corrupt capture or nfcapd file); other errors come from the reader itself.
+/// A failure carries what was read before it and the byte offset where reading stopped.
 pub fn read_flows<R: BufRead>(
+    reader: R,
+    source: &str,
+    format: InputFormat,
+    on_flow: &mut dyn FnMut(Flow),
+    on_error: &mut dyn FnMut(ReadError),
+) -> Result<ReadStats, ReadFailure> {
+    let mut reader = Counted {
+        inner: reader,
+        taken: 0,
+    };
+    let (mut flows, mut skipped) = (0, 0);
+    let mut stats = ReadStats::default();
+    let result = read_any(
+        &mut reader,
+        source,
+        format,
+        &mut |f| {
+            flows += 1;
+            on_flow(f)
+        },
+        &mut |e| {
+            skipped += 1;
+            on_error(e)
+        },
+        &mut stats,
+    );
+    result.map_err(|error| ReadFailure {
+        stats: ReadStats {
+            lines: stats.lines,
+            flows,
+            skipped,
+        },
+        offset: reader.taken,
+        error,
+    })
+}
+
+/// [`read_flows`] of any format; line-based formats count in `stats` as they go.
+fn read_any<R: BufRead>(
     mut reader: R,
     source: &str,
     format: InputFormat,
     on_flow: &mut dyn FnMut(Flow),
     on_error: &mut dyn FnMut(ReadError),
+    stats: &mut ReadStats,
 ) -> io::Result<ReadStats> {
     let format = match format {
         InputFormat::Auto => {
@@ -202,7 +315,6 @@ pub fn read_flows<R: BufRead>(
         }
         _ => {}
     }
-    let mut stats = ReadStats::default();
     let mut state = match format {
         InputFormat::Auto | InputFormat::Pcap | InputFormat::Ipfix | InputFormat::Nfcapd => {
             Reader::Undetected
@@ -223,11 +335,11 @@ pub fn read_flows<R: BufRead>(
     loop {
         let kind = lines::read_line(&mut reader, &mut buf, MAX_LINE)?;
         if kind == Line::Eof {
-            return Ok(stats);
+            return Ok(stats.clone());
         }
         stats.lines += 1;
         if kind == Line::TooLong {
-            report(&mut stats, format!("line longer than {MAX_LINE} bytes"));
+            report(stats, format!("line longer than {MAX_LINE} bytes"));
             continue;
         }
         let mut bytes = buf.as_slice();
@@ -239,7 +351,7 @@ pub fn read_flows<R: BufRead>(
             Ok(line) => line,
             Err(e) => {
                 let reason = format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1);
-                report(&mut stats, reason);
+                report(stats, reason);
                 continue;
             }
         };
@@ -252,7 +364,7 @@ pub fn read_flows<R: BufRead>(
                 on_flow(flow);
             }
             Outcome::Skip => {}
-            Outcome::Malformed(reason) => report(&mut stats, reason),
+            Outcome::Malformed(reason) => report(stats, reason),
             Outcome::Fatal(reason) => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
