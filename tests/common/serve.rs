@@ -85,8 +85,7 @@ impl Serve {
             .parse()
             .unwrap();
         let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-        let bin_env = std::env::var("FP_BIN").unwrap_or(env!("CARGO_BIN_EXE_flowprint").into());
-        let bin = bin_env.as_str();
+        let bin = env!("CARGO_BIN_EXE_flowprint");
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
