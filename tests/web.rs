@@ -144,10 +144,72 @@ fn raw_headers(serve: &Serve, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(serve.api).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out.split("\r\n\r\n").next().unwrap().to_string()
+}
+
+/// One request with `Host: host` (none when `None`): (status, body).
+fn get_as(serve: &Serve, path: &str, host: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(serve.api).unwrap();
+    let host = host.map(|h| format!("Host: {h}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\n{host}Connection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, out)
+}
+
+/// Issue 15, defect 12 (DNS rebinding): a page of another site whose name resolves to
+/// 127.0.0.1 sends its own name in `Host`: refused (421) on the pages and the API alike, and
+/// counted; loopback names and addresses, the listen address and `--api-host` names pass.
+#[test]
+fn requests_naming_another_host_are_refused() {
+    let tmp = common::TempDir::new("web-hosts");
+    let serve = Serve::start(
+        &tmp.0,
+        &["--no-db", "--workers", "1", "--api-host", "flowprint.lan"],
+    );
+    let port = serve.api.port();
+    for path in ["/", "/ui/hosts", "/hosts", "/rules", "/metrics", "/health"] {
+        for host in [
+            "evil.example".to_string(),
+            format!("evil.example:{port}"),
+            format!("localhost.evil.example:{port}"),
+            "127.0.0.1.nip.io".to_string(),
+        ] {
+            let (status, out) = get_as(&serve, path, Some(&host));
+            assert_eq!(status, 421, "{path} as {host}: {out}");
+            assert!(out.contains("api.hosts"), "{out}");
+        }
+    }
+    for host in [
+        "localhost".to_string(),
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("127.1.2.3:{port}"),
+        format!("[::1]:{port}"),
+        format!("flowprint.lan:{port}"),
+        "FLOWPRINT.LAN.".to_string(),
+    ] {
+        let (status, out) = get_as(&serve, "/ui/hosts", Some(&host));
+        assert_eq!(status, 200, "{host}: {out}");
+    }
+    // No Host at all (an HTTP/1.0 client; browsers always send one).
+    assert_eq!(get_as(&serve, "/health", None).0, 200);
+    let (_, m) = http(serve.api, "GET", "/metrics", None, b"");
+    let refused = m
+        .lines()
+        .find(|l| l.starts_with("flowprint_api_requests_rejected_total{reason=\"host\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+    assert_eq!(refused, Some(24), "{m}");
+    serve.stop();
 }

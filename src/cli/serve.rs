@@ -131,6 +131,25 @@ pub struct Args {
     /// Largest API request body, bytes [api.max_body].
     #[arg(long, value_name = "BYTES")]
     api_max_body: Option<usize>,
+    /// A `Host` name the API accepts besides loopback and its own address (repeatable)
+    /// [api.hosts].
+    #[arg(long = "api-host", value_name = "NAME")]
+    api_hosts: Vec<String>,
+    /// API connections open at once [api.max_connections; default 512].
+    #[arg(long, value_name = "N")]
+    api_max_connections: Option<usize>,
+    /// Expensive API requests (host lists, pages, metrics) at once [api.max_concurrent; default 2].
+    #[arg(long, value_name = "N")]
+    api_max_concurrent: Option<usize>,
+    /// Longest wait for a request's head [api.header_timeout; default 10s].
+    #[arg(long, value_name = "DURATION")]
+    api_header_timeout: Option<String>,
+    /// Close API connections idle this long between requests [api.idle_timeout; default 30s].
+    #[arg(long, value_name = "DURATION")]
+    api_idle_timeout: Option<String>,
+    /// Longest time to answer one API request [api.request_timeout; default 30s].
+    #[arg(long, value_name = "DURATION")]
+    api_request_timeout: Option<String>,
 }
 
 fn dur(key: &str, s: &str) -> anyhow::Result<Dur> {
@@ -268,6 +287,24 @@ impl Args {
         }
         if let Some(v) = self.api_max_body {
             c.api.max_body = v;
+        }
+        if !self.api_hosts.is_empty() {
+            c.api.hosts = self.api_hosts;
+        }
+        if let Some(v) = self.api_max_connections {
+            c.api.max_connections = v;
+        }
+        if let Some(v) = self.api_max_concurrent {
+            c.api.max_concurrent = v;
+        }
+        if let Some(v) = &self.api_header_timeout {
+            c.api.header_timeout = dur("api-header-timeout", v)?;
+        }
+        if let Some(v) = &self.api_idle_timeout {
+            c.api.idle_timeout = dur("api-idle-timeout", v)?;
+        }
+        if let Some(v) = &self.api_request_timeout {
+            c.api.request_timeout = dur("api-request-timeout", v)?;
         }
         c.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok((c, self.check))

@@ -179,8 +179,10 @@ pub struct Inventory {
     pub now_ms: i64,
     /// Matches per rule (by position in the ruleset), for hit counts.
     pub rule_hits: Vec<u64>,
-    /// Keys of the hosts changed since [`Inventory::take_dirty`] last took them.
-    dirty: Vec<u128>,
+    /// Keys of the hosts changed since [`Inventory::take_dirty`] last took them, oldest
+    /// change first: taken in that order, so that hosts changed again and again while a write
+    /// runs cannot keep the others from being written.
+    dirty: std::collections::VecDeque<u128>,
 }
 
 fn stored_host(
@@ -221,6 +223,36 @@ fn stored_host(
         labels: score::labels(&summary),
         epochs,
         summary: serde_json::to_value(&summary).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+/// Hosts copied out of an [`Inventory`] ([`Inventory::copy_hosts`]), to be scored without it.
+#[derive(Debug, Clone, Default)]
+pub struct HostsCopy {
+    hosts: Vec<(IpAddr, HostState)>,
+    now_ms: i64,
+    half_life_ms: Option<i64>,
+}
+
+impl HostsCopy {
+    /// The copied hosts' summaries against `rules` (the ruleset their evidence refers to), in
+    /// the order they were copied.
+    pub fn summaries(&self, rules: &Ruleset) -> Vec<HostSummary> {
+        let scorer = score::Scorer::new(rules, self.now_ms, self.half_life_ms);
+        self.hosts
+            .iter()
+            .map(|(a, h)| scorer.summarize(*a, h))
+            .collect()
+    }
+
+    /// Hosts copied.
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// Whether no host was copied.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
     }
 }
 
@@ -438,7 +470,7 @@ impl Inventory {
             h.flows += 1;
             if !h.dirty {
                 h.dirty = true;
-                self.dirty.push(addr_key(addr));
+                self.dirty.push_back(addr_key(addr));
             }
             h.first_seen = h.first_seen.min(flow.start_ms);
             h.last_seen = h.last_seen.max(flow.end_ms);
@@ -573,6 +605,25 @@ impl Inventory {
             .collect()
     }
 
+    /// Every host's address, in no order: what [`Inventory::copy_hosts`] takes a chunk at a
+    /// time, so that a reader holding the inventory's lock holds it briefly.
+    pub fn addrs(&self) -> Vec<IpAddr> {
+        self.hosts.keys().map(|k| key_addr(*k)).collect()
+    }
+
+    /// Copies of these hosts' states (those still present), with the time and half-life that
+    /// scoring them needs: scored later by [`HostsCopy::summaries`], off any lock.
+    pub fn copy_hosts(&self, addrs: &[IpAddr]) -> HostsCopy {
+        HostsCopy {
+            hosts: addrs
+                .iter()
+                .filter_map(|a| Some((*a, self.hosts.get(&addr_key(*a))?.clone())))
+                .collect(),
+            now_ms: self.now_ms,
+            half_life_ms: self.config.half_life_ms,
+        }
+    }
+
     /// The summary of one host.
     pub fn summary(&self, rules: &Ruleset, addr: IpAddr) -> Option<HostSummary> {
         let scorer = score::Scorer::new(rules, self.now_ms, self.config.half_life_ms);
@@ -604,7 +655,9 @@ impl Inventory {
         let scorer = score::Scorer::new(rules, self.now_ms, self.config.half_life_ms);
         let mut out = Vec::with_capacity(limit.min(self.dirty.len()));
         while out.len() < limit {
-            let Some(k) = self.dirty.pop() else { break };
+            let Some(k) = self.dirty.pop_front() else {
+                break;
+            };
             if let Some(h) = self.hosts.get_mut(&k)
                 && h.dirty
             {
@@ -623,7 +676,7 @@ impl Inventory {
             && !h.dirty
         {
             h.dirty = true;
-            self.dirty.push(k);
+            self.dirty.push_back(k);
         }
     }
 

@@ -2,8 +2,8 @@
 //!
 //! | | |
 //! |---|---|
-//! | `GET /health` | `{"status":"ok"|"degraded", ...}`: degraded when booted from the last good rules or the last reload failed |
-//! | `GET /hosts?os=&software=&q=&limit=&offset=` | host summaries, by address |
+//! | `GET /health` | `{"status":"ok"|"degraded", "problems": [...], ...}`: degraded when booted from the last good rules, the last reload failed, a reload is waiting for a retry, or a rules directory is not watched |
+//! | `GET /hosts?os=&software=&q=&limit=&offset=` | host summaries, by address, at most a few seconds old ([`super::summaries`]) |
 //! | `GET /hosts/{addr}` | one host's summary and explanation |
 //! | `GET /rules` | packs, versions, generation, last reload and its diagnostics |
 //! | `POST /reload` | reloads the rules now; the report (422 when it failed) |
@@ -11,6 +11,14 @@
 //!
 //! `POST` needs `Authorization: Bearer <token>`; when the API listens off loopback every
 //! endpoint but `/health` does. Bodies are limited (`api.max_body`), query strings to 4 KiB.
+//!
+//! Every request must name this daemon in `Host`: a loopback name or address (`localhost`,
+//! `*.localhost`, 127.0.0.0/8, `[::1]`), the address it listens on or the client connected to,
+//! or a name of `api.hosts`; any other is refused with 421 (a web page whose name was rebound
+//! to 127.0.0.1 cannot read the inventory). Expensive requests (host lists, pages, metrics) run
+//! at most `api.max_concurrent` at once, on blocking threads; beyond, after a short wait, 503
+//! with `Retry-After`. A request not answered within `api.request_timeout` gets a 503. All
+//! refusals are counted (`flowprint_api_requests_rejected_total{reason}`).
 
 use super::Daemon;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
@@ -21,13 +29,17 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 /// Longest query string accepted.
 pub const MAX_QUERY: usize = 4096;
 /// Most hosts in one `/hosts` page.
 pub const MAX_LIMIT: usize = 10_000;
+/// How long an expensive request waits for a free slot before its 503.
+pub const BUSY_WAIT: Duration = Duration::from_millis(250);
 
 /// The router over a daemon.
 pub fn router(daemon: Arc<Daemon>) -> Router {
@@ -68,8 +80,128 @@ fn token_ok(daemon: &Daemon, headers: &HeaderMap) -> bool {
             == 0
 }
 
-/// Size limits and the token check, before any handler.
+/// The host part of a `Host` value (`name`, `name:port`, `[v6]:port`), lowercased, without a
+/// trailing dot; `None` when it is not one.
+pub fn host_part(value: &str) -> Option<String> {
+    let v = value.trim();
+    let host = if let Some(rest) = v.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
+            return None;
+        }
+        inside
+    } else {
+        match v.split_once(':') {
+            Some((h, port)) if is_port(port) => h,
+            Some(_) => return None,
+            None => v,
+        }
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+fn is_port(p: &str) -> bool {
+    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether `host` (from [`host_part`]) names this daemon: a loopback name or address, the
+/// listen address, the address the client connected to (`local`), or a configured name.
+pub fn host_allowed(
+    host: &str,
+    listen: SocketAddr,
+    local: Option<SocketAddr>,
+    names: &[String],
+) -> bool {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        return ip.is_loopback()
+            || ip == listen.ip()
+            || local.is_some_and(|l| l.ip() == ip)
+            || names.iter().any(|n| n.parse::<IpAddr>().ok() == Some(ip));
+    }
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || names.iter().any(|n| {
+            let n = n.strip_suffix('.').unwrap_or(n);
+            n.eq_ignore_ascii_case(host)
+        })
+}
+
+/// The 503 of a request that found every expensive request's slot taken.
+fn busy(d: &Daemon) -> Response {
+    d.http.rejected_busy.fetch_add(1, Ordering::Relaxed);
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        Json(json!({"error": format!(
+            "busy: {} expensive requests (host lists, pages, metrics) are running; retry in a second",
+            d.config.api.max_concurrent
+        )})),
+    )
+        .into_response()
+}
+
+/// Runs `f` on a blocking thread holding one of the `api.max_concurrent` slots of expensive
+/// requests (waiting at most [`BUSY_WAIT`] for one; then 503).
+pub async fn expensive<F>(d: &Arc<Daemon>, f: F) -> Response
+where
+    F: FnOnce(&Arc<Daemon>) -> Response + Send + 'static,
+{
+    let permit = match tokio::time::timeout(BUSY_WAIT, d.expensive.clone().acquire_owned()).await {
+        Ok(Ok(p)) => p,
+        _ => return busy(d),
+    };
+    let d2 = d.clone();
+    match tokio::task::spawn_blocking(move || {
+        let _slot = permit;
+        f(&d2)
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The checks before any handler: `Host`, sizes, the token; then the request timeout.
 async fn guard(State(daemon): State<Arc<Daemon>>, request: Request, next: Next) -> Response {
+    let local = request
+        .extensions()
+        .get::<super::http::ConnInfo>()
+        .map(|c| c.local);
+    let named = request
+        .headers()
+        .get(header::HOST)
+        .map(|v| v.to_str().ok().and_then(host_part))
+        .or_else(|| request.uri().host().map(host_part));
+    if let Some(named) = named {
+        let ok = named
+            .as_deref()
+            .is_some_and(|h| host_allowed(h, daemon.api_addr, local, &daemon.config.api.hosts));
+        if !ok {
+            daemon.http.rejected_host.fetch_add(1, Ordering::Relaxed);
+            let shown: String = request
+                .headers()
+                .get(header::HOST)
+                .map(|v| {
+                    String::from_utf8_lossy(v.as_bytes())
+                        .chars()
+                        .take(100)
+                        .collect()
+                })
+                .unwrap_or_default();
+            return error(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "Host `{shown}` is not this daemon: use localhost, a loopback or the listen address, or add the name to api.hosts (--api-host)"
+                ),
+            );
+        }
+    }
     let uri = request.uri();
     if uri.query().is_some_and(|q| q.len() > MAX_QUERY) || uri.path().len() > MAX_QUERY {
         return error(StatusCode::URI_TOO_LONG, "query longer than 4096 bytes");
@@ -99,19 +231,64 @@ async fn guard(State(daemon): State<Arc<Daemon>>, request: Request, next: Next) 
         )
             .into_response();
     }
-    next.run(request).await
+    let limit = daemon.config.api.request_timeout.0;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(r) => r,
+        Err(_) => {
+            daemon.http.timed_out.fetch_add(1, Ordering::Relaxed);
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                Json(json!({"error": format!("not answered within api.request_timeout ({} ms)", limit.as_millis())})),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn health(State(d): State<Arc<Daemon>>) -> Response {
     let snap = d.store.current();
     let last = d.store.last_report();
-    let degraded = snap.from_last_good || !last.ok;
+    let retry = d.retry.pending();
+    let watch = d.watch.get();
+    let mut problems: Vec<String> = Vec::new();
+    if snap.from_last_good {
+        problems.push("running the last good rules: the rules on disk do not compile".into());
+    }
+    if !last.ok {
+        problems.push(format!("the last rules reload ({}) failed", last.trigger));
+    }
+    if let Some(r) = &retry {
+        problems.push(format!(
+            "rules unreadable, reload retried in {} ms (attempt {}): {}",
+            r.next_in_ms,
+            r.attempts + 1,
+            r.error
+        ));
+    }
+    if let Some(w) = watch {
+        for r in w.roots().iter().filter(|r| !r.watching) {
+            problems.push(format!(
+                "not watching {}: {}",
+                r.path.display(),
+                r.error.as_deref().unwrap_or("?")
+            ));
+        }
+    }
     Json(json!({
-        "status": if degraded { "degraded" } else { "ok" },
+        "status": if problems.is_empty() { "ok" } else { "degraded" },
+        "problems": problems,
         "rules_generation": snap.generation,
         "rules": snap.ruleset.len(),
         "from_last_good": snap.from_last_good,
         "last_reload_ok": last.ok,
+        "reload_retry": retry,
+        "watch": watch.map(|w| json!({
+            "watching": w.all_watching(),
+            "mode": w.mode(),
+            "dirs": w.roots(),
+            "rewatches": w.rewatches.load(Ordering::Relaxed),
+        })),
         "uptime_s": d.started.elapsed().as_secs(),
     }))
     .into_response()
@@ -134,10 +311,9 @@ async fn hosts(State(d): State<Arc<Daemon>>, Query(q): Query<HostsQuery>) -> Res
             format!("limit: at most {MAX_LIMIT}"),
         );
     }
-    let d2 = d.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let mut all = d2.summaries();
-        all.retain(|h| {
+    expensive(&d, move |d| {
+        let cached = d.cached_summaries();
+        let matches = |h: &&crate::infer::HostSummary| {
             q.os.as_deref().is_none_or(|os| {
                 h.os.as_ref().is_some_and(|v| {
                     v.family
@@ -152,20 +328,24 @@ async fn hosts(State(d): State<Arc<Daemon>>, Query(q): Query<HostsQuery>) -> Res
                 .as_deref()
                 .is_none_or(|s| h.software.iter().any(|v| v.name.eq_ignore_ascii_case(s)))
                 && q.q.as_deref().is_none_or(|t| h.host.contains(t))
-        });
-        let total = all.len();
-        let page: Vec<_> = all
-            .into_iter()
-            .skip(q.offset.unwrap_or(0))
-            .take(limit)
-            .collect();
-        json!({ "total": total, "hosts": page })
+        };
+        let mut total = 0;
+        let mut page = Vec::new();
+        let offset = q.offset.unwrap_or(0);
+        for h in cached.hosts.iter().filter(matches) {
+            if total >= offset && page.len() < limit {
+                page.push(h);
+            }
+            total += 1;
+        }
+        Json(json!({
+            "total": total,
+            "hosts": page,
+            "as_of": crate::flow::time::format_rfc3339(cached.at_ms),
+        }))
+        .into_response()
     })
-    .await;
-    match result {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    .await
 }
 
 async fn host(State(d): State<Arc<Daemon>>, Path(addr): Path<String>) -> Response {
@@ -224,16 +404,62 @@ async fn reload(State(d): State<Arc<Daemon>>, _body: axum::body::Bytes) -> Respo
 }
 
 async fn metrics(State(d): State<Arc<Daemon>>) -> Response {
-    let d2 = d.clone();
-    match tokio::task::spawn_blocking(move || d2.render_metrics()).await {
-        Ok(text) => (
+    expensive(&d, |d| {
+        (
             [(
                 header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
-            text,
+            d.render_metrics(),
         )
-            .into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            .into_response()
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_daemons_names_pass_the_host_check() {
+        let listen: SocketAddr = "127.0.0.1:9155".parse().unwrap();
+        let wild: SocketAddr = "0.0.0.0:9155".parse().unwrap();
+        let local: SocketAddr = "192.0.2.10:9155".parse().unwrap();
+        let names = vec!["flowprint.lan".to_string()];
+        let ok = |h: &str, listen, local| {
+            host_part(h).is_some_and(|h| host_allowed(&h, listen, local, &names))
+        };
+        for h in [
+            "localhost",
+            "localhost:9155",
+            "LOCALHOST.",
+            "app.localhost:1",
+            "127.0.0.1",
+            "127.3.4.5:80",
+            "[::1]:9155",
+            "[::ffff:127.0.0.1]",
+            "flowprint.lan:9155",
+            "FlowPrint.LAN.",
+        ] {
+            assert!(ok(h, listen, None), "{h}");
+        }
+        for h in [
+            "evil.example",
+            "evil.example:9155",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "192.0.2.10",
+            "[::1",
+            "::1",
+            "localhost:x",
+            "",
+        ] {
+            assert!(!ok(h, listen, None), "{h}");
+        }
+        // Listening on every address: the address the client connected to is this daemon.
+        assert!(ok("192.0.2.10:9155", wild, Some(local)));
+        assert!(!ok("192.0.2.11:9155", wild, Some(local)));
+        assert!(ok("192.0.2.10", "192.0.2.10:9155".parse().unwrap(), None));
     }
 }

@@ -41,6 +41,12 @@
 //!   listen: 127.0.0.1:9155
 //!   token: null                   # or FLOWPRINT_API_TOKEN; generated into state_dir if unset
 //!   max_body: 65536
+//!   hosts: []                     # Host names accepted besides loopback and the listen address
+//!   max_connections: 512          # open at once (at most half the file-descriptor limit)
+//!   max_concurrent: 2             # expensive requests (/hosts, pages, /metrics) at once
+//!   header_timeout: 10s           # to send a request's head
+//!   idle_timeout: 30s             # a connection without traffic between requests
+//!   request_timeout: 30s          # to answer one request
 //! ```
 
 use ipnet::IpNet;
@@ -155,6 +161,19 @@ pub struct ApiConfig {
     pub token: Option<String>,
     /// Largest request body, bytes.
     pub max_body: usize,
+    /// `Host` names accepted besides loopback names and addresses and the address a client
+    /// connected to (requests naming another host are refused: DNS rebinding).
+    pub hosts: Vec<String>,
+    /// Connections open at once; at the cap no more are accepted until one closes.
+    pub max_connections: usize,
+    /// Expensive requests (host lists, pages, metrics) run at once; beyond, 503.
+    pub max_concurrent: usize,
+    /// Longest wait for a request's head (slow or absent headers).
+    pub header_timeout: Dur,
+    /// A connection with no traffic this long, between requests, is closed.
+    pub idle_timeout: Dur,
+    /// Longest time to answer one request (body included); beyond, 503.
+    pub request_timeout: Dur,
 }
 
 impl Default for ApiConfig {
@@ -163,6 +182,12 @@ impl Default for ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9155)),
             token: None,
             max_body: 64 * 1024,
+            hosts: Vec::new(),
+            max_connections: 512,
+            max_concurrent: 2,
+            header_timeout: Dur(Duration::from_secs(10)),
+            idle_timeout: Dur(Duration::from_secs(30)),
+            request_timeout: Dur(Duration::from_secs(30)),
         }
     }
 }
@@ -299,6 +324,21 @@ impl Default for ServeConfig {
     }
 }
 
+/// Shortest polling interval of the rule paths (`rules.poll`): below it, polling is a busy
+/// loop over the files.
+pub const MIN_POLL: Duration = Duration::from_millis(100);
+/// Shortest API timeout accepted.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Whether `h` can be an `api.hosts` entry: a DNS name (or an address literal), no port.
+pub fn valid_host_name(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && (h.parse::<std::net::IpAddr>().is_ok()
+            || h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_'))
+}
+
 /// A configuration file that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -379,6 +419,39 @@ impl ServeConfig {
         if self.api.max_body == 0 {
             return Err("api.max_body: must be at least 1".into());
         }
+        if self.api.max_connections == 0 || self.api.max_connections > 1_000_000 {
+            return Err("api.max_connections: must be between 1 and 1000000".into());
+        }
+        if self.api.max_concurrent == 0 || self.api.max_concurrent > 1024 {
+            return Err("api.max_concurrent: must be between 1 and 1024".into());
+        }
+        for (key, d) in [
+            ("api.header_timeout", self.api.header_timeout),
+            ("api.idle_timeout", self.api.idle_timeout),
+            ("api.request_timeout", self.api.request_timeout),
+        ] {
+            if d.0 < MIN_TIMEOUT {
+                return Err(format!(
+                    "{key}: must be at least {} ms (got {} ms)",
+                    MIN_TIMEOUT.as_millis(),
+                    d.0.as_millis()
+                ));
+            }
+        }
+        if let Some(h) = self.api.hosts.iter().find(|h| !valid_host_name(h)) {
+            return Err(format!(
+                "api.hosts: `{h}` is not a host name (letters, digits, `-`, `.`; no port)"
+            ));
+        }
+        if let Some(p) = self.rules.poll.0
+            && p < MIN_POLL
+        {
+            return Err(format!(
+                "rules.poll (--poll): must be at least {} ms (got {} ms); `none` uses inotify",
+                MIN_POLL.as_millis(),
+                p.as_millis()
+            ));
+        }
         if self.api.token.as_deref().is_some_and(|t| t.len() < 16) {
             return Err("api.token: use at least 16 characters".into());
         }
@@ -453,6 +526,28 @@ mod tests {
         assert!(e.contains("flush_interval") && e.contains("parsecs"), "{e}");
         let e = ServeConfig::from_yaml("workers: 0\n").unwrap_err();
         assert!(e.contains("workers"), "{e}");
+    }
+
+    #[test]
+    fn polling_and_api_limits_are_checked() {
+        let e = ServeConfig::from_yaml("rules:\n  poll: 0s\n").unwrap_err();
+        assert!(
+            e.contains("rules.poll") && e.contains("at least 100 ms"),
+            "{e}"
+        );
+        let e = ServeConfig::from_yaml("rules:\n  poll: 10ms\n").unwrap_err();
+        assert!(e.contains("got 10 ms"), "{e}");
+        assert!(ServeConfig::from_yaml("rules:\n  poll: 100ms\n").is_ok());
+        let e = ServeConfig::from_yaml("api:\n  idle_timeout: 0s\n").unwrap_err();
+        assert!(e.contains("api.idle_timeout"), "{e}");
+        let e = ServeConfig::from_yaml("api:\n  max_connections: 0\n").unwrap_err();
+        assert!(e.contains("api.max_connections"), "{e}");
+        let e = ServeConfig::from_yaml("api:\n  hosts: [\"a.example:80\"]\n").unwrap_err();
+        assert!(e.contains("api.hosts"), "{e}");
+        let c = ServeConfig::from_yaml("api:\n  hosts: [flowprint.lan]\n  max_concurrent: 4\n")
+            .unwrap();
+        assert_eq!(c.api.hosts, vec!["flowprint.lan".to_string()]);
+        assert_eq!(c.api.max_concurrent, 4);
     }
 
     #[test]

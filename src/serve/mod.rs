@@ -14,7 +14,12 @@
 pub mod api;
 pub mod config;
 pub mod fleet;
+pub mod http;
 pub mod pipeline;
+pub mod prom;
+pub mod retry;
+pub mod summaries;
+pub mod token;
 pub mod web;
 
 use crate::collect::{Collector, CollectorConfig};
@@ -22,7 +27,7 @@ use crate::dns::DnsMap;
 use crate::dns::resolve::{HickoryResolver, RefreshSettings, Refresher, ResolverSettings};
 use crate::eval::{LocalNets, shard_of};
 use crate::infer::{HostSummary, InferConfig, Inventory};
-use crate::store::watch::{WatchConfig, Watcher};
+use crate::store::watch::{WatchConfig, WatchStatus, Watcher};
 use crate::store::{ReloadReport, RuleStore, StoreConfig};
 use config::ServeConfig;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -58,13 +63,20 @@ pub struct Daemon {
     pub api_addr: SocketAddr,
     /// Worker role: what the fleet members report.
     pub fleet: Option<Arc<fleet::FleetStatus>>,
-    /// Every host's summary, computed at most once a [`SUMMARY_TTL`] for the pages.
-    summary_cache: Mutex<Option<(Instant, Arc<Vec<HostSummary>>)>>,
-    refreshing: AtomicBool,
+    /// Every host's summary, for the pages and `/hosts` ([`summaries`]).
+    summary_cache: summaries::SummaryCache,
     /// (ms, flows evaluated, hosts labelled) every [`HISTORY_EVERY`], the last day at most.
     history: Mutex<std::collections::VecDeque<(i64, u64, usize)>>,
     inventory_db: Mutex<Option<Box<dyn crate::inventory::Store>>>,
     flushes: Mutex<(u64, u64)>,
+    /// The API's connections and refused requests.
+    pub http: Arc<http::HttpStats>,
+    /// Slots of the expensive requests (`api.max_concurrent`).
+    pub expensive: Arc<tokio::sync::Semaphore>,
+    /// Reloads that failed reading files, retried.
+    pub retry: retry::ReloadRetry,
+    /// The rule watcher's state, when the rules are watched.
+    pub watch: OnceLock<Arc<WatchStatus>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -119,71 +131,22 @@ impl Daemon {
     pub fn reload(&self, trigger: &str) -> ReloadReport {
         let r = self.store.reload(trigger);
         log_reload(&r);
-        self.after_reload();
+        self.after_reload(&r);
         r
     }
 
-    fn after_reload(&self) {
+    fn after_reload(&self, r: &ReloadReport) {
+        self.retry.note(r);
         if let Some(r) = &self.refresher {
             r.set_names(self.store.current().ruleset.domain_names());
         }
-    }
-
-    /// Every host's summary, by address.
-    pub fn summaries(&self) -> Vec<HostSummary> {
-        let mut all = Vec::new();
-        for s in &self.shards {
-            let g = s.lock();
-            all.extend(g.inventory.summaries(&g.snapshot.ruleset));
-        }
-        all.sort_by_key(|h| h.host.parse::<IpAddr>().ok());
-        all
-    }
-
-    /// Every host's summary, by address, at most [`SUMMARY_TTL`] old: what the pages read, so
-    /// that a page of 100,000 hosts filters and sorts a ready list instead of scoring them all.
-    /// Only the first request computes them while it waits; later, a request that finds them
-    /// older than that gets them as they are and has them recomputed in the background.
-    pub fn cached_summaries(self: &Arc<Self>) -> Arc<Vec<HostSummary>> {
-        let cached = self
-            .summary_cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        match cached {
-            Some((at, v)) => {
-                if at.elapsed() >= SUMMARY_TTL && !self.refreshing.swap(true, Ordering::SeqCst) {
-                    let d = self.clone();
-                    let spawned =
-                        std::thread::Builder::new()
-                            .name("summaries".into())
-                            .spawn(move || {
-                                d.refresh_summaries();
-                                d.refreshing.store(false, Ordering::SeqCst);
-                            });
-                    if spawned.is_err() {
-                        self.refreshing.store(false, Ordering::SeqCst);
-                    }
-                }
-                v
-            }
-            None => self.refresh_summaries(),
-        }
-    }
-
-    fn refresh_summaries(&self) -> Arc<Vec<HostSummary>> {
-        let v = Arc::new(self.summaries());
-        *self
-            .summary_cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), v.clone()));
-        v
     }
 
     /// Takes a sample of the history the overview charts (called by the flusher).
     pub fn sample_history(self: &Arc<Self>) {
         let labelled = self
             .cached_summaries()
+            .hosts
             .iter()
             .filter(|h| h.os.is_some() || !h.software.is_empty() || h.device.is_some())
             .count();
@@ -259,7 +222,9 @@ impl Daemon {
             return Ok(0);
         };
         // Only the hosts changed since the last write, a few thousand at a time, so that a
-        // shard's worker waits for at most one chunk.
+        // shard's worker waits for at most one chunk; and only as many as had changed when the
+        // write began (oldest change first, the shards in turn), so that hosts changing again
+        // during a write under load cannot keep the others (or another shard) waiting for it.
         let mut written = 0;
         let mut result = Ok(());
         // Worker role: the fleet members write their shards (with their marks) themselves.
@@ -268,23 +233,39 @@ impl Daemon {
         } else {
             &self.shards
         };
-        'shards: for s in shards {
-            loop {
+        let mut left: Vec<usize> = shards
+            .iter()
+            .map(|s| s.lock().inventory.dirty_len())
+            .collect();
+        'rounds: while left.iter().any(|&n| n > 0) {
+            for (s, left) in shards.iter().zip(left.iter_mut()) {
+                if *left == 0 {
+                    continue;
+                }
+                let take = (*left).min(FLUSH_CHUNK);
                 let rows = {
                     let mut g = s.lock();
                     let ShardState {
                         inventory,
                         snapshot,
                     } = &mut *g;
-                    inventory.take_dirty(&snapshot.ruleset, 2000)
+                    inventory.take_dirty(&snapshot.ruleset, take)
                 };
+                *left = if rows.len() < take { 0 } else { *left - take };
                 if rows.is_empty() {
-                    break;
+                    continue;
                 }
                 written += rows.len();
                 if let Err(e) = db.save(&rows) {
+                    // Written again by the next flush.
+                    let mut g = s.lock();
+                    for r in &rows {
+                        if let Ok(a) = r.host.parse() {
+                            g.inventory.mark_dirty(a);
+                        }
+                    }
                     result = Err(e);
-                    break 'shards;
+                    break 'rounds;
                 }
             }
         }
@@ -334,182 +315,14 @@ impl Daemon {
             }
         }
     }
-
-    /// The Prometheus text of `/metrics`.
-    pub fn render_metrics(&self) -> String {
-        use metrics::{counter, gauge};
-        let c = &self.counters;
-        counter!("flowprint_flows_received_total").absolute(c.received.load(Ordering::Relaxed));
-        counter!("flowprint_flows_evaluated_total").absolute(c.evaluated.load(Ordering::Relaxed));
-        counter!("flowprint_flows_dropped_total", "stage" => "worker_queue")
-            .absolute(c.dropped.load(Ordering::Relaxed));
-        counter!("flowprint_flow_copies_dropped_total", "stage" => "worker_queue")
-            .absolute(c.dropped_secondary.load(Ordering::Relaxed));
-        counter!("flowprint_fleet_batches_published_total")
-            .absolute(c.published_batches.load(Ordering::Relaxed));
-        counter!("flowprint_fleet_batches_refused_total")
-            .absolute(c.refused_batches.load(Ordering::Relaxed));
-        counter!("flowprint_fleet_batches_retried_total")
-            .absolute(c.retried_batches.load(Ordering::Relaxed));
-        gauge!("flowprint_fleet_retry_queue_batches")
-            .set(c.retry_queue.load(Ordering::Relaxed) as f64);
-        {
-            let s = self
-                .collector
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            counter!("flowprint_datagrams_received_total").absolute(s.received);
-            counter!("flowprint_datagrams_dropped_total", "stage" => "collector_queue")
-                .absolute(s.queue_drops);
-            counter!("flowprint_datagrams_not_flow_total").absolute(s.not_flow);
-            for (exporter, e) in &s.exporters {
-                let ex = exporter.to_string();
-                counter!("flowprint_exporter_datagrams_total", "exporter" => ex.clone())
-                    .absolute(e.datagrams);
-                counter!("flowprint_exporter_records_total", "exporter" => ex.clone())
-                    .absolute(e.records);
-                counter!("flowprint_exporter_malformed_total", "exporter" => ex.clone())
-                    .absolute(e.malformed);
-                counter!("flowprint_exporter_missing_template_total", "exporter" => ex.clone())
-                    .absolute(e.missing_template);
-                counter!("flowprint_exporter_sequence_lost_total", "exporter" => ex)
-                    .absolute(e.sequence_lost);
-            }
-        }
-        let snap = self.store.current();
-        let (reloads, failed) = self.store.reload_counts();
-        counter!("flowprint_rule_reloads_total").absolute(reloads);
-        counter!("flowprint_rule_reloads_failed_total").absolute(failed);
-        gauge!("flowprint_rules_loaded").set(snap.ruleset.len() as f64);
-        gauge!("flowprint_rules_generation").set(snap.generation as f64);
-        gauge!("flowprint_rules_from_last_good").set(f64::from(u8::from(snap.from_last_good)));
-        gauge!("flowprint_rules_last_reload_ok")
-            .set(f64::from(u8::from(self.store.last_report().ok)));
-        let (mut hosts, mut evicted) = (0usize, 0u64);
-        let mut hits: std::collections::BTreeMap<String, u64> = Default::default();
-        for (i, s) in self.shards.iter().enumerate() {
-            gauge!("flowprint_queue_batches", "worker" => i.to_string())
-                .set(s.queued.load(Ordering::Relaxed).max(0) as f64);
-            let g = s.lock();
-            hosts += g.inventory.len();
-            evicted += g.inventory.evicted;
-            for (r, &n) in g.inventory.rule_hits.iter().enumerate() {
-                if n > 0
-                    && let Some(rule) = g.snapshot.ruleset.rules().get(r)
-                {
-                    *hits.entry(rule.id.clone()).or_default() += n;
-                }
-            }
-        }
-        gauge!("flowprint_hosts_tracked").set(hosts as f64);
-        counter!("flowprint_hosts_evicted_total").absolute(evicted);
-        for (rule, n) in hits {
-            counter!("flowprint_rule_hits_total", "rule" => rule).absolute(n);
-        }
-        if let Some(r) = &self.refresher {
-            let status = r.status();
-            gauge!("flowprint_dns_names").set(status.len() as f64);
-            gauge!("flowprint_dns_names_stale")
-                .set(status.iter().filter(|s| s.is_stale()).count() as f64);
-            let failures: u64 = status.iter().map(|s| u64::from(s.failures)).sum();
-            gauge!("flowprint_dns_consecutive_failures").set(failures as f64);
-        }
-        gauge!("flowprint_dns_pairs").set(
-            self.dns
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .len() as f64,
-        );
-        if let Some(f) = &self.fleet {
-            counter!("flowprint_fleet_batches_applied_total")
-                .absolute(f.applied.load(Ordering::Relaxed));
-            counter!("flowprint_fleet_batches_skipped_total")
-                .absolute(f.skipped.load(Ordering::Relaxed));
-            counter!("flowprint_fleet_flows_applied_total")
-                .absolute(f.flows_applied.load(Ordering::Relaxed));
-            counter!("flowprint_fleet_shard_rewinds_total")
-                .absolute(f.rewinds.load(Ordering::Relaxed));
-            counter!("flowprint_fleet_batches_malformed_total")
-                .absolute(f.malformed.load(Ordering::Relaxed));
-            counter!("flowprint_fleet_shard_takeovers_total")
-                .absolute(f.takeovers.load(Ordering::Relaxed));
-            counter!("flowprint_fleet_shard_releases_total")
-                .absolute(f.released.load(Ordering::Relaxed));
-            counter!("flowprint_fleet_shards_lost_total").absolute(f.lost.load(Ordering::Relaxed));
-            counter!("flowprint_fleet_write_failures_total")
-                .absolute(f.write_failures.load(Ordering::Relaxed));
-            counter!("flowprint_fleet_packs_rejected_total")
-                .absolute(f.packs_rejected.load(Ordering::Relaxed));
-            gauge!("flowprint_fleet_shards_owned").set(
-                f.owned
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .len() as f64,
-            );
-            for (shard, (waiting, unacked)) in f
-                .backlog
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .iter()
-            {
-                gauge!("flowprint_fleet_backlog_batches", "shard" => shard.to_string())
-                    .set(*waiting as f64);
-                gauge!("flowprint_fleet_unacked_batches", "shard" => shard.to_string())
-                    .set(*unacked as f64);
-            }
-        }
-        let (ok, bad) = *self
-            .flushes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        counter!("flowprint_inventory_writes_total").absolute(ok);
-        counter!("flowprint_inventory_writes_failed_total").absolute(bad);
-        prometheus().render()
-    }
 }
 
-/// How old the pages' list of host summaries may be.
-pub const SUMMARY_TTL: Duration = Duration::from_secs(2);
+/// Hosts written per transaction (and per hold of a shard's lock) by a flush.
+const FLUSH_CHUNK: usize = 2000;
 /// How often the overview's history is sampled.
 pub const HISTORY_EVERY: Duration = Duration::from_secs(10);
 /// Samples kept (a day at one every 10 s).
 const HISTORY_SAMPLES: usize = 8640;
-
-/// The API token: the config's, `FLOWPRINT_API_TOKEN`, or one generated into
-/// `<state_dir>/api-token` (mode 0600) and reused at the next start.
-fn api_token(config: &ServeConfig) -> anyhow::Result<String> {
-    if let Some(t) = &config.api.token {
-        return Ok(t.clone());
-    }
-    if let Ok(t) = std::env::var("FLOWPRINT_API_TOKEN")
-        && t.len() >= 16
-    {
-        return Ok(t);
-    }
-    let path = config.state_dir.join("api-token");
-    if let Ok(t) = std::fs::read_to_string(&path)
-        && t.trim().len() >= 16
-    {
-        return Ok(t.trim().to_string());
-    }
-    let mut bytes = [0u8; 24];
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::create_dir_all(&config.state_dir)?;
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)?;
-        std::io::Write::write_all(&mut f, token.as_bytes())?;
-    }
-    tracing::info!(path = %path.display(), "generated an API token");
-    Ok(token)
-}
 
 /// Where the collector's flows go: the local workers, or (collector role) the fleet's bus.
 struct Intake<'a> {
@@ -786,7 +599,7 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
             "collecting"
         );
     }
-    let token = api_token(&config)?;
+    let token = token::api_token(&config)?;
     let api_listener = std::net::TcpListener::bind(config.api.listen)
         .map_err(|e| anyhow::anyhow!("API on {}: {e}", config.api.listen))?;
     api_listener.set_nonblocking(true)?;
@@ -809,12 +622,17 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
         fleet: worker_role
             .as_ref()
             .map(|_| Arc::new(fleet::FleetStatus::default())),
-        summary_cache: Mutex::new(None),
-        refreshing: AtomicBool::new(false),
+        summary_cache: Default::default(),
         history: Mutex::new(Default::default()),
         inventory_db: Mutex::new(db),
         flushes: Mutex::new((0, 0)),
+        http: Default::default(),
+        expensive: Arc::new(tokio::sync::Semaphore::new(config.api.max_concurrent)),
+        retry: Default::default(),
+        watch: OnceLock::new(),
     });
+    // A boot that could not read every file is retried like a reload.
+    daemon.retry.note(&store.last_report());
 
     // Threads: signals, watcher, DNS refresher, flusher, API.
     let bg_stop = Arc::new(AtomicBool::new(false));
@@ -832,6 +650,10 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
             .spawn(move || {
                 for sig in signals.forever() {
                     if sig == signal_hook::consts::SIGHUP {
+                        // Also watch every rules directory again, whatever became of them.
+                        if let Some(w) = d.watch.get() {
+                            w.rewatch();
+                        }
                         d.reload("signal");
                     } else {
                         tracing::info!(signal = sig, "stopping");
@@ -855,12 +677,13 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
             move |r| match r {
                 Ok(r) => {
                     log_reload(&r);
-                    d.after_reload();
+                    d.after_reload(&r);
                 }
                 Err(e) => tracing::warn!("{e}"),
             },
         )?;
-        tracing::info!(dirs = ?w.watched, polling = config.rules.poll.0.is_some(), "watching the rules");
+        tracing::info!(dirs = ?w.watched, mode = w.status.mode(), "watching the rules");
+        let _ = daemon.watch.set(w.status.clone());
         Some(w)
     } else {
         None
@@ -868,6 +691,21 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
     let refresh_thread = match &refresher {
         Some(r) => Some(r.spawn(bg_stop.clone())?),
         None => None,
+    };
+    // Reloads that could not read the files are retried (see `retry`).
+    let retry_thread = {
+        let d = daemon.clone();
+        let stop = bg_stop.clone();
+        std::thread::Builder::new()
+            .name("rule-retry".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if d.retry.take_due() {
+                        d.reload("retry");
+                    }
+                }
+            })?
     };
     let flush_thread = {
         let d = daemon.clone();
@@ -905,11 +743,13 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
                     .build()?;
                 rt.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(api_listener)?;
-                    axum::serve(listener, api::router(d))
-                        .with_graceful_shutdown(async {
-                            let _ = api_stop_rx.await;
-                        })
-                        .await?;
+                    let limits = http::Limits {
+                        max_connections: d.config.api.max_connections,
+                        header_timeout: d.config.api.header_timeout.0,
+                        idle_timeout: d.config.api.idle_timeout.0,
+                    };
+                    let stats = d.http.clone();
+                    http::serve(listener, api::router(d), limits, stats, api_stop_rx).await;
                     Ok::<(), anyhow::Error>(())
                 })
             })?
@@ -1028,6 +868,7 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
         let _ = t.join();
     }
     let _ = flush_thread.join();
+    let _ = retry_thread.join();
     if let Some(t) = refresh_thread {
         let _ = t.join();
     }

@@ -191,7 +191,11 @@ fn counts<'a>(it: impl Iterator<Item = &'a str>, top: usize) -> Vec<(String, usi
 }
 
 async fn overview(State(d): State<Arc<Daemon>>) -> Response {
-    let all = d.cached_summaries();
+    super::api::expensive(&d, overview_page).await
+}
+
+fn overview_page(d: &Arc<Daemon>) -> Response {
+    let all = d.cached_summaries().hosts;
     let labelled = all
         .iter()
         .filter(|h| h.os.is_some() || !h.software.is_empty() || h.device.is_some())
@@ -399,15 +403,18 @@ async fn hosts(
             return r;
         }
     };
-    let all = d.cached_summaries();
-    match hosts_body(&all, &q) {
-        Ok(body) => page("Hosts", body),
-        Err(e) => {
-            let mut r = page("Hosts", html! { p.error { (e) } });
-            *r.status_mut() = StatusCode::BAD_REQUEST;
-            r
+    super::api::expensive(&d, move |d| {
+        let all = d.cached_summaries().hosts;
+        match hosts_body(&all, &q) {
+            Ok(body) => page("Hosts", body),
+            Err(e) => {
+                let mut r = page("Hosts", html! { p.error { (e) } });
+                *r.status_mut() = StatusCode::BAD_REQUEST;
+                r
+            }
         }
-    }
+    })
+    .await
 }
 
 /// The hosts page's body for a query over `all` (the summaries, by address).
@@ -568,6 +575,10 @@ async fn host(State(d): State<Arc<Daemon>>, Path(addr): Path<String>) -> Respons
 }
 
 async fn rules(State(d): State<Arc<Daemon>>) -> Response {
+    super::api::expensive(&d, rules_page).await
+}
+
+fn rules_page(d: &Arc<Daemon>) -> Response {
     let snap = d.store.current();
     let report = d.store.last_report();
     let (reloads, failed) = d.store.reload_counts();

@@ -187,6 +187,9 @@ pub struct ReloadReport {
     pub errors: usize,
     /// The diagnostics, rendered as on the command line.
     pub diagnostics: Vec<String>,
+    /// Sources that could not be read (I/O errors: too many open files, a file removed
+    /// while read...): a failure that retrying can cure, unlike a compile error.
+    pub unreadable: usize,
 }
 
 /// How the store booted.
@@ -585,6 +588,7 @@ impl RuleStore {
                             rules: s.ruleset.len(),
                             errors,
                             diagnostics: diagnostics.clone(),
+                            unreadable: sources.unreadable.len(),
                             ..Default::default()
                         };
                         let boot = BootStatus {
@@ -690,6 +694,7 @@ impl RuleStore {
                 }
                 Err((errors, diagnostics)) => {
                     self.failed.fetch_add(1, Ordering::Relaxed);
+                    report.unreadable = sources.unreadable.len();
                     report.ok = false;
                     report.errors = errors;
                     report.diagnostics = diagnostics;

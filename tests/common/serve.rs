@@ -74,12 +74,27 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(dir: &Path, extra: &[&str]) -> Serve {
+        Serve::start_via(dir, extra, &[])
+    }
+
+    /// Starts the daemon through `wrapper`, a program (and its arguments) that ends by
+    /// executing the daemon's command line, e.g. `prlimit --nofile=64:64`.
+    pub fn start_via(dir: &Path, extra: &[&str], wrapper: &[&str]) -> Serve {
         let api: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
         let udp: SocketAddr = format!("127.0.0.1:{}", super::free_udp_port())
             .parse()
             .unwrap();
         let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_flowprint"))
+        let bin = env!("CARGO_BIN_EXE_flowprint");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = command
             .current_dir(dir)
             .args(["serve", "--listen", &udp.to_string()])
             .args(["--api-listen", &api.to_string()])

@@ -1,0 +1,167 @@
+//! The Prometheus text of `/metrics` (docs/serve.md lists the series).
+
+use super::{Daemon, prometheus};
+use std::sync::atomic::Ordering;
+
+impl Daemon {
+    /// The Prometheus text of `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        use ::metrics::{counter, gauge};
+        let c = &self.counters;
+        counter!("flowprint_flows_received_total").absolute(c.received.load(Ordering::Relaxed));
+        counter!("flowprint_flows_evaluated_total").absolute(c.evaluated.load(Ordering::Relaxed));
+        counter!("flowprint_flows_dropped_total", "stage" => "worker_queue")
+            .absolute(c.dropped.load(Ordering::Relaxed));
+        counter!("flowprint_flow_copies_dropped_total", "stage" => "worker_queue")
+            .absolute(c.dropped_secondary.load(Ordering::Relaxed));
+        counter!("flowprint_fleet_batches_published_total")
+            .absolute(c.published_batches.load(Ordering::Relaxed));
+        counter!("flowprint_fleet_batches_refused_total")
+            .absolute(c.refused_batches.load(Ordering::Relaxed));
+        counter!("flowprint_fleet_batches_retried_total")
+            .absolute(c.retried_batches.load(Ordering::Relaxed));
+        gauge!("flowprint_fleet_retry_queue_batches")
+            .set(c.retry_queue.load(Ordering::Relaxed) as f64);
+        {
+            let s = self
+                .collector
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            counter!("flowprint_datagrams_received_total").absolute(s.received);
+            counter!("flowprint_datagrams_dropped_total", "stage" => "collector_queue")
+                .absolute(s.queue_drops);
+            counter!("flowprint_datagrams_not_flow_total").absolute(s.not_flow);
+            for (exporter, e) in &s.exporters {
+                let ex = exporter.to_string();
+                counter!("flowprint_exporter_datagrams_total", "exporter" => ex.clone())
+                    .absolute(e.datagrams);
+                counter!("flowprint_exporter_records_total", "exporter" => ex.clone())
+                    .absolute(e.records);
+                counter!("flowprint_exporter_malformed_total", "exporter" => ex.clone())
+                    .absolute(e.malformed);
+                counter!("flowprint_exporter_missing_template_total", "exporter" => ex.clone())
+                    .absolute(e.missing_template);
+                counter!("flowprint_exporter_sequence_lost_total", "exporter" => ex)
+                    .absolute(e.sequence_lost);
+            }
+        }
+        let snap = self.store.current();
+        let (reloads, failed) = self.store.reload_counts();
+        counter!("flowprint_rule_reloads_total").absolute(reloads);
+        counter!("flowprint_rule_reloads_failed_total").absolute(failed);
+        gauge!("flowprint_rules_loaded").set(snap.ruleset.len() as f64);
+        gauge!("flowprint_rules_generation").set(snap.generation as f64);
+        gauge!("flowprint_rules_from_last_good").set(f64::from(u8::from(snap.from_last_good)));
+        gauge!("flowprint_rules_last_reload_ok")
+            .set(f64::from(u8::from(self.store.last_report().ok)));
+        let (mut hosts, mut evicted) = (0usize, 0u64);
+        let mut hits: std::collections::BTreeMap<String, u64> = Default::default();
+        for (i, s) in self.shards.iter().enumerate() {
+            gauge!("flowprint_queue_batches", "worker" => i.to_string())
+                .set(s.queued.load(Ordering::Relaxed).max(0) as f64);
+            let g = s.lock();
+            hosts += g.inventory.len();
+            evicted += g.inventory.evicted;
+            for (r, &n) in g.inventory.rule_hits.iter().enumerate() {
+                if n > 0
+                    && let Some(rule) = g.snapshot.ruleset.rules().get(r)
+                {
+                    *hits.entry(rule.id.clone()).or_default() += n;
+                }
+            }
+        }
+        gauge!("flowprint_hosts_tracked").set(hosts as f64);
+        counter!("flowprint_hosts_evicted_total").absolute(evicted);
+        for (rule, n) in hits {
+            counter!("flowprint_rule_hits_total", "rule" => rule).absolute(n);
+        }
+        if let Some(r) = &self.refresher {
+            let status = r.status();
+            gauge!("flowprint_dns_names").set(status.len() as f64);
+            gauge!("flowprint_dns_names_stale")
+                .set(status.iter().filter(|s| s.is_stale()).count() as f64);
+            let failures: u64 = status.iter().map(|s| u64::from(s.failures)).sum();
+            gauge!("flowprint_dns_consecutive_failures").set(failures as f64);
+        }
+        gauge!("flowprint_dns_pairs").set(
+            self.dns
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .len() as f64,
+        );
+        if let Some(f) = &self.fleet {
+            counter!("flowprint_fleet_batches_applied_total")
+                .absolute(f.applied.load(Ordering::Relaxed));
+            counter!("flowprint_fleet_batches_skipped_total")
+                .absolute(f.skipped.load(Ordering::Relaxed));
+            counter!("flowprint_fleet_flows_applied_total")
+                .absolute(f.flows_applied.load(Ordering::Relaxed));
+            counter!("flowprint_fleet_shard_rewinds_total")
+                .absolute(f.rewinds.load(Ordering::Relaxed));
+            counter!("flowprint_fleet_batches_malformed_total")
+                .absolute(f.malformed.load(Ordering::Relaxed));
+            counter!("flowprint_fleet_shard_takeovers_total")
+                .absolute(f.takeovers.load(Ordering::Relaxed));
+            counter!("flowprint_fleet_shard_releases_total")
+                .absolute(f.released.load(Ordering::Relaxed));
+            counter!("flowprint_fleet_shards_lost_total").absolute(f.lost.load(Ordering::Relaxed));
+            counter!("flowprint_fleet_write_failures_total")
+                .absolute(f.write_failures.load(Ordering::Relaxed));
+            counter!("flowprint_fleet_packs_rejected_total")
+                .absolute(f.packs_rejected.load(Ordering::Relaxed));
+            gauge!("flowprint_fleet_shards_owned").set(
+                f.owned
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .len() as f64,
+            );
+            for (shard, (waiting, unacked)) in f
+                .backlog
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+            {
+                gauge!("flowprint_fleet_backlog_batches", "shard" => shard.to_string())
+                    .set(*waiting as f64);
+                gauge!("flowprint_fleet_unacked_batches", "shard" => shard.to_string())
+                    .set(*unacked as f64);
+            }
+        }
+        let (ok, bad) = *self
+            .flushes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        counter!("flowprint_inventory_writes_total").absolute(ok);
+        counter!("flowprint_inventory_writes_failed_total").absolute(bad);
+        let h = &self.http;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        counter!("flowprint_api_connections_total").absolute(load(&h.accepted));
+        gauge!("flowprint_api_connections_open").set(load(&h.open) as f64);
+        gauge!("flowprint_api_connections_limit").set(load(&h.cap) as f64);
+        counter!("flowprint_api_connection_waits_at_limit_total").absolute(load(&h.waits_at_cap));
+        counter!("flowprint_api_accept_errors_total").absolute(load(&h.accept_errors));
+        counter!("flowprint_api_connections_closed_total", "reason" => "header_timeout")
+            .absolute(load(&h.header_timeouts));
+        counter!("flowprint_api_connections_closed_total", "reason" => "idle")
+            .absolute(load(&h.idle_closed));
+        counter!("flowprint_api_requests_rejected_total", "reason" => "host")
+            .absolute(load(&h.rejected_host));
+        counter!("flowprint_api_requests_rejected_total", "reason" => "busy")
+            .absolute(load(&h.rejected_busy));
+        counter!("flowprint_api_requests_rejected_total", "reason" => "timeout")
+            .absolute(load(&h.timed_out));
+        counter!("flowprint_host_summaries_computed_total")
+            .absolute(load(&self.summary_cache.computed));
+        gauge!("flowprint_host_summaries_compute_seconds")
+            .set(load(&self.summary_cache.last_us) as f64 / 1e6);
+        counter!("flowprint_rule_reload_retries_total").absolute(load(&self.retry.retries));
+        gauge!("flowprint_rule_reload_retry_pending")
+            .set(f64::from(u8::from(self.retry.pending().is_some())));
+        if let Some(w) = self.watch.get() {
+            gauge!("flowprint_rule_watch_ok").set(f64::from(u8::from(w.all_watching())));
+            counter!("flowprint_rule_watch_rewatches_total").absolute(load(&w.rewatches));
+            counter!("flowprint_rule_watch_errors_total").absolute(load(&w.errors));
+        }
+        prometheus().render()
+    }
+}
