@@ -201,6 +201,12 @@ impl Decoder {
         self.state.peek_stats(exporter)
     }
 
+    /// What the last [`Decoder::decode`] added to the counters of exporters other than its
+    /// own (their sessions evicted to make room), per exporter.
+    pub fn counted_elsewhere(&self) -> &[(IpAddr, ExporterStats)] {
+        self.state.elsewhere()
+    }
+
     /// Sizes of the state and what was evicted from it.
     pub fn state_stats(&self) -> StateStats {
         self.state.figures()
@@ -220,6 +226,7 @@ impl Decoder {
         payload: &[u8],
         out: &mut dyn FnMut(Flow),
     ) -> Result<u64, DecodeError> {
+        self.state.begin(exporter);
         self.state.stats(exporter, &self.config).datagrams += 1;
         let result = match payload.get(..2).map(|v| u16::from_be_bytes([v[0], v[1]])) {
             Some(5) => self.decode_v5(exporter, payload, out),

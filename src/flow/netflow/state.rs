@@ -206,6 +206,12 @@ pub(super) struct State {
     exporters_evicted: u64,
     /// The counters of evicted exporters, added up.
     evicted: ExporterStats,
+    /// The exporter of the datagram being decoded.
+    current: Option<IpAddr>,
+    /// What the datagram being decoded added to other exporters' counters (evictions of
+    /// their sessions), so that a caller following the counters of the datagram's exporter
+    /// also sees those. At most one entry per exporter evicted from.
+    elsewhere: Vec<(IpAddr, ExporterStats)>,
 }
 
 impl State {
@@ -216,6 +222,29 @@ impl State {
             bytes: 0,
             exporters_evicted: 0,
             evicted: ExporterStats::default(),
+            current: None,
+            elsewhere: Vec::new(),
+        }
+    }
+
+    /// Starts a datagram from `exporter`.
+    pub fn begin(&mut self, exporter: IpAddr) {
+        self.current = Some(exporter);
+        self.elsewhere.clear();
+    }
+
+    /// What the last datagram added to other exporters' counters.
+    pub fn elsewhere(&self) -> &[(IpAddr, ExporterStats)] {
+        &self.elsewhere
+    }
+
+    fn note_elsewhere(&mut self, exporter: IpAddr, counts: &ExporterStats) {
+        if self.current == Some(exporter) {
+            return;
+        }
+        match self.elsewhere.iter_mut().find(|(ip, _)| *ip == exporter) {
+            Some((_, c)) => c.add(counts),
+            None => self.elsewhere.push((exporter, counts.clone())),
         }
     }
 
@@ -247,12 +276,15 @@ impl State {
             let Some((ip, mut old)) = self.exporters.pop_front() else {
                 break;
             };
+            let mut counts = ExporterStats::default();
             for (&domain, _) in old.domains.iter() {
                 if let Some(s) = self.sessions.remove(&(ip, domain)) {
                     self.bytes = self.bytes.saturating_sub(s.bytes());
-                    count_evicted(&s, &mut old.stats);
+                    counts.add(&eviction_counts(&s));
                 }
             }
+            old.stats.add(&counts);
+            self.note_elsewhere(ip, &counts);
             self.exporters_evicted += 1;
             self.evicted.add(&old.stats);
         }
@@ -311,15 +343,17 @@ impl State {
             return;
         };
         self.bytes = self.bytes.saturating_sub(s.bytes());
+        let counts = eviction_counts(&s);
         match self.exporters.get_mut(&k.0) {
             Some(e) => {
                 if unlink {
                     e.domains.remove(&k.1);
                 }
-                count_evicted(&s, &mut e.stats);
+                e.stats.add(&counts);
             }
-            None => count_evicted(&s, &mut self.evicted),
+            None => self.evicted.add(&counts),
         }
+        self.note_elsewhere(k.0, &counts);
     }
 
     /// After a datagram: brings the byte total up to date (`before`/`after` are the bytes of
@@ -364,11 +398,14 @@ impl State {
     }
 }
 
-/// Counts an evicted session's state as lost in `stats`.
-fn count_evicted(s: &Session, stats: &mut ExporterStats) {
-    stats.sessions_evicted += 1;
-    stats.templates_evicted += s.templates.len() as u64;
-    stats.missing_template += s.pending.len() as u64;
+/// An evicted session's state, counted as lost.
+fn eviction_counts(s: &Session) -> ExporterStats {
+    ExporterStats {
+        sessions_evicted: 1,
+        templates_evicted: s.templates.len() as u64,
+        missing_template: s.pending.len() as u64,
+        ..ExporterStats::default()
+    }
 }
 
 fn new_exporter() -> Exporter {
