@@ -231,9 +231,13 @@ impl Collector {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        // Drain what was already queued.
-        while let Ok(p) = self.rx.try_recv() {
-            self.handle(p, on_flow, on_warning);
+        // Stopping: drain what was already queued. Not at the deadline: under a sustained
+        // flood the queue never empties, and the caller would never get control back (nor
+        // refresh its counters).
+        if self.stop.load(Ordering::Relaxed) {
+            while let Ok(p) = self.rx.try_recv() {
+                self.handle(p, on_flow, on_warning);
+            }
         }
     }
 

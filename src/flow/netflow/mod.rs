@@ -2,10 +2,13 @@
 //!
 //! Templates are kept per session — (exporter address, source id / observation domain) — and
 //! compiled into flat [`fields::Plan`]s when they arrive, so decoding a record is one pass over
-//! a short list of steps. Data that arrives before its template is held (bounded) and decoded
-//! when the template comes; templates expire when not refreshed. Every problem is counted per
-//! exporter in [`ExporterStats`]; nothing panics and no length field makes it allocate more
-//! than the datagram it came in.
+//! a short list of steps. Data that arrives before its template is held and decoded when the
+//! template comes; templates expire when not refreshed (when a timeout is set). Sessions,
+//! templates, held data and per-exporter counters are all capped, least recently used first
+//! (`state.rs`, [`DecoderConfig`]). Variable-length fields (length 65535) are read as RFC 7011
+//! §7 says, in IPFIX and in v9 alike (as nfdump does). Every problem and every eviction is
+//! counted per exporter in [`ExporterStats`]; nothing panics and no length field makes it
+//! allocate more than the datagram it came in.
 //!
 //! Written for flowprint rather than wrapping `netflow_parser`: that crate drops whole sets
 //! silently on zero-length variable fields, loses a datagram on one bad set, leaves uptime

@@ -83,6 +83,10 @@ fn a_flood_of_new_source_ids_and_exporters_stays_within_the_caps() {
         "one pending set per flood session"
     );
     assert!(s.state_bytes <= config.max_state_bytes);
+    eprintln!(
+        "{} sessions: {} bytes of templates and pending data",
+        s.sessions, s.state_bytes
+    );
     assert!(
         s.state_bytes < 16 << 20,
         "{} bytes for {} sessions",
