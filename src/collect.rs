@@ -358,3 +358,47 @@ impl Collector {
         self.stats()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exporters_beyond_the_series_cap_are_added_up_as_other() {
+        let mut c = Collector::bind(&CollectorConfig {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            max_exporter_series: 2,
+            ..CollectorConfig::default()
+        })
+        .unwrap();
+        let to = c.listeners()[0].addr;
+        // A NetFlow v5 header with no records: malformed, counted per exporter.
+        let d = [0u8, 5, 0, 0];
+        for x in 2..7 {
+            let s = UdpSocket::bind(format!("127.0.0.{x}:0")).unwrap();
+            s.send_to(&d, to).unwrap();
+            s.send_to(&d, to).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let seen = |s: &CollectorStats| {
+            s.exporters.values().map(|e| e.datagrams).sum::<u64>() + s.other_exporters.datagrams
+        };
+        while seen(&c.stats()) < 10 && Instant::now() < deadline {
+            c.run(
+                Some(Instant::now() + Duration::from_millis(50)),
+                &mut |_| {},
+                &mut |_| {},
+            );
+        }
+        let s = c.stats();
+        assert_eq!(s.exporters.len(), 2, "{s:?}");
+        assert!(
+            s.exporters
+                .values()
+                .all(|e| e.datagrams == 2 && e.malformed == 2)
+        );
+        assert_eq!(s.other_exporters.datagrams, 6, "{s:?}");
+        assert_eq!(s.other_exporters.malformed, 6);
+        assert_eq!(s.state.exporters, 5);
+    }
+}
