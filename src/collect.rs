@@ -8,7 +8,7 @@
 
 use crate::flow::Flow;
 use crate::flow::ingest::binary::decode_datagram;
-use crate::flow::netflow::{Decoder, ExporterStats};
+use crate::flow::netflow::{Decoder, DecoderConfig, ExporterStats, StateStats};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -26,6 +26,11 @@ pub struct CollectorConfig {
     pub recv_buffer: usize,
     /// Datagrams the queue between receivers and the decoder holds.
     pub queue: usize,
+    /// The decoder's template timeout and caps.
+    pub decoder: DecoderConfig,
+    /// Exporters counted under their own address in [`CollectorStats::exporters`] (the first
+    /// ones seen); the others are added up in [`CollectorStats::other_exporters`].
+    pub max_exporter_series: usize,
 }
 
 impl Default for CollectorConfig {
@@ -34,9 +39,15 @@ impl Default for CollectorConfig {
             listen: Vec::new(),
             recv_buffer: 32 << 20,
             queue: 65_536,
+            decoder: DecoderConfig::collector(),
+            max_exporter_series: 1024,
         }
     }
 }
+
+/// Exporters whose last warning time is remembered for the once-a-minute log; beyond, the
+/// others share one.
+const MAX_WARNED_EXPORTERS: usize = 4096;
 
 /// One bound socket and what the kernel granted it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -60,8 +71,13 @@ pub struct CollectorStats {
     pub not_flow: u64,
     /// Flows handed to the consumer.
     pub flows: u64,
-    /// Per exporter: the decoder's counters.
+    /// Per exporter, the decoder's counters since the start, for the first
+    /// `max_exporter_series` exporters seen (kept even when the decoder evicts their state).
     pub exporters: HashMap<IpAddr, ExporterStats>,
+    /// The counters of the exporters beyond `max_exporter_series`, added up.
+    pub other_exporters: ExporterStats,
+    /// The decoder's state: sizes, evictions.
+    pub state: StateStats,
 }
 
 struct Packet {
@@ -82,6 +98,11 @@ pub struct Collector {
     not_flow: u64,
     flows: u64,
     last_warning: HashMap<IpAddr, Instant>,
+    /// When the exporters beyond [`MAX_WARNED_EXPORTERS`] were last warned about.
+    last_other_warning: Option<Instant>,
+    series: HashMap<IpAddr, ExporterStats>,
+    other: ExporterStats,
+    max_series: usize,
 }
 
 fn now_ms() -> i64 {
@@ -170,10 +191,14 @@ impl Collector {
             drops,
             stop,
             threads,
-            decoder: Decoder::new(),
+            decoder: Decoder::with_config(config.decoder.clone()),
             not_flow: 0,
             flows: 0,
             last_warning: HashMap::new(),
+            last_other_warning: None,
+            series: HashMap::new(),
+            other: ExporterStats::default(),
+            max_series: config.max_exporter_series,
         })
     }
 
@@ -206,9 +231,13 @@ impl Collector {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        // Drain what was already queued.
-        while let Ok(p) = self.rx.try_recv() {
-            self.handle(p, on_flow, on_warning);
+        // Stopping: drain what was already queued. Not at the deadline: under a sustained
+        // flood the queue never empties, and the caller would never get control back (nor
+        // refresh its counters).
+        if self.stop.load(Ordering::Relaxed) {
+            while let Ok(p) = self.rx.try_recv() {
+                self.handle(p, on_flow, on_warning);
+            }
         }
     }
 
@@ -219,21 +248,22 @@ impl Collector {
         on_warning: &mut dyn FnMut(String),
     ) {
         let exporter = p.from.ip();
+        let before = self.decoder.exporter_stats(&exporter).cloned();
         let mut n = 0;
-        match decode_datagram(&mut self.decoder, exporter, &p.data, p.at_ms, &mut |f| {
+        let result = decode_datagram(&mut self.decoder, exporter, &p.data, p.at_ms, &mut |f| {
             n += 1;
             on_flow(f)
-        }) {
+        });
+        self.flows += n;
+        if Decoder::is_netflow(&p.data) {
+            self.count(exporter, before);
+        }
+        match result {
             Ok(true) => {}
             Ok(false) => self.not_flow += 1,
             Err(reason) => {
                 let now = Instant::now();
-                let due = self
-                    .last_warning
-                    .get(&exporter)
-                    .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(60));
-                if due {
-                    self.last_warning.insert(exporter, now);
+                if self.warning_due(exporter, now) {
                     on_warning(format!(
                         "malformed datagram from {}: {reason} (further ones from this exporter are only counted for a minute)",
                         p.from
@@ -241,7 +271,61 @@ impl Collector {
                 }
             }
         }
-        self.flows += n;
+    }
+
+    /// Adds what one datagram changed in the decoder's counters (of `exporter`, and of the
+    /// exporters whose sessions it evicted) to their series, or to the other exporters' when
+    /// there are `max_exporter_series` already.
+    fn count(&mut self, exporter: IpAddr, before: Option<ExporterStats>) {
+        let Some(after) = self.decoder.exporter_stats(&exporter) else {
+            return;
+        };
+        let delta = after.since(&before.unwrap_or_default());
+        self.add_to_series(exporter, &delta);
+        // Sessions of other exporters this datagram evicted.
+        for i in 0..self.decoder.counted_elsewhere().len() {
+            let (ip, d) = self.decoder.counted_elsewhere()[i].clone();
+            self.add_to_series(ip, &d);
+        }
+    }
+
+    fn add_to_series(&mut self, exporter: IpAddr, delta: &ExporterStats) {
+        if let Some(s) = self.series.get_mut(&exporter) {
+            s.add(delta);
+        } else if self.series.len() < self.max_series {
+            self.series.insert(exporter, delta.clone());
+        } else {
+            self.other.add(delta);
+        }
+    }
+
+    /// Whether a malformed datagram from `exporter` is logged: once a minute per exporter, and
+    /// once a minute for all exporters beyond [`MAX_WARNED_EXPORTERS`].
+    fn warning_due(&mut self, exporter: IpAddr, now: Instant) -> bool {
+        let minute = Duration::from_secs(60);
+        if let Some(t) = self.last_warning.get_mut(&exporter) {
+            if now.duration_since(*t) < minute {
+                return false;
+            }
+            *t = now;
+            return true;
+        }
+        if self.last_warning.len() >= MAX_WARNED_EXPORTERS {
+            self.last_warning
+                .retain(|_, t| now.duration_since(*t) < minute);
+        }
+        if self.last_warning.len() < MAX_WARNED_EXPORTERS {
+            self.last_warning.insert(exporter, now);
+            return true;
+        }
+        if self
+            .last_other_warning
+            .is_some_and(|t| now.duration_since(t) < minute)
+        {
+            return false;
+        }
+        self.last_other_warning = Some(now);
+        true
     }
 
     /// Counters so far.
@@ -251,7 +335,9 @@ impl Collector {
             queue_drops: self.drops.load(Ordering::Relaxed),
             not_flow: self.not_flow,
             flows: self.flows,
-            exporters: self.decoder.stats().clone(),
+            exporters: self.series.clone(),
+            other_exporters: self.other.clone(),
+            state: self.decoder.state_stats(),
         }
     }
 
@@ -270,5 +356,49 @@ impl Collector {
             self.handle(p, on_flow, on_warning);
         }
         self.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exporters_beyond_the_series_cap_are_added_up_as_other() {
+        let mut c = Collector::bind(&CollectorConfig {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            max_exporter_series: 2,
+            ..CollectorConfig::default()
+        })
+        .unwrap();
+        let to = c.listeners()[0].addr;
+        // A NetFlow v5 header with no records: malformed, counted per exporter.
+        let d = [0u8, 5, 0, 0];
+        for x in 2..7 {
+            let s = UdpSocket::bind(format!("127.0.0.{x}:0")).unwrap();
+            s.send_to(&d, to).unwrap();
+            s.send_to(&d, to).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let seen = |s: &CollectorStats| {
+            s.exporters.values().map(|e| e.datagrams).sum::<u64>() + s.other_exporters.datagrams
+        };
+        while seen(&c.stats()) < 10 && Instant::now() < deadline {
+            c.run(
+                Some(Instant::now() + Duration::from_millis(50)),
+                &mut |_| {},
+                &mut |_| {},
+            );
+        }
+        let s = c.stats();
+        assert_eq!(s.exporters.len(), 2, "{s:?}");
+        assert!(
+            s.exporters
+                .values()
+                .all(|e| e.datagrams == 2 && e.malformed == 2)
+        );
+        assert_eq!(s.other_exporters.datagrams, 6, "{s:?}");
+        assert_eq!(s.other_exporters.malformed, 6);
+        assert_eq!(s.state.exporters, 5);
     }
 }

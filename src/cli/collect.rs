@@ -37,6 +37,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         listen: args.listen.clone(),
         recv_buffer: args.recv_buffer,
         queue: args.queue,
+        ..CollectorConfig::default()
     };
     let mut collector = Collector::bind(&config)?;
     for l in collector.listeners() {

@@ -87,6 +87,34 @@ pub struct Args {
     /// Longest refresh interval of resolved names [dns.max_ttl; default 1h].
     #[arg(long, value_name = "DURATION")]
     dns_max_ttl: Option<String>,
+    /// Forget templates not refreshed this long, or `none` [collector.template_timeout;
+    /// default 1h].
+    #[arg(long, value_name = "DURATION")]
+    template_timeout: Option<String>,
+    /// Exporters whose counters and sessions are kept [collector.max_exporters; default 4096].
+    #[arg(long, value_name = "N")]
+    max_exporters: Option<usize>,
+    /// Sessions (exporter × source id) kept in all [collector.max_sessions; default 16384].
+    #[arg(long, value_name = "N")]
+    max_sessions: Option<usize>,
+    /// Sessions kept per exporter [collector.max_sessions_per_exporter; default 256].
+    #[arg(long, value_name = "N")]
+    max_sessions_per_exporter: Option<usize>,
+    /// Templates kept per session [collector.max_templates_per_session; default 1024].
+    #[arg(long, value_name = "N")]
+    max_templates_per_session: Option<usize>,
+    /// Data sets held per session for their template [collector.max_pending_sets; default 64].
+    #[arg(long, value_name = "N")]
+    max_pending_sets: Option<usize>,
+    /// Bytes of data sets held per session [collector.max_pending_bytes; default 256 KiB].
+    #[arg(long, value_name = "BYTES")]
+    max_pending_bytes: Option<usize>,
+    /// Bytes of templates and pending data in all [collector.max_state_bytes; default 128 MiB].
+    #[arg(long, value_name = "BYTES")]
+    max_state_bytes: Option<usize>,
+    /// Exporters with metric series of their own [collector.max_exporter_series; default 1024].
+    #[arg(long, value_name = "N")]
+    max_exporter_series: Option<usize>,
     /// Collector role: publish flows to this NATS JetStream server instead of evaluating them
     /// (docs/fleet.md) [fleet.publish].
     #[arg(long, value_name = "nats://HOST:PORT")]
@@ -284,6 +312,30 @@ impl Args {
         }
         if let Some(v) = self.api_listen {
             c.api.listen = v;
+        }
+        if let Some(v) = &self.template_timeout {
+            c.collector.template_timeout = maybe_dur("template-timeout", v)?;
+        }
+        let l = &mut c.collector;
+        for (flag, slot) in [
+            (self.max_exporters, &mut l.max_exporters),
+            (self.max_sessions, &mut l.max_sessions),
+            (
+                self.max_sessions_per_exporter,
+                &mut l.max_sessions_per_exporter,
+            ),
+            (
+                self.max_templates_per_session,
+                &mut l.max_templates_per_session,
+            ),
+            (self.max_pending_sets, &mut l.max_pending_sets),
+            (self.max_pending_bytes, &mut l.max_pending_bytes),
+            (self.max_state_bytes, &mut l.max_state_bytes),
+            (self.max_exporter_series, &mut l.max_exporter_series),
+        ] {
+            if let Some(v) = flag {
+                *slot = v;
+            }
         }
         if let Some(v) = self.api_max_body {
             c.api.max_body = v;

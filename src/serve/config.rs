@@ -37,6 +37,16 @@
 //!   packs: true                   # worker role: follow `flowprint pack publish`
 //!   trusted_keys: []
 //!   allow_unsigned: false
+//! collector:                      # the caps on what exporters make it keep (docs/limits.md)
+//!   template_timeout: 1h          # templates not refreshed this long are forgotten; none: kept
+//!   max_exporters: 4096           # exporters whose counters and sessions are kept
+//!   max_sessions: 16384           # exporter × source id / observation domain, in all
+//!   max_sessions_per_exporter: 256
+//!   max_templates_per_session: 1024
+//!   max_pending_sets: 64          # data sets waiting for their template, per session
+//!   max_pending_bytes: 262144     # the same in bytes, per session
+//!   max_state_bytes: 134217728    # templates and pending data in all
+//!   max_exporter_series: 1024     # exporters with their own metrics; the others: `other`
 //! api:
 //!   listen: 127.0.0.1:9155
 //!   token: null                   # or FLOWPRINT_API_TOKEN; generated into state_dir if unset
@@ -264,6 +274,100 @@ impl FleetConfig {
     }
 }
 
+/// The collector's template timeout and caps (docs/limits.md, "Collector").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorLimits {
+    /// Templates not refreshed this long (by the exporter's clock) are forgotten; `none`:
+    /// kept until replaced, withdrawn or evicted.
+    pub template_timeout: MaybeDur,
+    /// Exporters whose counters and sessions are kept.
+    pub max_exporters: usize,
+    /// Sessions (exporter × source id / observation domain) in all.
+    pub max_sessions: usize,
+    /// Sessions per exporter.
+    pub max_sessions_per_exporter: usize,
+    /// Templates per session.
+    pub max_templates_per_session: usize,
+    /// Data sets waiting for their template, per session.
+    pub max_pending_sets: usize,
+    /// Bytes of data sets waiting for their template, per session.
+    pub max_pending_bytes: usize,
+    /// Bytes of templates and pending data in all.
+    pub max_state_bytes: usize,
+    /// Exporters with their own metric series; the others are added up as `other`.
+    pub max_exporter_series: usize,
+}
+
+impl Default for CollectorLimits {
+    fn default() -> Self {
+        let d = crate::flow::netflow::DecoderConfig::collector();
+        CollectorLimits {
+            template_timeout: MaybeDur(
+                d.template_timeout_ms
+                    .map(|ms| Duration::from_millis(ms as u64)),
+            ),
+            max_exporters: d.max_exporters,
+            max_sessions: d.max_sessions,
+            max_sessions_per_exporter: d.max_sessions_per_exporter,
+            max_templates_per_session: d.max_templates_per_session,
+            max_pending_sets: d.pending_max,
+            max_pending_bytes: d.pending_bytes_max,
+            max_state_bytes: d.max_state_bytes,
+            max_exporter_series: crate::collect::CollectorConfig::default().max_exporter_series,
+        }
+    }
+}
+
+impl CollectorLimits {
+    /// The decoder's settings.
+    pub fn decoder(&self) -> crate::flow::netflow::DecoderConfig {
+        crate::flow::netflow::DecoderConfig {
+            template_timeout_ms: self
+                .template_timeout
+                .0
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            pending_max: self.max_pending_sets,
+            pending_bytes_max: self.max_pending_bytes,
+            max_exporters: self.max_exporters,
+            max_sessions: self.max_sessions,
+            max_sessions_per_exporter: self.max_sessions_per_exporter,
+            max_templates_per_session: self.max_templates_per_session,
+            max_state_bytes: self.max_state_bytes,
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (key, v) in [
+            ("max_exporters", self.max_exporters),
+            ("max_sessions", self.max_sessions),
+            ("max_sessions_per_exporter", self.max_sessions_per_exporter),
+            ("max_templates_per_session", self.max_templates_per_session),
+            ("max_pending_sets", self.max_pending_sets),
+        ] {
+            if v == 0 {
+                return Err(format!("collector.{key}: must be at least 1"));
+            }
+        }
+        if self.max_pending_bytes < 65_536 {
+            return Err(
+                "collector.max_pending_bytes: must be at least 65536 (one largest data set)".into(),
+            );
+        }
+        if self.max_state_bytes < self.max_pending_bytes {
+            return Err("collector.max_state_bytes: is below collector.max_pending_bytes".into());
+        }
+        if self
+            .template_timeout
+            .0
+            .is_some_and(|d| d < Duration::from_secs(1))
+        {
+            return Err("collector.template_timeout: must be at least 1s, or none".into());
+        }
+        Ok(())
+    }
+}
+
 /// Everything `serve` needs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -294,6 +398,8 @@ pub struct ServeConfig {
     pub idle: MaybeDur,
     /// DNS.
     pub dns: DnsConfig,
+    /// The collector's caps.
+    pub collector: CollectorLimits,
     /// API.
     pub api: ApiConfig,
     /// Fleet role.
@@ -318,6 +424,7 @@ impl Default for ServeConfig {
             max_hosts: 1_000_000,
             idle: MaybeDur(None),
             dns: DnsConfig::default(),
+            collector: CollectorLimits::default(),
             api: ApiConfig::default(),
             fleet: FleetConfig::default(),
         }
@@ -488,7 +595,7 @@ impl ServeConfig {
         if self.dns.min_ttl.0 > self.dns.max_ttl.0 {
             return Err("dns.min_ttl: is longer than dns.max_ttl".into());
         }
-        Ok(())
+        self.collector.validate()
     }
 }
 
@@ -548,6 +655,29 @@ mod tests {
             .unwrap();
         assert_eq!(c.api.hosts, vec!["flowprint.lan".to_string()]);
         assert_eq!(c.api.max_concurrent, 4);
+    }
+
+    #[test]
+    fn collector_limits_are_read_and_checked() {
+        let c =
+            ServeConfig::from_yaml("collector:\n  template_timeout: 30m\n  max_sessions: 100\n")
+                .unwrap();
+        let d = c.collector.decoder();
+        assert_eq!(d.template_timeout_ms, Some(1_800_000));
+        assert_eq!((d.max_sessions, d.max_exporters), (100, 4096));
+        let c = ServeConfig::from_yaml("collector:\n  template_timeout: none\n").unwrap();
+        assert_eq!(c.collector.decoder().template_timeout_ms, None);
+        assert_eq!(
+            ServeConfig::default()
+                .collector
+                .decoder()
+                .template_timeout_ms,
+            Some(3_600_000)
+        );
+        let e = ServeConfig::from_yaml("collector:\n  max_exporters: 0\n").unwrap_err();
+        assert!(e.contains("collector.max_exporters"), "{e}");
+        let e = ServeConfig::from_yaml("collector:\n  max_sesions: 5\n").unwrap_err();
+        assert!(e.contains("max_sesions") && e.contains("line 2"), "{e}");
     }
 
     #[test]

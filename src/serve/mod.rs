@@ -589,6 +589,8 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
             config.listen.clone()
         },
         recv_buffer: config.recv_buffer,
+        decoder: config.collector.decoder(),
+        max_exporter_series: config.collector.max_exporter_series,
         ..CollectorConfig::default()
     })?;
     for l in collector.listeners() {

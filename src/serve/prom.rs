@@ -31,8 +31,12 @@ impl Daemon {
             counter!("flowprint_datagrams_dropped_total", "stage" => "collector_queue")
                 .absolute(s.queue_drops);
             counter!("flowprint_datagrams_not_flow_total").absolute(s.not_flow);
-            for (exporter, e) in &s.exporters {
-                let ex = exporter.to_string();
+            // At most `collector.max_exporter_series` exporters have series of their own; the
+            // others are added up under `exporter="other"`.
+            let other = (s.other_exporters.datagrams > 0)
+                .then_some(("other".to_string(), &s.other_exporters));
+            let series = s.exporters.iter().map(|(a, e)| (a.to_string(), e));
+            for (ex, e) in series.chain(other) {
                 counter!("flowprint_exporter_datagrams_total", "exporter" => ex.clone())
                     .absolute(e.datagrams);
                 counter!("flowprint_exporter_records_total", "exporter" => ex.clone())
@@ -41,9 +45,26 @@ impl Daemon {
                     .absolute(e.malformed);
                 counter!("flowprint_exporter_missing_template_total", "exporter" => ex.clone())
                     .absolute(e.missing_template);
-                counter!("flowprint_exporter_sequence_lost_total", "exporter" => ex)
+                counter!("flowprint_exporter_sequence_lost_total", "exporter" => ex.clone())
                     .absolute(e.sequence_lost);
+                counter!("flowprint_exporter_sessions_evicted_total", "exporter" => ex)
+                    .absolute(e.sessions_evicted);
             }
+            gauge!("flowprint_collector_exporter_series").set(s.exporters.len() as f64);
+            let st = &s.state;
+            gauge!("flowprint_collector_exporters").set(st.exporters as f64);
+            gauge!("flowprint_collector_sessions").set(st.sessions as f64);
+            gauge!("flowprint_collector_templates").set(st.templates as f64);
+            gauge!("flowprint_collector_pending_sets").set(st.pending as f64);
+            gauge!("flowprint_collector_state_bytes").set(st.state_bytes as f64);
+            for (what, n) in [
+                ("exporter", st.exporters_evicted),
+                ("session", st.sessions_evicted),
+                ("template", st.templates_evicted),
+            ] {
+                counter!("flowprint_collector_evictions_total", "what" => what).absolute(n);
+            }
+            counter!("flowprint_collector_templates_expired_total").absolute(st.templates_expired);
         }
         let snap = self.store.current();
         let (reloads, failed) = self.store.reload_counts();

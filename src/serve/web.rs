@@ -222,7 +222,12 @@ fn overview_page(d: &Arc<Daemon>) -> Response {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
-    let malformed: u64 = collector.exporters.values().map(|e| e.malformed).sum();
+    let malformed: u64 = collector
+        .exporters
+        .values()
+        .map(|e| e.malformed)
+        .sum::<u64>()
+        + collector.other_exporters.malformed;
     let report = d.store.last_report();
     let body = html! {
         section.cards {

@@ -1,13 +1,14 @@
 use super::*;
+use fields::{REVERSE_PEN, VARLEN};
 
 const EXP: &str = "192.0.2.9";
 
-fn exporter() -> IpAddr {
+pub(super) fn exporter() -> IpAddr {
     EXP.parse().unwrap()
 }
 
 /// An IPFIX message with the given sets (id, body).
-fn ipfix(seq: u32, export_secs: u32, sets: &[(u16, Vec<u8>)]) -> Vec<u8> {
+pub(super) fn ipfix(seq: u32, export_secs: u32, sets: &[(u16, Vec<u8>)]) -> Vec<u8> {
     let mut m = vec![0, 10, 0, 0];
     m.extend_from_slice(&export_secs.to_be_bytes());
     m.extend_from_slice(&seq.to_be_bytes());
@@ -23,7 +24,7 @@ fn ipfix(seq: u32, export_secs: u32, sets: &[(u16, Vec<u8>)]) -> Vec<u8> {
 }
 
 /// Template body: id, then (ie, len, pen) fields.
-fn template(id: u16, fields: &[(u16, u16, u32)]) -> Vec<u8> {
+pub(super) fn template(id: u16, fields: &[(u16, u16, u32)]) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(&id.to_be_bytes());
     b.extend_from_slice(&(fields.len() as u16).to_be_bytes());
@@ -38,7 +39,7 @@ fn template(id: u16, fields: &[(u16, u16, u32)]) -> Vec<u8> {
     b
 }
 
-const BASIC: &[(u16, u16, u32)] = &[
+pub(super) const BASIC: &[(u16, u16, u32)] = &[
     (8, 4, 0),
     (12, 4, 0),
     (7, 2, 0),
@@ -48,7 +49,14 @@ const BASIC: &[(u16, u16, u32)] = &[
     (2, 4, 0),
 ];
 
-fn basic_record(src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16, bytes: u32, pkts: u32) -> Vec<u8> {
+pub(super) fn basic_record(
+    src: [u8; 4],
+    dst: [u8; 4],
+    sp: u16,
+    dp: u16,
+    bytes: u32,
+    pkts: u32,
+) -> Vec<u8> {
     let mut r = Vec::new();
     r.extend_from_slice(&src);
     r.extend_from_slice(&dst);
@@ -104,6 +112,7 @@ fn withdrawn_templates_are_forgotten_and_expiry_is_configurable() {
     let mut dec = Decoder::with_config(DecoderConfig {
         template_timeout_ms: Some(60_000),
         pending_max: 4,
+        ..DecoderConfig::default()
     });
     let stale = ipfix(0, 100 + 61, &[(300, data.clone())]);
     let fresh = ipfix(0, 100 + 30, &[(300, data)]);
@@ -111,6 +120,7 @@ fn withdrawn_templates_are_forgotten_and_expiry_is_configurable() {
     let mut dec2 = Decoder::with_config(DecoderConfig {
         template_timeout_ms: Some(60_000),
         pending_max: 4,
+        ..DecoderConfig::default()
     });
     assert!(
         decode_all(&mut dec2, &[tpl, stale]).is_empty(),
@@ -123,6 +133,7 @@ fn pending_data_is_bounded_and_counted() {
     let mut dec = Decoder::with_config(DecoderConfig {
         template_timeout_ms: None,
         pending_max: 3,
+        ..DecoderConfig::default()
     });
     let data = basic_record([10, 0, 0, 1], [1, 1, 1, 1], 1, 2, 3, 4);
     let msgs: Vec<_> = (0..10)
