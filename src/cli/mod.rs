@@ -93,8 +93,12 @@ impl RuleArgs {
                 .map_err(|e| anyhow::anyhow!("cannot read rules {}: {e}", p.display()))?;
         }
         if let Some(o) = &self.overrides {
-            let text = std::fs::read_to_string(o)
-                .map_err(|e| anyhow::anyhow!("cannot read overrides {}: {e}", o.display()))?;
+            let text = flowprint::limits::read_text_bounded(
+                o,
+                flowprint::limits::MAX_YAML_FILE,
+                "an overrides file",
+            )
+            .map_err(|e| anyhow::anyhow!("cannot read overrides: {e}"))?;
             c.add_overrides(&o.display().to_string(), &text);
         }
         Ok(c.compile())
