@@ -14,6 +14,7 @@ case $target in
   capture | nfcapd) max_len=1048576 ;;
   text_readers) max_len=262144 ;;
   rules) max_len=65536 ;;
+  pack_archive) max_len=262144 ;;
   *) echo "unknown target $target" >&2; exit 2 ;;
 esac
 dict=()

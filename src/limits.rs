@@ -546,4 +546,48 @@ mod tests {
         // An asterisk inside a scalar is not an alias.
         check_yaml("disable: [\"os-core/*\", os-core/*]\nk: a*b\n", 64).unwrap();
     }
+
+    fn parsed_depth(v: &yaml_serde::Value) -> usize {
+        match v {
+            yaml_serde::Value::Sequence(s) => 1 + s.iter().map(parsed_depth).max().unwrap_or(0),
+            yaml_serde::Value::Mapping(m) => {
+                1 + m
+                    .iter()
+                    .map(|(k, v)| parsed_depth(k).max(parsed_depth(v)))
+                    .max()
+                    .unwrap_or(0)
+            }
+            yaml_serde::Value::Tagged(t) => parsed_depth(&t.value),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn yaml_depth_never_undercounts_the_parser() {
+        for text in [
+            "a:\n- b:\n  - c:\n    - d: 1\n",
+            "- - - [x, {a: [1]}]\n",
+            "a: !!seq [ [1], ? [2] : [3] ]\n",
+            "? [a, [b]]\n: {c: {d: [e]}}\n",
+            "\"k\": [{\"j\":[[1]]}]\n",
+            "a: |\n  [[[\nb:\n  - [x]\n",
+            "- k: >-\n    text\n  o: [[[1]]]\n",
+            "a: 'it''s'\nb: [\"x\\\"\", [y]]\n",
+            "[a b, c: [d], 'e': {f: g}]\n",
+            "---\n- x\n---\n[[y]]\n",
+            "a: &anchor\n  b: [1]\n",
+        ] {
+            let parsed: yaml_serde::Value = match yaml_serde::from_str(text) {
+                Ok(v) => v,
+                Err(_) => continue,
+            };
+            let real = parsed_depth(&parsed);
+            let counted = depth_of(text);
+            assert!(
+                real <= 2 * counted + 1,
+                "{text:?}: parser {real}, counted {counted}"
+            );
+            assert!(counted >= real / 2, "{text:?}");
+        }
+    }
 }

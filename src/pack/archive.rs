@@ -325,3 +325,118 @@ pub fn extract_archive(archive: &Path, into: &Path) -> Result<PathBuf, Integrity
     }
     Ok(into.join(tops.into_iter().next().expect("one")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Write;
+
+    /// A small pack as a tar stream (GNU headers, one long name), and its header offsets.
+    fn pack_tar() -> (Vec<u8>, Vec<usize>) {
+        let mut t = tar::Builder::new(Vec::new());
+        let long = format!("p-1/rules/{}.rules", "n".repeat(120));
+        for (p, data) in [
+            (
+                "p-1/pack.yaml",
+                &b"name: p\nversion: 1.0.0\nlicense: MIT\n"[..],
+            ),
+            ("p-1/rules/a.rules", b"# a\n"),
+            (long.as_str(), b"# long\n"),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            t.append_data(&mut h, p, data).unwrap();
+        }
+        let bytes = t.into_inner().unwrap();
+        let mut a = tar::Archive::new(bytes.as_slice());
+        let headers = a
+            .entries()
+            .unwrap()
+            .raw(true)
+            .map(|e| e.unwrap().raw_header_position() as usize)
+            .collect();
+        (bytes, headers)
+    }
+
+    fn extract(tar: &[u8], tag: &str) -> (Result<PathBuf, IntegrityError>, PathBuf) {
+        let base = std::env::temp_dir().join(format!(
+            "fp-archive-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("x")).unwrap();
+        let f = std::fs::File::create(base.join("a.tar.gz")).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+        gz.write_all(tar).unwrap();
+        gz.finish().unwrap();
+        (
+            extract_archive(&base.join("a.tar.gz"), &base.join("x")),
+            base,
+        )
+    }
+
+    fn no_hidden_or_links(dir: &Path) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let ft = e.file_type().unwrap();
+            assert!(super::super::loadable_name(
+                &e.file_name().to_string_lossy()
+            ));
+            assert!(ft.is_dir() || ft.is_file(), "{}", e.path().display());
+            if ft.is_dir() {
+                no_hidden_or_links(&e.path());
+            }
+        }
+    }
+
+    #[test]
+    fn the_pack_extracts_with_its_long_name() {
+        let (tar, headers) = pack_tar();
+        assert_eq!(headers.len(), 4, "a GNU long-name header and three files");
+        let (r, base) = extract(&tar, "ok");
+        let top = r.unwrap();
+        assert!(
+            top.join(format!("rules/{}.rules", "n".repeat(120)))
+                .is_file()
+        );
+        std::fs::remove_dir_all(base).unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+        /// Mutated headers (checksums fixed, so the mutation reaches the parser): never a
+        /// panic, and an extraction holds only regular files and directories with loadable
+        /// names, inside its target.
+        #[test]
+        fn mutated_archives_are_refused_or_extracted_safely(
+            edits in proptest::collection::vec((0usize..4, 0usize..512, any::<u8>()), 1..8),
+            cut in proptest::option::of(0usize..6000),
+        ) {
+            let (mut tar, headers) = pack_tar();
+            for (h, at, byte) in &edits {
+                let start = headers[*h];
+                tar[start + at] = *byte;
+            }
+            for &start in &headers {
+                let block = &mut tar[start..start + 512];
+                block[148..156].copy_from_slice(b"        ");
+                let sum: u32 = block.iter().map(|&b| u32::from(b)).sum();
+                let field = format!("{sum:06o}\0 ");
+                block[148..156].copy_from_slice(field.as_bytes());
+            }
+            if let Some(c) = cut {
+                tar.truncate(c.min(tar.len()));
+            }
+            let (r, base) = extract(&tar, "prop");
+            if let Ok(top) = r {
+                prop_assert!(top.starts_with(base.join("x")));
+                no_hidden_or_links(&base.join("x"));
+                let beside = std::fs::read_dir(&base).unwrap().count();
+                prop_assert_eq!(beside, 2);
+            }
+            std::fs::remove_dir_all(base).unwrap();
+        }
+    }
+}
