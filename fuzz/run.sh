@@ -15,6 +15,7 @@ case $target in
   text_readers) max_len=262144 ;;
   rules) max_len=65536 ;;
   rule_nesting) max_len=4096 ;;
+  pack_archive) max_len=262144 ;;
   *) echo "unknown target $target" >&2; exit 2 ;;
 esac
 dict=()

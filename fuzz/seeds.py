@@ -224,6 +224,40 @@ put(
 for p in sorted((REPO / "rules" / "os-core").glob("*.rules")) + sorted((REPO / "tests" / "data").glob("*/*.rules")):
     put("rules", p.read_bytes(), f"{p.parent.name}-{p.name}")
 
+# ------------------------------------------------------------------ pack_archive
+# Byte 0 even: a raw tar stream (the target gzips it); odd: a .tar.gz file.
+import gzip
+import io
+import tarfile
+
+
+def pack_tar(fmt, extra=(), long_names=False):
+    files = {
+        "pack.yaml": b"name: acme\nversion: 0.1.0\nlicense: MIT\ndepends: {}\n",
+        "rules/acme.rules": b'rule a {\n when peer.port == 443\n then software = "A" confidence 0.7\n}\n',
+        "tests/acme.yaml": b"- name: c\n  flows: []\n  expect: {host: 192.168.1.1, absent: true}\n",
+    }
+    if long_names:
+        files["rules/" + "n" * 150 + ".rules"] = b"# long\n"
+    files.update(extra)
+    digests = "".join(f"{hashlib.sha256(files[k]).hexdigest()}  {k}\n" for k in sorted(files))
+    files["MANIFEST.sha256"] = digests.encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as t:
+        for k in sorted(files):
+            info = tarfile.TarInfo(f"acme-0.1.0/{k}")
+            info.size = len(files[k])
+            t.addfile(info, io.BytesIO(files[k]))
+    return buf.getvalue()
+
+
+for fmt, tag in [(tarfile.GNU_FORMAT, "gnu"), (tarfile.PAX_FORMAT, "pax"), (tarfile.USTAR_FORMAT, "ustar")]:
+    put("pack_archive", b"\0" + pack_tar(fmt), f"{tag}.tar")
+    put("pack_archive", b"\1" + gzip.compress(pack_tar(fmt), mtime=0), f"{tag}.tar.gz")
+for fmt, tag in [(tarfile.GNU_FORMAT, "gnu"), (tarfile.PAX_FORMAT, "pax")]:
+    put("pack_archive", b"\0" + pack_tar(fmt, long_names=True), f"{tag}-long.tar")
+put("pack_archive", b"\0" + pack_tar(tarfile.GNU_FORMAT, {".hidden.rules": b"#\n"}), "hidden.tar")
+
 for t in sorted(CORPUS.iterdir()):
     files = list(t.iterdir())
     print(f"{t.name}: {len(files)} seeds, {sum(f.stat().st_size for f in files)} bytes")

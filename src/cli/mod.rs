@@ -120,10 +120,10 @@ impl RuleArgs {
         if let Some(o) = &self.overrides {
             let text = flowprint::limits::read_text_bounded(
                 o,
-                flowprint::limits::MAX_SIDE_FILE,
+                flowprint::limits::MAX_YAML_FILE,
                 "an overrides file",
             )
-            .map_err(|e| anyhow::anyhow!("cannot read overrides {e}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot read overrides: {e}"))?;
             c.add_overrides(&o.display().to_string(), &text);
         }
         Ok(())

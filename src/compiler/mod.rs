@@ -132,11 +132,7 @@ impl Compiler {
         if path.is_dir() {
             let manifest = path.join(crate::pack::manifest::FILE);
             if manifest.is_file() {
-                match crate::limits::read_text_bounded(
-                    &manifest,
-                    crate::limits::MAX_SIDE_FILE,
-                    "a pack manifest",
-                ) {
+                match crate::pack::manifest::read_text(path) {
                     Ok(text) => self.add_manifest(&manifest.display().to_string(), &text),
                     Err(e) => self.add_io_error(&manifest.display().to_string(), &e.to_string()),
                 }
@@ -639,7 +635,11 @@ pub fn pack_name(path: &Path) -> String {
 /// [`Walk::skipped`]: crate::walk::Walk::skipped
 pub fn rule_files(path: &Path) -> std::io::Result<crate::walk::Walk> {
     if path.is_dir() {
-        crate::walk::walk(path, &|p| p.extension().is_some_and(|e| e == "rules"))
+        crate::walk::walk(path, &|p| {
+            p.extension().is_some_and(|e| e == "rules")
+                && p.file_name()
+                    .is_some_and(|n| crate::pack::loadable_name(&n.to_string_lossy()))
+        })
     } else {
         Ok(crate::walk::Walk {
             files: vec![path.to_path_buf()],

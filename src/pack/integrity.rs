@@ -22,10 +22,10 @@ use std::path::{Component, Path, PathBuf};
 pub const DIGESTS: &str = "MANIFEST.sha256";
 /// The signature's file name.
 pub const SIGNATURE: &str = "MANIFEST.sig";
-/// Largest archive content accepted, bytes.
-pub const MAX_ARCHIVE_BYTES: u64 = 256 << 20;
-/// Most entries in an archive.
-pub const MAX_ARCHIVE_ENTRIES: usize = 100_000;
+pub use super::archive::{
+    MAX_ARCHIVE_BYTES, MAX_ARCHIVE_ENTRIES, MAX_ARCHIVE_HEADER, MAX_ARCHIVE_PATH,
+    MAX_ARCHIVE_RATIO, extract_archive, write_archive,
+};
 
 /// What went wrong with a pack's integrity.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +65,7 @@ pub enum IntegrityError {
     },
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IntegrityError + '_ {
+pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IntegrityError + '_ {
     move |source| IntegrityError::Io {
         path: path.display().to_string(),
         source,
@@ -87,14 +87,15 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// The files of a pack directory, relative paths with `/`, sorted; hidden files and the
-/// integrity files themselves are left out. Symlinks and special files are errors.
+/// The files of a pack directory, relative paths with `/`, sorted; names that are not
+/// [`super::loadable_name`] (hidden files, editor backups) and the integrity files themselves
+/// are left out. Symlinks and special files are errors.
 pub fn pack_files(dir: &Path) -> Result<Vec<String>, IntegrityError> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), IntegrityError> {
         for e in std::fs::read_dir(dir).map_err(io(dir))? {
             let e = e.map_err(io(dir))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
+            if !super::loadable_name(&name) {
                 continue;
             }
             let path = e.path();
@@ -192,14 +193,7 @@ pub fn verify_dir(
     trusted: &[VerifyingKey],
     require_signature: bool,
 ) -> Result<Verified, IntegrityError> {
-    let path = dir.join(DIGESTS);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(IntegrityError::Unbuilt(dir.display().to_string()));
-        }
-        Err(e) => return Err(io(&path)(e)),
-    };
+    let text = read_digests(dir)?;
     let mut listed: BTreeMap<String, String> = BTreeMap::new();
     let mut problems = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -217,6 +211,13 @@ pub fn verify_dir(
         if !safe_relative(rel) {
             problems.push(format!(
                 "{DIGESTS}:{}: `{rel}` is not a relative path inside the pack",
+                i + 1
+            ));
+            continue;
+        }
+        if !super::loadable_path(rel) {
+            problems.push(format!(
+                "{DIGESTS}:{}: `{rel}` is a hidden or editor-backup name, which is never part of a pack",
                 i + 1
             ));
             continue;
@@ -247,10 +248,9 @@ pub fn verify_dir(
     if !problems.is_empty() {
         return Err(IntegrityError::Mismatch(problems));
     }
-    let sig_path = dir.join(SIGNATURE);
-    let signed_by = match std::fs::read_to_string(&sig_path) {
-        Ok(sig) => Some(check_signature(&sig, text.as_bytes(), trusted)?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    let signed_by = match read_signature(dir)? {
+        Some(sig) => Some(check_signature(&sig, text.as_bytes(), trusted)?),
+        None => {
             if require_signature {
                 return Err(IntegrityError::Signature(
                     "the pack is not signed (build it with `pack build --sign KEY`, or accept unsigned packs explicitly)".into(),
@@ -258,12 +258,132 @@ pub fn verify_dir(
             }
             None
         }
-        Err(e) => return Err(io(&sig_path)(e)),
     };
     Ok(Verified {
         files: present.len(),
         signed_by,
     })
+}
+
+/// Largest `MANIFEST.sig` read (one line of about 200 bytes).
+const MAX_SIGNATURE_FILE: u64 = 4096;
+
+fn bounded_text(
+    path: &Path,
+    limit: u64,
+    what: &'static str,
+) -> Result<Option<String>, IntegrityError> {
+    match crate::limits::read_text_bounded(path, limit, what) {
+        Ok(t) => Ok(Some(t)),
+        Err(crate::limits::ReadError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(None)
+        }
+        Err(crate::limits::ReadError::Io { source, .. }) => Err(io(path)(source)),
+        Err(e) => Err(IntegrityError::Mismatch(vec![e.to_string()])),
+    }
+}
+
+/// The text of a pack's `MANIFEST.sha256`, read within [`crate::limits::MAX_SIDE_FILE`].
+pub fn read_digests(dir: &Path) -> Result<String, IntegrityError> {
+    bounded_text(
+        &dir.join(DIGESTS),
+        crate::limits::MAX_SIDE_FILE,
+        "a digest manifest",
+    )?
+    .ok_or_else(|| IntegrityError::Unbuilt(dir.display().to_string()))
+}
+
+/// The text of a pack's `MANIFEST.sig`, if it has one.
+pub fn read_signature(dir: &Path) -> Result<Option<String>, IntegrityError> {
+    bounded_text(&dir.join(SIGNATURE), MAX_SIGNATURE_FILE, "a signature file")
+}
+
+/// Every file below `dir` whatever its name, relative with `/`, sorted; symlinks and special
+/// files are named as problems.
+fn every_file(dir: &Path) -> Result<(Vec<String>, Vec<String>), IntegrityError> {
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        files: &mut Vec<String>,
+        problems: &mut Vec<String>,
+    ) -> Result<(), IntegrityError> {
+        for e in std::fs::read_dir(dir).map_err(io(dir))? {
+            let e = e.map_err(io(dir))?;
+            let path = e.path();
+            let ft = e.file_type().map_err(io(&path))?;
+            let rel = path
+                .strip_prefix(root)
+                .expect("below the root")
+                .to_string_lossy()
+                .into_owned();
+            if ft.is_dir() {
+                walk(root, &path, files, problems)?;
+            } else if ft.is_file() {
+                files.push(rel);
+            } else {
+                problems.push(format!("{rel}: not a regular file"));
+            }
+        }
+        Ok(())
+    }
+    let (mut files, mut problems) = (Vec::new(), Vec::new());
+    walk(dir, dir, &mut files, &mut problems)?;
+    files.sort();
+    Ok((files, problems))
+}
+
+/// Checks that a copy of a pack (a directory of the install store) holds exactly the files of
+/// the manifest `digests` (the integrity files, and `extra` names such as the install record,
+/// aside), each with its digest, and the integrity files `digests` and `signature` byte for
+/// byte. Unlike [`verify_dir`], hidden files count: nothing may be there that the manifest
+/// does not cover.
+pub fn verify_copy(
+    dir: &Path,
+    digests: &str,
+    signature: Option<&str>,
+    extra: &[&str],
+) -> Result<(), IntegrityError> {
+    let (present, mut problems) = every_file(dir)?;
+    let mut listed: BTreeMap<&str, &str> = BTreeMap::new();
+    for line in digests.lines() {
+        if let Some((d, rel)) = line.split_once("  ") {
+            listed.insert(rel, d);
+        }
+    }
+    for rel in &present {
+        if rel == DIGESTS
+            || (rel == SIGNATURE && signature.is_some())
+            || extra.contains(&rel.as_str())
+        {
+            continue;
+        }
+        match listed.get(rel.as_str()) {
+            None => problems.push(format!("{rel}: not in {DIGESTS}")),
+            Some(want) => {
+                if digest_file(&dir.join(rel))? != *want {
+                    problems.push(format!("{rel}: modified"));
+                }
+            }
+        }
+    }
+    for rel in listed.keys() {
+        if !present.iter().any(|p| p == rel) {
+            problems.push(format!("{rel}: missing"));
+        }
+    }
+    if read_digests(dir).ok().as_deref() != Some(digests) {
+        problems.push(format!("{DIGESTS}: differs"));
+    }
+    if read_signature(dir)?.as_deref() != signature {
+        problems.push(format!("{SIGNATURE}: differs"));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(IntegrityError::Mismatch(problems))
+    }
 }
 
 fn check_signature(
@@ -388,111 +508,6 @@ pub fn safe_relative(p: &str) -> bool {
         && path
             .components()
             .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
-}
-
-/// Writes the pack directory as a `.tar.gz` whose entries sit under `<top>/`, deterministic
-/// (sorted, zero times and owners). Includes the integrity files.
-pub fn write_archive(dir: &Path, top: &str, out: &Path) -> Result<(), IntegrityError> {
-    let file = std::fs::File::create(out).map_err(io(out))?;
-    let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
-    let mut tar = tar::Builder::new(gz);
-    let mut files = pack_files(dir)?;
-    for extra in [DIGESTS, SIGNATURE] {
-        if dir.join(extra).is_file() {
-            files.push(extra.to_string());
-        }
-    }
-    files.sort();
-    for rel in files {
-        let path = dir.join(&rel);
-        let data = std::fs::read(&path).map_err(io(&path))?;
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(0);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut header, format!("{top}/{rel}"), data.as_slice())
-            .map_err(io(out))?;
-    }
-    let gz = tar.into_inner().map_err(io(out))?;
-    gz.finish().map_err(io(out))?;
-    Ok(())
-}
-
-/// Extracts a pack archive into `into` (which must exist and be empty), checking every entry.
-/// Returns the pack's directory (the single top-level directory of the archive).
-pub fn extract_archive(archive: &Path, into: &Path) -> Result<PathBuf, IntegrityError> {
-    let file = std::fs::File::open(archive).map_err(io(archive))?;
-    let gz = flate2::read::GzDecoder::new(file);
-    let mut tar = tar::Archive::new(gz);
-    let mut total = 0u64;
-    let mut tops = std::collections::BTreeSet::new();
-    let entries = tar.entries().map_err(io(archive))?;
-    for (n, entry) in entries.enumerate() {
-        let mut entry = entry.map_err(io(archive))?;
-        let name = entry
-            .path()
-            .map(|p| p.to_string_lossy().into_owned())
-            .map_err(io(archive))?;
-        let fail = |message: &str| IntegrityError::Archive {
-            entry: name.clone(),
-            message: message.to_string(),
-        };
-        if n >= MAX_ARCHIVE_ENTRIES {
-            return Err(fail("too many entries"));
-        }
-        if !safe_relative(&name) {
-            return Err(fail(
-                "the path escapes the target directory (absolute, or with `..`)",
-            ));
-        }
-        let kind = entry.header().entry_type();
-        let rel = Path::new(&name);
-        if let Some(Component::Normal(top)) =
-            rel.components().find(|c| matches!(c, Component::Normal(_)))
-        {
-            tops.insert(top.to_string_lossy().into_owned());
-        }
-        let target = into.join(rel);
-        match kind {
-            tar::EntryType::Directory => {
-                std::fs::create_dir_all(&target).map_err(io(&target))?;
-            }
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let size = entry.header().size().map_err(io(archive))?;
-                total = total.saturating_add(size);
-                if total > MAX_ARCHIVE_BYTES {
-                    return Err(fail("the archive holds more than 256 MiB"));
-                }
-                if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent).map_err(io(parent))?;
-                }
-                let mut data = Vec::with_capacity(size.min(1 << 20) as usize);
-                (&mut entry)
-                    .take(size)
-                    .read_to_end(&mut data)
-                    .map_err(io(archive))?;
-                std::fs::write(&target, data).map_err(io(&target))?;
-            }
-            _ => {
-                return Err(fail(
-                    "not a regular file or directory (links and devices are refused)",
-                ));
-            }
-        }
-    }
-    if tops.len() != 1 {
-        return Err(IntegrityError::Archive {
-            entry: archive.display().to_string(),
-            message: format!(
-                "a pack archive holds exactly one top-level directory, this one {}",
-                tops.len()
-            ),
-        });
-    }
-    Ok(into.join(tops.into_iter().next().expect("one")))
 }
 
 #[cfg(test)]

@@ -68,6 +68,16 @@ pub struct ManifestError {
     pub message: String,
 }
 
+/// The text of `<dir>/pack.yaml`, read within [`crate::limits::MAX_YAML_FILE`]; what every
+/// loader of a pack directory should read it with.
+pub fn read_text(dir: &Path) -> Result<String, crate::limits::ReadError> {
+    crate::limits::read_text_bounded(
+        &dir.join(FILE),
+        crate::limits::MAX_YAML_FILE,
+        "a pack manifest",
+    )
+}
+
 /// Whether `name` is a valid pack name.
 pub fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -83,6 +93,8 @@ impl Manifest {
             path: path.to_string(),
             message,
         };
+        crate::limits::check_yaml(text, crate::limits::MAX_YAML_NESTING)
+            .map_err(|e| err(e.to_string()))?;
         let raw: Raw = yaml_serde::from_str(text).map_err(|e| err(e.to_string()))?;
         if !valid_name(&raw.name) {
             return Err(err(format!(
@@ -144,7 +156,7 @@ impl Manifest {
     /// Reads `<dir>/pack.yaml`.
     pub fn read(dir: &Path) -> Result<Manifest, ManifestError> {
         let path = dir.join(FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| ManifestError {
+        let text = read_text(dir).map_err(|e| ManifestError {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;

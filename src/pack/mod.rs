@@ -5,7 +5,9 @@
 //! host: rules that must fire, rules that must not, and attributes of the host's summary.
 //! Analysts add cases without writing Rust; `cargo test` runs every case of every bundled pack.
 
+pub mod archive;
 pub mod generate;
+pub mod install;
 pub mod integrity;
 pub mod manifest;
 pub mod ops;
@@ -19,8 +21,28 @@ use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+/// Whether a file or directory name below a pack's root is part of the pack: not hidden
+/// (`.name`, which also covers editor lock and swap files such as `.#x.rules` and
+/// `.x.rules.swp`) and not an editor backup or autosave (`name~`, `#name#`). Every loader of
+/// pack directories (rule files, `pack.yaml`, fixtures, the digest manifest, archives, the
+/// store) skips, at every level below the pack's root, the names for which this is false, so
+/// a file that `MANIFEST.sha256` cannot cover is never loaded.
+pub fn loadable_name(name: &str) -> bool {
+    !(name.is_empty()
+        || name.starts_with('.')
+        || name.ends_with('~')
+        || (name.len() > 1 && name.starts_with('#') && name.ends_with('#')))
+}
+
+/// [`loadable_name`] for every component of a relative path (`/`-separated).
+pub fn loadable_path(rel: &str) -> bool {
+    rel.split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .all(loadable_name)
+}
+
 /// The packs installed in a packs directory: its entries that are directories (or links to
-/// one), not hidden, sorted. A missing directory has none.
+/// one), with a [`loadable_name`], sorted. A missing directory has none.
 pub fn installed_packs(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -29,7 +51,7 @@ pub fn installed_packs(dir: &std::path::Path) -> std::io::Result<Vec<std::path::
     };
     let mut v: Vec<_> = entries
         .flatten()
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| loadable_name(&e.file_name().to_string_lossy()))
         .map(|e| e.path())
         .filter(|p| p.is_dir())
         .collect();
@@ -94,6 +116,7 @@ pub struct CaseResult {
 
 /// Parses a fixture file (YAML list of cases).
 pub fn parse_fixtures(text: &str) -> Result<Vec<Case>, String> {
+    crate::limits::check_yaml(text, crate::limits::MAX_YAML_NESTING).map_err(|e| e.to_string())?;
     yaml_serde::from_str(text).map_err(|e| e.to_string())
 }
 

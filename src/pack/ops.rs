@@ -6,7 +6,7 @@ use super::{parse_fixtures, run_cases};
 use crate::compiler::{Compiled, Compiler};
 use crate::diagnostic::Severity;
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -43,7 +43,7 @@ pub enum PackError {
     },
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PackError + '_ {
+pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PackError + '_ {
     move |source| PackError::Io {
         path: path.display().to_string(),
         source,
@@ -142,12 +142,20 @@ pub fn test_pack(dir: &Path, pack: &str, compiled: &Compiled) -> TestReport {
     let mut fixtures: Vec<PathBuf> = std::fs::read_dir(dir.join("tests"))
         .map(|r| r.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
-    fixtures.retain(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"));
+    fixtures.retain(|p| {
+        p.extension().is_some_and(|e| e == "yaml" || e == "yml")
+            && p.file_name()
+                .is_some_and(|n| super::loadable_name(&n.to_string_lossy()))
+    });
     fixtures.sort();
     let mut covered = BTreeSet::new();
     for f in fixtures {
         let rel = f.strip_prefix(dir).unwrap_or(&f).display().to_string();
-        let text = match std::fs::read_to_string(&f) {
+        let text = match crate::limits::read_text_bounded(
+            &f,
+            crate::limits::MAX_YAML_FILE,
+            "a fixture file",
+        ) {
             Ok(t) => t,
             Err(e) => {
                 report.errors.push(format!("{rel}: {e}"));
@@ -396,7 +404,7 @@ impl Drop for Opened {
     }
 }
 
-fn unique(parent: &Path, tag: &str) -> PathBuf {
+pub(super) fn unique(parent: &Path, tag: &str) -> PathBuf {
     let n = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -432,169 +440,13 @@ pub fn verify_pack(
 ) -> Result<(Manifest, integrity::Verified), PackError> {
     let scratch = std::env::temp_dir();
     let opened = open_pack(source, &scratch)?;
-    let m = Manifest::read(&opened.dir)?;
+    // The signature first: nothing of an untrusted pack is parsed.
     let v = integrity::verify_dir(&opened.dir, trusted, require_signature)?;
+    let m = Manifest::read(&opened.dir)?;
     Ok((m, v))
 }
 
-/// Where and how a pack was installed (`.installed.json` in its directory).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InstallRecord {
-    /// The pack.
-    pub name: String,
-    /// Its version.
-    pub version: String,
-    /// Installed from.
-    pub source: String,
-    /// The signing key (hex), when signed.
-    pub signed_by: Option<String>,
-    /// When, RFC 3339.
-    pub installed_at: String,
-}
-
-/// Installs a verified pack into `packs_dir` atomically: the pack is copied into
-/// `.store/<name>-<version>-<digest>/`, then the link `<packs_dir>/<name>` is switched to it
-/// with one `rename`, so a running daemon sees the whole old pack or the whole new one, never
-/// a mix. Refused, with nothing installed: files that do not match the manifest, a missing or
-/// untrusted signature (unless `allow_unsigned`), a flowprint version the pack does not
-/// support, a dependency that is not installed or bundled in a version it accepts, rules that
-/// do not compile, paths that escape the target.
-pub fn install_pack(
-    source: &Path,
-    packs_dir: &Path,
-    trusted: &[VerifyingKey],
-    allow_unsigned: bool,
-) -> Result<InstallRecord, PackError> {
-    std::fs::create_dir_all(packs_dir).map_err(io(packs_dir))?;
-    let store = packs_dir.join(".store");
-    std::fs::create_dir_all(&store).map_err(io(&store))?;
-    let opened = open_pack(source, &store)?;
-    let m = Manifest::read(&opened.dir)?;
-    let verified = integrity::verify_dir(&opened.dir, trusted, !allow_unsigned)?;
-    if !m.engine_ok() {
-        return Err(PackError::Requirement(format!(
-            "pack `{}` {} needs flowprint {}, this is {}",
-            m.name,
-            m.version,
-            m.flowprint,
-            env!("CARGO_PKG_VERSION")
-        )));
-    }
-    // Dependencies: installed (other than itself) or bundled, in an accepted version.
-    let mut available: BTreeMap<String, semver::Version> = BTreeMap::new();
-    for (name, text) in crate::embedded::PACK_MANIFESTS {
-        if let Ok(o) = Manifest::parse(text, name) {
-            available.insert(o.name, o.version);
-        }
-    }
-    for p in super::installed_packs(packs_dir).map_err(io(packs_dir))? {
-        if let Ok(o) = Manifest::read(&p)
-            && o.name != m.name
-        {
-            available.insert(o.name, o.version);
-        }
-    }
-    for (dep, req) in &m.depends {
-        match available.get(dep) {
-            None => {
-                return Err(PackError::Requirement(format!(
-                    "pack `{}` needs pack `{dep}` ({req}), which is neither installed in {} nor bundled",
-                    m.name,
-                    packs_dir.display()
-                )));
-            }
-            Some(v) if !manifest::req_matches(req, v) => {
-                return Err(PackError::Requirement(format!(
-                    "pack `{}` needs pack `{dep}` {req}, but {v} is installed",
-                    m.name
-                )));
-            }
-            Some(_) => {}
-        }
-    }
-    let (_, compiled) = compile_pack(
-        &opened.dir,
-        &Context {
-            bundled: true,
-            packs_dir: Some(packs_dir.to_path_buf()),
-        },
-    )?;
-    require_clean(&compiled)?;
-    // Copy into the store under a fresh name, then switch the link.
-    let digest: String = integrity::digests_text(&opened.dir)?
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        })
-        .to_le_bytes()
-        .iter()
-        .take(4)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let final_dir = store.join(format!("{}-{}-{digest}", m.name, m.version));
-    if !final_dir.exists() {
-        let staging = unique(&store, "staging");
-        copy_tree(&opened.dir, &staging)?;
-        std::fs::rename(&staging, &final_dir).map_err(io(&final_dir))?;
-    }
-    let record = InstallRecord {
-        name: m.name.clone(),
-        version: m.version.to_string(),
-        source: source.display().to_string(),
-        signed_by: verified.signed_by.clone(),
-        installed_at: crate::flow::time::format_rfc3339(crate::dns::resolve::now_ms()),
-    };
-    let rec_path = final_dir.join(".installed.json");
-    std::fs::write(
-        &rec_path,
-        serde_json::to_vec_pretty(&record).expect("serialisable"),
-    )
-    .map_err(io(&rec_path))?;
-    let link = packs_dir.join(&m.name);
-    if link.exists() && !link.is_symlink() {
-        return Err(PackError::Requirement(format!(
-            "{} exists and is not a link made by `pack install`: move it away first",
-            link.display()
-        )));
-    }
-    let tmp_link = unique(packs_dir, "link");
-    let target = PathBuf::from(".store").join(final_dir.file_name().expect("named"));
-    std::os::unix::fs::symlink(&target, &tmp_link).map_err(io(&tmp_link))?;
-    let previous = std::fs::read_link(&link).ok();
-    std::fs::rename(&tmp_link, &link).map_err(io(&link))?;
-    // Keep the version just replaced (a daemon may be reading it, and it allows a rollback);
-    // remove older ones of this pack.
-    let keep: BTreeSet<PathBuf> = [Some(target.clone()), previous]
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p.file_name().map(PathBuf::from))
-        .collect();
-    if let Ok(entries) = std::fs::read_dir(&store) {
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let n = name.to_string_lossy();
-            if n.starts_with(&format!("{}-", m.name)) && !keep.contains(&PathBuf::from(&name)) {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
-    Ok(record)
-}
-
-fn copy_tree(from: &Path, to: &Path) -> Result<(), PackError> {
-    std::fs::create_dir_all(to).map_err(io(to))?;
-    for e in std::fs::read_dir(from).map_err(io(from))? {
-        let e = e.map_err(io(from))?;
-        let ft = e.file_type().map_err(io(&e.path()))?;
-        let dest = to.join(e.file_name());
-        if ft.is_dir() {
-            copy_tree(&e.path(), &dest)?;
-        } else if ft.is_file() {
-            std::fs::copy(e.path(), &dest).map_err(io(&dest))?;
-        }
-    }
-    Ok(())
-}
+pub use super::install::{InstallRecord, install_pack};
 
 /// An installed or bundled pack, for `pack list`.
 #[derive(Debug, Clone, Serialize)]
@@ -639,9 +491,7 @@ pub fn list_packs(packs_dir: &Path) -> Result<Vec<Listed>, PackError> {
                 packs_dir: Some(packs_dir.to_path_buf()),
             },
         )?;
-        let record: Option<InstallRecord> = std::fs::read(p.join(".installed.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
+        let record = super::install::read_record(&p);
         out.push(Listed {
             rules: count_rules(&compiled, &m.name),
             name: m.name,

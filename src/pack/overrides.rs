@@ -43,6 +43,8 @@ impl Overrides {
         if text.trim().is_empty() {
             return Ok(Overrides::default());
         }
+        crate::limits::check_yaml(text, crate::limits::MAX_YAML_NESTING)
+            .map_err(|e| e.to_string())?;
         let o: Overrides = yaml_serde::from_str(text).map_err(|e| e.to_string())?;
         for (id, m) in &o.modify {
             if let Some(c) = m.confidence

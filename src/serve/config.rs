@@ -489,10 +489,22 @@ fn locate(text: &str, message: String) -> String {
 impl ServeConfig {
     /// Reads and validates a config file.
     pub fn from_file(path: &Path) -> Result<ServeConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        use crate::limits::{MAX_YAML_FILE, ReadError, read_text_bounded};
+        let text = match read_text_bounded(path, MAX_YAML_FILE, "a configuration file") {
+            Ok(t) => t,
+            Err(ReadError::Io { source, .. }) => {
+                return Err(ConfigError::Io {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+            Err(e) => {
+                return Err(ConfigError::Invalid {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                });
+            }
+        };
         ServeConfig::from_yaml(&text).map_err(|message| ConfigError::Invalid {
             path: path.display().to_string(),
             message,
@@ -504,6 +516,8 @@ impl ServeConfig {
         if text.trim().is_empty() {
             return Ok(ServeConfig::default());
         }
+        crate::limits::check_yaml(text, crate::limits::MAX_YAML_NESTING)
+            .map_err(|e| e.to_string())?;
         let c: ServeConfig = yaml_serde::from_str(text).map_err(|e| locate(text, e.to_string()))?;
         c.validate()?;
         Ok(c)

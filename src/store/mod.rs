@@ -344,11 +344,7 @@ fn read_sources(config: &StoreConfig) -> (Sources, Stamps) {
             let manifest = path.join(crate::pack::manifest::FILE);
             stamps.push(stamp(&manifest));
             if manifest.is_file() {
-                match crate::limits::read_text_bounded(
-                    &manifest,
-                    crate::limits::MAX_SIDE_FILE,
-                    "a pack manifest",
-                ) {
+                match crate::pack::manifest::read_text(path) {
                     Ok(text) => s.manifests.push((manifest.display().to_string(), text)),
                     Err(e) => s
                         .unreadable
@@ -385,7 +381,7 @@ fn read_sources(config: &StoreConfig) -> (Sources, Stamps) {
     }
     if let Some(o) = &config.overrides {
         stamps.push(stamp(o));
-        match crate::limits::read_text_bounded(o, crate::limits::MAX_SIDE_FILE, "an overrides file")
+        match crate::limits::read_text_bounded(o, crate::limits::MAX_YAML_FILE, "an overrides file")
         {
             Ok(text) => s.overrides = Some((o.display().to_string(), text)),
             Err(e) => s.unreadable.push((
