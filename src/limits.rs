@@ -78,11 +78,7 @@ pub fn read_bounded(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u
 }
 
 /// [`read_bounded`], then UTF-8.
-pub fn read_text_bounded(
-    path: &Path,
-    limit: u64,
-    what: &'static str,
-) -> Result<String, ReadError> {
+pub fn read_text_bounded(path: &Path, limit: u64, what: &'static str) -> Result<String, ReadError> {
     let bytes = read_bounded(path, limit, what)?;
     String::from_utf8(bytes).map_err(|e| ReadError::NotUtf8 {
         path: path.to_path_buf(),
