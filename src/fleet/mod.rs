@@ -13,7 +13,9 @@
 //! once the consumer's acknowledgement wait runs out. Each delivered batch carries its stream
 //! sequence; a worker records, with the inventory it writes, the highest sequence applied per
 //! shard, and skips (but acknowledges) any redelivered batch at or below it — so a redelivery
-//! never counts evidence twice.
+//! never counts evidence twice. A batch is in the stream once: it is published with its
+//! [`codec::batch_id`] as message id, and the server refuses (as a duplicate) a collector's
+//! retry of a batch it already stored.
 
 pub mod codec;
 pub mod lease;
