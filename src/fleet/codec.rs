@@ -15,8 +15,9 @@
 //! flags   = bit 0 src_ttl, 1 dst_ttl, 2 src_name, 3 dst_name, 4 exporter; bits 5–7 zero
 //! ```
 //!
-//! (publisher id, batch sequence) names a batch uniquely: a consumer that sees it twice (a
-//! redelivery) applies it once. A decoder refuses, with the byte offset, anything that does not
+//! (publisher id, batch sequence) names a batch uniquely ([`batch_id`]): it is the batch's
+//! message id on the bus, so that the server stores a batch published twice (a retry after an
+//! acknowledgement that did not come) once. A decoder refuses, with the byte offset, anything that does not
 //! follow this: wrong magic or version, counts or lengths beyond their bounds, truncation,
 //! unknown flag bits, trailing bytes. Nothing is allocated from a length field before it is
 //! checked against the bytes that remain.
@@ -206,6 +207,17 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The name of an encoded batch, `<publisher id in hex>-<batch sequence>`, read from its header
+/// alone; `None` for bytes that do not start like a batch.
+pub fn batch_id(bytes: &[u8]) -> Option<String> {
+    if bytes.len() < 28 || &bytes[..4] != MAGIC {
+        return None;
+    }
+    let publisher: String = bytes[4..20].iter().map(|b| format!("{b:02x}")).collect();
+    let seq = u64::from_le_bytes(bytes[20..28].try_into().ok()?);
+    Some(format!("{publisher}-{seq}"))
+}
+
 /// Decodes a batch (see the module docs for what is refused).
 pub fn decode(bytes: &[u8]) -> Result<Batch, DecodeError> {
     let mut r = Reader { b: bytes, at: 0 };
@@ -309,6 +321,9 @@ mod tests {
         let b = decode(&bytes).unwrap();
         assert_eq!((b.publisher, b.seq), ([7; 16], 42));
         assert_eq!(b.flows, flows);
+        assert_eq!(batch_id(&bytes).unwrap(), format!("{}-42", "07".repeat(16)));
+        assert_eq!(batch_id(&bytes[..27]), None);
+        assert_eq!(batch_id(b"not a batch, but long enough.."), None);
     }
 
     #[test]

@@ -16,9 +16,11 @@
 //!   shards for which another live worker is preferred. A worker joining moves only the shards
 //!   it is preferred for; a worker leaving frees only its own, once its leases expire;
 //! - a worker stops pulling a shard when its last successful renewal was sent more than three
-//!   quarters of a lease ago (without asking the server), so it has stopped before anyone
-//!   else can create the lease; the lease's revision is the fence stored with every write of the shard's
-//!   inventory, and a write with an older fence is refused by the database.
+//!   quarters of a lease ago (without asking the server), so that it usually stops before
+//!   anyone else can create the lease. That saves work; what keeps the counts right is the
+//!   fence: the lease's revision is stored with every write of the shard's inventory, and a
+//!   write with an older fence is refused by the database (a worker stopped by SIGSTOP right
+//!   after its check wakes up past it).
 
 use super::{Bus, FleetError, js_err};
 use async_nats::jetstream::kv::Store as Kv;

@@ -13,7 +13,9 @@
 //! once the consumer's acknowledgement wait runs out. Each delivered batch carries its stream
 //! sequence; a worker records, with the inventory it writes, the highest sequence applied per
 //! shard, and skips (but acknowledges) any redelivered batch at or below it — so a redelivery
-//! never counts evidence twice.
+//! never counts evidence twice. A batch is in the stream once: it is published with its
+//! [`codec::batch_id`] as message id, and the server refuses (as a duplicate) a collector's
+//! retry of a batch it already stored.
 
 pub mod codec;
 pub mod lease;
@@ -109,6 +111,11 @@ pub(crate) async fn subjects(
     Ok(out)
 }
 
+/// How long the server remembers the message ids of the batches it stored, and refuses (as
+/// duplicates) a batch published again under the same id. A collector retries a batch for at
+/// most `RETRY_FOR` (30 s, `src/serve/mod.rs`), well within it.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
 /// The longest a pull may take before it counts as failed.
 pub const FETCH_LIMIT: Duration = Duration::from_secs(3);
 
@@ -142,9 +149,22 @@ pub struct Delivered {
     pub stream_seq: u64,
     /// How many times it has been delivered (1 the first time).
     pub delivered: i64,
+    /// Its delivery's sequence in the consumer (every delivery, redeliveries too, takes the
+    /// next one): a number skipped means a delivery was lost on the way.
+    pub consumer_seq: u64,
     /// The encoded batch.
     pub data: Vec<u8>,
     message: jetstream::Message,
+}
+
+/// Where the server stored a published batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// Its sequence in the stream.
+    pub sequence: u64,
+    /// The server had it already (same message id within [`DUPLICATE_WINDOW`]): a retry of a
+    /// batch whose first acknowledgement was lost, not stored again.
+    pub duplicate: bool,
 }
 
 /// One shard's durable consumer.
@@ -152,6 +172,14 @@ pub struct ShardConsumer {
     /// The shard.
     pub shard: u32,
     consumer: PullConsumer,
+}
+
+impl ShardConsumer {
+    /// The consumer sequence of its last delivery when it was created or looked up (0 for a
+    /// new consumer): the next delivery takes the one after.
+    pub fn last_delivery(&self) -> u64 {
+        self.consumer.cached_info().delivered.consumer_sequence
+    }
 }
 
 impl Bus {
@@ -197,10 +225,19 @@ impl Bus {
                     retention: jetstream::stream::RetentionPolicy::WorkQueue,
                     storage: jetstream::stream::StorageType::File,
                     num_replicas: config.replicas,
+                    duplicate_window: DUPLICATE_WINDOW,
                     ..Default::default()
                 })
                 .await
                 .map_err(|e| js_err("stream")(&e))?;
+            let window = stream.cached_info().config.duplicate_window;
+            if window < DUPLICATE_WINDOW {
+                tracing::warn!(
+                    stream = %config.stream,
+                    ?window,
+                    "the stream remembers message ids for less than {DUPLICATE_WINDOW:?}: a batch retried after that may be stored twice"
+                );
+            }
             Ok::<_, FleetError>((js, stream))
         })?;
         Ok(Bus {
@@ -220,16 +257,23 @@ impl Bus {
     }
 
     /// Publishes encoded batches (shard, bytes) and waits for the server to store them all:
-    /// the stream sequence of each, or why it was refused.
-    pub fn publish(&self, batches: &[(u32, Vec<u8>)]) -> Vec<Result<u64, FleetError>> {
+    /// where each was stored, or why it was refused. Each batch goes with its [`codec::batch_id`]
+    /// as message id: a batch published again (a retry after an acknowledgement that did not
+    /// come, although the server stored it) is stored once, the second acknowledgement saying
+    /// `duplicate`.
+    pub fn publish(&self, batches: &[(u32, Vec<u8>)]) -> Vec<Result<Stored, FleetError>> {
         self.rt.block_on(async {
             // Send everything first, then collect the acknowledgements: one round trip for
             // the whole set rather than one per batch.
             let mut acks = Vec::with_capacity(batches.len());
             for (shard, data) in batches.iter() {
                 let subject = format!("{}.{shard}", self.config.prefix);
-                let payload = data.clone().into();
-                acks.push(self.js.publish(subject, payload).await);
+                let mut message =
+                    jetstream::message::PublishMessage::build().payload(data.clone().into());
+                if let Some(id) = codec::batch_id(data) {
+                    message = message.message_id(id);
+                }
+                acks.push(self.js.send_publish(subject, message).await);
             }
             // Awaited together: when the server does not answer (a leader election), every
             // acknowledgement times out at once, not one timeout after the other.
@@ -237,7 +281,10 @@ impl Bus {
                 match a {
                     Ok(fut) => fut
                         .await
-                        .map(|ack| ack.sequence)
+                        .map(|ack| Stored {
+                            sequence: ack.sequence,
+                            duplicate: ack.duplicate,
+                        })
                         .map_err(|e| js_err("publish")(&e)),
                     Err(e) => Err(js_err("publish")(&e)),
                 }
@@ -485,14 +532,15 @@ impl Bus {
                 .map_err(|_| timed_out())?
             {
                 let m = m.map_err(|e| js_err("fetch")(&e))?;
-                let (stream_seq, delivered) = match m.info() {
-                    Ok(i) => (i.stream_sequence, i.delivered),
+                let (stream_seq, delivered, consumer_seq) = match m.info() {
+                    Ok(i) => (i.stream_sequence, i.delivered, i.consumer_sequence),
                     Err(e) => return Err(js_err("message info")(&e)),
                 };
                 out.push(Delivered {
                     shard: c.shard,
                     stream_seq,
                     delivered,
+                    consumer_seq,
                     data: m.payload.to_vec(),
                     message: m,
                 });

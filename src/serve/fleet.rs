@@ -21,6 +21,13 @@
 //! A releasing owner first writes and acknowledges everything it applied; a dead one leaves
 //! batches unacknowledged, which step 3 delivers to its successor. Writes carry the lease's
 //! revision as a fence: the database refuses a write from an owner whose lease was taken over.
+//!
+//! A shard's hosts in memory are always the database's plus the batches after its mark, each
+//! applied once, in order: a batch is applied only when its delivery follows the last one
+//! (consumer sequence), is its first, and comes after the last applied in the stream; any doubt
+//! sends the shard back to its last write ([`Member::rewind`]). Each takeover is a tenure with a
+//! token kept with the hosts ([`ShardState::owner`]): a member that lost the shard never applies
+//! to, writes or clears the hosts another member of the process took over.
 
 use super::Daemon;
 use super::pipeline::{Counters, Shard, ShardState};
@@ -93,7 +100,15 @@ struct Active {
     fence: u64,
     /// Applied, not yet written and acknowledged.
     pending: Vec<Delivered>,
+    /// The consumer sequence of the last delivery seen: the next one must follow it, or a
+    /// delivery was lost on the way.
+    delivery: u64,
+    /// This tenure's token in the daemon's shard state ([`ShardState::owner`]).
+    token: u64,
 }
+
+/// The tokens of shard tenures, unique in the process.
+static TENURES: AtomicU64 = AtomicU64::new(0);
 
 /// Leases after which an evaluating thread that has not come round its loop (nor taken a
 /// shard over) counts as stuck. Generous: taking shards over on a slow cluster takes seconds
@@ -445,6 +460,8 @@ impl Member {
                 }
             };
             let mark = marks.get(&s).copied().unwrap_or(0);
+            let token = TENURES.fetch_add(1, Ordering::Relaxed) + 1;
+            let delivery = consumer.last_delivery();
             let mine: Vec<_> = stored
                 .iter()
                 .filter(|h| h.host.parse().is_ok_and(|a| shard_of(a, self.total) == s))
@@ -461,6 +478,7 @@ impl Member {
                 *g = ShardState {
                     inventory: inv,
                     snapshot: snap,
+                    owner: token,
                 };
             }
             tracing::info!(
@@ -479,6 +497,8 @@ impl Member {
                     unwritten: 0,
                     fence: rev,
                     pending: Vec::new(),
+                    delivery,
+                    token,
                 },
             );
             self.status.takeovers.fetch_add(1, Ordering::Relaxed);
@@ -499,14 +519,20 @@ impl Member {
     }
 
     /// Forgets a shard: its in-memory hosts go (they are in the database up to the last
-    /// write), its unacknowledged batches will be delivered to the next owner.
+    /// write), its unacknowledged batches will be delivered to the next owner. Hosts that
+    /// another member of this process has taken over since are left alone.
     fn drop_shard(&mut self, s: u32) {
-        if self.active.remove(&s).is_some() {
+        if let Some(a) = self.active.remove(&s) {
             let snap = self.daemon.store.current();
-            *self.shard(s).lock() = ShardState {
-                inventory: Inventory::with_config(self.infer.clone()),
-                snapshot: snap,
-            };
+            let mut g = self.shard(s).lock();
+            if g.owner == a.token {
+                *g = ShardState {
+                    inventory: Inventory::with_config(self.infer.clone()),
+                    snapshot: snap,
+                    owner: 0,
+                };
+            }
+            drop(g);
             self.status
                 .backlog
                 .lock()
@@ -542,19 +568,38 @@ impl Member {
             .unwrap_or_else(PoisonError::into_inner);
         let shard = self.daemon.shards[s as usize].clone();
         let mut g = shard.lock();
+        if g.owner != a.token {
+            // Another member of this process took the shard over (this one was stalled): its
+            // hosts are not this tenure's to change.
+            drop(g);
+            drop(dns);
+            self.lost_to_another(s);
+            return 0;
+        }
         g.sync(&snap);
         let ShardState {
             inventory,
             snapshot,
+            ..
         } = &mut *g;
         let mut ev = Evaluator::new(&snapshot.ruleset, &self.local)
             .with_dns(&dns)
             .with_shard(self.total, s);
         let a = self.active.get_mut(&s).expect("active");
         let mut evaluated = 0u64;
-        let mut out_of_order = None;
+        let mut doubt = None;
         let mut learned: Vec<(std::net::IpAddr, Arc<str>, i64)> = Vec::new();
         for d in msgs {
+            if d.consumer_seq != a.delivery + 1 {
+                // A delivery between the last one and this one was lost on the way: applying
+                // this one first would put the shard's batches out of order.
+                doubt = Some(format!(
+                    "delivery {} of the consumer came after delivery {}",
+                    d.consumer_seq, a.delivery
+                ));
+                break;
+            }
+            a.delivery = d.consumer_seq;
             if d.stream_seq <= a.persisted {
                 // Applied and written by this shard's owner before: acknowledge, do not count.
                 self.status.skipped.fetch_add(1, Ordering::Relaxed);
@@ -565,7 +610,10 @@ impl Member {
                 // A batch after the last write delivered again, or out of order: the hosts in
                 // memory can no longer say whether they hold it. The rest of this pull stays
                 // unacknowledged; the shard goes back to its last write.
-                out_of_order = Some((d.stream_seq, d.delivered, a.mark));
+                doubt = Some(format!(
+                    "batch {} delivered {} time(s) after batch {} was applied",
+                    d.stream_seq, d.delivered, a.mark
+                ));
                 break;
             }
             match codec::decode(&d.data) {
@@ -610,15 +658,22 @@ impl Member {
                 map.insert(addr, &name, at, 0, crate::dns::Source::Flow);
             }
         }
-        if let Some((seq, delivered, mark)) = out_of_order {
-            self.rewind(
-                s,
-                &format!(
-                    "batch {seq} delivered {delivered} time(s) after batch {mark} was applied"
-                ),
-            );
+        if let Some(why) = doubt {
+            self.rewind(s, &why);
         }
         n
+    }
+
+    /// Another member of this process holds the shard's hosts now: this tenure ends without
+    /// touching them.
+    fn lost_to_another(&mut self, s: u32) {
+        tracing::warn!(
+            shard = s,
+            "the shard was taken over meanwhile: giving it up"
+        );
+        self.drop_shard(s);
+        self.give_back(s);
+        self.status.lost.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Goes back to the shard's last write: its hosts and mark from the database, its consumer
@@ -654,8 +709,13 @@ impl Member {
                 let ShardState {
                     inventory,
                     snapshot,
+                    owner,
                 } = &mut *g;
-                inventory.take_dirty(&snapshot.ruleset, usize::MAX)
+                (*owner == a.token).then(|| inventory.take_dirty(&snapshot.ruleset, usize::MAX))
+            };
+            let Some(rows) = rows else {
+                self.lost_to_another(s);
+                return false;
             };
             if a.pending.is_empty() && rows.is_empty() {
                 self.refresh_backlog(s);
@@ -714,7 +774,13 @@ impl Member {
     /// After a failed write, the hosts taken from the dirty set are marked changed again so
     /// that the next write includes them.
     fn requeue_dirty(&self, s: u32, rows: &[crate::inventory::StoredHost]) {
+        let Some(token) = self.active.get(&s).map(|a| a.token) else {
+            return;
+        };
         let mut g = self.daemon.shards[s as usize].lock();
+        if g.owner != token {
+            return;
+        }
         for r in rows {
             if let Ok(a) = r.host.parse() {
                 g.inventory.mark_dirty(a);

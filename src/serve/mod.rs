@@ -248,6 +248,7 @@ impl Daemon {
                     let ShardState {
                         inventory,
                         snapshot,
+                        ..
                     } = &mut *g;
                     inventory.take_dirty(&snapshot.ruleset, take)
                 };
@@ -337,8 +338,10 @@ struct Intake<'a> {
     counters: &'a Counters,
 }
 
-/// How long the collector role keeps retrying a refused batch.
+/// How long the collector role keeps retrying a refused batch: well within the time the server
+/// remembers a batch's message id, so that a retry of a batch it stored is not stored again.
 const RETRY_FOR: Duration = Duration::from_secs(30);
+const _: () = assert!(RETRY_FOR.as_secs() * 2 <= crate::fleet::DUPLICATE_WINDOW.as_secs());
 /// The collector role's bounded queue of refused batches (about 40 MB of flows at most).
 const RETRY_BATCHES: usize = 1024;
 
@@ -376,10 +379,15 @@ impl Intake<'_> {
         let mut warned = false;
         for ((r, (shard, data)), first) in results.into_iter().zip(sent).zip(firsts) {
             match r {
-                Ok(_) => {
+                Ok(stored) => {
                     self.counters
                         .published_batches
                         .fetch_add(1, Ordering::Relaxed);
+                    if stored.duplicate {
+                        self.counters
+                            .duplicate_batches
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 Err(e) => {
                     let first = first.unwrap_or_else(Instant::now);

@@ -26,6 +26,11 @@ pub struct ShardState {
     pub inventory: Inventory,
     /// The rules the inventory's positions refer to.
     pub snapshot: Arc<Snapshot>,
+    /// Fleet worker role: the token of the member's tenure that filled these hosts (each
+    /// takeover of the shard gets a new one; 0: none). A member applies, writes or clears the
+    /// hosts only under its own token, so that a member that lost the shard never touches the
+    /// hosts of the one (in the same process) that took it over.
+    pub owner: u64,
 }
 
 impl ShardState {
@@ -97,6 +102,9 @@ pub struct Counters {
     pub retried_batches: AtomicU64,
     /// Collector role: batches waiting for a retry.
     pub retry_queue: AtomicU64,
+    /// Collector role: retried batches the server already had (their first acknowledgement
+    /// was lost), not stored again.
+    pub duplicate_batches: AtomicU64,
 }
 
 /// One queued flow: evaluated by this shard; `primary` counts it as evaluated.
@@ -206,6 +214,7 @@ pub fn start(
             state: Mutex::new(ShardState {
                 inventory,
                 snapshot: snap.clone(),
+                owner: 0,
             }),
             queued: AtomicI64::new(0),
             waiting: AtomicUsize::new(0),
@@ -280,6 +289,7 @@ impl Worker {
         let ShardState {
             inventory,
             snapshot,
+            ..
         } = &mut *guard;
         let mut ev = Evaluator::new(&snapshot.ruleset, &self.local)
             .with_dns(&dns)

@@ -20,6 +20,8 @@ impl Daemon {
             .absolute(c.refused_batches.load(Ordering::Relaxed));
         counter!("flowprint_fleet_batches_retried_total")
             .absolute(c.retried_batches.load(Ordering::Relaxed));
+        counter!("flowprint_fleet_batches_duplicate_total")
+            .absolute(c.duplicate_batches.load(Ordering::Relaxed));
         gauge!("flowprint_fleet_retry_queue_batches")
             .set(c.retry_queue.load(Ordering::Relaxed) as f64);
         {

@@ -1,0 +1,495 @@
+//! The daemon's fleet roles end to end: collectors and workers as `flowprint serve` processes on
+//! a 3-node JetStream cluster (Debian's nats-server, on loopback ports), the inventory in
+//! PostgreSQL (`FLOWPRINT_TEST_POSTGRES`). Whatever goes wrong on the way — a worker killed, a
+//! cluster node killed, a node paused (pulls not ended, requests timing out, publishes
+//! unanswered), a worker stalled for longer than its lease — the fleet's inventory ends equal,
+//! host by host, to one process evaluating the same datagrams.
+//!
+//! The troubles are made with real signals (SIGKILL, SIGSTOP/SIGCONT), not left to the luck of
+//! a loaded machine; timings are generous deadlines and polling, the assertions exact.
+
+mod common;
+
+use flowprint::eval::{Evaluator, LocalNets};
+use flowprint::fleet::BusConfig;
+use flowprint::infer::Inventory;
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The streams' size limit in these tests: JetStream reserves it on disk (three times on the
+/// 3-node cluster), and a test machine's disk may be small.
+const MAX_BYTES: i64 = 64 << 20;
+const MAX_BYTES_ARG: &str = "67108864";
+
+const SIGKILL: i32 = 9;
+const SIGCONT: i32 = 18;
+const SIGSTOP: i32 = 19;
+
+/// A 3-node nats-server cluster with JetStream on loopback ports.
+struct NatsCluster {
+    nodes: Vec<Option<Child>>,
+    urls: Vec<String>,
+    _dir: common::TempDir,
+}
+
+impl NatsCluster {
+    fn start() -> Option<NatsCluster> {
+        if !common::have("nats-server") {
+            return None;
+        }
+        let dir = common::TempDir::new("nats-cluster");
+        let client: Vec<u16> = (0..3).map(|_| common::serve::free_tcp_port()).collect();
+        let route: Vec<u16> = (0..3).map(|_| common::serve::free_tcp_port()).collect();
+        let routes = route
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::new();
+        for i in 0..3 {
+            let log = std::fs::File::create(dir.0.join(format!("n{i}.log"))).unwrap();
+            nodes.push(Some(
+                Command::new("nats-server")
+                    .args(["-js", "-a", "127.0.0.1", "-p", &client[i].to_string()])
+                    .args(["-n", &format!("n{i}"), "--cluster_name", "flowprint"])
+                    .args(["--cluster", &format!("nats://127.0.0.1:{}", route[i])])
+                    .args(["--routes", &routes, "-sd"])
+                    .arg(dir.0.join(format!("js{i}")))
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .unwrap(),
+            ));
+        }
+        Some(NatsCluster {
+            nodes,
+            urls: client
+                .iter()
+                .map(|p| format!("nats://127.0.0.1:{p}"))
+                .collect(),
+            _dir: dir,
+        })
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends a signal to node `i` (SIGSTOP pauses it: its clients' connections stay open,
+    /// what they send waits in the socket, nothing is answered).
+    fn signal(&self, i: usize, sig: i32) {
+        if let Some(c) = &self.nodes[i] {
+            common::serve::unsafe_kill(c.id(), sig);
+        }
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            // A paused node is resumed first, so that it can be killed and waited for.
+            self.signal(i, SIGCONT);
+            self.kill(i);
+        }
+    }
+}
+
+/// A PostgreSQL schema of its own on `FLOWPRINT_TEST_POSTGRES` (dropped at the end).
+struct PgSchema {
+    url: String,
+    schema: String,
+    spec: String,
+}
+
+impl PgSchema {
+    fn new(case: &str) -> Option<PgSchema> {
+        let url = match std::env::var("FLOWPRINT_TEST_POSTGRES") {
+            Ok(u) if !u.is_empty() => u,
+            _ => {
+                let ci = std::env::var("CI").unwrap_or_default();
+                assert!(
+                    !(ci == "true" || ci == "1"),
+                    "CI={ci} but FLOWPRINT_TEST_POSTGRES is not set (scripts/test.sh sets it)"
+                );
+                eprintln!("skipped: FLOWPRINT_TEST_POSTGRES is not set");
+                return None;
+            }
+        };
+        let schema = format!("t_{case}_{}", std::process::id());
+        let mut admin = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        admin
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+            ))
+            .unwrap();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        Some(PgSchema {
+            spec: format!("{url}{sep}options=-csearch_path%3D{schema}"),
+            url,
+            schema,
+        })
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = ::postgres::Client::connect(&self.url, ::postgres::NoTls) {
+            let _ = admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema));
+        }
+    }
+}
+
+/// What is compared between the fleet's inventory and a single-process run: per host, its
+/// flows, its evidence per rule, and its labels with their scores.
+type HostView = (
+    u64,
+    Vec<(String, u64, i64, i64)>,
+    Vec<(String, String, bool, i64)>,
+);
+
+fn view(hosts: &[flowprint::inventory::StoredHost]) -> BTreeMap<String, HostView> {
+    hosts
+        .iter()
+        .map(|h| {
+            let mut ev: Vec<_> = h
+                .evidence
+                .iter()
+                .map(|e| (e.rule.clone(), e.flows, e.first_seen, e.last_seen))
+                .collect();
+            ev.sort();
+            let mut labels: Vec<_> = h
+                .labels
+                .iter()
+                .map(|l| {
+                    (
+                        l.attribute.clone(),
+                        l.value.clone(),
+                        l.winner,
+                        (l.confidence * 1e6).round() as i64,
+                    )
+                })
+                .collect();
+            labels.sort();
+            (h.host.clone(), (h.flows, ev, labels))
+        })
+        .collect()
+}
+
+fn metric_of(s: &common::serve::Serve, name: &str) -> u64 {
+    let (_, m) = common::serve::http(s.api, "GET", "/metrics", None, b"");
+    common::serve::metric(&m, name)
+}
+
+fn sum_metric(serves: &[&common::serve::Serve], name: &str) -> u64 {
+    serves.iter().map(|s| metric_of(s, name)).sum()
+}
+
+/// What happens to the fleet while the flows stream in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trouble {
+    /// The worker owning the most shards is killed (SIGKILL), then a cluster node.
+    KillWorkerThenNode,
+    /// The node that a collector and two workers are connected to is paused for longer than a
+    /// request's timeout (publishes unanswered, so retried; pulls not ended; consumer deletes
+    /// and lease renewals timing out), then the busiest worker is stopped for two leases and
+    /// woken up believing it still owns its shards.
+    PauseNodeThenStallWorker,
+}
+
+/// The single-process reference: the same datagrams decoded and evaluated in one inventory.
+fn one_process(streams: &[Vec<Vec<u8>>]) -> BTreeMap<String, HostView> {
+    let mut c = flowprint::compiler::Compiler::new();
+    c.add_embedded();
+    let ruleset = c.compile().ruleset;
+    let local = LocalNets::default();
+    let mut reference = Inventory::with_config(flowprint::infer::InferConfig {
+        half_life_ms: None,
+        ..Default::default()
+    });
+    let mut ev = Evaluator::new(&ruleset, &local);
+    let exporter: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    for s in streams {
+        let mut decoder = flowprint::flow::netflow::Decoder::new();
+        for d in s {
+            flowprint::flow::ingest::binary::decode_datagram(
+                &mut decoder,
+                exporter,
+                d,
+                0,
+                &mut |f| {
+                    reference.observe(&f, &mut ev);
+                },
+            )
+            .unwrap();
+        }
+    }
+    drop(ev);
+    view(&reference.take_dirty(&ruleset, usize::MAX))
+}
+
+/// Two collectors and three workers (`flowprint serve --publish` / `--consume`) on a 3-node
+/// JetStream cluster, the inventory in PostgreSQL; `trouble` strikes while flows stream in,
+/// and the fleet's inventory must end identical to a single-process evaluation of the same
+/// flows, also after a clean stop.
+fn fleet_matches_one_process(case: &str, trouble: Trouble, member_threads: usize) {
+    let Some(mut cluster) = NatsCluster::start() else {
+        return;
+    };
+    let Some(pg) = PgSchema::new(case) else {
+        return;
+    };
+    // The cluster elects its JetStream leader; the stream is created with three replicas.
+    let bus_config = BusConfig {
+        max_bytes: MAX_BYTES,
+        replicas: 3,
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let bus = loop {
+        match flowprint::fleet::Bus::connect(&cluster.urls[0], bus_config.clone()) {
+            Ok(b) => break b,
+            Err(e) => {
+                assert!(
+                    t.elapsed() < Duration::from_secs(30),
+                    "cluster not ready: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+    };
+    drop(bus);
+    let threads = member_threads.to_string();
+    let fleet_args = |role: &str, url: &str| -> Vec<String> {
+        [
+            "--fleet-shards",
+            "8",
+            "--fleet-replicas",
+            "3",
+            "--fleet-lease",
+            "6s",
+            "--half-life",
+            "none",
+            "--workers",
+            &threads,
+            "--fleet-max-bytes",
+            MAX_BYTES_ARG,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([role.to_string(), url.to_string()])
+        .collect()
+    };
+    // Workers 0 and 2 and collector 0 talk to node 0; worker 1 and collector 1 to node 1.
+    let start_worker = |i: usize| {
+        let dir = common::TempDir::new(&format!("fleet-{case}-w{i}"));
+        let mut args = fleet_args("--consume", &cluster.urls[i % 2]);
+        args.extend(["--db".to_string(), pg.spec.clone()]);
+        args.extend(["--fleet-id".to_string(), format!("w{i}")]);
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let s = common::serve::Serve::start(&dir.0, &a);
+        (s, dir)
+    };
+    let mut workers: Vec<_> = (0..3).map(start_worker).collect();
+    let collectors: Vec<_> = (0..2)
+        .map(|i| {
+            let dir = common::TempDir::new(&format!("fleet-{case}-c{i}"));
+            let mut args = fleet_args("--publish", &cluster.urls[i]);
+            args.push("--no-db".into());
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            (common::serve::Serve::start(&dir.0, &a), dir)
+        })
+        .collect();
+    let owned = |ws: &[&common::serve::Serve]| sum_metric(ws, "flowprint_fleet_shards_owned");
+    let all_owned = |ws: &[&common::serve::Serve], what: &str, limit: Duration| {
+        common::serve::wait_until(what, limit, || {
+            owned(ws) == 8
+                && ws
+                    .iter()
+                    .all(|w| metric_of(w, "flowprint_fleet_shards_owned") > 0)
+        })
+    };
+    {
+        let ws: Vec<_> = workers.iter().map(|(s, _)| s).collect();
+        all_owned(&ws, "8 shards owned by 3 workers", Duration::from_secs(30));
+    }
+
+    // The same flows for everyone: each collector gets its own exporter's stream.
+    let streams: Vec<Vec<Vec<u8>>> = (0..2u64)
+        .map(|c| flowprint::bench::generate_ipfix_hosts(300, 30, 200, 40 + c))
+        .collect();
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let send = |range: std::ops::Range<usize>| {
+        for i in range {
+            for (c, s) in streams.iter().enumerate() {
+                sock.send_to(&s[i], collectors[c].0.udp).unwrap();
+            }
+            std::thread::sleep(Duration::from_micros(300));
+        }
+    };
+    let busiest = |workers: &[(common::serve::Serve, common::TempDir)]| {
+        (0..workers.len())
+            .max_by_key(|&i| metric_of(&workers[i].0, "flowprint_fleet_shards_owned"))
+            .unwrap()
+    };
+    match trouble {
+        Trouble::KillWorkerThenNode => {
+            send(0..150);
+            // Kill the worker that owns the most shards, mid-stream, without a chance to write.
+            std::thread::sleep(Duration::from_millis(700));
+            let (mut dead, _dead_dir) = workers.remove(busiest(&workers));
+            common::serve::unsafe_kill(dead.child.id(), SIGKILL);
+            let _ = dead.child.wait();
+            send(150..300);
+            // And a node of the cluster (the streams have three replicas).
+            cluster.kill(2);
+        }
+        Trouble::PauseNodeThenStallWorker => {
+            send(0..100);
+            std::thread::sleep(Duration::from_millis(500));
+            // Node 0 paused for longer than a request's timeout (5 s): collector 0's publishes
+            // wait unanswered in the node's socket and are retried; on waking, the node stores
+            // the originals and the retries it finds there.
+            cluster.signal(0, SIGSTOP);
+            let paused = Instant::now();
+            send(100..200);
+            std::thread::sleep(Duration::from_secs(8).saturating_sub(paused.elapsed()));
+            cluster.signal(0, SIGCONT);
+            assert!(
+                metric_of(&collectors[0].0, "flowprint_fleet_batches_retried_total") > 0,
+                "collector 0 retried nothing: the pause did not hold up its publishes"
+            );
+            {
+                let ws: Vec<_> = workers.iter().map(|(s, _)| s).collect();
+                all_owned(
+                    &ws,
+                    "8 shards owned after the pause",
+                    Duration::from_secs(60),
+                );
+            }
+            // The busiest worker stopped for two leases: the others take its shards over; it
+            // wakes up mid-loop with batches in hand and leases it believes valid.
+            let stalled = busiest(&workers);
+            let lost_before = metric_of(&workers[stalled].0, "flowprint_fleet_shards_lost_total");
+            let pid = workers[stalled].0.child.id();
+            common::serve::unsafe_kill(pid, SIGSTOP);
+            let stopped = Instant::now();
+            send(200..300);
+            std::thread::sleep(Duration::from_secs(12).saturating_sub(stopped.elapsed()));
+            common::serve::unsafe_kill(pid, SIGCONT);
+            common::serve::wait_until(
+                "the stalled worker notices it lost its shards",
+                Duration::from_secs(30),
+                || {
+                    metric_of(&workers[stalled].0, "flowprint_fleet_shards_lost_total")
+                        > lost_before
+                },
+            );
+        }
+    }
+
+    let sent: u64 = 2 * 300 * 30;
+    let cs: Vec<_> = collectors.iter().map(|(s, _)| s).collect();
+    common::serve::wait_until(
+        "collectors received every flow",
+        Duration::from_secs(60),
+        || sum_metric(&cs, "flowprint_flows_received_total") == sent,
+    );
+    assert_eq!(sum_metric(&cs, "flowprint_fleet_batches_refused_total"), 0);
+
+    let expected = one_process(&streams);
+    assert!(expected.len() > 150, "{} hosts", expected.len());
+
+    // The fleet's inventory converges to it: shards taken over, unacknowledged batches
+    // delivered again, none counted twice.
+    let mut last = BTreeMap::new();
+    let converged = {
+        let t = Instant::now();
+        loop {
+            if let Ok(mut db) = flowprint::inventory::open(&pg.spec)
+                && let Ok(hosts) = db.load_all()
+            {
+                last = view(&hosts);
+                if last == expected {
+                    break true;
+                }
+            }
+            if t.elapsed() > Duration::from_secs(120) {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    if !converged {
+        let missing = expected.keys().filter(|k| !last.contains_key(*k)).count();
+        let differ: Vec<_> = expected
+            .iter()
+            .filter(|(k, v)| last.get(*k).is_some_and(|l| l != *v))
+            .take(3)
+            .map(|(k, v)| format!("{k}: expected {v:?}, fleet {:?}", last.get(k)))
+            .collect();
+        panic!(
+            "fleet inventory != single process: {missing} hosts missing, {} extra, {} differ, e.g. {differ:#?}\ncollector logs:\n{}\nworker logs:\n{}",
+            last.keys().filter(|k| !expected.contains_key(*k)).count(),
+            expected
+                .iter()
+                .filter(|(k, v)| last.get(*k).is_some_and(|l| l != *v))
+                .count(),
+            collectors
+                .iter()
+                .map(|(c, _)| c.log())
+                .collect::<Vec<_>>()
+                .join("\n----\n"),
+            workers
+                .iter()
+                .map(|(w, _)| w.log())
+                .collect::<Vec<_>>()
+                .join("\n----\n")
+        );
+    }
+    let ws: Vec<_> = workers.iter().map(|(s, _)| s).collect();
+    let t = Instant::now();
+    while owned(&ws) != 8 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the workers do not own every shard: {}\n{}",
+            owned(&ws),
+            ws.iter()
+                .map(|w| w.log())
+                .collect::<Vec<_>>()
+                .join("\n----\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(sum_metric(&ws, "flowprint_fleet_shard_takeovers_total") >= 8);
+    // A clean stop writes, acknowledges and leaves; the inventory stays the same.
+    for (w, _) in workers {
+        let log = w.stop();
+        assert!(log.contains("shard taken over"), "{log}");
+    }
+    for (c, _) in collectors {
+        c.stop();
+    }
+    let mut db = flowprint::inventory::open(&pg.spec).unwrap();
+    assert_eq!(view(&db.load_all().unwrap()), expected);
+    let marks = db.load_marks().unwrap();
+    assert_eq!(marks.len(), 8, "{marks:?}");
+}
+
+/// One worker killed with SIGKILL while flows stream in, then a cluster node: the survivors take
+/// its shards over.
+#[test]
+fn fleet_of_daemons_survives_a_killed_worker_and_matches_one_process() {
+    fleet_matches_one_process("kill", Trouble::KillWorkerThenNode, 1);
+}
+
+/// A paused cluster node (publishes retried, pulls not ended, deletes timing out) and a worker
+/// stopped for two leases, with two fleet members per worker process: nothing is counted
+/// twice, nothing lost.
+#[test]
+fn fleet_counts_once_through_a_paused_node_and_a_stalled_worker() {
+    fleet_matches_one_process("pause", Trouble::PauseNodeThenStallWorker, 2);
+}
