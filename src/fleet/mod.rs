@@ -322,14 +322,23 @@ impl Bus {
 
     /// Takes a shard's consumer over under a new lease: deletes the shard's durable consumers
     /// (whatever a previous owner left delivered but unacknowledged goes back to the stream)
-    /// and creates `flowprint-shard-<n>-<fence>`, delivering from the first batch still in the
+    /// and creates `flowprint-shard-<n>-<fence>-<pid>-<take>`, delivering from the first batch still in the
     /// stream, so that the new owner sees every remaining batch in stream order. The name
     /// carries the lease's revision: a previous owner still pulling addresses a consumer that
     /// no longer exists, and cannot take batches from the new one.
+    ///
+    /// Every take gets a name never used before (the fence and a per-process take count, and
+    /// the process id): were an old consumer left behind (a delete that timed out, a listing
+    /// that missed it), creating a consumer of the same name would hand back the old one with
+    /// its delivery state, so that batches it had delivered would neither come again in order
+    /// nor show as a gap. With a fresh name, a consumer left behind makes the creation fail
+    /// instead (a work-queue stream takes one consumer per subject), and the shard is given back.
     pub fn take_over_consumer(&self, shard: u32, fence: u64) -> Result<ShardConsumer, FleetError> {
+        static TAKES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let plain = format!("flowprint-shard-{shard}");
         let prefix = format!("{plain}-");
-        let name = format!("{plain}-{fence}");
+        let take = TAKES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{plain}-{fence}-{}-{take}", std::process::id());
         let consumer = self.rt.block_on(async {
             let mut names = self.stream.consumer_names();
             let mut old = Vec::new();
