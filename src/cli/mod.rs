@@ -80,25 +80,16 @@ pub struct RuleArgs {
 impl RuleArgs {
     /// Compiles the selected rules. I/O errors on rule paths are fatal (exit 2).
     pub fn compile(&self) -> anyhow::Result<Compiled> {
-        let mut c = Compiler::new();
-        if !self.no_default_rules {
-            c.add_embedded();
-        }
-        let mut paths = self.rules.clone();
-        if let Some(dir) = &self.packs_dir {
-            paths.extend(flowprint::pack::installed_packs(dir)?);
-        }
-        for p in &paths {
-            c.add_path(p)
-                .map_err(|e| anyhow::anyhow!("cannot read rules {}: {e}", p.display()))?;
-        }
-        self.add_overrides(&mut c)?;
-        Ok(c.compile())
+        self.compile_with(false)
     }
 
     /// Like [`RuleArgs::compile`], but a rule path that cannot be read is a diagnostic (FP0019)
     /// reported with the others instead of the end of the command: `check` shows everything.
     pub fn compile_reporting(&self) -> anyhow::Result<Compiled> {
+        self.compile_with(true)
+    }
+
+    fn compile_with(&self, report_io: bool) -> anyhow::Result<Compiled> {
         let mut c = Compiler::new();
         if !self.no_default_rules {
             c.add_embedded();
@@ -108,8 +99,12 @@ impl RuleArgs {
             paths.extend(flowprint::pack::installed_packs(dir)?);
         }
         for p in &paths {
-            if let Err(e) = c.add_path(p) {
-                c.add_io_error(&p.display().to_string(), &format!("cannot read: {e}"));
+            match c.add_path(p) {
+                Ok(_) => {}
+                Err(e) if report_io => {
+                    c.add_io_error(&p.display().to_string(), &format!("cannot read: {e}"))
+                }
+                Err(e) => anyhow::bail!("cannot read rules {}: {e}", p.display()),
             }
         }
         self.add_overrides(&mut c)?;
