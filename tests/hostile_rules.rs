@@ -4,23 +4,11 @@
 
 mod common;
 
+use common::cli::{run, text};
 use common::serve::{Serve, get_json, wait_until};
 use std::os::unix::fs::symlink;
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flowprint"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run flowprint")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn deep_rule(levels: usize) -> String {
     format!(

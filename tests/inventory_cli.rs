@@ -9,29 +9,15 @@ mod common;
 use common::serve::{Serve, get_json, http, metric, wait_until};
 use common::{TempDir, send, v5_now};
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
-fn flowprint(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flowprint"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run flowprint")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use common::cli::{run as flowprint, text};
 
 /// An inventory for one test: a SQLite file in `dir`, or a fresh PostgreSQL schema.
 enum Db {
     Sqlite(String),
-    Postgres {
-        url: String,
-        spec: String,
-        schema: String,
-    },
+    /// The schema is dropped with it.
+    Postgres(common::postgres::PgSchema),
 }
 
 impl Db {
@@ -40,37 +26,13 @@ impl Db {
     }
 
     fn postgres(case: &str) -> Option<Db> {
-        let url = match std::env::var("FLOWPRINT_TEST_POSTGRES") {
-            Ok(url) if !url.is_empty() => url,
-            _ => {
-                let ci = std::env::var("CI").unwrap_or_default();
-                assert!(
-                    !(ci == "true" || ci == "1"),
-                    "CI={ci} but FLOWPRINT_TEST_POSTGRES is not set"
-                );
-                eprintln!("skipped: FLOWPRINT_TEST_POSTGRES is not set");
-                return None;
-            }
-        };
-        let schema = format!("t_{case}_{}", std::process::id());
-        let mut admin = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
-        admin
-            .batch_execute(&format!(
-                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-            ))
-            .unwrap();
-        let sep = if url.contains('?') { '&' } else { '?' };
-        Some(Db::Postgres {
-            spec: format!("{url}{sep}options=-csearch_path%3D{schema}"),
-            url,
-            schema,
-        })
+        common::postgres::PgSchema::new(case).map(Db::Postgres)
     }
 
     fn spec(&self) -> &str {
         match self {
             Db::Sqlite(p) => p,
-            Db::Postgres { spec, .. } => spec,
+            Db::Postgres(pg) => &pg.spec,
         }
     }
 
@@ -91,23 +53,13 @@ impl Db {
                     .map(Result::unwrap)
                     .collect()
             }
-            Db::Postgres { spec, .. } => ::postgres::Client::connect(spec, ::postgres::NoTls)
+            Db::Postgres(pg) => ::postgres::Client::connect(&pg.spec, ::postgres::NoTls)
                 .unwrap()
                 .query(sql, &[&rule])
                 .unwrap()
                 .iter()
                 .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
                 .collect(),
-        }
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        if let Db::Postgres { url, schema, .. } = self
-            && let Ok(mut c) = ::postgres::Client::connect(url, ::postgres::NoTls)
-        {
-            let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
         }
     }
 }

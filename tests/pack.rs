@@ -5,41 +5,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn fp(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flowprint"))
-        .current_dir(dir)
-        .args(args)
-        .env("FLOWPRINT_TRUSTED_KEYS", dir.join("no-keys-here"))
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let o = fp(dir, args);
-    assert!(o.status.success(), "{args:?}: {}", text(&o));
-    text(&o)
-}
-
-fn fails(dir: &Path, args: &[&str]) -> String {
-    let o = fp(dir, args);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{args:?} should fail: {}",
-        text(&o)
-    );
-    text(&o)
-}
+use common::cli::{both as text, fails, fp, ok};
 
 fn set_version(pack: &Path, v: &str) {
     let p = pack.join("pack.yaml");

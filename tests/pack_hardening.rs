@@ -6,42 +6,10 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn fp(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flowprint"))
-        .current_dir(dir)
-        .args(args)
-        .env("FLOWPRINT_TRUSTED_KEYS", dir.join("no-keys-here"))
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let o = fp(dir, args);
-    assert!(o.status.success(), "{args:?}: {}", text(&o));
-    text(&o)
-}
-
-fn fails(dir: &Path, args: &[&str]) -> String {
-    let o = fp(dir, args);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{args:?} should fail: {}",
-        text(&o)
-    );
-    text(&o)
-}
+use common::cli::{both as text, fails, fp, ok};
 
 /// `acme` (and `others`) created, a trusted key `good.key`, `acme` built signed into
 /// `acme.tar.gz`.

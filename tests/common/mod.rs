@@ -1,6 +1,8 @@
 //! Helpers shared by integration tests: the shared corpus, and nfdump's tools as a peer.
 #![allow(dead_code)]
 
+pub mod cli;
+pub mod postgres;
 pub mod serve;
 
 use flowprint::flow::Flow;
