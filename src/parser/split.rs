@@ -78,6 +78,26 @@ impl<'t> Lexer<'t> {
         newline
     }
 
+    /// Skips a quoted token from its opening `quote` to its closing one, or to the end of its
+    /// line (a newline ends it in the grammar too); `escapes(next)` tells whether a `\` before
+    /// `next` escapes it.
+    fn skip_quoted(&mut self, quote: u8, escapes: impl Fn(Option<&u8>) -> bool) {
+        let t = self.text;
+        self.pos += 1;
+        while self.pos < t.len() {
+            match t[self.pos] {
+                b'\\' if escapes(t.get(self.pos + 1)) => self.pos += 2,
+                b'\n' => break,
+                b if b == quote => {
+                    self.pos += 1;
+                    break;
+                }
+                _ => self.pos += 1,
+            }
+        }
+        self.pos = self.pos.min(t.len());
+    }
+
     fn skip_line(&mut self) {
         match self.text[self.pos..].iter().position(|&b| b == b'\n') {
             Some(n) => self.pos += n,
@@ -92,36 +112,14 @@ impl<'t> Lexer<'t> {
         let b = *t.get(start)?;
         let after_matches = std::mem::replace(&mut self.after_matches, false);
         let kind = match b {
+            // A string: any character after `\` is escaped, as in the grammar.
             b'"' => {
-                self.pos += 1;
-                while self.pos < t.len() {
-                    match t[self.pos] {
-                        b'\\' => self.pos += 2,
-                        b'"' => {
-                            self.pos += 1;
-                            break;
-                        }
-                        b'\n' => break,
-                        _ => self.pos += 1,
-                    }
-                }
-                self.pos = self.pos.min(t.len());
+                self.skip_quoted(b'"', |_| true);
                 Kind::Other
             }
+            // A regular expression: only `\/` and `\\` are escapes.
             b'/' if after_matches => {
-                self.pos += 1;
-                while self.pos < t.len() {
-                    match t[self.pos] {
-                        b'\\' if matches!(t.get(self.pos + 1), Some(b'/' | b'\\')) => self.pos += 2,
-                        b'/' => {
-                            self.pos += 1;
-                            break;
-                        }
-                        b'\n' => break,
-                        _ => self.pos += 1,
-                    }
-                }
-                self.pos = self.pos.min(t.len());
+                self.skip_quoted(b'/', |next| matches!(next, Some(b'/' | b'\\')));
                 Kind::Other
             }
             b'(' | b'[' | b'{' => {
