@@ -374,12 +374,18 @@ fn packets_to_inventory_through_dnsmasq_http_tcpdump_softflowd_and_serve() {
 
     // 2 + 3. Capture the clients' traffic while they work.
     let pcap = d.join("wire.pcap");
+    let tcpdump_said = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut tcpdump = Command::new("tcpdump")
         .args([
             "-i",
             &net.host_if,
             "--immediate-mode",
             "-U",
+            // A 64 MiB kernel buffer (256-byte snaps: about 200,000 packets): on a loaded
+            // machine tcpdump is not scheduled for a while, and a full buffer drops packets,
+            // which makes the transfers smaller than their files.
+            "-B",
+            "65536",
             "-n",
             "-s",
             "256",
@@ -399,7 +405,12 @@ fn packets_to_inventory_through_dnsmasq_http_tcpdump_softflowd_and_serve() {
         let mut r = std::io::BufReader::new(stderr);
         let _ = r.read_line(&mut line);
         assert!(line.contains("listening"), "tcpdump: {line}");
-        std::thread::spawn(move || for _ in r.lines() {});
+        let lines = tcpdump_said.clone();
+        std::thread::spawn(move || {
+            for l in r.lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(l);
+            }
+        });
     }
     let sink = d.join("download");
     for _ in 0..3 {
@@ -449,6 +460,25 @@ fn packets_to_inventory_through_dnsmasq_http_tcpdump_softflowd_and_serve() {
     std::thread::sleep(Duration::from_millis(300));
     common::serve::unsafe_kill(tcpdump.id(), 2);
     tcpdump.wait().unwrap();
+    // Its last words: "N packets captured", "M packets received by filter", "K packets dropped
+    // by kernel". A capture with holes would fail below for a reason that is not flowprint's.
+    let said = {
+        let t = Instant::now();
+        loop {
+            let l = tcpdump_said.lock().unwrap().clone();
+            if l.iter().any(|l| l.contains("dropped by kernel"))
+                || t.elapsed() > Duration::from_secs(5)
+            {
+                break l;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let dropped = said
+        .iter()
+        .find(|l| l.contains("dropped by kernel"))
+        .and_then(|l| l.split_whitespace().next()?.parse::<u64>().ok());
+    assert_eq!(dropped, Some(0), "tcpdump dropped packets: {said:?}");
 
     // softflowd exports the capture: NetFlow v9 to one daemon, IPFIX to the other.
     for (version, s) in [("9", &v9), ("10", &ipfix)] {
