@@ -3,9 +3,12 @@
 //! Run with `cargo run --example library`.
 
 use flowprint::compiler::Compiler;
-use flowprint::eval::{Evaluator, LocalNets};
+use flowprint::dns::DnsMap;
+use flowprint::eval::LocalNets;
 use flowprint::flow::Flow;
 use flowprint::infer::Inventory;
+use flowprint::scan::Scanner;
+use std::sync::Arc;
 
 fn main() {
     let mut compiler = Compiler::new();
@@ -34,11 +37,15 @@ fn main() {
     );
     flow.dst_name = flowprint::flow::normalize_name("www.msftconnecttest.com");
 
-    let local = LocalNets::default();
-    let mut evaluator = Evaluator::new(&compiled.ruleset, &local);
-    let mut inventory = Inventory::new();
-    inventory.observe(&flow, &mut evaluator);
-    for host in inventory.summaries(&compiled.ruleset) {
+    // The one per-flow path: match, record, learn the names records carry.
+    let mut scanner = Scanner::new(
+        compiled.ruleset.clone(),
+        Arc::new(LocalNets::default()),
+        Inventory::new(),
+    );
+    let mut dns = DnsMap::new();
+    scanner.apply_learning(&flow, &mut dns);
+    for host in scanner.inventory().summaries(scanner.rules()) {
         println!("{}", serde_json::to_string_pretty(&host).unwrap());
     }
 }

@@ -6,14 +6,19 @@
 //! ```text
 //! rule files ──parser──▶ AST (spans) ──compiler──▶ Ruleset (immutable, indexed, Send + Sync)
 //!                                                        │
-//! flow records ──flow::ingest──▶ Flow ──eval::Evaluator──┴──▶ Match ──infer::Inventory──▶ HostSummary
+//! flow records ──flow::ingest──▶ Flow ──scan::Scanner (eval::Matcher ▶ Match ▶ infer::Inventory)──▶ HostSummary
 //! ```
+//!
+//! [`scan::Scanner`] is the one per-flow path: everything that applies flows goes through it.
 //!
 //! ```
 //! use flowprint::compiler::Compiler;
-//! use flowprint::eval::{Evaluator, LocalNets};
+//! use flowprint::dns::DnsMap;
+//! use flowprint::eval::LocalNets;
 //! use flowprint::flow::{Flow, normalize_name, proto};
 //! use flowprint::infer::Inventory;
+//! use flowprint::scan::Scanner;
+//! use std::sync::Arc;
 //!
 //! let mut compiler = Compiler::new();
 //! compiler.add_source("mine", "mine.rules", r#"
@@ -29,11 +34,11 @@
 //!                          "17.253.53.207".parse().unwrap(), 80, proto::TCP);
 //! flow.dst_name = normalize_name("captive.apple.com");
 //!
-//! let local = LocalNets::default();
-//! let mut evaluator = Evaluator::new(&compiled.ruleset, &local);
-//! let mut inventory = Inventory::new();
-//! inventory.observe(&flow, &mut evaluator);
-//! let hosts = inventory.summaries(&compiled.ruleset);
+//! let mut scanner = Scanner::new(compiled.ruleset.clone(), Arc::new(LocalNets::default()),
+//!                                Inventory::new());
+//! let mut dns = DnsMap::new();
+//! scanner.apply_learning(&flow, &mut dns);
+//! let hosts = scanner.inventory().summaries(scanner.rules());
 //! assert_eq!(hosts[0].host, "192.168.1.20");
 //! assert_eq!(hosts[0].evidence[0].rule, "mine/apple-captive");
 //! ```
@@ -61,6 +66,7 @@ pub mod limits;
 pub mod pack;
 pub mod parser;
 pub mod ruleset;
+pub mod scan;
 pub mod schema;
 pub mod serve;
 pub mod span;

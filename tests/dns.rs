@@ -6,10 +6,12 @@ mod common;
 use flowprint::compiler::Compiler;
 use flowprint::dns::passive::{load_into, read_capture_answers, read_log};
 use flowprint::dns::{DnsMap, Source};
-use flowprint::eval::{Evaluator, LocalNets};
+use flowprint::eval::LocalNets;
 use flowprint::flow::ingest::{InputFormat, open_input, read_flows};
 use flowprint::infer::Inventory;
+use flowprint::scan::Scanner;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 #[test]
 fn zeek_tsv_zeek_json_and_flowprint_json_lines_are_read() {
@@ -71,21 +73,21 @@ fn peer_domain_matches_plain_netflow_through_passive_dns_at_the_right_time() {
     let peer: IpAddr = "13.107.4.52".parse().unwrap();
     dns.insert(peer, "www.msftconnecttest.com", 1_000_000, 60, Source::Log);
     let local = LocalNets::default();
-    let mut ev = Evaluator::new(&compiled.ruleset, &local).with_dns(&dns);
     let flow_at = |t: i64, host: &str| {
         let mut f = flowprint::flow::Flow::new(host.parse().unwrap(), 50000, peer, 80, 6);
         f.start_ms = t;
         f.end_ms = t;
         f
     };
-    let mut inv = Inventory::new();
-    inv.observe(&flow_at(1_000_100, "10.0.0.1"), &mut ev); // just after the answer
-    inv.observe(&flow_at(1_000_000 - 60_000, "10.0.0.2"), &mut ev); // a minute before it
-    inv.observe(
-        &flow_at(1_000_000 + 60_000 + 16 * 60_000, "10.0.0.3"),
-        &mut ev,
-    ); // after TTL + grace
-    let s = inv.summaries(&compiled.ruleset);
+    let mut inv = Scanner::new(
+        compiled.ruleset.clone(),
+        Arc::new(local.clone()),
+        Inventory::new(),
+    );
+    inv.apply(&flow_at(1_000_100, "10.0.0.1"), &dns); // just after the answer
+    inv.apply(&flow_at(1_000_000 - 60_000, "10.0.0.2"), &dns); // a minute before it
+    inv.apply(&flow_at(1_000_000 + 60_000 + 16 * 60_000, "10.0.0.3"), &dns); // after TTL + grace
+    let s = inv.inventory().summaries(&compiled.ruleset);
     let fam = |h: &str| {
         s.iter()
             .find(|x| x.host == h)
@@ -139,19 +141,24 @@ fn labelled_hosts_get_their_os_from_exports_plus_passive_dns() {
         })
         .unwrap();
         let local = LocalNets::default();
-        let mut ev = Evaluator::new(&compiled.ruleset, &local).with_dns(&dns);
-        let mut inv = Inventory::new();
+        let mut inv = Scanner::new(
+            compiled.ruleset.clone(),
+            Arc::new(local.clone()),
+            Inventory::new(),
+        );
         let stem = capture.trim_end_matches(".pcap");
         let export = exports.join(format!("{stem}.nfv9-export.pcap"));
         read_flows(
             open_input(export.to_str().unwrap()).unwrap(),
             "e",
             InputFormat::Auto,
-            &mut |f| inv.observe(&f, &mut ev),
+            &mut |f| {
+                inv.apply(&f, &dns);
+            },
             &mut |e| panic!("{e}"),
         )
         .unwrap();
-        let s = inv.summaries(&compiled.ruleset);
+        let s = inv.inventory().summaries(&compiled.ruleset);
         let h = s
             .iter()
             .find(|x| x.host == host)
@@ -193,17 +200,20 @@ fn evidence_resting_on_a_shared_address_weighs_less() {
         dns.insert(cdn, n, 0, 300, Source::Log);
     }
     let local = LocalNets::default();
-    let mut ev = Evaluator::new(&compiled.ruleset, &local).with_dns(&dns);
-    let mut inv = Inventory::new();
+    let mut inv = Scanner::new(
+        compiled.ruleset.clone(),
+        Arc::new(local.clone()),
+        Inventory::new(),
+    );
     let mut via_dns = flowprint::flow::Flow::new("10.0.0.1".parse().unwrap(), 50000, cdn, 80, 6);
     via_dns.start_ms = 1000;
     via_dns.end_ms = 1000;
     let mut via_record = via_dns.clone();
     via_record.src = "10.0.0.2".parse().unwrap();
     via_record.dst_name = flowprint::flow::normalize_name("www.msftconnecttest.com");
-    inv.observe(&via_dns, &mut ev);
-    inv.observe(&via_record, &mut ev);
-    let s = inv.summaries(&compiled.ruleset);
+    inv.apply(&via_dns, &dns);
+    inv.apply(&via_record, &dns);
+    let s = inv.inventory().summaries(&compiled.ruleset);
     let conf = |h: &str| {
         s.iter()
             .find(|x| x.host == h)
@@ -425,8 +435,11 @@ fn stateful_domain_counts_use_names_from_dns() {
     }
     let local = LocalNets::default();
     let run = |dns: &DnsMap, peers: &[u8]| {
-        let mut ev = Evaluator::new(&compiled.ruleset, &local).with_dns(dns);
-        let mut inv = Inventory::new();
+        let mut inv = Scanner::new(
+            compiled.ruleset.clone(),
+            Arc::new(local.clone()),
+            Inventory::new(),
+        );
         for (i, p) in peers.iter().enumerate() {
             let mut f = flowprint::flow::Flow::new(
                 "10.0.0.5".parse().unwrap(),
@@ -437,9 +450,11 @@ fn stateful_domain_counts_use_names_from_dns() {
             );
             f.start_ms = 1000 + i as i64 * 1000;
             f.end_ms = f.start_ms + 10;
-            inv.observe(&f, &mut ev);
+            inv.apply(&f, dns);
         }
-        inv.summaries(&compiled.ruleset)[0].software.len()
+        inv.inventory().summaries(&compiled.ruleset)[0]
+            .software
+            .len()
     };
     assert_eq!(run(&dns, &[1, 2, 3]), 1, "three names via DNS");
     assert_eq!(run(&dns, &[1, 1, 2, 2]), 0, "two names only");

@@ -6,10 +6,11 @@
 mod common;
 
 use flowprint::compiler::Compiler;
-use flowprint::eval::{Evaluator, LocalNets};
-use flowprint::fleet::{Bus, BusConfig, Publisher, codec, is_primary};
+use flowprint::eval::{LocalNets, flow_shards};
+use flowprint::fleet::{Bus, BusConfig, Publisher, codec};
 use flowprint::flow::Flow;
 use flowprint::infer::Inventory;
+use flowprint::scan::Scanner;
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -107,9 +108,8 @@ fn flows(collector: u8, n: u32) -> Vec<Flow> {
 /// the highest stream sequence applied per shard (as the inventory database would), and
 /// counting the flows it evaluated as primary.
 struct Worker {
-    ruleset: flowprint::ruleset::Ruleset,
-    local: LocalNets,
-    inventories: BTreeMap<u32, Inventory>,
+    ruleset: std::sync::Arc<flowprint::ruleset::Ruleset>,
+    scanners: BTreeMap<u32, Scanner>,
     applied: HashMap<u32, u64>,
     evaluated: u64,
     skipped_redeliveries: u64,
@@ -123,10 +123,18 @@ impl Worker {
             "t.rules",
             r#"rule web { when peer.port == 80 then software = "web" confidence 0.5 }"#,
         );
+        let ruleset = c.compile().ruleset;
+        let local = std::sync::Arc::new(LocalNets::default());
         Worker {
-            ruleset: c.compile().ruleset,
-            local: LocalNets::default(),
-            inventories: shards.iter().map(|&s| (s, Inventory::new())).collect(),
+            scanners: shards
+                .iter()
+                .map(|&s| {
+                    let scanner = Scanner::new(ruleset.clone(), local.clone(), Inventory::new())
+                        .with_shard(SHARDS, s);
+                    (s, scanner)
+                })
+                .collect(),
+            ruleset,
             applied: HashMap::new(),
             evaluated: 0,
             skipped_redeliveries: 0,
@@ -141,11 +149,10 @@ impl Worker {
         }
         *mark = d.stream_seq;
         let batch = codec::decode(&d.data).unwrap();
-        let mut ev = Evaluator::new(&self.ruleset, &self.local).with_shard(SHARDS, d.shard);
-        let inv = self.inventories.get_mut(&d.shard).unwrap();
+        let scanner = self.scanners.get_mut(&d.shard).unwrap();
+        let dns = flowprint::dns::DnsMap::new();
         for f in &batch.flows {
-            inv.observe(f, &mut ev);
-            if is_primary(&self.local, f, d.shard, SHARDS) {
+            if scanner.apply(f, &dns).primary {
                 self.evaluated += 1;
             }
         }
@@ -230,8 +237,8 @@ fn sharded_flows_are_evaluated_once_even_when_a_worker_dies() {
     // Each host is in one worker's inventory only, with all its flows.
     let mut seen: HashMap<String, u64> = HashMap::new();
     for (w, _) in &workers {
-        for inv in w.inventories.values() {
-            for h in inv.summaries(&w.ruleset) {
+        for scanner in w.scanners.values() {
+            for h in scanner.inventory().summaries(&w.ruleset) {
                 assert!(
                     seen.insert(h.host.clone(), h.flows).is_none(),
                     "{} in two places",
@@ -324,7 +331,7 @@ fn serve_publish_puts_every_received_flow_on_the_bus() {
             }
             for m in &msgs {
                 for f in codec::decode(&m.data).unwrap().flows {
-                    primary += u64::from(is_primary(&local, &f, shard, 4));
+                    primary += u64::from(flow_shards(&local, &f, 4).0 == shard);
                 }
             }
             bus.ack(&msgs).unwrap();
@@ -353,7 +360,7 @@ fn drain_bus(bus: &Bus, shards: u32) -> (u64, u64, u64) {
                     twice += 1;
                 }
                 for f in batch.flows {
-                    primary += u64::from(is_primary(&local, &f, shard, shards));
+                    primary += u64::from(flow_shards(&local, &f, shards).0 == shard);
                 }
             }
             bus.ack(&msgs).unwrap();

@@ -12,7 +12,7 @@ mod common;
 
 use common::postgres::PgSchema;
 
-use flowprint::eval::{Evaluator, LocalNets};
+use flowprint::eval::LocalNets;
 use flowprint::fleet::BusConfig;
 use flowprint::infer::Inventory;
 use std::collections::BTreeMap;
@@ -162,12 +162,16 @@ fn one_process(streams: &[Vec<Vec<u8>>]) -> BTreeMap<String, HostView> {
     let mut c = flowprint::compiler::Compiler::new();
     c.add_embedded();
     let ruleset = c.compile().ruleset;
-    let local = LocalNets::default();
-    let mut reference = Inventory::with_config(flowprint::infer::InferConfig {
-        half_life_ms: None,
-        ..Default::default()
-    });
-    let mut ev = Evaluator::new(&ruleset, &local);
+    let mut reference = flowprint::scan::Scanner::new(
+        ruleset.clone(),
+        std::sync::Arc::new(LocalNets::default()),
+        Inventory::with_config(flowprint::infer::InferConfig {
+            half_life_ms: None,
+            ..Default::default()
+        }),
+    );
+    // The streams' records carry no names: nothing to learn, the map stays empty.
+    let dns = flowprint::dns::DnsMap::new();
     let exporter: std::net::IpAddr = "127.0.0.1".parse().unwrap();
     for s in streams {
         let mut decoder = flowprint::flow::netflow::Decoder::new();
@@ -178,14 +182,13 @@ fn one_process(streams: &[Vec<Vec<u8>>]) -> BTreeMap<String, HostView> {
                 d,
                 0,
                 &mut |f| {
-                    reference.observe(&f, &mut ev);
+                    reference.apply(&f, &dns);
                 },
             )
             .unwrap();
         }
     }
-    drop(ev);
-    view(&reference.take_dirty(&ruleset, usize::MAX))
+    view(&reference.inventory_mut().take_dirty(&ruleset, usize::MAX))
 }
 
 /// Two collectors and three workers (`flowprint serve --publish` / `--consume`) on a 3-node

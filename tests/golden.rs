@@ -6,9 +6,10 @@
 //! Regenerate with `UPDATE_GOLDEN=1 cargo test --test golden`, then review the diff.
 
 use flowprint::compiler::Compiler;
-use flowprint::eval::{Evaluator, LocalNets};
+use flowprint::eval::LocalNets;
 use flowprint::flow::ingest::{InputFormat, read_flows};
 use flowprint::infer::Inventory;
+use flowprint::scan::Scanner;
 use flowprint::span::SourceMap;
 use std::path::{Path, PathBuf};
 
@@ -106,15 +107,21 @@ fn eval_golden() {
         let flows_path = path.with_extension("flows");
         let flows =
             std::fs::read(&flows_path).unwrap_or_else(|e| panic!("{}: {e}", flows_path.display()));
-        let local = LocalNets::default();
-        let mut ev = Evaluator::new(&compiled.ruleset, &local);
-        let mut inv = Inventory::new();
+        // As `analyze` applies them: names the records carry are learned.
+        let mut inv = Scanner::new(
+            compiled.ruleset.clone(),
+            std::sync::Arc::new(LocalNets::default()),
+            Inventory::new(),
+        );
+        let mut dns = flowprint::dns::DnsMap::new();
         let mut errors = Vec::new();
         read_flows(
             flows.as_slice(),
             "flows",
             InputFormat::Auto,
-            &mut |f| inv.observe(&f, &mut ev),
+            &mut |f| {
+                inv.apply_learning(&f, &mut dns);
+            },
             &mut |e| errors.push(e.to_string()),
         )
         .unwrap();
@@ -122,7 +129,7 @@ fn eval_golden() {
         for e in errors {
             actual.push_str(&format!("skipped: {e}\n"));
         }
-        for s in inv.summaries(&compiled.ruleset) {
+        for s in inv.inventory().summaries(&compiled.ruleset) {
             actual.push_str(&serde_json::to_string(&s).unwrap());
             actual.push('\n');
         }

@@ -447,3 +447,92 @@ fn overrides_disable_and_modify_rules_and_packs_use_each_others_lists() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("FP0022"), "{}", text(&o));
 }
+
+/// A fixture whose verdict rests on a learned name (a TLS record names the server, a later
+/// plain record to the same address is matched by `peer.domain`) passes `pack test`, and the
+/// same flows through the daemon's own flow path (dispatcher, workers, shards) give the same
+/// host the same evidence: fixtures and the daemon apply flows through one scanner.
+#[test]
+fn a_fixture_that_rests_on_a_learned_name_behaves_as_the_daemon() {
+    use flowprint::flow::ingest::{InputFormat, read_flows};
+    use std::sync::{Arc, RwLock};
+    let tmp = common::TempDir::new("pack-learned");
+    let d = &tmp.0;
+    ok(d, &["pack", "new", "learn"]);
+    std::fs::write(
+        d.join("learn/rules/learn.rules"),
+        "rule agent-update-check {\n    title \"The agent's update check, after its server was named once\"\n    references [\"https://example.com/agent\"]\n    when peer.domain == \"updates.agent.example\" and peer.port == 443\n    then software = \"Agent\" confidence 0.6\n}\n",
+    )
+    .unwrap();
+    let flows = [
+        // 10.9.0.1 names the server in its TLS record.
+        r#"{"start": "2024-05-01T07:00:00Z", "src": "10.9.0.1", "src_port": 41200, "dst": "198.51.100.77", "dst_port": 443, "proto": "tcp", "bytes": 900, "packets": 7, "dst_name": "updates.agent.example"}"#,
+        // 10.9.0.2 talks to the same address without a name: only the learned name matches.
+        r#"{"start": "2024-05-01T07:01:00Z", "src": "10.9.0.2", "src_port": 41201, "dst": "198.51.100.77", "dst_port": 443, "proto": "tcp", "bytes": 900, "packets": 7}"#,
+    ];
+    let fixture = format!(
+        "- name: learned name\n  flows:\n{}  expect:\n    host: 10.9.0.2\n    rules: [agent-update-check]\n    software: Agent\n",
+        flows
+            .iter()
+            .map(|f| format!("    - {f}\n"))
+            .collect::<String>()
+    );
+    std::fs::write(d.join("learn/tests/learn.yaml"), fixture).unwrap();
+    let out = ok(d, &["pack", "test", "learn"]);
+    assert!(out.contains("1 passed, 0 failed"), "{out}");
+
+    // The daemon's path, in process: the pack loaded by a rule store, the flows pushed to the
+    // dispatcher of three workers.
+    let store = Arc::new(
+        flowprint::store::RuleStore::open(flowprint::store::StoreConfig {
+            embedded: false,
+            paths: vec![d.join("learn")],
+            state_dir: None,
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let counters = Arc::new(flowprint::serve::pipeline::Counters::default());
+    let (mut dispatcher, workers) = flowprint::serve::pipeline::start(
+        store,
+        (0..3).map(|_| flowprint::infer::Inventory::new()).collect(),
+        Arc::new(flowprint::eval::LocalNets::default()),
+        Arc::new(RwLock::new(flowprint::dns::DnsMap::new())),
+        counters.clone(),
+        64,
+    )
+    .unwrap();
+    // One record at a time, as two datagrams a minute apart arrive: the two hosts may be in
+    // different shards, and a name learned by one shard's worker reaches the others when the
+    // batch that carried it is done (within a shard, from the next flow on).
+    for (i, line) in flows.iter().enumerate() {
+        read_flows(
+            line.as_bytes(),
+            "flows",
+            InputFormat::Jsonl,
+            &mut |f| dispatcher.push(f),
+            &mut |e| panic!("{e}"),
+        )
+        .unwrap();
+        dispatcher.flush();
+        let t = std::time::Instant::now();
+        while counters.evaluated.load(std::sync::atomic::Ordering::SeqCst) < i as u64 + 1 {
+            assert!(t.elapsed() < std::time::Duration::from_secs(30), "not evaluated");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    drop(dispatcher);
+    let shards = workers.shards.clone();
+    workers.join();
+    let mut evidence = Vec::new();
+    for s in &shards {
+        let g = s.lock();
+        for h in g.inventory().summaries(&g.snapshot.ruleset) {
+            if h.host == "10.9.0.2" {
+                evidence.extend(h.evidence.iter().map(|e| e.rule.clone()));
+                assert_eq!(h.software[0].name, "Agent");
+            }
+        }
+    }
+    assert_eq!(evidence, vec!["learn/agent-update-check".to_string()]);
+}

@@ -117,7 +117,12 @@ fuzz_target!(|data: &[u8]| {
     }
     let local = LocalNets::default();
     let mut evaluator = Evaluator::new(&compiled.ruleset, &local);
-    let mut inventory = Inventory::new();
+    let mut scanner = flowprint::scan::Scanner::new(
+        compiled.ruleset.clone(),
+        std::sync::Arc::new(local.clone()),
+        Inventory::new(),
+    );
+    let mut dns = flowprint::dns::DnsMap::new();
     for flow in flows() {
         let mut indexed = Vec::new();
         evaluator.eval(&flow, |m| indexed.push(m));
@@ -129,7 +134,7 @@ fuzz_target!(|data: &[u8]| {
             indexed, naive,
             "indexed and naive evaluation differ on {flow:?}"
         );
-        inventory.observe(&flow, &mut evaluator);
+        scanner.apply_learning(&flow, &mut dns);
     }
-    let _ = inventory.summaries(&compiled.ruleset);
+    let _ = scanner.inventory().summaries(&compiled.ruleset);
 });

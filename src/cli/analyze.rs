@@ -1,11 +1,13 @@
 //! `flowprint analyze`
 
 use super::{DiagFormat, RuleArgs, has_errors, print_diagnostics};
-use flowprint::eval::{Evaluator, LocalNets};
+use flowprint::eval::LocalNets;
 use flowprint::flow::ingest::InputFormat;
 use flowprint::infer::{HostSummary, InferConfig, Inventory};
+use flowprint::scan::Scanner;
 use ipnet::IpNet;
 use std::io::Write;
+use std::sync::Arc;
 
 /// Output of `analyze`.
 #[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
@@ -103,10 +105,6 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     if let Some(store) = store.as_mut() {
         super::dns::load_stored(&mut dns, store.as_mut())?;
     }
-    // Names that records carry for their destination (TLS SNI, HTTP Host), learned into the
-    // map after this run so that later runs match other flows to the same addresses.
-    let mut learned: Vec<(std::net::IpAddr, std::sync::Arc<str>, i64)> = Vec::new();
-    let mut evaluator = Evaluator::new(ruleset, &local).with_dns(&dns);
     let mut inventory = Inventory::with_config(InferConfig {
         half_life_ms: args.half_life.0,
         max_hosts: args.max_hosts.max(1),
@@ -140,23 +138,19 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             eprintln!("note: {note}; `--prune-unknown-rules` removes them");
         }
     }
+    // The daemon's path: names that records carry for their destination (TLS SNI, HTTP Host)
+    // are learned as it learns them, visible to the flows after each batch, and saved with the
+    // inventory so that later runs match other flows to the same addresses.
+    let mut scanner = Scanner::new(compiled.ruleset.clone(), Arc::new(local), inventory);
     let totals = super::read_inputs(&args.inputs, args.input_format, &mut |flow| {
-        if let Some(n) = &flow.dst_name
-            && matches!(flow.dst_port, 80 | 443 | 8080 | 8443)
-            && learned.len() < 1_000_000
-        {
-            learned.push((flow.dst, n.clone(), flow.start_ms));
-        }
-        inventory.observe(&flow, &mut evaluator)
+        scanner.apply_learning(&flow, &mut dns);
     })?;
+    scanner.learn_into(&mut dns);
     let (flows, skipped, unreadable) = (totals.flows, totals.skipped, totals.unreadable);
+    let (mut inventory, _) = scanner.into_parts();
     inventory.evict_if_needed();
-    drop(evaluator);
     if let Some(store) = store.as_mut() {
         store.save(&inventory.to_stored(ruleset))?;
-        for (addr, name, at) in &learned {
-            dns.insert(*addr, name, *at, 0, flowprint::dns::Source::Flow);
-        }
         store.save_dns(&flowprint::inventory::StoredDnsPair::all_of(&dns))?;
     }
     let mut summaries = inventory.summaries(ruleset);

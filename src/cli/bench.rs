@@ -3,6 +3,8 @@
 use flowprint::bench::{generate_flows, generate_rules};
 use flowprint::compiler::Compiler;
 use flowprint::eval::{Evaluator, LocalNets};
+use flowprint::scan::Scanner;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Arguments of `bench`.
@@ -334,27 +336,53 @@ fn pipeline(flows: usize, hosts: u32, db: Option<String>) -> anyhow::Result<()> 
     let rules = &compiled.ruleset;
     // 1,000,020 flows of generated IPFIX (30 records per message) replayed until `flows`.
     let datagrams = flowprint::bench::generate_ipfix_hosts(33_334, 30, hosts, 11);
-    let local = LocalNets::default();
-    let mut ev = Evaluator::new(rules, &local);
-    let mut inv = Inventory::with_config(InferConfig {
-        record_samples: false,
-        ..Default::default()
-    });
+    // Shaped like one daemon worker: flows decoded into batches of 512, each batch applied by
+    // the worker's scanner under one read of the DNS map, its learned names written after it.
+    let dns = std::sync::RwLock::new(flowprint::dns::DnsMap::new());
+    let mut scanner = Scanner::new(
+        rules.clone(),
+        Arc::new(LocalNets::default()),
+        Inventory::with_config(InferConfig {
+            record_samples: false,
+            ..Default::default()
+        }),
+    );
     let exporter: std::net::IpAddr = "127.0.0.1".parse()?;
     let started = Instant::now();
     let mut n = 0usize;
+    let mut batch: Vec<flowprint::flow::Flow> = Vec::with_capacity(512);
+    let apply = |batch: &mut Vec<flowprint::flow::Flow>, scanner: &mut Scanner| {
+        let map = dns
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for f in batch.drain(..) {
+            scanner.apply(&f, &map);
+        }
+        drop(map);
+        let learned = scanner.take_learned();
+        if !learned.is_empty() {
+            learned.write_into(
+                &mut dns
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+        }
+    };
     'outer: loop {
         let mut dec = flowprint::flow::netflow::Decoder::new();
         for d in &datagrams {
-            let _ = dec.decode(exporter, d, &mut |f| {
-                inv.observe(&f, &mut ev);
-            });
+            let _ = dec.decode(exporter, d, &mut |f| batch.push(f));
+            if batch.len() >= 512 {
+                apply(&mut batch, &mut scanner);
+            }
             n += 30;
             if n >= flows {
                 break 'outer;
             }
         }
     }
+    apply(&mut batch, &mut scanner);
+    let (inv, _) = scanner.into_parts();
     let infer_done = started.elapsed().as_secs_f64();
     let path = db.unwrap_or_else(|| {
         std::env::temp_dir()
@@ -408,13 +436,16 @@ fn host_memory(hosts: u32) -> anyhow::Result<()> {
     use flowprint::infer::{InferConfig, Inventory};
     let compiled = bundled()?;
     let rules = &compiled.ruleset;
-    let local = LocalNets::default();
-    let mut ev = Evaluator::new(rules, &local);
-    let mut inv = Inventory::with_config(InferConfig {
-        record_samples: false,
-        max_hosts: hosts as usize + 1,
-        ..Default::default()
-    });
+    let mut scanner = Scanner::new(
+        rules.clone(),
+        Arc::new(LocalNets::default()),
+        Inventory::with_config(InferConfig {
+            record_samples: false,
+            max_hosts: hosts as usize + 1,
+            ..Default::default()
+        }),
+    );
+    let dns = flowprint::dns::DnsMap::new();
     let probes = [
         "www.msftconnecttest.com",
         "captive.apple.com",
@@ -430,12 +461,13 @@ fn host_memory(hosts: u32) -> anyhow::Result<()> {
         f.end_ms = f.start_ms + 1000;
         f.bytes = 1000;
         f.packets = 10;
-        inv.observe(&f, &mut ev);
+        scanner.apply(&f, &dns);
         f.dst_port = 80;
         f.dst_name = names[i as usize % names.len()].clone();
-        inv.observe(&f, &mut ev);
+        scanner.apply(&f, &dns);
     }
     let after = rss_bytes();
+    let inv = scanner.inventory();
     let with_evidence = inv
         .to_stored(rules)
         .iter()
@@ -518,7 +550,14 @@ fn dns_refresh(
     let compiled = c.compile();
     let rules = &compiled.ruleset;
     let data = generate_flows(1_000_000, 7);
-    let local = LocalNets::default();
+    let mut scanner = Scanner::new(
+        rules.clone(),
+        Arc::new(LocalNets::default()),
+        flowprint::infer::Inventory::with_config(flowprint::infer::InferConfig {
+            record_samples: false,
+            ..Default::default()
+        }),
+    );
     let map = Arc::new(RwLock::new(DnsMap::new()));
     let list: Vec<String> = (0..names).map(|i| format!("host{i}.example")).collect();
     let resolver = Arc::new(HickoryResolver::with_servers(
@@ -537,16 +576,17 @@ fn dns_refresh(
     // Fill the map once, then measure evaluation alone and with the refresher running.
     let first = refresher.refresh_due(flowprint::dns::resolve::now_ms());
     eprintln!("initial resolution: {first:?}");
-    let measure = |label: &str| {
+    let mut measure = |label: &str| {
         let started = Instant::now();
         let (mut flows, mut matches) = (0u64, 0u64);
         while started.elapsed().as_secs_f64() < seconds {
             for chunk in data.chunks(65_536) {
                 let guard = map.read().expect("map lock");
-                let mut ev = Evaluator::new(rules, &local).with_dns(&guard);
+                let before = scanner.inventory().matches;
                 for f in chunk {
-                    ev.eval(f, |_| matches += 1);
+                    scanner.apply(f, &guard);
                 }
+                matches += scanner.inventory().matches - before;
                 flows += chunk.len() as u64;
             }
         }
@@ -606,13 +646,25 @@ fn reload(rules: usize, reloads: usize) -> anyhow::Result<()> {
         store.last_report().compile_ms
     );
     let data = generate_flows(200_000, 7);
-    let local = LocalNets::default();
+    let local = Arc::new(LocalNets::default());
     let stop = Arc::new(AtomicBool::new(false));
     let reloading = Arc::new(AtomicBool::new(false));
     // The evaluator: one snapshot per batch of 256 flows (as serve's workers), each flow timed.
     let eval = {
         let (store, stop, reloading) = (store.clone(), stop.clone(), reloading.clone());
         std::thread::spawn(move || {
+            let dns = flowprint::dns::DnsMap::new();
+            let mut state = flowprint::serve::pipeline::ShardState::new(
+                flowprint::infer::Inventory::with_config(flowprint::infer::InferConfig {
+                    record_samples: false,
+                    ..Default::default()
+                }),
+                store.current(),
+                local,
+                1,
+                0,
+                0,
+            );
             let (mut idle, mut busy) = (Vec::new(), Vec::new());
             let mut matches = 0u64;
             'outer: loop {
@@ -622,19 +674,19 @@ fn reload(rules: usize, reloads: usize) -> anyhow::Result<()> {
                     }
                     let during = reloading.load(Ordering::Relaxed);
                     let t0 = Instant::now();
-                    let snap = store.current();
-                    let mut ev = Evaluator::new(&snap.ruleset, &local);
-                    // The first flow of a batch carries the snapshot load.
+                    // The first flow of a batch carries the snapshot load (and, after a
+                    // reload, moving the hosts to the new rules), as in serve's workers.
+                    state.sync(&store.current());
                     let mut last = t0;
+                    let before = state.inventory().matches;
                     for f in chunk {
-                        ev.eval(f, |_| matches += 1);
+                        state.scanner.apply(f, &dns);
                         let now = Instant::now();
                         let ns = (now - last).as_nanos() as u64;
                         last = now;
                         if during { busy.push(ns) } else { idle.push(ns) }
                     }
-                    drop(ev);
-                    drop(snap);
+                    matches += state.inventory().matches - before;
                 }
             }
             std::hint::black_box(matches);
@@ -765,9 +817,12 @@ fn web(n: u32, passes: usize) -> anyhow::Result<()> {
     let mut c = flowprint::compiler::Compiler::new();
     c.add_embedded();
     let ruleset = c.compile().ruleset;
-    let local = flowprint::eval::LocalNets::default();
-    let mut inv = flowprint::infer::Inventory::new();
-    let mut ev = flowprint::eval::Evaluator::new(&ruleset, &local);
+    let mut scanner = Scanner::new(
+        ruleset.clone(),
+        Arc::new(LocalNets::default()),
+        flowprint::infer::Inventory::new(),
+    );
+    let dns = flowprint::dns::DnsMap::new();
     for i in 0..n {
         let host = std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
         for (peer, port) in [
@@ -780,10 +835,10 @@ fn web(n: u32, passes: usize) -> anyhow::Result<()> {
             f.end_ms = f.start_ms + 10;
             f.bytes = 900;
             f.packets = 6;
-            inv.observe(&f, &mut ev);
+            scanner.apply(&f, &dns);
         }
     }
-    drop(ev);
+    let inv = scanner.inventory();
     let t = Instant::now();
     let mut all = inv.summaries(&ruleset);
     all.sort_by_key(|h| h.host.parse::<std::net::IpAddr>().ok());

@@ -2,13 +2,15 @@
 
 use super::RuleArgs;
 use super::analyze::{MaybeMs, parse_half_life};
-use flowprint::eval::{Evaluator, LocalNets};
+use flowprint::eval::LocalNets;
 use flowprint::evaluate::{Label, parse_labels, scope_matches, score};
 use flowprint::flow::ingest::InputFormat;
 use flowprint::infer::{InferConfig, Inventory};
+use flowprint::scan::Scanner;
 use ipnet::IpNet;
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::Arc;
 
 /// Arguments of `evaluate`.
 #[derive(clap::Args)]
@@ -51,11 +53,11 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     if super::has_errors(&compiled) {
         super::print_diagnostics(&compiled, super::DiagFormat::Text)?;
     }
-    let local = if args.local_net.is_empty() {
+    let local = Arc::new(if args.local_net.is_empty() {
         LocalNets::default()
     } else {
         LocalNets::new(args.local_net.clone())
-    };
+    });
     let dns = super::dns::load_logs(&args.dns_logs)?;
     let (inputs, skipped) = flowprint::flow::ingest::expand_inputs(&args.inputs)?;
     for s in &skipped {
@@ -70,19 +72,21 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     // An input unreadable or cut short is reported and makes the exit code 2 (as `analyze`).
     let unreadable = std::cell::Cell::new(false);
     let analyse = |files: &[String]| -> anyhow::Result<Vec<flowprint::infer::HostSummary>> {
-        let mut evaluator = Evaluator::new(&compiled.ruleset, &local).with_dns(&dns);
-        let mut inventory = Inventory::with_config(InferConfig {
+        let inventory = Inventory::with_config(InferConfig {
             half_life_ms: args.half_life.0,
             record_samples: false,
             ..Default::default()
         });
+        // As `analyze` applies flows (names learned included), each group on its own map.
+        let mut dns = dns.clone();
+        let mut scanner = Scanner::new(compiled.ruleset.clone(), local.clone(), inventory);
         let totals = super::read_inputs(files, args.input_format, &mut |f| {
-            inventory.observe(&f, &mut evaluator)
+            scanner.apply_learning(&f, &mut dns);
         })?;
         if totals.unreadable {
             unreadable.set(true);
         }
-        Ok(inventory.summaries(&compiled.ruleset))
+        Ok(scanner.inventory().summaries(&compiled.ruleset))
     };
     let family = |summaries: &[flowprint::infer::HostSummary], host: &str| {
         summaries

@@ -64,8 +64,9 @@ pub struct Compiler {
 
 /// What compiling produced.
 pub struct Compiled {
-    /// The rules that compiled (all of them when there are no errors).
-    pub ruleset: Ruleset,
+    /// The rules that compiled (all of them when there are no errors), shared by whoever
+    /// applies them ([`crate::scan::Scanner`]).
+    pub ruleset: std::sync::Arc<Ruleset>,
     /// Errors and warnings, in source order.
     pub diagnostics: Vec<Diagnostic>,
     /// The sources, for rendering diagnostics.
@@ -340,11 +341,11 @@ impl Compiler {
             (s.file, s.start)
         });
         Compiled {
-            ruleset: Ruleset {
+            ruleset: std::sync::Arc::new(Ruleset {
                 conds: rules.iter().map(|r| r.cond.clone()).collect(),
                 rules,
                 index,
-            },
+            }),
             diagnostics,
             sources,
         }

@@ -65,7 +65,7 @@ struct Entry {
 pub const MAX_NAMES_PER_ADDRESS: usize = 64;
 
 /// The time-versioned address → names map.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct DnsMap {
     names: Vec<Arc<str>>,
     ids: FxHashMap<Arc<str>, u32>,

@@ -1,12 +1,14 @@
 //! Per-flow matching: a flow → the rules it satisfies, for each local endpoint.
 //!
-//! An [`Evaluator`] borrows one [`Ruleset`] snapshot and is cheap to create; make one per
-//! worker. Each flow is viewed once per local endpoint (a flow between two local hosts counts
-//! for both), candidates come from the ruleset's indexes, and only those are checked in full.
+//! [`Matcher::scan`] is the one matching step: each flow is viewed once per local endpoint (a
+//! flow between two local hosts counts for both), each endpoint's peer is looked up in DNS
+//! once, candidates come from the ruleset's indexes, and only those are checked in full. The
+//! per-flow path that records what matched is [`crate::scan::Scanner`]; [`Evaluator`] is
+//! matching alone.
 
 use crate::flow::Flow;
 use crate::ruleset::{AddrSet, Ruleset};
-use crate::schema::{View, addr_key};
+use crate::schema::{Side, View, addr_key};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
@@ -74,16 +76,177 @@ pub struct Match {
     pub weight: u16,
 }
 
-/// Per-worker evaluation state over one ruleset snapshot.
-pub struct Evaluator<'r> {
-    rules: &'r Ruleset,
-    local: &'r LocalNets,
-    dns: Option<&'r crate::dns::DnsMap>,
-    names: Vec<std::sync::Arc<str>>,
+/// The reusable state of matching: which rules were already checked for the current view
+/// (stamped, so that nothing is cleared per flow) and the buffers of one flow's matches and
+/// peer names. It belongs to one caller and follows the ruleset it is used with (resized when
+/// the number of rules changes). [`crate::scan::Scanner`] and [`Evaluator`] both match
+/// through it: [`Matcher::scan`] is the one matching step.
+#[derive(Debug, Default)]
+pub struct Matcher {
     seen: Vec<u32>,
     stamp: u32,
-    /// `(count, index)`: only hosts whose [`shard_of`] is `index` are evaluated.
-    shard: Option<(u32, u32)>,
+    matches: Vec<Match>,
+    names: [Vec<std::sync::Arc<str>>; 2],
+}
+
+/// What matching a flow reads besides the flow.
+#[derive(Clone, Copy)]
+pub struct Scope<'a> {
+    /// The rules.
+    pub rules: &'a Ruleset,
+    /// Which endpoints are hosts.
+    pub local: &'a LocalNets,
+    /// `(count, index)`: only hosts whose [`shard_of`] is `index` are this caller's.
+    pub shard: Option<(u32, u32)>,
+    /// The names peer addresses answered for (none: `peer.domain` sees only the records'
+    /// own names).
+    pub dns: Option<&'a crate::dns::DnsMap>,
+    /// Names learned from records since the map was last written (the scanner's own, visible
+    /// to the next flow before they reach the shared map).
+    pub recent: Option<&'a crate::dns::DnsMap>,
+}
+
+/// One local endpoint of a flow, as [`Matcher::scan`] hands it on.
+pub struct HostView<'a> {
+    /// The flow seen from the host (its `peer_names` are the names below).
+    pub view: View<'a>,
+    /// The names the peer's address answered for at the time of the flow.
+    pub peer_names: &'a [std::sync::Arc<str>],
+    /// The rules it satisfies.
+    pub matches: &'a [Match],
+}
+
+/// What [`Matcher::scan`] found out about a flow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scanned {
+    /// Local endpoints of this caller's shard that were matched (0–2).
+    pub hosts: usize,
+    /// Whether the flow counts as evaluated here: always without shards; with them, when
+    /// this is the shard of the flow's first local endpoint (or shard 0 when it has none),
+    /// the same choice as [`flow_shards`].
+    pub primary: bool,
+}
+
+impl Matcher {
+    /// A matcher for `rules`.
+    pub fn new(rules: &Ruleset) -> Matcher {
+        let mut m = Matcher::default();
+        m.fit(rules);
+        m
+    }
+
+    /// Follows a ruleset with another number of rules.
+    #[inline]
+    fn fit(&mut self, rules: &Ruleset) {
+        if self.seen.len() != rules.len() {
+            self.seen.clear();
+            self.seen.resize(rules.len(), 0);
+            self.stamp = 0;
+        }
+    }
+
+    /// The one matching step. Classifies the flow's endpoints once, keeps the hosts of this
+    /// shard, looks each one's peer up in DNS once, collects the rules each satisfies, and
+    /// calls `host` for each (with what was found, to be recorded without recomputing it).
+    #[inline]
+    pub fn scan(
+        &mut self,
+        scope: &Scope<'_>,
+        flow: &Flow,
+        mut host: impl FnMut(HostView<'_>),
+    ) -> Scanned {
+        self.fit(scope.rules);
+        let mut views = hosts(scope.local, flow);
+        let mut primary = true;
+        if let Some((count, index)) = scope.shard {
+            let first = views
+                .iter()
+                .flatten()
+                .next()
+                .map_or(0, |v| shard_of(v.addr(Side::Host), count));
+            primary = first == index;
+            for v in &mut views {
+                if v.as_ref()
+                    .is_some_and(|v| shard_of(v.addr(Side::Host), count) != index)
+                {
+                    *v = None;
+                }
+            }
+        }
+        let mut n = 0;
+        for (i, view) in views.into_iter().enumerate() {
+            let Some(mut view) = view else { continue };
+            n += 1;
+            let names = &mut self.names[i];
+            names.clear();
+            let mut shared = 1.0f32;
+            let peer = view.addr(Side::Peer);
+            if let Some(dns) = scope.dns {
+                shared = dns.lookup_into(peer, flow.start_ms, names);
+            }
+            if let Some(recent) = scope.recent {
+                let before = names.len();
+                recent.lookup_into(peer, flow.start_ms, names);
+                if names.len() > before {
+                    names.sort_unstable();
+                    names.dedup();
+                    shared = if names.len() < crate::dns::SHARED_MIN {
+                        1.0
+                    } else {
+                        crate::dns::shared_weight(names.iter().map(|n| &**n))
+                    };
+                }
+            }
+            view.peer_names = names;
+            self.stamp = self.stamp.wrapping_add(1);
+            if self.stamp == 0 {
+                self.seen.iter_mut().for_each(|s| *s = 0);
+                self.stamp = 1;
+            }
+            let (stamp, seen, rules) = (self.stamp, &mut self.seen, scope.rules);
+            let matches = &mut self.matches;
+            matches.clear();
+            rules.index().candidates(&view, |r| {
+                let slot = &mut seen[r as usize];
+                if *slot == stamp {
+                    return;
+                }
+                *slot = stamp;
+                if rules.cond(r).matches(&view) {
+                    // Does the match rest on the names of a shared address?
+                    let weight = if shared < 1.0
+                        && !rules.cond(r).matches(&View {
+                            peer_names: &[],
+                            ..view
+                        }) {
+                        (shared * 1000.0) as u16
+                    } else {
+                        1000
+                    };
+                    matches.push(Match {
+                        rule: r,
+                        host: view.addr(Side::Host),
+                        host_is_src: view.host_is_src,
+                        weight,
+                    });
+                }
+            });
+            host(HostView {
+                view,
+                peer_names: names,
+                matches,
+            });
+        }
+        Scanned { hosts: n, primary }
+    }
+}
+
+/// Matching alone, over one borrowed ruleset: the rules a flow satisfies, without recording
+/// anything (`bench eval`, the tests of the indexes). Everything that records evidence goes
+/// through [`crate::scan::Scanner`]; both match through [`Matcher::scan`].
+pub struct Evaluator<'r> {
+    scope: Scope<'r>,
+    matcher: Matcher,
 }
 
 /// The shard (of `count`) that a host address belongs to: a stable hash of the address, the
@@ -110,114 +273,45 @@ impl<'r> Evaluator<'r> {
     /// An evaluator over `rules`, with `local` deciding which endpoints are hosts.
     pub fn new(rules: &'r Ruleset, local: &'r LocalNets) -> Evaluator<'r> {
         Evaluator {
-            rules,
-            local,
-            dns: None,
-            names: Vec::new(),
-            seen: vec![0; rules.len()],
-            stamp: 0,
-            shard: None,
+            scope: Scope {
+                rules,
+                local,
+                shard: None,
+                dns: None,
+                recent: None,
+            },
+            matcher: Matcher::new(rules),
         }
     }
 
     /// Only evaluates the hosts of shard `index` of `count` (see [`shard_of`]); the other
     /// endpoint of a flow, if local, is another shard's business.
     pub fn with_shard(mut self, count: u32, index: u32) -> Evaluator<'r> {
-        self.shard = (count > 1).then_some((count, index));
+        self.scope.shard = (count > 1).then_some((count, index));
         self
     }
 
     /// Also matches `peer.domain` against the names the peer's address answered for at the time
     /// of each flow.
     pub fn with_dns(mut self, dns: &'r crate::dns::DnsMap) -> Evaluator<'r> {
-        self.dns = (!dns.is_empty()).then_some(dns);
+        self.scope.dns = (!dns.is_empty()).then_some(dns);
         self
-    }
-
-    /// The names the peer of a flow (seen from the host on the `host_is_src` side) answered
-    /// for at the time of the flow, from the DNS map; empty without one.
-    pub fn peer_names(&self, flow: &Flow, host_is_src: bool) -> Vec<std::sync::Arc<str>> {
-        let mut out = Vec::new();
-        if let Some(dns) = self.dns {
-            let peer = if host_is_src { flow.dst } else { flow.src };
-            dns.lookup_into(peer, flow.start_ms, &mut out);
-        }
-        out
     }
 
     /// The ruleset this evaluator reads.
     pub fn ruleset(&self) -> &'r Ruleset {
-        self.rules
-    }
-
-    /// The hosts of a flow: its source and/or destination when they are local.
-    #[inline]
-    pub fn hosts<'f>(&self, flow: &'f Flow) -> [Option<View<'f>>; 2] {
-        let mut h = hosts(self.local, flow);
-        if let Some((count, index)) = self.shard {
-            for v in &mut h {
-                if v.as_ref()
-                    .is_some_and(|v| shard_of(v.addr(crate::schema::Side::Host), count) != index)
-                {
-                    *v = None;
-                }
-            }
-        }
-        h
+        self.scope.rules
     }
 
     /// Calls `on_match` for every (rule, host) the flow satisfies. Returns how many local
     /// endpoints the flow had (0 when it is between two non-local addresses).
     #[inline]
     pub fn eval(&mut self, flow: &Flow, mut on_match: impl FnMut(Match)) -> usize {
-        let mut n = 0;
-        let mut names = std::mem::take(&mut self.names);
-        for mut view in self.hosts(flow).into_iter().flatten() {
-            n += 1;
-            names.clear();
-            let mut shared = 1.0f32;
-            if let Some(dns) = self.dns {
-                shared = dns.lookup_into(
-                    view.addr(crate::schema::Side::Peer),
-                    flow.start_ms,
-                    &mut names,
-                );
-                view.peer_names = &names;
-            }
-            self.stamp = self.stamp.wrapping_add(1);
-            if self.stamp == 0 {
-                self.seen.iter_mut().for_each(|s| *s = 0);
-                self.stamp = 1;
-            }
-            let (stamp, seen, rules) = (self.stamp, &mut self.seen, self.rules);
-            rules.index().candidates(&view, |r| {
-                let slot = &mut seen[r as usize];
-                if *slot == stamp {
-                    return;
-                }
-                *slot = stamp;
-                if rules.cond(r).matches(&view) {
-                    // Does the match rest on the names of a shared address?
-                    let weight = if shared < 1.0
-                        && !rules.cond(r).matches(&View {
-                            peer_names: &[],
-                            ..view
-                        }) {
-                        (shared * 1000.0) as u16
-                    } else {
-                        1000
-                    };
-                    on_match(Match {
-                        rule: r,
-                        host: view.addr(crate::schema::Side::Host),
-                        host_is_src: view.host_is_src,
-                        weight,
-                    });
-                }
-            });
-        }
-        self.names = names;
-        n
+        self.matcher
+            .scan(&self.scope, flow, |h| {
+                h.matches.iter().for_each(|&m| on_match(m))
+            })
+            .hosts
     }
 }
 

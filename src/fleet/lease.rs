@@ -46,6 +46,28 @@ impl ShardSet {
     pub fn shards(&self, total: u32) -> Vec<u32> {
         (0..total).filter(|&s| self.contains(s)).collect()
     }
+
+    /// The set without the shards `out` holds.
+    pub fn without(&self, out: impl Fn(u32) -> bool) -> ShardSet {
+        let mut ranges = Vec::new();
+        for &(a, b) in &self.0 {
+            let mut start = None;
+            for s in a..=b {
+                match (out(s), start) {
+                    (false, None) => start = Some(s),
+                    (true, Some(first)) => {
+                        ranges.push((first, s - 1));
+                        start = None;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(first) = start {
+                ranges.push((first, b));
+            }
+        }
+        ShardSet(ranges)
+    }
 }
 
 impl std::str::FromStr for ShardSet {
@@ -152,8 +174,18 @@ pub struct Membership {
     pub members: Vec<(String, ShardSet)>,
     /// Shards this worker is preferred for but could not create yet, since when.
     waiting: BTreeMap<u32, Instant>,
+    /// Shards this worker could not start (its connection's server could not make their
+    /// consumer): left out of the set it advertises until the instant, so that the next
+    /// preferred worker takes them; with the failures in a row.
+    cooling: BTreeMap<u32, (Instant, u32)>,
     kv: Kv,
 }
+
+/// The first time a worker that could not start a shard stays away from it, in leases;
+/// doubled at each failure in a row, up to [`MAX_COOLING_LEASES`].
+pub const COOLING_LEASES: u32 = 2;
+/// The longest it stays away, in leases.
+pub const MAX_COOLING_LEASES: u32 = 32;
 
 impl Membership {
     /// Joins the fleet (opens the bucket; nothing is taken before the first tick).
@@ -166,6 +198,7 @@ impl Membership {
             held: BTreeMap::new(),
             members: Vec::new(),
             waiting: BTreeMap::new(),
+            cooling: BTreeMap::new(),
             kv: bus.leases()?,
         })
     }
@@ -183,6 +216,43 @@ impl Membership {
         self.lease * 3 / 4
     }
 
+    /// The worker could not start `shard` (say, its server answers "stream not found" while
+    /// it catches up after a pause): it gives the lease up and leaves the shard out of the set
+    /// it advertises for a while, doubling at each failure in a row, so that the next
+    /// preferred worker takes it instead of this one taking it again and failing again.
+    pub fn could_not_start(&mut self, bus: &Bus, shard: u32) {
+        self.release(bus, shard);
+        let now = Instant::now();
+        let failures = match self.cooling.get(&shard) {
+            // A failure long after the last cooling ended starts again from the first.
+            Some(&(until, n))
+                if now.saturating_duration_since(until) < self.lease * MAX_COOLING_LEASES =>
+            {
+                n + 1
+            }
+            _ => 1,
+        };
+        let leases = COOLING_LEASES
+            .saturating_mul(1 << (failures - 1).min(5))
+            .min(MAX_COOLING_LEASES);
+        tracing::warn!(
+            member = %self.id,
+            shard,
+            failures,
+            away = ?self.lease * leases,
+            "could not start the shard: leaving it to another worker for a while"
+        );
+        self.cooling
+            .insert(shard, (now + self.lease * leases, failures));
+    }
+
+    /// Whether `shard` is left to others now.
+    fn is_cooling(&self, shard: u32) -> bool {
+        self.cooling
+            .get(&shard)
+            .is_some_and(|&(until, _)| Instant::now() < until)
+    }
+
     /// Renewals first (they must not wait for anything else), then the heartbeat and the
     /// membership, then the shards to take or give up. When the membership cannot be read,
     /// the renewals still count and nothing is taken or given up.
@@ -196,8 +266,9 @@ impl Membership {
         };
         let kv = &self.kv;
         let id = self.id.clone();
-        let set_text = self.set.to_string();
-        let candidates = self.set.shards(self.total);
+        let advertised = self.set.without(|s| self.is_cooling(s));
+        let set_text = advertised.to_string();
+        let candidates = advertised.shards(self.total);
         let members = bus.block_on(async {
             kv.put(format!("worker.{id}"), set_text.into())
                 .await
@@ -339,6 +410,39 @@ mod tests {
         assert!("3-1".parse::<ShardSet>().is_err());
         assert!("a-b".parse::<ShardSet>().unwrap_err().contains("a-b"));
         assert_eq!(ShardSet::all(4).shards(4), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_set_without_some_shards_keeps_the_others() {
+        let s: ShardSet = "0-7,10-11".parse().unwrap();
+        let w = s.without(|x| x == 0 || x == 4 || x == 11);
+        assert_eq!(w.to_string(), "1-3,5-7,10");
+        assert_eq!(w.shards(16), vec![1, 2, 3, 5, 6, 7, 10]);
+        assert_eq!(s.without(|_| false), s);
+        // Nothing left: advertised as no set at all (the worker is preferred for nothing).
+        assert!(s.without(|_| true).to_string().parse::<ShardSet>().is_err());
+        // A worker that left shard 5 out is no longer preferred for it; the others keep theirs.
+        let all = ShardSet::all(16);
+        let members: Vec<(String, ShardSet)> = ["w-a", "w-b", "w-c"]
+            .iter()
+            .map(|w| (w.to_string(), all.clone()))
+            .collect();
+        let owner = preferred(5, &members).unwrap().to_string();
+        let cooled: Vec<(String, ShardSet)> = members
+            .iter()
+            .map(|(id, set)| {
+                let set = if *id == owner {
+                    set.without(|x| x == 5)
+                } else {
+                    set.clone()
+                };
+                (id.clone(), set)
+            })
+            .collect();
+        assert_ne!(preferred(5, &cooled).unwrap(), owner);
+        for x in (0..16).filter(|&x| x != 5) {
+            assert_eq!(preferred(x, &cooled), preferred(x, &members), "shard {x}");
+        }
     }
 
     #[test]

@@ -628,9 +628,3 @@ impl Publisher {
             .collect()
     }
 }
-
-/// Whether a flow delivered on `shard` counts as evaluated there: the shard of its first local
-/// host (or 0 without any), as [`Publisher::push`] decides.
-pub fn is_primary(local: &LocalNets, flow: &Flow, shard: u32, shards: u32) -> bool {
-    flow_shards(local, flow, shards).0 == shard
-}

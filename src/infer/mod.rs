@@ -21,7 +21,7 @@ pub mod kept;
 pub mod score;
 pub mod state;
 
-use crate::eval::{Evaluator, Match};
+use crate::eval::{HostView, Match};
 use crate::flow::Flow;
 use crate::inventory::{StoredEpoch, StoredEvidence, StoredHost};
 use crate::ruleset::{Attribute, Ruleset};
@@ -302,20 +302,20 @@ fn record_match(
     flow: &Flow,
     rules: &Ruleset,
     config: &InferConfig,
-    dns_names: &dyn Fn(bool) -> Vec<std::sync::Arc<str>>,
+    dns_names: &[std::sync::Arc<str>],
 ) -> bool {
     let rule = &rules.rules()[m.rule as usize];
     if let Some(s) = &rule.stateful {
         // Names count for `domains`: the record's own, else what the peer answered for in DNS.
         let names = if s.domains.is_some() && flow.dst_name.is_none() && flow.src_name.is_none() {
-            dns_names(m.host_is_src)
+            dns_names
         } else {
-            Vec::new()
+            &[]
         };
         let view = crate::schema::View {
             flow,
             host_is_src: m.host_is_src,
-            peer_names: &names,
+            peer_names: names,
         };
         let states = &mut h.extra().stateful;
         let st = match states.iter().position(|st| st.rule == m.rule) {
@@ -346,10 +346,9 @@ fn record_match(
                 weight: m.weight,
             });
             if config.record_samples {
-                let names = dns_names(m.host_is_src);
                 h.extra()
                     .samples
-                    .push((m.rule, describe_flow_with(flow, &names).into()));
+                    .push((m.rule, describe_flow_with(flow, dns_names).into()));
             }
         }
     }
@@ -424,79 +423,65 @@ impl Inventory {
         &self.config
     }
 
-    /// Evaluates one flow and records it and what it is evidence of.
-    pub fn observe(&mut self, flow: &Flow, evaluator: &mut Evaluator<'_>) {
+    /// Counts a flow, before its hosts are recorded ([`crate::scan::Scanner::apply`]).
+    #[inline]
+    pub(crate) fn begin_flow(&mut self, flow: &Flow) {
         self.flows += 1;
         self.now_ms = self.now_ms.max(flow.end_ms);
-        let mut matches: [Option<Match>; 8] = [None; 8];
-        let mut extra = Vec::new();
-        let mut n = 0;
-        let hosts = evaluator.eval(flow, |m| {
-            if n < matches.len() {
-                matches[n] = Some(m);
-            } else {
-                extra.push(m);
-            }
-            n += 1;
-        });
+    }
+
+    /// Ends a flow that had `hosts` hosts recorded.
+    #[inline]
+    pub(crate) fn end_flow(&mut self, hosts: usize) {
         if hosts == 0 {
             self.flows_without_host += 1;
-            return;
-        }
-        let rules = evaluator.ruleset();
-        let all: &[Option<Match>] = &matches;
-        for view in evaluator.hosts(flow).into_iter().flatten() {
-            let addr = view.addr(crate::schema::Side::Host);
-            // One look-up per host and flow: the table is large and each probe a cache miss.
-            let key = addr_key(addr);
-            let before = self.hosts.len();
-            let mut inserted = false;
-            let mut h = self.hosts.entry(key).or_insert_with(|| {
-                inserted = true;
-                HostState {
-                    first_seen: flow.start_ms,
-                    last_seen: flow.end_ms,
-                    ..Default::default()
-                }
-            });
-            if inserted && before >= self.config.max_hosts {
-                // Rare: once per `max_hosts / 10` new hosts when the table is full.
-                self.evict_oldest(Some(key));
-                h = self
-                    .hosts
-                    .get_mut(&key)
-                    .expect("the new host is not evicted");
-            }
-            h.flows += 1;
-            if !h.dirty {
-                h.dirty = true;
-                self.dirty.push_back(addr_key(addr));
-            }
-            h.first_seen = h.first_seen.min(flow.start_ms);
-            h.last_seen = h.last_seen.max(flow.end_ms);
-            for m in all
-                .iter()
-                .flatten()
-                .chain(&extra)
-                .filter(|m| m.host_is_src == view.host_is_src)
-            {
-                self.matches += 1;
-                if let Some(c) = self.rule_hits.get_mut(m.rule as usize) {
-                    *c += 1;
-                } else {
-                    self.rule_hits.resize(rules.len(), 0);
-                    if let Some(c) = self.rule_hits.get_mut(m.rule as usize) {
-                        *c += 1;
-                    }
-                }
-                let names = |host_is_src: bool| evaluator.peer_names(flow, host_is_src);
-                if record_match(h, m, flow, rules, &self.config, &names) {
-                    self.epoch_changes += 1;
-                }
-            }
         }
         if self.flows.is_multiple_of(65_536) {
             self.evict_if_needed();
+        }
+    }
+
+    /// Records one host of a flow and the rules it satisfied, as the matcher found them (its
+    /// peer's names included: nothing is looked up again).
+    pub(crate) fn record_host(&mut self, flow: &Flow, host: &HostView<'_>, rules: &Ruleset) {
+        let addr = host.view.addr(crate::schema::Side::Host);
+        // One look-up per host and flow: the table is large and each probe a cache miss.
+        let key = addr_key(addr);
+        let before = self.hosts.len();
+        let mut inserted = false;
+        let mut h = self.hosts.entry(key).or_insert_with(|| {
+            inserted = true;
+            HostState {
+                first_seen: flow.start_ms,
+                last_seen: flow.end_ms,
+                ..Default::default()
+            }
+        });
+        if inserted && before >= self.config.max_hosts {
+            // Rare: once per `max_hosts / 10` new hosts when the table is full.
+            self.evict_oldest(Some(key));
+            h = self
+                .hosts
+                .get_mut(&key)
+                .expect("the new host is not evicted");
+        }
+        h.flows += 1;
+        if !h.dirty {
+            h.dirty = true;
+            self.dirty.push_back(key);
+        }
+        h.first_seen = h.first_seen.min(flow.start_ms);
+        h.last_seen = h.last_seen.max(flow.end_ms);
+        for m in host.matches {
+            self.matches += 1;
+            let r = m.rule as usize;
+            if r >= self.rule_hits.len() {
+                self.rule_hits.resize(rules.len().max(r + 1), 0);
+            }
+            self.rule_hits[r] += 1;
+            if record_match(h, m, flow, rules, &self.config, host.peer_names) {
+                self.epoch_changes += 1;
+            }
         }
     }
 

@@ -3,9 +3,25 @@
 use super::*;
 use crate::compiler::Compiler;
 use crate::eval::LocalNets;
+use crate::scan::Scanner;
+use std::sync::Arc;
+
+/// Applies `flows` through the one per-flow path into `inv`.
+fn apply(inv: &mut Inventory, rules: &Arc<Ruleset>, flows: impl IntoIterator<Item = Flow>) {
+    let mut s = Scanner::new(
+        rules.clone(),
+        Arc::new(LocalNets::default()),
+        std::mem::take(inv),
+    );
+    let dns = crate::dns::DnsMap::new();
+    for f in flows {
+        s.apply(&f, &dns);
+    }
+    *inv = s.into_parts().0;
+}
 use crate::flow::proto;
 
-fn ruleset(packs: &[(&str, &str)]) -> Ruleset {
+fn ruleset(packs: &[(&str, &str)]) -> std::sync::Arc<Ruleset> {
     let mut c = Compiler::new();
     for (pack, text) in packs {
         c.add_source(pack, &format!("{pack}.rules"), text);
@@ -41,22 +57,27 @@ fn flow(host: u32, port: u16, at: i64) -> Flow {
 #[test]
 fn max_hosts_holds_after_every_flow() {
     let rules = ruleset(&[ALPHA]);
-    let local = LocalNets::default();
     for max in [1, 7, 1000] {
-        let mut ev = Evaluator::new(&rules, &local);
-        let mut inv = Inventory::with_config(InferConfig {
-            max_hosts: max,
-            ..Default::default()
-        });
+        let mut s = Scanner::new(
+            rules.clone(),
+            Arc::new(LocalNets::default()),
+            Inventory::with_config(InferConfig {
+                max_hosts: max,
+                ..Default::default()
+            }),
+        );
+        let dns = crate::dns::DnsMap::new();
         let mut most = 0;
         for i in 0..2500u32 {
-            inv.observe(&flow(i, 4444, i64::from(i)), &mut ev);
+            s.apply(&flow(i, 4444, i64::from(i)), &dns);
+            let inv = s.inventory();
             most = most.max(inv.len());
             assert!(inv.len() <= max, "{} hosts held with max {max}", inv.len());
             assert!(inv.dirty_len() <= inv.len(), "{}", inv.dirty_len());
             // The newest host is never the one evicted.
             assert!(inv.host(flow(i, 4444, 0).src).is_some());
         }
+        let inv = s.inventory();
         assert_eq!(most, max);
         assert_eq!(inv.evicted, 2500 - inv.len() as u64, "max {max}");
         // Eviction runs once per tenth of the limit: the table stays above 90 % of it.
@@ -71,14 +92,18 @@ fn max_hosts_holds_after_every_flow() {
 #[test]
 fn restore_keeps_the_evidence_of_rules_not_loaded() {
     let both = ruleset(&[ALPHA, BETA]);
-    let local = LocalNets::default();
-    let mut ev = Evaluator::new(&both, &local);
     let mut inv = Inventory::new();
-    for h in 0..3 {
-        inv.observe(&flow(h, 4444, 1000), &mut ev);
-        inv.observe(&flow(h, 5555, 2000), &mut ev);
-        inv.observe(&flow(h, 5555, 3000), &mut ev);
-    }
+    apply(
+        &mut inv,
+        &both,
+        (0..3).flat_map(|h| {
+            [
+                flow(h, 4444, 1000),
+                flow(h, 5555, 2000),
+                flow(h, 5555, 3000),
+            ]
+        }),
+    );
     let stored = inv.to_stored(&both);
     let alpha = ruleset(&[ALPHA]);
     let mut only_a = Inventory::new();
@@ -121,13 +146,8 @@ fn restore_keeps_the_evidence_of_rules_not_loaded() {
 fn a_reload_without_a_rule_keeps_its_evidence_and_a_reload_with_it_counts_it_again() {
     let both = ruleset(&[ALPHA, BETA]);
     let alpha = ruleset(&[ALPHA]);
-    let local = LocalNets::default();
     let mut inv = Inventory::new();
-    {
-        let mut ev = Evaluator::new(&both, &local);
-        inv.observe(&flow(1, 4444, 1000), &mut ev);
-        inv.observe(&flow(1, 5555, 2000), &mut ev);
-    }
+    apply(&mut inv, &both, [flow(1, 4444, 1000), flow(1, 5555, 2000)]);
     let before = inv.to_stored(&both);
     let pos = |from: &Ruleset, to: &Ruleset| -> Vec<Option<u32>> {
         from.rules()

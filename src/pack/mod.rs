@@ -13,13 +13,15 @@ pub mod manifest;
 pub mod ops;
 pub mod overrides;
 
-use crate::eval::{Evaluator, LocalNets};
+use crate::eval::LocalNets;
 use crate::flow::ingest::{InputFormat, read_flows};
 use crate::infer::Inventory;
 use crate::ruleset::Ruleset;
+use crate::scan::Scanner;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Whether a file or directory name below a pack's root is part of the pack: not hidden
 /// (`.name`, which also covers editor lock and swap files such as `.#x.rules` and
@@ -121,11 +123,11 @@ pub fn parse_fixtures(text: &str) -> Result<Vec<Case>, String> {
 }
 
 /// Runs the cases of one fixture file against `ruleset`; `pack` qualifies the rule ids.
-pub fn run_cases(pack: &str, ruleset: &Ruleset, cases: &[Case]) -> Vec<CaseResult> {
+pub fn run_cases(pack: &str, ruleset: &Arc<Ruleset>, cases: &[Case]) -> Vec<CaseResult> {
     cases.iter().map(|c| run_case(pack, ruleset, c)).collect()
 }
 
-fn run_case(pack: &str, ruleset: &Ruleset, case: &Case) -> CaseResult {
+fn run_case(pack: &str, ruleset: &Arc<Ruleset>, case: &Case) -> CaseResult {
     let mut failures = Vec::new();
     for r in case.expect.rules.iter().chain(&case.expect.not_rules) {
         let id = format!("{pack}/{r}");
@@ -133,17 +135,24 @@ fn run_case(pack: &str, ruleset: &Ruleset, case: &Case) -> CaseResult {
             failures.push(format!("rule `{r}` does not exist in pack `{pack}`"));
         }
     }
-    let local = LocalNets::default();
-    let mut evaluator = Evaluator::new(ruleset, &local);
-    let mut inventory = Inventory::new();
+    // The daemon's path: the same scanner, learning the names the records carry as it does.
+    let mut scanner = Scanner::new(
+        ruleset.clone(),
+        Arc::new(LocalNets::default()),
+        Inventory::new(),
+    );
+    let mut dns = crate::dns::DnsMap::new();
     let text: String = case.flows.iter().map(|f| format!("{f}\n")).collect();
     let result = read_flows(
         text.as_bytes(),
         &case.name,
         InputFormat::Jsonl,
-        &mut |flow| inventory.observe(&flow, &mut evaluator),
+        &mut |flow| {
+            scanner.apply_learning(&flow, &mut dns);
+        },
         &mut |e| failures.push(format!("bad flow: {e}")),
     );
+    let inventory = scanner.inventory();
     if let Err(e) = result {
         failures.push(format!("flows unreadable: {e}"));
     }

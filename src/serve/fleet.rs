@@ -31,9 +31,9 @@
 
 use super::Daemon;
 use super::pipeline::{Counters, Shard, ShardState};
-use crate::eval::{Evaluator, LocalNets, shard_of};
+use crate::eval::{LocalNets, shard_of};
 use crate::fleet::lease::{Change, Held, Membership, ShardSet};
-use crate::fleet::{Bus, BusConfig, Delivered, ShardConsumer, codec, is_primary};
+use crate::fleet::{Bus, BusConfig, Delivered, ShardConsumer, codec};
 use crate::infer::{InferConfig, Inventory};
 use crate::inventory::{FleetMark, Store};
 
@@ -124,6 +124,9 @@ struct Leases {
     /// Shards the evaluating thread is done with (written and acknowledged, or never started):
     /// the lease thread releases them.
     give_back: Mutex<Vec<u32>>,
+    /// Shards the evaluating thread could not start (their consumer could not be made): the
+    /// lease thread releases them and leaves them to other workers for a while.
+    failed: Mutex<Vec<u32>>,
     /// The evaluating thread has written, acknowledged and dropped everything (at a stop).
     member_done: AtomicBool,
     /// When the evaluating thread last came round its loop, ms after `started`.
@@ -159,6 +162,11 @@ fn lease_loop(bus: Bus, mut membership: Membership, leases: Arc<Leases>, stop: A
         );
         for s in back {
             membership.release(&bus, s);
+        }
+        let failed: Vec<u32> =
+            std::mem::take(&mut *leases.failed.lock().unwrap_or_else(PoisonError::into_inner));
+        for s in failed {
+            membership.could_not_start(&bus, s);
         }
         if Instant::now() >= next && !stopping {
             next = Instant::now() + membership.interval();
@@ -250,6 +258,7 @@ pub fn start(
             held: Mutex::new(BTreeMap::new()),
             events: Mutex::new(Vec::new()),
             give_back: Mutex::new(Vec::new()),
+            failed: Mutex::new(Vec::new()),
             member_done: AtomicBool::new(false),
             member_loop_ms: AtomicU64::new(0),
             started: Instant::now(),
@@ -455,7 +464,11 @@ impl Member {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(shard = s, "fleet: {e}");
-                    self.give_back(s);
+                    self.leases
+                        .failed
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(s);
                     continue;
                 }
             };
@@ -475,11 +488,7 @@ impl Member {
                 if let Some(note) = restored.kept_note() {
                     tracing::info!(shard = s, "{note}");
                 }
-                *g = ShardState {
-                    inventory: inv,
-                    snapshot: snap,
-                    owner: token,
-                };
+                *g = ShardState::new(inv, snap, self.local.clone(), self.total, s, token);
             }
             tracing::info!(
                 shard = s,
@@ -526,11 +535,14 @@ impl Member {
             let snap = self.daemon.store.current();
             let mut g = self.shard(s).lock();
             if g.owner == a.token {
-                *g = ShardState {
-                    inventory: Inventory::with_config(self.infer.clone()),
-                    snapshot: snap,
-                    owner: 0,
-                };
+                *g = ShardState::new(
+                    Inventory::with_config(self.infer.clone()),
+                    snap,
+                    self.local.clone(),
+                    self.total,
+                    s,
+                    0,
+                );
             }
             drop(g);
             self.status
@@ -577,18 +589,10 @@ impl Member {
             return 0;
         }
         g.sync(&snap);
-        let ShardState {
-            inventory,
-            snapshot,
-            ..
-        } = &mut *g;
-        let mut ev = Evaluator::new(&snapshot.ruleset, &self.local)
-            .with_dns(&dns)
-            .with_shard(self.total, s);
+        let scanner = &mut g.scanner;
+        let before = scanner.primary_flows;
         let a = self.active.get_mut(&s).expect("active");
-        let mut evaluated = 0u64;
         let mut doubt = None;
-        let mut learned: Vec<(std::net::IpAddr, Arc<str>, i64)> = Vec::new();
         for d in msgs {
             if d.consumer_seq != a.delivery + 1 {
                 // A delivery between the last one and this one was lost on the way: applying
@@ -619,17 +623,7 @@ impl Member {
             match codec::decode(&d.data) {
                 Ok(batch) => {
                     for f in &batch.flows {
-                        inventory.observe(f, &mut ev);
-                        if is_primary(&self.local, f, s, self.total) {
-                            evaluated += 1;
-                            // Names that records carry for their destination (TLS SNI, HTTP
-                            // Host), learned as the local daemon's workers do.
-                            if let Some(n) = &f.dst_name
-                                && matches!(f.dst_port, 80 | 443 | 8080 | 8443)
-                            {
-                                learned.push((f.dst, n.clone(), f.start_ms));
-                            }
-                        }
+                        scanner.apply(f, &dns);
                     }
                     self.status.applied.fetch_add(1, Ordering::Relaxed);
                 }
@@ -641,22 +635,24 @@ impl Member {
             a.mark = d.stream_seq;
             a.pending.push(d);
         }
+        // The flows counted as evaluated here (their primary copy) and the names they carry,
+        // learned as the local daemon's workers do.
+        let evaluated = scanner.primary_flows - before;
+        let learned = scanner.take_learned();
         a.unwritten += evaluated;
         self.status
             .flows_applied
             .fetch_add(evaluated, Ordering::Relaxed);
-        drop(ev);
         drop(g);
         drop(dns);
         if !learned.is_empty() {
-            let mut map = self
-                .daemon
-                .dns
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            for (addr, name, at) in learned {
-                map.insert(addr, &name, at, 0, crate::dns::Source::Flow);
-            }
+            learned.write_into(
+                &mut self
+                    .daemon
+                    .dns
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
         }
         if let Some(why) = doubt {
             self.rewind(s, &why);
@@ -707,11 +703,15 @@ impl Member {
             let rows = {
                 let mut g = self.daemon.shards[s as usize].lock();
                 let ShardState {
-                    inventory,
+                    scanner,
                     snapshot,
                     owner,
                 } = &mut *g;
-                (*owner == a.token).then(|| inventory.take_dirty(&snapshot.ruleset, usize::MAX))
+                (*owner == a.token).then(|| {
+                    scanner
+                        .inventory_mut()
+                        .take_dirty(&snapshot.ruleset, usize::MAX)
+                })
             };
             let Some(rows) = rows else {
                 self.lost_to_another(s);
@@ -783,7 +783,7 @@ impl Member {
         }
         for r in rows {
             if let Ok(a) = r.host.parse() {
-                g.inventory.mark_dirty(a);
+                g.inventory_mut().mark_dirty(a);
             }
         }
     }

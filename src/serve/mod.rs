@@ -181,7 +181,7 @@ impl Daemon {
     pub fn host_epochs(&self, addr: IpAddr) -> Vec<(u32, String, String)> {
         let n = self.shards.len() as u32;
         let g = self.shards[shard_of(addr, n) as usize].lock();
-        let Some(h) = g.inventory.host(addr) else {
+        let Some(h) = g.inventory().host(addr) else {
             return Vec::new();
         };
         let mut out = vec![(
@@ -204,9 +204,9 @@ impl Daemon {
     pub fn host(&self, addr: IpAddr) -> Option<(HostSummary, String)> {
         let n = self.shards.len() as u32;
         let g = self.shards[shard_of(addr, n) as usize].lock();
-        let summary = g.inventory.summary(&g.snapshot.ruleset, addr)?;
+        let summary = g.inventory().summary(&g.snapshot.ruleset, addr)?;
         let explanation = g
-            .inventory
+            .inventory()
             .explain(&g.snapshot.ruleset, addr)
             .unwrap_or_default();
         Some((summary, explanation))
@@ -235,7 +235,7 @@ impl Daemon {
         };
         let mut left: Vec<usize> = shards
             .iter()
-            .map(|s| s.lock().inventory.dirty_len())
+            .map(|s| s.lock().inventory().dirty_len())
             .collect();
         'rounds: while left.iter().any(|&n| n > 0) {
             for (s, left) in shards.iter().zip(left.iter_mut()) {
@@ -246,11 +246,9 @@ impl Daemon {
                 let rows = {
                     let mut g = s.lock();
                     let ShardState {
-                        inventory,
-                        snapshot,
-                        ..
+                        scanner, snapshot, ..
                     } = &mut *g;
-                    inventory.take_dirty(&snapshot.ruleset, take)
+                    scanner.inventory_mut().take_dirty(&snapshot.ruleset, take)
                 };
                 *left = if rows.len() < take { 0 } else { *left - take };
                 if rows.is_empty() {
@@ -262,7 +260,7 @@ impl Daemon {
                     let mut g = s.lock();
                     for r in &rows {
                         if let Ok(a) = r.host.parse() {
-                            g.inventory.mark_dirty(a);
+                            g.inventory_mut().mark_dirty(a);
                         }
                     }
                     result = Err(e);

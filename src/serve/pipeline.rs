@@ -9,21 +9,21 @@
 //! evidence to the new rule positions ([`Inventory::remap_rules`]).
 
 use crate::dns::DnsMap;
-use crate::eval::{Evaluator, LocalNets, flow_shards};
+use crate::eval::{LocalNets, flow_shards};
 use crate::flow::Flow;
 use crate::infer::Inventory;
+use crate::scan::Scanner;
 use crate::store::{RuleStore, Snapshot};
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
-/// One worker's hosts, and the snapshot their rule positions refer to.
-#[derive(Debug)]
+/// One worker's hosts (in its scanner, the per-flow path), and the snapshot their rule
+/// positions refer to.
 pub struct ShardState {
-    /// The hosts.
-    pub inventory: Inventory,
+    /// The per-flow path, with the hosts; its rules are the snapshot's.
+    pub scanner: Scanner,
     /// The rules the inventory's positions refer to.
     pub snapshot: Arc<Snapshot>,
     /// Fleet worker role: the token of the member's tenure that filled these hosts (each
@@ -34,14 +34,52 @@ pub struct ShardState {
 }
 
 impl ShardState {
-    /// Moves the inventory to `snap` when it is newer.
+    /// A shard's state: `inventory` applied to by a scanner over `snapshot`'s rules, for
+    /// shard `index` of `count`.
+    pub fn new(
+        inventory: Inventory,
+        snapshot: Arc<Snapshot>,
+        local: Arc<LocalNets>,
+        count: u32,
+        index: u32,
+        owner: u64,
+    ) -> ShardState {
+        ShardState {
+            scanner: Scanner::new(snapshot.ruleset.clone(), local, inventory)
+                .with_shard(count, index),
+            snapshot,
+            owner,
+        }
+    }
+
+    /// The hosts.
+    pub fn inventory(&self) -> &Inventory {
+        self.scanner.inventory()
+    }
+
+    /// The hosts, to change.
+    pub fn inventory_mut(&mut self) -> &mut Inventory {
+        self.scanner.inventory_mut()
+    }
+
+    /// Moves the inventory to `snap` when it is newer (the scanner's matching state is kept
+    /// from one batch to the next and follows the rules only then).
     pub fn sync(&mut self, snap: &Arc<Snapshot>) {
         if self.snapshot.generation != snap.generation {
             let map = snap.remap_from(&self.snapshot);
-            self.inventory
-                .remap_rules(&map, &self.snapshot.ruleset, &snap.ruleset);
+            self.scanner.replace_rules(snap.ruleset.clone(), &map);
             self.snapshot = snap.clone();
         }
+    }
+}
+
+impl std::fmt::Debug for ShardState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardState")
+            .field("hosts", &self.inventory().len())
+            .field("generation", &self.snapshot.generation)
+            .field("owner", &self.owner)
+            .finish()
     }
 }
 
@@ -107,10 +145,10 @@ pub struct Counters {
     pub duplicate_batches: AtomicU64,
 }
 
-/// One queued flow: evaluated by this shard; `primary` counts it as evaluated.
+/// One queued flow (a flow between two local hosts of two shards is queued to both; the
+/// scanner of each knows which copy counts).
 pub struct Item {
     flow: Flow,
-    primary: bool,
 }
 
 /// Splits flows by shard into batches and queues them.
@@ -130,16 +168,10 @@ impl Dispatcher {
         let (first, second) = flow_shards(&self.local, &flow, self.senders.len() as u32);
         let first = first as usize;
         if let Some(y) = second {
-            self.batches[y as usize].push(Item {
-                flow: flow.clone(),
-                primary: false,
-            });
+            self.batches[y as usize].push(Item { flow: flow.clone() });
             self.maybe_send(y as usize);
         }
-        self.batches[first].push(Item {
-            flow,
-            primary: true,
-        });
+        self.batches[first].push(Item { flow });
         self.maybe_send(first);
     }
 
@@ -162,7 +194,13 @@ impl Dispatcher {
             Ok(()) => {}
             Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) => {
                 self.shards[shard].queued.fetch_sub(1, Ordering::Relaxed);
-                let primary = batch.iter().filter(|i| i.primary).count() as u64;
+                let primary = batch
+                    .iter()
+                    .filter(|i| {
+                        flow_shards(&self.local, &i.flow, self.senders.len() as u32).0 as usize
+                            == shard
+                    })
+                    .count() as u64;
                 self.counters.dropped.fetch_add(primary, Ordering::Relaxed);
                 self.counters
                     .dropped_secondary
@@ -211,22 +249,22 @@ pub fn start(
     let mut threads = Vec::with_capacity(n);
     for (i, inventory) in inventories.into_iter().enumerate() {
         let shard = Arc::new(Shard {
-            state: Mutex::new(ShardState {
+            state: Mutex::new(ShardState::new(
                 inventory,
-                snapshot: snap.clone(),
-                owner: 0,
-            }),
+                snap.clone(),
+                local.clone(),
+                n as u32,
+                i as u32,
+                0,
+            )),
             queued: AtomicI64::new(0),
             waiting: AtomicUsize::new(0),
         });
         let (tx, rx) = sync_channel::<Vec<Item>>(queue);
         senders.push(tx);
         let worker = Worker {
-            index: i as u32,
-            count: n as u32,
             shard: shard.clone(),
             store: store.clone(),
-            local: local.clone(),
             dns: dns.clone(),
             counters: counters.clone(),
         };
@@ -252,11 +290,8 @@ pub fn start(
 }
 
 struct Worker {
-    index: u32,
-    count: u32,
     shard: Arc<Shard>,
     store: Arc<RuleStore>,
-    local: Arc<LocalNets>,
     dns: Arc<RwLock<DnsMap>>,
     counters: Arc<Counters>,
 }
@@ -286,40 +321,23 @@ impl Worker {
         let dns = self.dns.read().unwrap_or_else(PoisonError::into_inner);
         let mut guard = self.shard.lock_worker();
         guard.sync(&snap);
-        let ShardState {
-            inventory,
-            snapshot,
-            ..
-        } = &mut *guard;
-        let mut ev = Evaluator::new(&snapshot.ruleset, &self.local)
-            .with_dns(&dns)
-            .with_shard(self.count, self.index);
-        let mut primary = 0u64;
-        // Names that records carry for their destination (TLS SNI, HTTP Host): learned into the
-        // map after the batch, so that plain records to the same addresses match too.
-        let mut learned: Vec<(IpAddr, std::sync::Arc<str>, i64)> = Vec::new();
+        let scanner = &mut guard.scanner;
+        let before = scanner.primary_flows;
         for item in &batch {
-            inventory.observe(&item.flow, &mut ev);
-            primary += u64::from(item.primary);
-            if let Some(n) = &item.flow.dst_name
-                && item.primary
-                && matches!(item.flow.dst_port, 80 | 443 | 8080 | 8443)
-            {
-                learned.push((item.flow.dst, n.clone(), item.flow.start_ms));
-            }
+            scanner.apply(&item.flow, &dns);
         }
-        drop(ev);
+        let primary = scanner.primary_flows - before;
+        let learned = scanner.take_learned();
         drop(guard);
         drop(dns);
+        // Names the batch's records carry: learned into the map after the batch, so that plain
+        // records to the same addresses match too.
+        if !learned.is_empty() {
+            learned.write_into(&mut self.dns.write().unwrap_or_else(PoisonError::into_inner));
+        }
         self.counters
             .evaluated
             .fetch_add(primary, Ordering::Relaxed);
-        if !learned.is_empty() {
-            let mut map = self.dns.write().unwrap_or_else(PoisonError::into_inner);
-            for (addr, name, at) in learned {
-                map.insert(addr, &name, at, 0, crate::dns::Source::Flow);
-            }
-        }
     }
 }
 
@@ -328,6 +346,7 @@ mod tests {
     use super::*;
     use crate::eval::shard_of;
     use crate::store::StoreConfig;
+    use std::net::IpAddr;
 
     #[test]
     fn every_flow_is_evaluated_once_and_hosts_land_in_one_shard() {
@@ -385,7 +404,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for (i, s) in shards.iter().enumerate() {
             let g = s.lock();
-            for h in g.inventory.summaries(&g.snapshot.ruleset) {
+            for h in g.inventory().summaries(&g.snapshot.ruleset) {
                 let a: IpAddr = h.host.parse().unwrap();
                 assert_eq!(shard_of(a, 3), i as u32, "{a}");
                 assert!(seen.insert(a), "{a} twice");

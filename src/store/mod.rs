@@ -115,8 +115,8 @@ pub struct Snapshot {
     pub generation: u64,
     /// When it was compiled, ms since the epoch.
     pub loaded_at_ms: i64,
-    /// The rules.
-    pub ruleset: Ruleset,
+    /// The rules (shared with the scanners that apply them).
+    pub ruleset: std::sync::Arc<Ruleset>,
     /// Its packs.
     pub packs: Vec<PackInfo>,
     /// Warnings the compiler gave (rendered).
