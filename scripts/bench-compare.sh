@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Side by side, same run, same file: nfdump's filter against `flowprint analyze` with equivalent
-# rules, at 100, 1,000 and 10,000 indicators, on an nfcapd file of ~2 million flows.
+# Side by side, same run, same files: nfdump against `flowprint analyze` with equivalent rules,
+# at 100, 1,000 and 10,000 indicators, on two nfcapd files:
+#  1. synthetic: ~2 million flows over 65,536 hosts (below);
+#  2. real-flow shape, few hosts: the corpus's softflowd NetFlow v9 exports (../shared/corpus/
+#     exports/*.nfv9.nfcapd, read in place) merged by nfdump into one file and repeated to
+#     >= 1 M flows (REPEAT, default 1024 copies of the 998 flows). Indicators: the file's
+#     non-local addresses, then generated addresses it does not contain.
+# For each, nfdump runs twice: its plain filter (`-f FILTER -q -o csv`), and with per-address
+# statistics (`-f FILTER -s ip/flows -n 0`), its nearest thing to a per-host inventory.
 #
-# The file: NetFlow v5 sent over loopback to nfcapd (hosts in 10.0.0.0/16, peers drawn from
+# File 1: NetFlow v5 sent over loopback to nfcapd (hosts in 10.0.0.0/16, peers drawn from
 # 2^20 addresses, ports 80/443/53/123). Indicators: N peer addresses taken from the flows, and
 # the ports 80 and 443.
 #   nfdump:    nfdump -r FILE -f 'dst ip in [ N addresses ] and dst port in [ 80 443 ]' -q -o csv
@@ -57,22 +64,59 @@ echo "file: $flows flows (nfcapd, uncompressed)"
 cargo build --release --quiet
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 TIMEFORMAT=%R
-printf "%-11s %-12s %-10s %-14s %-10s %-14s %s\n" indicators nfdump_s nfdump_Mf/s flowprint_s fp_Mf/s fp_matched ratio
-for n in 100 1000 10000; do
-    head -n "$n" "$work/peers.txt" > "$work/ind.txt"
-    echo "dst ip in [ $(tr '\n' ' ' < "$work/ind.txt") ] and dst port in [ 80 443 ]" > "$work/filter"
-    awk '{printf "rule i%d {\n    when peer.addr == %s and peer.port in { 80, 443 }\n    then software = \"indicator\" confidence 0.5\n}\n", NR, $1}' \
-        "$work/ind.txt" > "$work/ind.rules"
-    nf=$(for i in 1 2 3 4 5; do { time nfdump -r "$file" -f "$work/filter" -q -o csv >/dev/null; } 2>&1; done | median)
-    fp=$(for i in 1 2 3 4 5; do { time target/release/flowprint analyze --no-default-rules --rules "$work/ind.rules" \
-        --local-net 10.0.0.0/16 --format json "$file" >/dev/null 2>"$work/fp.err"; } 2>&1; done | median)
-    nmatch=$(nfdump -r "$file" -f "$work/filter" -q -o csv | wc -l)
-    fmatch=$(target/release/flowprint analyze --no-default-rules --rules "$work/ind.rules" --local-net 10.0.0.0/16 \
-        --format json "$file" 2>/dev/null | grep -c '"indicator"' || true)
-    printf "%-11s %-12s %-10s %-14s %-10s %-14s %s\n" "$n" "$nf" \
-        "$(awk -v f="$flows" -v t="$nf" 'BEGIN{printf "%.2f", f/t/1e6}')" "$fp" \
-        "$(awk -v f="$flows" -v t="$fp" 'BEGIN{printf "%.2f", f/t/1e6}')" \
-        "$fmatch hosts ($nmatch flows by nfdump)" \
-        "$(awk -v a="$nf" -v b="$fp" 'BEGIN{printf "flowprint %.2fx nfdump speed", a/b}')"
-done
-echo "flowprint's summary line of the last run: $(tail -1 "$work/fp.err")"
+# compare LABEL FILE PEERS_FILE FLOWPRINT_ARGS...
+compare() {
+    local label=$1 file=$2 peers=$3
+    shift 3
+    local flows
+    flows=$(nfdump -r "$file" -I | awk '/^Flows:/ {print $2}')
+    echo "== $label: $flows flows (nfcapd, uncompressed)"
+    printf "%-11s %-10s %-10s %-12s %-12s %-10s %-10s %-30s %s\n" indicators nfdump_s nf_Mf/s nfdump_stat_s flowprint_s fp_Mf/s fp/nf fp/nf_stat matched
+    for n in 100 1000 10000; do
+        head -n "$n" "$peers" > "$work/ind.txt"
+        echo "ip in [ $(tr '\n' ' ' < "$work/ind.txt") ]" > "$work/filter"
+        awk '{printf "rule i%d {\n    when peer.addr == %s\n    then software = \"indicator\" confidence 0.5\n}\n", NR, $1}' \
+            "$work/ind.txt" > "$work/ind.rules"
+        nf=$(for i in 1 2 3 4 5; do { time nfdump -r "$file" -f "$work/filter" -q -o csv >/dev/null; } 2>&1; done | median)
+        nfs=$(for i in 1 2 3 4 5; do { time nfdump -r "$file" -f "$work/filter" -s ip/flows -n 0 >/dev/null; } 2>&1; done | median)
+        fp=$(for i in 1 2 3 4 5; do { time target/release/flowprint analyze --no-default-rules --rules "$work/ind.rules" \
+            "$@" --format json "$file" >/dev/null 2>"$work/fp.err"; } 2>&1; done | median)
+        nmatch=$(nfdump -r "$file" -f "$work/filter" -q -o csv | wc -l)
+        fmatch=$(target/release/flowprint analyze --no-default-rules --rules "$work/ind.rules" "$@" \
+            --format json "$file" 2>/dev/null | grep -c '"indicator"' || true)
+        printf "%-11s %-10s %-10s %-12s %-12s %-10s %-10s %-30s %s\n" "$n" "$nf" \
+            "$(awk -v f="$flows" -v t="$nf" 'BEGIN{printf "%.2f", f/t/1e6}')" "$nfs" "$fp" \
+            "$(awk -v f="$flows" -v t="$fp" 'BEGIN{printf "%.2f", f/t/1e6}')" \
+            "$(awk -v a="$nf" -v b="$fp" 'BEGIN{printf "%.2fx", a/b}')" \
+            "$(awk -v a="$nfs" -v b="$fp" 'BEGIN{printf "%.2fx", a/b}')" \
+            "$fmatch hosts ($nmatch flows by nfdump)"
+    done
+    echo "flowprint's summary line of the last run: $(tail -1 "$work/fp.err")"
+}
+compare "synthetic, 65,536 hosts" "$file" "$work/peers.txt" --local-net 10.0.0.0/16
+
+# File 2: the corpus's softflowd exports, merged and repeated.
+corpus=../shared/corpus/exports
+mkdir -p "$work/one" "$work/many"
+for f in "$corpus"/*.nfv9.nfcapd; do ln -s "$(realpath "$f")" "$work/one/$(basename "$f")"; done
+nfdump -R "$work/one" -w "$work/one.nfcapd" >/dev/null
+for i in $(seq 1 "${REPEAT:-1024}"); do ln -s "$work/one.nfcapd" "$work/many/copy-$i.nfcapd"; done
+nfdump -R "$work/many" -w "$work/real.nfcapd" >/dev/null
+# Indicators: the file's addresses outside the private ranges, then addresses it does not hold.
+nfdump -r "$work/one.nfcapd" -q -o 'fmt:%sa %da' | tr -s ' ' '\n' | grep -E '^[0-9]+\.' \
+    | grep -vE '^(10\.|192\.168\.|172\.(1[6-9]|2[0-9]|3[01])\.|169\.254\.|255\.|0\.|22[4-9]\.|23[0-9]\.)' \
+    | sort -u > "$work/real-peers.txt"
+python3 - "$work/real-peers.txt" <<'PY'
+import sys
+path = sys.argv[1]
+have = [l.strip() for l in open(path) if l.strip()]
+out = list(have)
+i = 0
+while len(out) < 10000:
+    a = 0x64400000 + i * 7919 % (1 << 22)  # 100.64.0.0/10, not in the file
+    out.append("%d.%d.%d.%d" % (a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255))
+    i += 1
+open(path, "w").write("\n".join(out) + "\n")
+PY
+echo "(file 2: $(grep -c . "$work/real-peers.txt") indicators available, the first $(nfdump -r "$work/one.nfcapd" -q -o 'fmt:%sa %da' | tr -s ' ' '\n' | grep -E '^[0-9]+\.' | grep -vE '^(10\.|192\.168\.|172\.(1[6-9]|2[0-9]|3[01])\.|169\.254\.|255\.|0\.|22[4-9]\.|23[0-9]\.)' | sort -u | wc -l) from the file)"
+compare "softflowd corpus exports x${REPEAT:-1024}, few hosts" "$work/real.nfcapd" "$work/real-peers.txt"

@@ -72,6 +72,31 @@ pub fn generate_rules(n: usize, seed: u64) -> String {
     out
 }
 
+/// The mirror of [`generate_transfer_rules`]: its name and address.
+pub const MIRROR: (&str, [u8; 4]) = ("mirror.bench.example", [198, 18, 7, 7]);
+
+/// A catalogue pack as `pack gen sizes` writes one: `n` transfer rules on one mirror's list,
+/// each a file of its own size (1 MB to 1 GB, 0.2 % + 2 KiB tolerance). Returns the text and
+/// the sizes, by rule.
+pub fn generate_transfer_rules(n: usize, seed: u64) -> (String, Vec<u64>) {
+    let mut rng = Rng::new(seed ^ 0x7a5f);
+    let mut out = String::with_capacity(n * 200);
+    let _ = writeln!(out, "list mirrors = domains {{ \"{}\" }}", MIRROR.0);
+    let mut sizes = Vec::with_capacity(n);
+    for i in 0..n {
+        let size = 1_000_000 + rng.below(1_000_000_000);
+        let tol = size / 500 + 2048;
+        sizes.push(size);
+        let _ = writeln!(
+            out,
+            "rule file-{i} {{\n  when peer.domain in mirrors and proto == tcp and peer.bytes <= {} B\n  over 1h transfer ~ {size} B +- {tol} B\n  then software = \"pkg{}\" version \"{i}\" confidence 0.8\n}}",
+            size + tol,
+            i % 997
+        );
+    }
+    (out, sizes)
+}
+
 /// `n` flows from hosts in 10.0.0.0/16 to peers of which a fraction hit generated rules.
 pub fn generate_flows(n: usize, seed: u64) -> Vec<Flow> {
     let mut rng = Rng::new(seed ^ 0xf10f);

@@ -411,13 +411,23 @@ impl Index {
     /// Files every rule under its anchors. Returns the index; unindexable rules are listed in
     /// `unindexed`.
     pub fn build(conds: &[&Cond]) -> Index {
+        let entries: Vec<(u32, &Cond)> = conds
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i as u32, *c))
+            .collect();
+        Index::build_entries(&entries)
+    }
+
+    /// [`Index::build`] over `(id, condition)` entries: ids need not be dense nor cover every
+    /// rule (transfer rules are filed by their group's gate, under an id past the rules).
+    pub fn build_entries(conds: &[(u32, &Cond)]) -> Index {
         let mut addr4: [Vec<(u128, u128, u32)>; 2] = Default::default();
         let mut addr6: [Vec<(u128, u128, u32)>; 2] = Default::default();
         let mut num: Vec<Vec<(u64, u64, u32)>> = vec![Vec::new(); NUM_SLOTS];
         let mut num_fields: Vec<Option<NumField>> = vec![None; NUM_SLOTS];
         let mut idx = Index::default();
-        for (i, cond) in conds.iter().enumerate() {
-            let rule = i as u32;
+        for &(rule, cond) in conds {
             match anchors(cond) {
                 None => idx.unindexed.push(rule),
                 Some((_, list)) => {

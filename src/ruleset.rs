@@ -359,6 +359,22 @@ impl Cond {
     }
 }
 
+/// Transfer rules that share the rest of their `when` condition (their per-record byte bounds
+/// left out, the *gate*), filed by the size they expect. A record that passes the gate adds to
+/// its connection's running total (one per connection and host, shared by every transfer
+/// rule); only the rules whose window holds that total are then checked in full. So 100,000
+/// catalogue rules on one mirror cost one gate check and one stabbing query per record, not
+/// 100,000 checks and 100,000 running totals.
+#[derive(Debug)]
+pub struct TransferGroup {
+    /// What a record must satisfy to count towards a transfer of any of the group's rules.
+    pub gate: Cond,
+    /// The rules by window `[bytes - tolerance, bytes + tolerance]`.
+    pub windows: crate::index::IntervalIndex<u64>,
+    /// `(expected bytes, tolerance, rule)`, sorted: the windows of sampled records are wider.
+    pub sizes: Vec<(u64, u64, u32)>,
+}
+
 /// The compiled rules of one or more packs, with their indexes.
 #[derive(Debug, Default)]
 pub struct Ruleset {
@@ -366,6 +382,17 @@ pub struct Ruleset {
     /// The conditions again, densely packed: the hot path touches only these.
     pub(crate) conds: Vec<Cond>,
     pub(crate) index: Index,
+    /// The transfer rules, by gate (the index files each gate under id `rules.len() + g`).
+    pub(crate) transfer_groups: Vec<TransferGroup>,
+    /// Per rule: whether it concludes an OS family with a strong confidence (the only rules
+    /// that can open a new epoch), so that recording a match need not read the rule.
+    pub(crate) strong_family: Vec<bool>,
+    /// Per rule: whether matching it needs per-host state of its own (a stateful rule other
+    /// than a transfer rule with no other aggregate).
+    pub(crate) needs_state: Vec<bool>,
+    /// Per transfer rule: what its `when` asks beyond its group's gate (its bounds on byte and
+    /// packet counts), `None` when nothing.
+    pub(crate) transfer_rest: Vec<Option<Cond>>,
 }
 
 impl Ruleset {
@@ -421,5 +448,230 @@ impl Ruleset {
 
     pub(crate) fn index(&self) -> &Index {
         &self.index
+    }
+
+    /// Whether matching rule `r` needs per-host state of its own.
+    #[inline]
+    pub fn needs_state(&self, r: u32) -> bool {
+        self.needs_state.get(r as usize).copied().unwrap_or(false)
+    }
+
+    /// What transfer rule `r` asks beyond its group's gate (`None`: nothing).
+    #[inline]
+    pub fn transfer_rest(&self, r: u32) -> Option<&Cond> {
+        self.transfer_rest.get(r as usize).and_then(Option::as_ref)
+    }
+
+    /// Whether rule `r` concludes an OS family with a strong confidence.
+    #[inline]
+    pub fn strong_family(&self, r: u32) -> bool {
+        self.strong_family.get(r as usize).copied().unwrap_or(false)
+    }
+
+    /// The transfer rules, grouped by gate.
+    pub fn transfer_groups(&self) -> &[TransferGroup] {
+        &self.transfer_groups
+    }
+
+    /// Builds the ruleset: the index of the rules, with transfer rules filed by the gate of
+    /// their group instead of one by one.
+    pub(crate) fn build(rules: Vec<Rule>) -> Ruleset {
+        let conds: Vec<Cond> = rules.iter().map(|r| r.cond.clone()).collect();
+        let mut keys: Vec<(Vec<u64>, u32)> = Vec::new();
+        // Per group: the gate, the rules' windows `(lo, hi, rule)`, their `(size, tol, rule)`.
+        type Windows = Vec<(u64, u64, u32)>;
+        let mut groups: Vec<(Cond, Windows, Windows)> = Vec::new();
+        let mut entries: Vec<(u32, &Cond)> = Vec::with_capacity(conds.len());
+        for (i, rule) in rules.iter().enumerate() {
+            let Some(t) = rule.stateful.as_ref().and_then(|s| s.transfer) else {
+                entries.push((i as u32, &conds[i]));
+                continue;
+            };
+            let gate = transfer_gate(&rule.cond);
+            let mut key = Vec::new();
+            cond_key(&gate, &mut key);
+            let g = match keys.iter().find(|(k, _)| *k == key) {
+                Some(&(_, g)) => g,
+                None => {
+                    groups.push((gate, Vec::new(), Vec::new()));
+                    keys.push((key, groups.len() as u32 - 1));
+                    groups.len() as u32 - 1
+                }
+            };
+            groups[g as usize].1.push((
+                t.bytes.saturating_sub(t.tolerance),
+                t.bytes.saturating_add(t.tolerance),
+                i as u32,
+            ));
+            groups[g as usize].2.push((t.bytes, t.tolerance, i as u32));
+        }
+        let base = rules.len() as u32;
+        let gate_entries: Vec<(u32, &Cond)> = groups
+            .iter()
+            .enumerate()
+            .map(|(g, (gate, _, _))| (base + g as u32, gate))
+            .collect();
+        entries.extend(gate_entries);
+        let index = Index::build_entries(&entries);
+        let transfer_groups = groups
+            .iter()
+            .map(|(gate, windows, sizes)| {
+                let mut sizes = sizes.clone();
+                sizes.sort_unstable();
+                TransferGroup {
+                    gate: gate.clone(),
+                    windows: crate::index::IntervalIndex::build(windows),
+                    sizes,
+                }
+            })
+            .collect();
+        let strong_family = rules
+            .iter()
+            .map(|r| {
+                r.conclusions.iter().any(|c| {
+                    c.attribute == Attribute::OsFamily && c.confidence >= crate::infer::STRONG
+                })
+            })
+            .collect();
+        let needs_state = rules
+            .iter()
+            .map(|r| {
+                r.stateful.as_ref().is_some_and(|s| {
+                    s.transfer.is_none()
+                        || s.count.is_some()
+                        || s.peers.is_some()
+                        || s.domains.is_some()
+                        || s.period.is_some()
+                })
+            })
+            .collect();
+        let transfer_rest = rules
+            .iter()
+            .map(|r| {
+                r.stateful
+                    .as_ref()
+                    .and_then(|s| s.transfer)
+                    .and_then(|_| transfer_rest(&r.cond))
+            })
+            .collect();
+        Ruleset {
+            rules,
+            conds,
+            index,
+            transfer_groups,
+            strong_family,
+            needs_state,
+            transfer_rest,
+        }
+    }
+}
+
+/// Whether a condition is a bound on a byte or packet count (left out of a transfer gate).
+fn is_count(c: &Cond) -> bool {
+    matches!(
+        c,
+        Cond::Num {
+            field: NumField::Bytes
+                | NumField::Packets
+                | NumField::SideBytes(_)
+                | NumField::SidePackets(_),
+            negate: false,
+            ..
+        }
+    )
+}
+
+/// What a transfer rule's `when` asks beyond its gate: its top-level count bounds.
+fn transfer_rest(cond: &Cond) -> Option<Cond> {
+    match cond {
+        Cond::And(cs) => {
+            let rest: Vec<Cond> = cs.iter().filter(|c| is_count(c)).cloned().collect();
+            match rest.len() {
+                0 => None,
+                1 => rest.into_iter().next(),
+                _ => Some(Cond::And(rest.into())),
+            }
+        }
+        c if is_count(c) => Some(c.clone()),
+        _ => None,
+    }
+}
+
+/// A transfer rule's gate: its `when` without top-level bounds on byte or packet counts (the
+/// size is judged on the transfer's total, not on each record).
+fn transfer_gate(cond: &Cond) -> Cond {
+    match cond {
+        Cond::And(cs) => Cond::And(cs.iter().filter(|c| !is_count(c)).cloned().collect()),
+        c if is_count(c) => Cond::And(Box::new([])),
+        c => c.clone(),
+    }
+}
+
+/// A structural key of a condition, to group equal gates: sets by identity (a list used by
+/// many rules is one shared set), small inline sets by content.
+fn cond_key(c: &Cond, out: &mut Vec<u64>) {
+    use std::hash::{Hash, Hasher};
+    let hash = |f: &dyn Fn(&mut rustc_hash::FxHasher)| {
+        let mut h = rustc_hash::FxHasher::default();
+        f(&mut h);
+        h.finish()
+    };
+    match c {
+        Cond::And(cs) | Cond::Or(cs) => {
+            out.push(if matches!(c, Cond::And(_)) { 1 } else { 2 });
+            out.push(cs.len() as u64);
+            cs.iter().for_each(|c| cond_key(c, out));
+        }
+        Cond::Not(c) => {
+            out.push(3);
+            cond_key(c, out);
+        }
+        Cond::Num {
+            field,
+            ranges,
+            negate,
+        } => {
+            out.push(4);
+            out.push(field.slot() as u64 * 2 + u64::from(*negate));
+            out.push(hash(&|h| ranges.hash(h)));
+        }
+        Cond::Addr { side, set, negate } => {
+            out.push(5);
+            out.push(u64::from(*side == Side::Peer) * 2 + u64::from(*negate));
+            out.push(if set.ranges.len() <= 64 {
+                hash(&|h| set.ranges.hash(h))
+            } else {
+                std::sync::Arc::as_ptr(set) as u64
+            });
+        }
+        Cond::Domain { side, set, negate } => {
+            out.push(6);
+            out.push(u64::from(*side == Side::Peer) * 2 + u64::from(*negate));
+            out.push(if set.exact.len() + set.suffixes.len() <= 64 {
+                let mut names: Vec<(bool, &str)> = set
+                    .exact
+                    .iter()
+                    .map(|n| (false, &**n))
+                    .chain(set.suffixes.iter().map(|n| (true, &**n)))
+                    .collect();
+                names.sort_unstable();
+                hash(&|h| names.hash(h))
+            } else {
+                std::sync::Arc::as_ptr(set) as u64
+            });
+        }
+        Cond::Regex { side, re } => {
+            out.push(7);
+            out.push(u64::from(*side == Side::Peer));
+            out.push(hash(&|h| re.as_str().hash(h)));
+        }
+        Cond::Flags {
+            mask,
+            exact,
+            negate,
+        } => {
+            out.push(8);
+            out.push(u64::from(*mask) << 2 | u64::from(*exact) << 1 | u64::from(*negate));
+        }
     }
 }

@@ -451,10 +451,11 @@ fn fleet_of_daemons_survives_a_killed_worker_and_matches_one_process() {
 /// twice, nothing lost.
 ///
 /// Ignored in the ordinary run: it reproduces the part of issue 15's defect 13 that is still
-/// open. Under `stress --cpu 2` it failed 3 runs in 10 (a shard or two a few flows off, both
-/// ways) before consumer names were made unique per take, and 1 in 3 after (the cluster's
-/// stream leader unavailable for over 30 s after the pause, so the shards were not all owned
-/// again within 60 s). `cargo test --test fleet_cluster -- --ignored` runs it (docs/fleet.md).
+/// open (docs/fleet.md, "Open defect"). Under `stress --cpu 2`: 3 failures in 10 runs (a shard
+/// a few flows off) before consumer names were made unique per take; then 1 count failure in
+/// 3; with batch ids remembered per tenure and shards left to others by a worker that cannot
+/// start them, 1 failure in 6, on liveness (not all shards owned again within 60 s of the
+/// pause), none on counts. `cargo test --test fleet_cluster -- --ignored` runs it.
 #[test]
 #[ignore = "open remainder of issue 15 defect 13: fails under CPU load, see the doc comment"]
 fn fleet_counts_once_through_a_paused_node_and_a_stalled_worker() {

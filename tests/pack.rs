@@ -517,7 +517,10 @@ fn a_fixture_that_rests_on_a_learned_name_behaves_as_the_daemon() {
         dispatcher.flush();
         let t = std::time::Instant::now();
         while counters.evaluated.load(std::sync::atomic::Ordering::SeqCst) < i as u64 + 1 {
-            assert!(t.elapsed() < std::time::Duration::from_secs(30), "not evaluated");
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(30),
+                "not evaluated"
+            );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }

@@ -120,6 +120,20 @@ enum What {
         #[arg(long, default_value_t = 7)]
         passes: usize,
     },
+    /// A catalogue of generated transfer rules on one mirror: flows applied through the
+    /// per-flow path on one core, a tenth of them downloads from the mirror split over
+    /// several records (each host downloads files of the catalogue).
+    Transfers {
+        /// Number of generated transfer rules.
+        #[arg(long, default_value_t = 100_000)]
+        rules: usize,
+        /// Number of flows.
+        #[arg(long, default_value_t = 1_000_000)]
+        flows: usize,
+        /// Passes over the flows (a new inventory each); the median pass is reported.
+        #[arg(long, default_value_t = 5)]
+        passes: usize,
+    },
     /// Parse + compile a generated pack, then evaluate generated flows on one core.
     Eval {
         /// Number of generated rules.
@@ -196,6 +210,11 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 );
             }
         }
+        What::Transfers {
+            rules,
+            flows,
+            passes,
+        } => transfers(rules, flows, passes)?,
         What::Eval {
             rules,
             flows,
@@ -317,6 +336,78 @@ fn collect(rate: u64, seconds: f64, also: Option<u16>) -> anyhow::Result<()> {
         stats.received,
         stats.queue_drops,
         listener.granted / 1024
+    );
+    Ok(())
+}
+
+/// `bench transfers`.
+fn transfers(rules: usize, flows: usize, passes: usize) -> anyhow::Result<()> {
+    use flowprint::bench::{MIRROR, generate_flows, generate_transfer_rules};
+    use flowprint::infer::{InferConfig, Inventory};
+    let (text, sizes) = generate_transfer_rules(rules, 42);
+    let t = Instant::now();
+    let mut c = Compiler::new();
+    c.add_source("catalogue", "catalogue.rules", &text);
+    let compiled = c.compile();
+    anyhow::ensure!(
+        compiled.errors() == 0,
+        "generated transfer rules do not compile"
+    );
+    let compile_s = t.elapsed().as_secs_f64();
+    // The flows: generated traffic, and every tenth flow one record of a download from the
+    // mirror (a file of the catalogue in three records, by host and connection).
+    let mut data = generate_flows(flows, 7);
+    let mirror = std::net::IpAddr::from(MIRROR.1);
+    let name = flowprint::flow::normalize_name(MIRROR.0);
+    let mut downloads = 0u64;
+    for (i, f) in data.iter_mut().enumerate().filter(|(i, _)| i % 10 == 0) {
+        let k = i / 30;
+        let size = sizes[k % sizes.len()];
+        let part = (i / 10) % 3;
+        f.dst = mirror;
+        f.dst_port = 443;
+        f.proto = 6;
+        f.src_port = 40_000 + (k % 20_000) as u16;
+        f.dst_name = name.clone();
+        f.rev_bytes = if part == 2 {
+            size - 2 * (size / 3)
+        } else {
+            size / 3
+        };
+        f.rev_packets = f.rev_bytes / 1400 + 1;
+        f.start_ms = 1_700_000_000_000 + (i as i64) * 10;
+        f.end_ms = f.start_ms + 5;
+        downloads += u64::from(part == 2);
+    }
+    let dns = flowprint::dns::DnsMap::new();
+    let mut times = Vec::new();
+    let mut found = 0u64;
+    for _ in 0..passes.max(1) {
+        let mut scanner = Scanner::new(
+            compiled.ruleset.clone(),
+            Arc::new(LocalNets::default()),
+            Inventory::with_config(InferConfig {
+                record_samples: false,
+                ..Default::default()
+            }),
+        );
+        let t = Instant::now();
+        for f in &data {
+            scanner.apply(f, &dns);
+        }
+        times.push(t.elapsed().as_secs_f64());
+        found = scanner.inventory().matches;
+    }
+    let m = median(times);
+    println!(
+        "transfers: {} transfer rules (compiled in {:.2} s), {} flows of which {} downloads in 3 records; {} matches; median {:.1} ms per pass = {:.2} M flows/s (one core)",
+        compiled.ruleset.len(),
+        compile_s,
+        data.len(),
+        downloads,
+        found,
+        m * 1e3,
+        data.len() as f64 / m / 1e6
     );
     Ok(())
 }

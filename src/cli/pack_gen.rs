@@ -8,8 +8,8 @@ use regex::Regex;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Above this many transfer rules, `pack gen` warns about evaluation cost.
-const TRANSFER_RULES_WARN: usize = 2_000;
+/// Above this many record-matching rules, `pack gen` warns about evaluation cost.
+const RECORD_RULES_WARN: usize = 2_000;
 
 /// Arguments of `pack gen`.
 #[derive(clap::Args)]
@@ -266,11 +266,11 @@ pub fn run(args: GenArgs) -> anyhow::Result<i32> {
         opts.max_products
     );
 
-    if opts.matching == Matching::Transfer && s.rules > TRANSFER_RULES_WARN {
+    if opts.matching == Matching::Record && s.rules > RECORD_RULES_WARN {
         eprintln!(
-            "warning: {} transfer rules: each keeps state per host for every record from their servers, \
-             which is slow beyond a few thousand (docs/pack-gen.md); consider --match record or a \
-             narrower --packages-matching",
+            "warning: {} record rules: every record from their servers is checked against each of them, \
+             which is slow beyond a few thousand (docs/pack-gen.md); the default --match transfer \
+             looks sizes up by interval",
             s.rules
         );
     }

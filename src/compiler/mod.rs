@@ -10,7 +10,6 @@ pub mod values;
 
 use crate::ast::{self, Item, MetaValue};
 use crate::diagnostic::{Code, Diagnostic, Severity, did_you_mean};
-use crate::index::Index;
 use crate::ruleset::{AddrSet, Attribute, Conclusion, DomainSet, Rule, Ruleset, Status};
 use crate::schema::NumUnit;
 use crate::span::{FileId, SourceMap, Span};
@@ -321,10 +320,17 @@ impl Compiler {
         if let Some((file, o)) = self.overrides.take() {
             self.apply_overrides(file, &o, &mut rules, &mut rule_spans);
         }
-        let conds: Vec<_> = rules.iter().map(|r: &Rule| &r.cond).collect();
-        let index = Index::build(&conds);
-        for &r in &index.unindexed {
-            let rule = &rules[r as usize];
+        let ruleset = Ruleset::build(rules);
+        for &r in &ruleset.index.unindexed {
+            // A transfer group's gate is filed past the rules: name its first rule.
+            let r = match r.checked_sub(ruleset.rules.len() as u32) {
+                None => r,
+                Some(g) => ruleset.transfer_groups[g as usize]
+                    .sizes
+                    .first()
+                    .map_or(0, |&(_, _, r)| r),
+            };
+            let rule = &ruleset.rules[r as usize];
             self.diagnostics.push(
                 Diagnostic::new(
                     Code::NotIndexable,
@@ -341,11 +347,7 @@ impl Compiler {
             (s.file, s.start)
         });
         Compiled {
-            ruleset: std::sync::Arc::new(Ruleset {
-                conds: rules.iter().map(|r| r.cond.clone()).collect(),
-                rules,
-                index,
-            }),
+            ruleset: std::sync::Arc::new(ruleset),
             diagnostics,
             sources,
         }

@@ -86,6 +86,7 @@ pub struct Matcher {
     seen: Vec<u32>,
     stamp: u32,
     matches: Vec<Match>,
+    gates: Vec<u32>,
     names: [Vec<std::sync::Arc<str>>; 2],
 }
 
@@ -112,8 +113,13 @@ pub struct HostView<'a> {
     pub view: View<'a>,
     /// The names the peer's address answered for at the time of the flow.
     pub peer_names: &'a [std::sync::Arc<str>],
-    /// The rules it satisfies.
+    /// The rules it satisfies (transfer rules excepted: they are judged on their transfer's
+    /// total, [`crate::ruleset::TransferGroup`]).
     pub matches: &'a [Match],
+    /// The transfer groups whose gate the record passes: it is part of a transfer for them.
+    pub gates: &'a [u32],
+    /// Weight of a match that rests on the peer's DNS names (below 1 for a shared address).
+    pub shared: f32,
 }
 
 /// What [`Matcher::scan`] found out about a flow.
@@ -138,9 +144,10 @@ impl Matcher {
     /// Follows a ruleset with another number of rules.
     #[inline]
     fn fit(&mut self, rules: &Ruleset) {
-        if self.seen.len() != rules.len() {
+        let n = rules.len() + rules.transfer_groups().len();
+        if self.seen.len() != n {
             self.seen.clear();
-            self.seen.resize(rules.len(), 0);
+            self.seen.resize(n, 0);
             self.stamp = 0;
         }
     }
@@ -206,12 +213,22 @@ impl Matcher {
             let (stamp, seen, rules) = (self.stamp, &mut self.seen, scope.rules);
             let matches = &mut self.matches;
             matches.clear();
+            let gates = &mut self.gates;
+            gates.clear();
+            let n_rules = rules.len() as u32;
             rules.index().candidates(&view, |r| {
                 let slot = &mut seen[r as usize];
                 if *slot == stamp {
                     return;
                 }
                 *slot = stamp;
+                if r >= n_rules {
+                    let g = r - n_rules;
+                    if rules.transfer_groups()[g as usize].gate.matches(&view) {
+                        gates.push(g);
+                    }
+                    return;
+                }
                 if rules.cond(r).matches(&view) {
                     // Does the match rest on the names of a shared address?
                     let weight = if shared < 1.0
@@ -235,6 +252,8 @@ impl Matcher {
                 view,
                 peer_names: names,
                 matches,
+                gates,
+                shared,
             });
         }
         Scanned { hosts: n, primary }
@@ -359,7 +378,9 @@ pub fn eval_naive(
 ) {
     for view in hosts(local, flow).into_iter().flatten() {
         for (i, rule) in rules.rules().iter().enumerate() {
-            if rule.cond.matches(&view) {
+            // Transfer rules are judged on their transfer's total, not record by record.
+            let transfer = rule.stateful.as_ref().is_some_and(|s| s.transfer.is_some());
+            if !transfer && rule.cond.matches(&view) {
                 on_match(Match {
                     rule: i as u32,
                     host: view.addr(crate::schema::Side::Host),

@@ -109,6 +109,7 @@ pub struct EpochChange {
 #[derive(Debug, Clone, Default)]
 struct Extra {
     stateful: Vec<RuleState>,
+    transfers: state::Transfers,
     epochs: Vec<EpochChange>,
     samples: Vec<(u32, Box<str>)>,
     /// Stored evidence of rules not loaded, carried through untouched.
@@ -295,6 +296,66 @@ fn family_of(rules: &Ruleset, rule: u32) -> Option<(&str, f64)> {
         .map(|c| (c.value.as_str(), c.confidence))
 }
 
+/// The rules of a transfer group whose window holds the total: the static windows, and for
+/// sampled records the sizes within the widened tolerance.
+fn transfer_candidates(
+    group: &crate::ruleset::TransferGroup,
+    acc: &state::TransferAcc,
+    mut f: impl FnMut(u32),
+) {
+    // The static windows hold the total: these rules' sizes match.
+    group.windows.lookup(acc.bytes, &mut f);
+    let w = state::sampled_tolerance(acc.rate, acc.packets);
+    if w > 0.0 {
+        // Sampled: a wider window around each size, `size × w` (see `sampled_tolerance`).
+        let lo = (acc.bytes as f64 / (1.0 + w)) as u64;
+        let hi = if w < 1.0 {
+            (acc.bytes as f64 / (1.0 - w)) as u64
+        } else {
+            u64::MAX
+        };
+        let start = group.sizes.partition_point(|&(s, _, _)| s < lo);
+        for &(s, tol, r) in &group.sizes[start..] {
+            if s > hi {
+                break;
+            }
+            if acc.bytes.abs_diff(s) <= acc.tolerance_for(s, tol) {
+                f(r);
+            }
+        }
+    }
+}
+
+/// A transfer rule whose window holds the total: a match when the record satisfies its whole
+/// `when`.
+fn transfer_match(rules: &Ruleset, r: u32, host: &HostView<'_>, found: &mut Vec<Match>) {
+    // Its size holds the total (`transfer_candidates` checked it without reading the rule),
+    // and the record passed the gate: what is left of its `when` are its count bounds.
+    if rules
+        .transfer_rest(r)
+        .is_some_and(|rest| !rest.matches(&host.view))
+    {
+        return;
+    }
+    let view = &host.view;
+    let cond = rules.cond(r);
+    let weight = if host.shared < 1.0
+        && !cond.matches(&crate::schema::View {
+            peer_names: &[],
+            ..*view
+        }) {
+        (host.shared * 1000.0) as u16
+    } else {
+        1000
+    };
+    found.push(Match {
+        rule: r,
+        host: view.addr(crate::schema::Side::Host),
+        host_is_src: view.host_is_src,
+        weight,
+    });
+}
+
 /// Records one match in the host's state; returns whether it opened a new epoch.
 fn record_match(
     h: &mut HostState,
@@ -304,8 +365,12 @@ fn record_match(
     config: &InferConfig,
     dns_names: &[std::sync::Arc<str>],
 ) -> bool {
-    let rule = &rules.rules()[m.rule as usize];
-    if let Some(s) = &rule.stateful {
+    // A transfer rule with no other aggregate holds once its window holds the transfer's
+    // total (checked before it comes here): no state of its own. The dense flag is read
+    // first, so that a plain match does not read the rule.
+    if rules.needs_state(m.rule)
+        && let Some(s) = &rules.rules()[m.rule as usize].stateful
+    {
         // Names count for `domains`: the record's own, else what the peer answered for in DNS.
         let names = if s.domains.is_some() && flow.dst_name.is_none() && flow.src_name.is_none() {
             dns_names
@@ -325,7 +390,7 @@ fn record_match(
                 states.last_mut().expect("just pushed")
             }
         };
-        if !st.observe(s, &view, config.transfer_gap_ms) {
+        if !st.observe(s, &view) {
             return false;
         }
     }
@@ -358,6 +423,9 @@ fn record_match(
 /// Opens a new epoch when a strong conclusion of another family meets an address whose current
 /// family is strong but has been silent for longer than `gap`.
 fn maybe_new_epoch(h: &mut HostState, m: &Match, flow: &Flow, rules: &Ruleset, gap: i64) -> bool {
+    if !rules.strong_family(m.rule) {
+        return false;
+    }
     let Some((new_family, c)) = family_of(rules, m.rule) else {
         return false;
     };
@@ -472,7 +540,34 @@ impl Inventory {
         }
         h.first_seen = h.first_seen.min(flow.start_ms);
         h.last_seen = h.last_seen.max(flow.end_ms);
-        for m in host.matches {
+        let transfer_matches;
+        let matches: &[Match] = if host.gates.is_empty() {
+            host.matches
+        } else {
+            // The record is part of a transfer: its connection's total, then the rules whose
+            // window holds it, checked in full.
+            let acc = h
+                .extra()
+                .transfers
+                .add(&host.view, self.config.transfer_gap_ms);
+            let mut found: Vec<Match> = host.matches.to_vec();
+            let mut candidates: Vec<u32> = Vec::new();
+            for &g in host.gates {
+                transfer_candidates(&rules.transfer_groups()[g as usize], &acc, |r| {
+                    candidates.push(r)
+                });
+            }
+            // A rule can come from its window and from the sampled widening, or from two
+            // groups' lookups: each is judged once.
+            candidates.sort_unstable();
+            candidates.dedup();
+            for r in candidates {
+                transfer_match(rules, r, host, &mut found);
+            }
+            transfer_matches = found;
+            &transfer_matches
+        };
+        for m in matches {
             self.matches += 1;
             let r = m.rule as usize;
             if r >= self.rule_hits.len() {

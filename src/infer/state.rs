@@ -1,8 +1,9 @@
-//! Per-host state of stateful rules: the recent matching flows of one rule, and the transfers
-//! they form.
+//! Per-host state of stateful rules: the recent matching flows of one rule, and the running
+//! totals of the host's transfers (one per connection, shared by every transfer rule).
 //!
-//! Everything is bounded: at most [`MAX_EVENTS`] events and [`MAX_TRANSFERS`] open transfers per
-//! (host, rule); older ones fall out of the window or are dropped first.
+//! Everything is bounded: at most [`MAX_EVENTS`] events per (host, rule) and
+//! [`MAX_TRANSFERS`] open transfers per host; older ones fall out of the window or are dropped
+//! first.
 
 use crate::flow::Flow;
 use crate::ruleset::Stateful;
@@ -24,13 +25,75 @@ struct Event {
 }
 
 /// Bytes the peer sent over the records of one transfer (same endpoints and ports, adjacent).
-#[derive(Debug, Clone)]
-struct TransferAcc {
+#[derive(Debug, Clone, Copy)]
+pub struct TransferAcc {
     key: u64,
     last_end: i64,
-    bytes: u64,
-    packets: u64,
-    rate: u32,
+    /// Bytes the peer sent so far.
+    pub bytes: u64,
+    /// Packets the peer sent so far.
+    pub packets: u64,
+    /// The coarsest packet sampling among the records (1: unsampled).
+    pub rate: u32,
+}
+
+impl TransferAcc {
+    /// How far from `size` the total may be: `tolerance` for unsampled records, wider for
+    /// sampled ones (see [`sampled_tolerance`]).
+    pub fn tolerance_for(&self, size: u64, tolerance: u64) -> u64 {
+        let widened = (size as f64 * sampled_tolerance(self.rate, self.packets)) as u64;
+        tolerance.max(widened)
+    }
+}
+
+/// A host's running transfer totals: one per connection (peer, ports, protocol; records no
+/// more than the transfer gap apart), shared by every transfer rule. At most
+/// [`MAX_TRANSFERS`]; the least recently extended goes first.
+#[derive(Debug, Clone, Default)]
+pub struct Transfers(Vec<TransferAcc>);
+
+impl Transfers {
+    /// Adds a record that passed a transfer gate to its connection's total; returns the total.
+    pub fn add(&mut self, view: &View<'_>, gap_ms: i64) -> TransferAcc {
+        let f = view.flow;
+        let now = f.end_ms.max(f.start_ms);
+        let key = hash_of((
+            addr_key(view.addr(Side::Peer)),
+            view.num(NumField::Port(Side::Host)),
+            view.num(NumField::Port(Side::Peer)),
+            f.proto,
+        ));
+        let bytes = view.num(NumField::SideBytes(Side::Peer)).unwrap_or(0);
+        let packets = view.num(NumField::SidePackets(Side::Peer)).unwrap_or(0);
+        let acc = match self
+            .0
+            .iter_mut()
+            .position(|t| t.key == key && f.start_ms.saturating_sub(t.last_end) <= gap_ms)
+        {
+            Some(i) => &mut self.0[i],
+            None => {
+                if self.0.len() == MAX_TRANSFERS {
+                    let oldest = (0..self.0.len())
+                        .min_by_key(|&i| self.0[i].last_end)
+                        .unwrap_or(0);
+                    self.0.swap_remove(oldest);
+                }
+                self.0.push(TransferAcc {
+                    key,
+                    last_end: now,
+                    bytes: 0,
+                    packets: 0,
+                    rate: 1,
+                });
+                self.0.last_mut().expect("just pushed")
+            }
+        };
+        acc.bytes = acc.bytes.saturating_add(bytes);
+        acc.packets = acc.packets.saturating_add(packets);
+        acc.last_end = acc.last_end.max(now);
+        acc.rate = acc.rate.max(f.sampling);
+        *acc
+    }
 }
 
 /// The state of one stateful rule for one host.
@@ -39,7 +102,6 @@ pub struct RuleState {
     /// Position of the rule in the ruleset.
     pub rule: u32,
     events: VecDeque<Event>,
-    transfers: Vec<TransferAcc>,
 }
 
 fn hash_of(v: impl Hash) -> u64 {
@@ -64,12 +126,13 @@ impl RuleState {
         RuleState {
             rule,
             events: VecDeque::new(),
-            transfers: Vec::new(),
         }
     }
 
-    /// Records a matching flow and tells whether the rule's aggregates now hold.
-    pub fn observe(&mut self, s: &Stateful, view: &View<'_>, gap_ms: i64) -> bool {
+    /// Records a matching flow and tells whether the rule's aggregates now hold. A transfer
+    /// rule comes here only once its transfer's total is within its window
+    /// ([`Transfers`]); its other aggregates, if any, are judged over those flows.
+    pub fn observe(&mut self, s: &Stateful, view: &View<'_>) -> bool {
         let flow: &Flow = view.flow;
         let now = flow.end_ms.max(flow.start_ms);
         let horizon = now.saturating_sub(s.window_ms as i64);
@@ -87,62 +150,7 @@ impl RuleState {
         // Keep events ordered by time even when records arrive slightly out of order.
         let pos = self.events.partition_point(|e| e.at <= event.at);
         self.events.insert(pos, event);
-        if let Some(t) = &s.transfer {
-            return self.observe_transfer(view, now, horizon, gap_ms, t.bytes, t.tolerance)
-                && self.aggregates_hold(s, true);
-        }
-        self.aggregates_hold(s, false)
-    }
-
-    fn observe_transfer(
-        &mut self,
-        view: &View<'_>,
-        now: i64,
-        horizon: i64,
-        gap_ms: i64,
-        size: u64,
-        tolerance: u64,
-    ) -> bool {
-        let f = view.flow;
-        let key = hash_of((
-            addr_key(view.addr(Side::Peer)),
-            view.num(NumField::Port(Side::Host)),
-            view.num(NumField::Port(Side::Peer)),
-            f.proto,
-        ));
-        let bytes = view.num(NumField::SideBytes(Side::Peer)).unwrap_or(0);
-        let packets = view.num(NumField::SidePackets(Side::Peer)).unwrap_or(0);
-        self.transfers.retain(|t| t.last_end >= horizon);
-        let acc = match self
-            .transfers
-            .iter_mut()
-            .find(|t| t.key == key && f.start_ms.saturating_sub(t.last_end) <= gap_ms)
-        {
-            Some(acc) => acc,
-            None => {
-                if self.transfers.len() == MAX_TRANSFERS {
-                    let oldest = (0..self.transfers.len())
-                        .min_by_key(|&i| self.transfers[i].last_end)
-                        .unwrap_or(0);
-                    self.transfers.swap_remove(oldest);
-                }
-                self.transfers.push(TransferAcc {
-                    key,
-                    last_end: now,
-                    bytes: 0,
-                    packets: 0,
-                    rate: 1,
-                });
-                self.transfers.last_mut().expect("just pushed")
-            }
-        };
-        acc.bytes = acc.bytes.saturating_add(bytes);
-        acc.packets = acc.packets.saturating_add(packets);
-        acc.last_end = acc.last_end.max(now);
-        acc.rate = acc.rate.max(f.sampling);
-        let widened = (size as f64 * sampled_tolerance(acc.rate, acc.packets)) as u64;
-        let tol = tolerance.max(widened);
-        acc.bytes.abs_diff(size) <= tol
+        self.aggregates_hold(s, s.transfer.is_some())
     }
 
     fn aggregates_hold(&self, s: &Stateful, transfer_only_counts: bool) -> bool {

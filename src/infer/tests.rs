@@ -177,3 +177,85 @@ fn a_reload_without_a_rule_keeps_its_evidence_and_a_reload_with_it_counts_it_aga
     assert_eq!(h.evidence.len(), 2);
     assert_eq!(sorted(inv.to_stored(&both)), sorted(before));
 }
+
+#[test]
+fn catalogue_transfer_rules_share_one_total_per_connection() {
+    let (text, sizes) = crate::bench::generate_transfer_rules(5_000, 3);
+    let rules = ruleset(&[("catalogue", text.as_str())]);
+    assert_eq!(
+        rules.transfer_groups().len(),
+        1,
+        "one gate: the mirror list"
+    );
+    let mirror = std::net::IpAddr::from(crate::bench::MIRROR.1);
+    let name = crate::flow::normalize_name(crate::bench::MIRROR.0);
+    let record = |host: u32, port: u16, at: i64, bytes: u64| {
+        let mut f = flow(host, 443, at);
+        f.dst = mirror;
+        f.src_port = port;
+        f.dst_name = name.clone();
+        f.rev_bytes = bytes;
+        f.rev_packets = bytes / 1400 + 1;
+        f.end_ms = at + 100;
+        f
+    };
+    let k = 1234 % sizes.len();
+    let size = sizes[k];
+    let mut inv = Inventory::new();
+    apply(
+        &mut inv,
+        &rules,
+        [
+            // Host 1 downloads file k in three records of one connection.
+            record(1, 41000, 1000, size / 3),
+            record(1, 41000, 2000, size / 3),
+            record(1, 41000, 3000, size - 2 * (size / 3)),
+            // Host 2: the same bytes over two connections, neither the whole file.
+            record(2, 42000, 1000, size / 2),
+            record(2, 42001, 1000, size - size / 2),
+        ],
+    );
+    let fired = |host: u32| -> Vec<String> {
+        inv.host(flow(host, 0, 0).src)
+            .map(|h| {
+                h.evidence
+                    .iter()
+                    .map(|e| rules.rules()[e.rule as usize].id.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let one = fired(1);
+    assert!(one.contains(&format!("catalogue/file-{k}")), "{one:?}");
+    // Every rule that fired has a running total of the connection within its window: the
+    // whole file, or (for another file that happens to be that size) the part received so far.
+    let totals = [size / 3, 2 * (size / 3), size];
+    for id in &one {
+        let i: usize = id.rsplit('-').next().unwrap().parse().unwrap();
+        let tol = sizes[i] / 500 + 2048;
+        assert!(
+            totals.iter().any(|&t| sizes[i].abs_diff(t) <= tol),
+            "{id}: {} vs {totals:?}",
+            sizes[i]
+        );
+    }
+    let expected: usize = (0..sizes.len())
+        .filter(|&i| {
+            let tol = sizes[i] / 500 + 2048;
+            totals.iter().any(|&t| sizes[i].abs_diff(t) <= tol)
+        })
+        .count();
+    assert_eq!(one.len(), expected, "{one:?}");
+    for id in fired(2) {
+        let i: usize = id.rsplit('-').next().unwrap().parse().unwrap();
+        let tol = sizes[i] / 500 + 2048;
+        // Only a file of the size of one of the halves can match there.
+        assert!(
+            sizes[i].abs_diff(size / 2) <= tol || sizes[i].abs_diff(size - size / 2) <= tol,
+            "{id}"
+        );
+    }
+    // One total per connection, not one per rule and connection.
+    let h = inv.host(flow(1, 0, 0).src).unwrap();
+    assert!(h.extra.as_ref().unwrap().stateful.len() <= one.len());
+}

@@ -52,6 +52,9 @@ pub struct FleetStatus {
     pub applied: AtomicU64,
     /// Redelivered batches skipped because their evidence was already applied.
     pub skipped: AtomicU64,
+    /// Batches skipped because a batch of the same id (publisher, sequence) was applied in the
+    /// same tenure: the stream held one batch twice.
+    pub duplicate_ids: AtomicU64,
     /// Batches that did not decode (acknowledged and counted, never retried).
     pub malformed: AtomicU64,
     /// Shards taken (at start, after another worker left or released them).
@@ -105,6 +108,45 @@ struct Active {
     delivery: u64,
     /// This tenure's token in the daemon's shard state ([`ShardState::owner`]).
     token: u64,
+    /// Ids of the batches seen in this tenure (applied, or skipped as written before).
+    ids: RecentIds,
+}
+
+/// Most batch ids remembered per shard and tenure.
+pub const MAX_RECENT_IDS: usize = 65_536;
+
+/// The ids ([`codec::batch_id`]: publisher and sequence) of a shard's recent batches, oldest
+/// dropped first: a batch whose id is here is a second copy of one already counted (the
+/// server's duplicate window missed it) and is acknowledged without being applied.
+#[derive(Default)]
+struct RecentIds {
+    set: std::collections::HashSet<[u8; 24]>,
+    order: std::collections::VecDeque<[u8; 24]>,
+}
+
+impl RecentIds {
+    /// The id of an encoded batch, from its header.
+    fn id(data: &[u8]) -> Option<[u8; 24]> {
+        (data.len() >= 28 && &data[..4] == codec::MAGIC).then(|| {
+            let mut id = [0u8; 24];
+            id.copy_from_slice(&data[4..28]);
+            id
+        })
+    }
+
+    /// Remembers `id`; false when it was already there.
+    fn insert(&mut self, id: [u8; 24]) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > MAX_RECENT_IDS
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        true
+    }
 }
 
 /// The tokens of shard tenures, unique in the process.
@@ -508,6 +550,7 @@ impl Member {
                     pending: Vec::new(),
                     delivery,
                     token,
+                    ids: RecentIds::default(),
                 },
             );
             self.status.takeovers.fetch_add(1, Ordering::Relaxed);
@@ -604,8 +647,13 @@ impl Member {
                 break;
             }
             a.delivery = d.consumer_seq;
+            let id = RecentIds::id(&d.data);
             if d.stream_seq <= a.persisted {
                 // Applied and written by this shard's owner before: acknowledge, do not count.
+                // Its id is remembered: a second copy of it later in the stream is skipped too.
+                if let Some(id) = id {
+                    a.ids.insert(id);
+                }
                 self.status.skipped.fetch_add(1, Ordering::Relaxed);
                 a.pending.push(d);
                 continue;
@@ -619,6 +667,20 @@ impl Member {
                     d.stream_seq, d.delivered, a.mark
                 ));
                 break;
+            }
+            if let Some(id) = id
+                && !a.ids.insert(id)
+            {
+                tracing::warn!(
+                    shard = s,
+                    seq = d.stream_seq,
+                    id = codec::batch_id(&d.data).unwrap_or_default(),
+                    "fleet: a second copy of a batch already counted: skipped"
+                );
+                self.status.duplicate_ids.fetch_add(1, Ordering::Relaxed);
+                a.mark = d.stream_seq;
+                a.pending.push(d);
+                continue;
             }
             match codec::decode(&d.data) {
                 Ok(batch) => {
