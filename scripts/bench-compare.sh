@@ -61,7 +61,9 @@ kill -TERM "$cap"; wait "$cap" || true
 file=$(ls "$work"/nfcapd.* | grep -v current | head -1)
 flows=$(nfdump -r "$file" -I | awk '/^Flows:/ {print $2}')
 echo "file: $flows flows (nfcapd, uncompressed)"
-cargo build --release --quiet
+# FLOWPRINT=path compares another build (an earlier commit's, for a before/after table).
+if [ -z "${FLOWPRINT:-}" ]; then cargo build --release --quiet; fi
+fp_bin=${FLOWPRINT:-target/release/flowprint}
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 TIMEFORMAT=%R
 # compare LABEL FILE PEERS_FILE FLOWPRINT_ARGS...
@@ -79,10 +81,10 @@ compare() {
             "$work/ind.txt" > "$work/ind.rules"
         nf=$(for i in 1 2 3 4 5; do { time nfdump -r "$file" -f "$work/filter" -q -o csv >/dev/null; } 2>&1; done | median)
         nfs=$(for i in 1 2 3 4 5; do { time nfdump -r "$file" -f "$work/filter" -s ip/flows -n 0 >/dev/null; } 2>&1; done | median)
-        fp=$(for i in 1 2 3 4 5; do { time target/release/flowprint analyze --no-default-rules --rules "$work/ind.rules" \
+        fp=$(for i in 1 2 3 4 5; do { time "$fp_bin" analyze --no-default-rules --rules "$work/ind.rules" \
             "$@" --format json "$file" >/dev/null 2>"$work/fp.err"; } 2>&1; done | median)
         nmatch=$(nfdump -r "$file" -f "$work/filter" -q -o csv | wc -l)
-        fmatch=$(target/release/flowprint analyze --no-default-rules --rules "$work/ind.rules" "$@" \
+        fmatch=$("$fp_bin" analyze --no-default-rules --rules "$work/ind.rules" "$@" \
             --format json "$file" 2>/dev/null | grep -c '"indicator"' || true)
         printf "%-11s %-10s %-10s %-12s %-12s %-10s %-10s %-30s %s\n" "$n" "$nf" \
             "$(awk -v f="$flows" -v t="$nf" 'BEGIN{printf "%.2f", f/t/1e6}')" "$nfs" "$fp" \

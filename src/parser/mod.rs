@@ -36,59 +36,53 @@ pub fn parse(file: FileId, text: &str) -> Result<File, Vec<Diagnostic>> {
 /// do not. An item nested deeper than [`MAX_RULE_NESTING`](crate::limits::MAX_RULE_NESTING)
 /// is refused before pest sees it.
 pub fn parse_recovering(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
-    let mut p = Builder {
-        file,
-        base: 0,
-        errors: Vec::new(),
+    let chunks = split::split(text, crate::limits::MAX_RULE_NESTING);
+    // Error detail costs a third of the parse time: the items are parsed without it (in
+    // parallel for a large file: each item alone, so their order does not matter), and only
+    // an item that fails is parsed again with it, afterwards, one at a time (the setting is
+    // global to pest).
+    pest::set_error_detail(false);
+    let threads = if chunks.len() >= PARALLEL_ITEMS {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+    } else {
+        1
+    };
+    let per = chunks.len().div_ceil(threads.max(1)).max(1);
+    let parsed: Vec<Parsed> = if threads > 1 {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = chunks
+                .chunks(per)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|c| parse_chunk(file, text, c))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
+    } else {
+        chunks.iter().map(|c| parse_chunk(file, text, c)).collect()
     };
     let mut items = Vec::new();
-    for chunk in split::split(text, crate::limits::MAX_RULE_NESTING) {
-        if let Some((s, e)) = chunk.too_deep {
-            p.errors.push(
-                Diagnostic::new(
-                    Code::Syntax,
-                    Span::new(file, s, e),
-                    format!(
-                        "nested more than {} levels deep",
-                        crate::limits::MAX_RULE_NESTING
-                    ),
-                )
-                .label("one level too deep")
-                .hint("split the condition into simpler rules or a list (`peer.port in { ... }`)"),
-            );
-            continue;
-        }
-        if let Some((s, e)) = chunk.stray_char {
-            let ch = text[s..e].chars().next().unwrap_or(' ');
-            let (message, hint) = if ch.is_control() {
-                (
-                    format!("control character U+{:04X} outside a string", ch as u32),
-                    "remove it; in a string write it as an escape (`\\0`, `\\u{...}`)",
-                )
-            } else {
-                (
-                    format!("`{ch}` cannot appear outside a string"),
-                    "names are ASCII letters, digits, `_` and `-`; other text goes in double quotes",
-                )
-            };
-            p.errors.push(
-                Diagnostic::new(Code::Syntax, Span::new(file, s, e), message)
-                    .label("unexpected here")
-                    .hint(hint),
-            );
-            continue;
-        }
-        let piece = &text[chunk.start..chunk.end];
-        p.base = chunk.start;
-        // Error detail costs a third of the parse time; pay for it only when there is an error.
-        pest::set_error_detail(false);
-        let mut pairs = match Grammar::parse(Rule::file, piece) {
-            Ok(pairs) => pairs,
-            Err(_) => {
+    let mut errors = Vec::new();
+    for (chunk, result) in chunks.iter().zip(parsed) {
+        match result {
+            Parsed::Items(its, errs) => {
+                items.extend(its);
+                errors.extend(errs);
+            }
+            Parsed::Refused(d) => errors.push(d),
+            Parsed::Failed => {
+                let piece = &text[chunk.start..chunk.end];
                 pest::set_error_detail(true);
                 let detailed = Grammar::parse(Rule::file, piece);
                 pest::set_error_detail(false);
-                p.errors.push(match detailed {
+                errors.push(match detailed {
                     Err(e) => syntax_error(file, text, chunk.start, e),
                     // The grammar is deterministic; should the two parses ever disagree, still
                     // say so.
@@ -98,10 +92,70 @@ pub fn parse_recovering(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
                         "syntax error",
                     ),
                 });
-                continue;
             }
+        }
+    }
+    (File { items }, errors)
+}
+
+/// Items from which a file is parsed on several threads.
+const PARALLEL_ITEMS: usize = 2_000;
+
+/// What parsing one item gave.
+enum Parsed {
+    /// The items that built, and the errors of those that did not (an invalid escape).
+    Items(Vec<Item>, Vec<Diagnostic>),
+    /// Refused before pest saw it (too deep, a stray character).
+    Refused(Diagnostic),
+    /// A syntax error, to be described by parsing again with error detail.
+    Failed,
+}
+
+fn parse_chunk(file: FileId, text: &str, chunk: &split::Chunk) -> Parsed {
+    if let Some((s, e)) = chunk.too_deep {
+        return Parsed::Refused(
+            Diagnostic::new(
+                Code::Syntax,
+                Span::new(file, s, e),
+                format!(
+                    "nested more than {} levels deep",
+                    crate::limits::MAX_RULE_NESTING
+                ),
+            )
+            .label("one level too deep")
+            .hint("split the condition into simpler rules or a list (`peer.port in { ... }`)"),
+        );
+    }
+    if let Some((s, e)) = chunk.stray_char {
+        let ch = text[s..e].chars().next().unwrap_or(' ');
+        let (message, hint) = if ch.is_control() {
+            (
+                format!("control character U+{:04X} outside a string", ch as u32),
+                "remove it; in a string write it as an escape (`\\0`, `\\u{...}`)",
+            )
+        } else {
+            (
+                format!("`{ch}` cannot appear outside a string"),
+                "names are ASCII letters, digits, `_` and `-`; other text goes in double quotes",
+            )
         };
-        let Some(root) = pairs.next() else { continue };
+        return Parsed::Refused(
+            Diagnostic::new(Code::Syntax, Span::new(file, s, e), message)
+                .label("unexpected here")
+                .hint(hint),
+        );
+    }
+    let piece = &text[chunk.start..chunk.end];
+    let Ok(mut pairs) = Grammar::parse(Rule::file, piece) else {
+        return Parsed::Failed;
+    };
+    let mut p = Builder {
+        file,
+        base: chunk.start,
+        errors: Vec::new(),
+    };
+    let mut items = Vec::new();
+    if let Some(root) = pairs.next() {
         for pair in root.into_inner().filter(|pair| pair.as_rule() != Rule::EOI) {
             // An item with an error of its own (an invalid escape) is left out.
             let before = p.errors.len();
@@ -111,7 +165,7 @@ pub fn parse_recovering(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
             }
         }
     }
-    (File { items }, p.errors)
+    Parsed::Items(items, p.errors)
 }
 
 /// Human names for grammar rules, used in "expected ..." messages.
@@ -618,5 +672,68 @@ impl Builder {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file large enough to be parsed on several threads gives the same items and the same
+    /// diagnostics, in file order, as the same items parsed one file each.
+    #[test]
+    fn a_large_file_parses_in_parallel_as_it_does_in_sequence() {
+        let n = PARALLEL_ITEMS * 2 + 7;
+        let bad = |i: usize| i == 3 || i == n / 2 || i == n - 1;
+        let deep = |i: usize| i == n / 3;
+        let mut text = String::new();
+        let mut starts = Vec::new();
+        for i in 0..n {
+            starts.push(text.len());
+            if bad(i) {
+                text.push_str(&format!("rule r{i} {{\n when peer.port == \n then os.family = \"X\" confidence 0.5\n}}\n"));
+            } else if deep(i) {
+                let d = crate::limits::MAX_RULE_NESTING + 1;
+                text.push_str(&format!(
+                    "rule r{i} {{\n when {}peer.port == 1{}\n then os.family = \"X\" confidence 0.5\n}}\n",
+                    "(".repeat(d),
+                    ")".repeat(d)
+                ));
+            } else {
+                text.push_str(&format!(
+                    "rule r{i} {{\n when peer.port == {}\n then os.family = \"X\" confidence 0.5\n}}\n",
+                    i % 65_536
+                ));
+            }
+        }
+        let file: FileId = 0;
+        let (parsed, errors) = parse_recovering(file, &text);
+        assert_eq!(parsed.items.len(), n - 4);
+        let names: Vec<String> = parsed
+            .items
+            .iter()
+            .map(|it| match it {
+                Item::Rule(r) => r.id.name.clone(),
+                Item::List(l) => l.name.name.clone(),
+            })
+            .collect();
+        let expected: Vec<String> = (0..n)
+            .filter(|&i| !bad(i) && !deep(i))
+            .map(|i| format!("r{i}"))
+            .collect();
+        assert_eq!(names, expected);
+        // One error per broken item, in file order, each inside its item; the same text as
+        // when the item is parsed alone.
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        let broken: Vec<usize> = (0..n).filter(|&i| bad(i) || deep(i)).collect();
+        for (e, &i) in errors.iter().zip(&broken) {
+            let at = e.primary_span().start as usize;
+            let end = starts.get(i + 1).copied().unwrap_or(text.len());
+            assert!(starts[i] <= at && at < end, "error of item {i} at {at}");
+            let alone = &text[starts[i]..end];
+            let (_, single) = parse_recovering(file, alone);
+            assert_eq!(single.len(), 1);
+            assert_eq!(single[0].message, e.message, "item {i}");
+        }
     }
 }
