@@ -455,6 +455,24 @@ fn a_half_life_of_zero_is_refused() {
     assert!(err.contains("half_life: must be longer than 0"), "{err}");
 }
 
+/// An idle time of 0 is refused (it evicted every host at once); `none` means never.
+#[test]
+fn an_idle_time_of_zero_is_refused() {
+    for zero in ["0s", "0ms"] {
+        let out = run(&["analyze", "--idle", zero, &example_flows()]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("an idle time must be longer than 0"), "{err}");
+    }
+    let out = run(&["analyze", "--idle", "7d", &example_flows()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("192.168.1.10"));
+    let out = run(&["serve", "--check", "--no-default-rules", "--idle", "0s"]);
+    let err = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("idle: must be longer than 0"), "{err}");
+}
+
 /// `--max-hosts` bounds the hosts held, and the evictions are reported.
 #[test]
 fn max_hosts_bounds_the_hosts_and_counts_evictions() {

@@ -43,7 +43,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     pub max_hosts: usize,
     /// Evict hosts silent for this long (`7d`; default `none`: never).
-    #[arg(long, default_value = "none", value_parser = parse_duration_opt)]
+    #[arg(long, default_value = "none", value_parser = parse_idle)]
     pub idle: MaybeMs,
     /// Passive DNS (repeatable): a Zeek `dns.log` (TSV or JSON), flowprint DNS JSON lines, or a
     /// packet capture whose DNS answers are read; `peer.domain` then also matches the names a
@@ -81,6 +81,17 @@ pub fn parse_half_life(s: &str) -> Result<MaybeMs, String> {
     match parse_duration_opt(s)? {
         MaybeMs(Some(ms)) if ms <= 0 => Err(format!(
             "a half-life must be longer than 0 (`{s}`); `none` means no decay"
+        )),
+        d => Ok(d),
+    }
+}
+
+/// [`parse_duration_opt`] for `--idle`: `0` would evict every host at once, and is refused
+/// (`none` means never).
+pub fn parse_idle(s: &str) -> Result<MaybeMs, String> {
+    match parse_duration_opt(s)? {
+        MaybeMs(Some(ms)) if ms <= 0 => Err(format!(
+            "an idle time must be longer than 0 (`{s}`: every host would be evicted at once); `none` means never"
         )),
         d => Ok(d),
     }

@@ -34,6 +34,21 @@ pub struct Args {
 /// The CSV header of [`write_csv`].
 pub const CSV_HEADER: &str = "start,end,src,src_port,dst,dst_port,proto,bytes,packets,rev_bytes,rev_packets,tcp_flags,src_ttl,dst_ttl,src_name,dst_name,exporter,sampling";
 
+/// A name carried by a record (TLS SNI, HTTP Host: chosen by whoever sent the packet) as a CSV
+/// field: control characters escaped (`\u{1b}`; never sent to a terminal), and the field
+/// quoted when it holds a comma, a quote or a backslash escape, as RFC 4180 says.
+fn csv_name(name: Option<&str>) -> std::borrow::Cow<'_, str> {
+    let Some(n) = name else {
+        return "".into();
+    };
+    let shown = flowprint::text::printable(n);
+    if shown.contains([',', '"', '\\']) {
+        format!("\"{}\"", shown.replace('"', "\"\"")).into()
+    } else {
+        shown
+    }
+}
+
 /// Writes one flow as a CSV line.
 pub fn write_csv(out: &mut impl Write, f: &Flow) -> std::io::Result<()> {
     let opt = |v: Option<u8>| v.map(|x| x.to_string()).unwrap_or_default();
@@ -54,8 +69,8 @@ pub fn write_csv(out: &mut impl Write, f: &Flow) -> std::io::Result<()> {
         flowprint::flow::tcp_flags::to_nfdump(f.tcp_flags),
         opt(f.src_ttl),
         opt(f.dst_ttl),
-        f.src_name.as_deref().unwrap_or(""),
-        f.dst_name.as_deref().unwrap_or(""),
+        csv_name(f.src_name.as_deref()),
+        csv_name(f.dst_name.as_deref()),
         f.exporter.map(|e| e.to_string()).unwrap_or_default(),
         f.sampling
     )
@@ -109,4 +124,39 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         total as f64 / secs.max(1e-9) / 1e6
     );
     Ok(if unreadable { 2 } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_in_csv_cannot_add_columns_rows_or_terminal_escapes() {
+        let mut f = Flow::new(
+            "10.0.0.1".parse().unwrap(),
+            1,
+            "192.0.2.1".parse().unwrap(),
+            443,
+            6,
+        );
+        f.dst_name = Some("evil.example,\"x\"\n1970,\u{1b}[31m".into());
+        let mut out = Vec::new();
+        write_csv(&mut out, &f).unwrap();
+        let line = String::from_utf8(out).unwrap();
+        assert_eq!(line.matches('\n').count(), 1, "{line}");
+        assert!(!line.contains('\u{1b}'), "{line}");
+        assert!(
+            line.contains(r#","evil.example,""x""\n1970,\u{1b}[31m","#),
+            "{line}"
+        );
+        // A plain name is written as it is.
+        f.dst_name = Some("www.example.com".into());
+        let mut out = Vec::new();
+        write_csv(&mut out, &f).unwrap();
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains(",www.example.com,")
+        );
+    }
 }

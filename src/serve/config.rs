@@ -537,6 +537,12 @@ impl ServeConfig {
         if self.half_life.0 == Some(Duration::ZERO) {
             return Err("half_life: must be longer than 0 (`none` means no decay)".into());
         }
+        if self.idle.0 == Some(Duration::ZERO) {
+            return Err(
+                "idle: must be longer than 0 (it would evict every host at once; `none` means never)"
+                    .into(),
+            );
+        }
         if self.api.max_body == 0 {
             return Err("api.max_body: must be at least 1".into());
         }
