@@ -240,9 +240,13 @@ fn serve_keeps_evidence_of_a_removed_pack() {
     assert_eq!(db.evidence("beta/b"), b_before, "after a reload:\n{log}");
     assert_eq!(db.evidence("alpha/a").len(), usize::from(HOSTS));
 
-    // Booting without beta: restored, kept, written back.
+    // Booting without beta: restored, kept, written back, and shown on the host's page.
     let serve = Serve::start(dir, &args);
     alpha_flows(&serve, 3);
+    let (status, page) = http(serve.api, "GET", "/ui/hosts/10.1.0.1", None, b"");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Kept, not scored"), "{page}");
+    assert!(page.contains("<td>beta/b</td>"), "{page}");
     let log = serve.stop();
     assert_eq!(db.evidence("beta/b"), b_before, "after a restart:\n{log}");
     assert!(

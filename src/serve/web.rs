@@ -567,6 +567,23 @@ async fn host(State(d): State<Arc<Daemon>>, Path(addr): Path<String>) -> Respons
                 }
             }
         }
+        @if !h.unscored.is_empty() {
+            h2 { "Kept, not scored" }
+            p.muted { "Stored evidence of rules that are not loaded now: kept as it was, counted again when the rules are back." }
+            table.unscored {
+                thead { tr { th { "Rule" } th { "Flows" } th { "First" } th { "Last" } } }
+                tbody {
+                    @for e in &h.unscored {
+                        tr {
+                            td { (e.rule) }
+                            td.num { (e.flows) }
+                            td { (e.first_seen) }
+                            td { (e.last_seen) }
+                        }
+                    }
+                }
+            }
+        }
         h2 { "Timeline of its rules" }
         (timeline(&h))
         @if epochs.len() > 1 {
