@@ -50,8 +50,9 @@ enum What {
         #[arg(long, default_value_t = 1_000_000)]
         pairs: u32,
     },
-    /// The whole path on one core: decode IPFIX from memory, evaluate the bundled rules, infer,
-    /// and write the inventory (SQLite) in one batch at the end.
+    /// The whole path on one core, shaped like one daemon worker: decode IPFIX from memory into
+    /// batches of 512 flows, apply each batch through the scanner (the bundled rules) under one
+    /// read of the DNS map, and write the inventory (SQLite) in one batch at the end.
     Pipeline {
         /// Flows in total.
         #[arg(long, default_value_t = 10_000_000)]
