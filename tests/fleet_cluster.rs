@@ -454,7 +454,7 @@ fn fleet_of_daemons_survives_a_killed_worker_and_matches_one_process() {
 /// open (docs/fleet.md, "Open defect"). Under `stress --cpu 2`: 3 failures in 10 runs (a shard
 /// a few flows off) before consumer names were made unique per take; then 1 count failure in
 /// 3; with batch ids remembered per tenure and shards left to others by a worker that cannot
-/// start them, 1 failure in 6, on liveness (not all shards owned again within 60 s of the
+/// start them, 1 failure in 10, on liveness (not all shards owned again within 60 s of the
 /// pause), none on counts. `cargo test --test fleet_cluster -- --ignored` runs it.
 #[test]
 #[ignore = "open remainder of issue 15 defect 13: fails under CPU load, see the doc comment"]
