@@ -477,27 +477,25 @@ impl Ruleset {
     /// their group instead of one by one.
     pub(crate) fn build(rules: Vec<Rule>) -> Ruleset {
         let conds: Vec<Cond> = rules.iter().map(|r| r.cond.clone()).collect();
-        let mut keys: Vec<(Vec<u64>, u32)> = Vec::new();
+        let mut keys: rustc_hash::FxHashMap<Vec<u64>, u32> = Default::default();
         // Per group: the gate, the rules' windows `(lo, hi, rule)`, their `(size, tol, rule)`.
         type Windows = Vec<(u64, u64, u32)>;
         let mut groups: Vec<(Cond, Windows, Windows)> = Vec::new();
+        let mut transfer_rest: Vec<Option<Cond>> = vec![None; rules.len()];
         let mut entries: Vec<(u32, &Cond)> = Vec::with_capacity(conds.len());
         for (i, rule) in rules.iter().enumerate() {
             let Some(t) = rule.stateful.as_ref().and_then(|s| s.transfer) else {
                 entries.push((i as u32, &conds[i]));
                 continue;
             };
-            let gate = transfer_gate(&rule.cond);
+            let (gate, rest) = split_transfer(&rule.cond);
+            transfer_rest[i] = rest;
             let mut key = Vec::new();
             cond_key(&gate, &mut key);
-            let g = match keys.iter().find(|(k, _)| *k == key) {
-                Some(&(_, g)) => g,
-                None => {
-                    groups.push((gate, Vec::new(), Vec::new()));
-                    keys.push((key, groups.len() as u32 - 1));
-                    groups.len() as u32 - 1
-                }
-            };
+            let g = *keys.entry(key).or_insert_with(|| {
+                groups.push((gate, Vec::new(), Vec::new()));
+                groups.len() as u32 - 1
+            });
             groups[g as usize].1.push((
                 t.bytes.saturating_sub(t.tolerance),
                 t.bytes.saturating_add(t.tolerance),
@@ -514,13 +512,12 @@ impl Ruleset {
         entries.extend(gate_entries);
         let index = Index::build_entries(&entries);
         let transfer_groups = groups
-            .iter()
-            .map(|(gate, windows, sizes)| {
-                let mut sizes = sizes.clone();
+            .into_iter()
+            .map(|(gate, windows, mut sizes)| {
                 sizes.sort_unstable();
                 TransferGroup {
-                    gate: gate.clone(),
-                    windows: crate::index::IntervalIndex::build(windows),
+                    gate,
+                    windows: crate::index::IntervalIndex::build(&windows),
                     sizes,
                 }
             })
@@ -543,15 +540,6 @@ impl Ruleset {
                         || s.domains.is_some()
                         || s.period.is_some()
                 })
-            })
-            .collect();
-        let transfer_rest = rules
-            .iter()
-            .map(|r| {
-                r.stateful
-                    .as_ref()
-                    .and_then(|s| s.transfer)
-                    .and_then(|_| transfer_rest(&r.cond))
             })
             .collect();
         Ruleset {
@@ -581,29 +569,22 @@ fn is_count(c: &Cond) -> bool {
     )
 }
 
-/// What a transfer rule's `when` asks beyond its gate: its top-level count bounds.
-fn transfer_rest(cond: &Cond) -> Option<Cond> {
+/// A transfer rule's `when`, split into its gate (without the top-level bounds on byte or
+/// packet counts: the size is judged on the transfer's total, not on each record) and what it
+/// asks beyond the gate (those bounds; `None` when there are none).
+fn split_transfer(cond: &Cond) -> (Cond, Option<Cond>) {
     match cond {
         Cond::And(cs) => {
-            let rest: Vec<Cond> = cs.iter().filter(|c| is_count(c)).cloned().collect();
-            match rest.len() {
+            let (rest, gate): (Vec<Cond>, Vec<Cond>) = cs.iter().cloned().partition(is_count);
+            let rest = match rest.len() {
                 0 => None,
                 1 => rest.into_iter().next(),
                 _ => Some(Cond::And(rest.into())),
-            }
+            };
+            (Cond::And(gate.into()), rest)
         }
-        c if is_count(c) => Some(c.clone()),
-        _ => None,
-    }
-}
-
-/// A transfer rule's gate: its `when` without top-level bounds on byte or packet counts (the
-/// size is judged on the transfer's total, not on each record).
-fn transfer_gate(cond: &Cond) -> Cond {
-    match cond {
-        Cond::And(cs) => Cond::And(cs.iter().filter(|c| !is_count(c)).cloned().collect()),
-        c if is_count(c) => Cond::And(Box::new([])),
-        c => c.clone(),
+        c if is_count(c) => (Cond::And(Box::new([])), Some(c.clone())),
+        c => (c.clone(), None),
     }
 }
 

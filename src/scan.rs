@@ -28,7 +28,7 @@ use std::sync::Arc;
 /// either way; this only bounds the scanner's own list.)
 pub const LEARN_EVERY: u64 = 512;
 
-/// Most learned names waiting to be written into the map; more before the next
+/// Most learned (address, name) pairs waiting to be written into the map; more before the next
 /// [`Scanner::learn_into`] are counted ([`Scanner::names_dropped`]) and not kept. The daemon
 /// writes them after every batch of at most 512 flows, so only a caller that never does
 /// reaches it.
@@ -49,14 +49,15 @@ pub fn learned_name(flow: &Flow) -> Option<(IpAddr, &Arc<str>)> {
 /// Names learned by a [`Scanner`], not yet in a map.
 #[derive(Debug, Default)]
 #[must_use = "learned names count only once written into a map"]
-pub struct Learned(Vec<(IpAddr, Arc<str>, i64)>);
+pub struct Learned(DnsMap);
 
 impl Learned {
-    /// Writes them into `dns`; returns how many.
+    /// Writes them into `dns`; returns how many (address, name) pairs.
     pub fn write_into(self, dns: &mut DnsMap) -> usize {
-        let n = self.0.len();
-        for (addr, name, at) in self.0 {
-            dns.insert(addr, &name, at, 0, crate::dns::Source::Flow);
+        let pairs = self.0.pairs();
+        let n = pairs.len();
+        for (addr, name, first, last, ttl, source) in pairs {
+            dns.insert_span(addr, &name, first, last, ttl, source);
         }
         n
     }
@@ -67,9 +68,6 @@ impl Learned {
     }
 }
 
-/// What applying one flow did.
-pub type Applied = Scanned;
-
 /// The per-flow path of one worker (see the module docs).
 pub struct Scanner {
     rules: Arc<Ruleset>,
@@ -77,11 +75,13 @@ pub struct Scanner {
     shard: Option<(u32, u32)>,
     matcher: Matcher,
     inventory: Inventory,
-    learned: Vec<(IpAddr, Arc<str>, i64)>,
-    /// The same names, looked up with the shared map until they are written into it, so that
-    /// a name is visible to the very next flow whoever owns the map.
+    /// The names learned since they were last taken, looked up with the shared map until
+    /// they are written into it, so that a name is visible to the very next flow whoever owns
+    /// the map.
     recent: DnsMap,
     since_learned: u64,
+    /// Names learned (a record's sightings; the same name seen twice counts twice).
+    pub names_learned: u64,
     /// Flows applied that counted as evaluated here (their primary copy).
     pub primary_flows: u64,
     /// Learned names not kept because [`MAX_PENDING_NAMES`] were waiting.
@@ -98,9 +98,9 @@ impl Scanner {
             local,
             shard: None,
             inventory,
-            learned: Vec::new(),
             recent: DnsMap::new(),
             since_learned: 0,
+            names_learned: 0,
             primary_flows: 0,
             names_dropped: 0,
         }
@@ -134,11 +134,6 @@ impl Scanner {
         (self.inventory, self.rules)
     }
 
-    /// Replaces the hosts (the rules stay).
-    pub fn set_inventory(&mut self, inventory: Inventory) -> Inventory {
-        std::mem::replace(&mut self.inventory, inventory)
-    }
-
     /// Goes over to other rules: the hosts' evidence moves to the new positions (`map`: old
     /// position → new, as [`crate::store::Snapshot::remap_from`] computes it).
     pub fn replace_rules(&mut self, rules: Arc<Ruleset>, map: &[Option<u32>]) {
@@ -149,7 +144,7 @@ impl Scanner {
     /// Applies one flow: matches it and records its hosts and their evidence; a name it
     /// carries is learned (see [`learned_name`]) and waits for [`Scanner::learn_into`].
     #[inline]
-    pub fn apply(&mut self, flow: &Flow, dns: &DnsMap) -> Applied {
+    pub fn apply(&mut self, flow: &Flow, dns: &DnsMap) -> Scanned {
         let scope = Scope {
             rules: &self.rules,
             local: &self.local,
@@ -166,11 +161,11 @@ impl Scanner {
         if scanned.primary {
             self.primary_flows += 1;
             if let Some((addr, name)) = learned_name(flow) {
-                if self.learned.len() < MAX_PENDING_NAMES {
+                if self.recent.len() < MAX_PENDING_NAMES {
                     self.recent.grace_ms = dns.grace_ms;
                     self.recent
                         .insert(addr, name, flow.start_ms, 0, crate::dns::Source::Flow);
-                    self.learned.push((addr, name.clone(), flow.start_ms));
+                    self.names_learned += 1;
                 } else {
                     self.names_dropped += 1;
                 }
@@ -180,9 +175,24 @@ impl Scanner {
         scanned
     }
 
+    /// Applies a batch of flows under one read of a shared map (a daemon worker's batch):
+    /// returns how many counted as evaluated here, and the names they taught, to be written
+    /// into the map once the caller has let go of its locks.
+    pub fn apply_batch<'f>(
+        &mut self,
+        flows: impl IntoIterator<Item = &'f Flow>,
+        dns: &DnsMap,
+    ) -> (u64, Learned) {
+        let before = self.primary_flows;
+        for f in flows {
+            self.apply(f, dns);
+        }
+        (self.primary_flows - before, self.take_learned())
+    }
+
     /// [`Scanner::apply`] for a caller that owns its DNS map: the learned names are written
     /// into it every [`LEARN_EVERY`] flows, as the daemon does after each batch.
-    pub fn apply_learning(&mut self, flow: &Flow, dns: &mut DnsMap) -> Applied {
+    pub fn apply_learning(&mut self, flow: &Flow, dns: &mut DnsMap) -> Scanned {
         let applied = self.apply(flow, dns);
         if self.since_learned >= LEARN_EVERY {
             self.learn_into(dns);
@@ -200,15 +210,7 @@ impl Scanner {
     /// let go of what it must not hold meanwhile (a shard's lock).
     pub fn take_learned(&mut self) -> Learned {
         self.since_learned = 0;
-        if !self.recent.is_empty() {
-            self.recent = DnsMap::new();
-        }
-        Learned(std::mem::take(&mut self.learned))
-    }
-
-    /// Whether learned names wait for [`Scanner::learn_into`].
-    pub fn has_learned(&self) -> bool {
-        !self.learned.is_empty()
+        Learned(std::mem::take(&mut self.recent))
     }
 }
 
@@ -291,7 +293,7 @@ mod tests {
             assert_eq!(primaries, 1, "flow {i}");
         }
         assert_eq!(hosts_seen, 400);
-        let learned: usize = scanners.iter().map(|s| s.learned.len()).sum();
+        let learned: u64 = scanners.iter().map(|s| s.names_learned).sum();
         assert_eq!(learned, 200);
     }
 }

@@ -443,15 +443,14 @@ fn pipeline(flows: usize, hosts: u32, db: Option<String>) -> anyhow::Result<()> 
     let started = Instant::now();
     let mut n = 0usize;
     let mut batch: Vec<flowprint::flow::Flow> = Vec::with_capacity(512);
+    // As `serve::pipeline`'s workers: one read of the map per batch, its names written after.
     let apply = |batch: &mut Vec<flowprint::flow::Flow>, scanner: &mut Scanner| {
         let map = dns
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for f in batch.drain(..) {
-            scanner.apply(&f, &map);
-        }
+        let (_, learned) = scanner.apply_batch(batch.iter(), &map);
         drop(map);
-        let learned = scanner.take_learned();
+        batch.clear();
         if !learned.is_empty() {
             learned.write_into(
                 &mut dns

@@ -76,6 +76,30 @@ pub struct Match {
     pub weight: u16,
 }
 
+impl Match {
+    /// The match of rule `r` (whose condition holds) for the host of `view`: its weight below
+    /// 1000 when it rests on the names of a shared address (`shared`, from the DNS look-up),
+    /// that is when the condition does not hold without the peer's names.
+    #[inline]
+    pub fn of(rules: &Ruleset, r: u32, view: &View<'_>, shared: f32) -> Match {
+        let weight = if shared < 1.0
+            && !rules.cond(r).matches(&View {
+                peer_names: &[],
+                ..*view
+            }) {
+            (shared * 1000.0) as u16
+        } else {
+            1000
+        };
+        Match {
+            rule: r,
+            host: view.addr(Side::Host),
+            host_is_src: view.host_is_src,
+            weight,
+        }
+    }
+}
+
 /// The reusable state of matching: which rules were already checked for the current view
 /// (stamped, so that nothing is cleared per flow) and the buffers of one flow's matches and
 /// peer names. It belongs to one caller and follows the ruleset it is used with (resized when
@@ -197,11 +221,7 @@ impl Matcher {
                 if names.len() > before {
                     names.sort_unstable();
                     names.dedup();
-                    shared = if names.len() < crate::dns::SHARED_MIN {
-                        1.0
-                    } else {
-                        crate::dns::shared_weight(names.iter().map(|n| &**n))
-                    };
+                    shared = crate::dns::shared_weight(names.iter().map(|n| &**n));
                 }
             }
             view.peer_names = names;
@@ -230,22 +250,7 @@ impl Matcher {
                     return;
                 }
                 if rules.cond(r).matches(&view) {
-                    // Does the match rest on the names of a shared address?
-                    let weight = if shared < 1.0
-                        && !rules.cond(r).matches(&View {
-                            peer_names: &[],
-                            ..view
-                        }) {
-                        (shared * 1000.0) as u16
-                    } else {
-                        1000
-                    };
-                    matches.push(Match {
-                        rule: r,
-                        host: view.addr(Side::Host),
-                        host_is_src: view.host_is_src,
-                        weight,
-                    });
+                    matches.push(Match::of(rules, r, &view, shared));
                 }
             });
             host(HostView {
@@ -303,23 +308,11 @@ impl<'r> Evaluator<'r> {
         }
     }
 
-    /// Only evaluates the hosts of shard `index` of `count` (see [`shard_of`]); the other
-    /// endpoint of a flow, if local, is another shard's business.
-    pub fn with_shard(mut self, count: u32, index: u32) -> Evaluator<'r> {
-        self.scope.shard = (count > 1).then_some((count, index));
-        self
-    }
-
     /// Also matches `peer.domain` against the names the peer's address answered for at the time
     /// of each flow.
     pub fn with_dns(mut self, dns: &'r crate::dns::DnsMap) -> Evaluator<'r> {
         self.scope.dns = (!dns.is_empty()).then_some(dns);
         self
-    }
-
-    /// The ruleset this evaluator reads.
-    pub fn ruleset(&self) -> &'r Ruleset {
-        self.scope.rules
     }
 
     /// Calls `on_match` for every (rule, host) the flow satisfies. Returns how many local

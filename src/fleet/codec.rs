@@ -210,12 +210,19 @@ impl<'a> Reader<'a> {
 /// The name of an encoded batch, `<publisher id in hex>-<batch sequence>`, read from its header
 /// alone; `None` for bytes that do not start like a batch.
 pub fn batch_id(bytes: &[u8]) -> Option<String> {
+    let key = batch_key(bytes)?;
+    let publisher: String = key[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let seq = u64::from_le_bytes(key[16..].try_into().ok()?);
+    Some(format!("{publisher}-{seq}"))
+}
+
+/// The raw bytes of a batch's id (publisher id, then sequence), from its header alone; `None`
+/// for bytes that do not start like a batch. The form [`batch_id`] prints.
+pub fn batch_key(bytes: &[u8]) -> Option<[u8; 24]> {
     if bytes.len() < 28 || &bytes[..4] != MAGIC {
         return None;
     }
-    let publisher: String = bytes[4..20].iter().map(|b| format!("{b:02x}")).collect();
-    let seq = u64::from_le_bytes(bytes[20..28].try_into().ok()?);
-    Some(format!("{publisher}-{seq}"))
+    bytes[4..28].try_into().ok()
 }
 
 /// Decodes a batch (see the module docs for what is refused).

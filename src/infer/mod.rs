@@ -184,6 +184,9 @@ pub struct Inventory {
     /// change first: taken in that order, so that hosts changed again and again while a write
     /// runs cannot keep the others from being written.
     dirty: std::collections::VecDeque<u128>,
+    /// A transfer record's matches and candidate rules, reused from one record to the next.
+    scratch_matches: Vec<Match>,
+    scratch_rules: Vec<u32>,
 }
 
 fn stored_host(
@@ -337,23 +340,7 @@ fn transfer_match(rules: &Ruleset, r: u32, host: &HostView<'_>, found: &mut Vec<
     {
         return;
     }
-    let view = &host.view;
-    let cond = rules.cond(r);
-    let weight = if host.shared < 1.0
-        && !cond.matches(&crate::schema::View {
-            peer_names: &[],
-            ..*view
-        }) {
-        (host.shared * 1000.0) as u16
-    } else {
-        1000
-    };
-    found.push(Match {
-        rule: r,
-        host: view.addr(crate::schema::Side::Host),
-        host_is_src: view.host_is_src,
-        weight,
-    });
+    found.push(Match::of(rules, r, &host.view, host.shared));
 }
 
 /// Records one match in the host's state; returns whether it opened a new epoch.
@@ -540,7 +527,6 @@ impl Inventory {
         }
         h.first_seen = h.first_seen.min(flow.start_ms);
         h.last_seen = h.last_seen.max(flow.end_ms);
-        let transfer_matches;
         let matches: &[Match] = if host.gates.is_empty() {
             host.matches
         } else {
@@ -550,8 +536,12 @@ impl Inventory {
                 .extra()
                 .transfers
                 .add(&host.view, self.config.transfer_gap_ms);
-            let mut found: Vec<Match> = host.matches.to_vec();
-            let mut candidates: Vec<u32> = Vec::new();
+            // Buffers kept from one record to the next: nothing is allocated per record.
+            let found = &mut self.scratch_matches;
+            found.clear();
+            found.extend_from_slice(host.matches);
+            let candidates = &mut self.scratch_rules;
+            candidates.clear();
             for &g in host.gates {
                 transfer_candidates(&rules.transfer_groups()[g as usize], &acc, |r| {
                     candidates.push(r)
@@ -561,11 +551,10 @@ impl Inventory {
             // groups' lookups: each is judged once.
             candidates.sort_unstable();
             candidates.dedup();
-            for r in candidates {
-                transfer_match(rules, r, host, &mut found);
+            for &r in candidates.iter() {
+                transfer_match(rules, r, host, found);
             }
-            transfer_matches = found;
-            &transfer_matches
+            found
         };
         for m in matches {
             self.matches += 1;

@@ -115,7 +115,7 @@ struct Active {
 /// Most batch ids remembered per shard and tenure.
 pub const MAX_RECENT_IDS: usize = 65_536;
 
-/// The ids ([`codec::batch_id`]: publisher and sequence) of a shard's recent batches, oldest
+/// The ids ([`codec::batch_key`]: publisher and sequence) of a shard's recent batches, oldest
 /// dropped first: a batch whose id is here is a second copy of one already counted (the
 /// server's duplicate window missed it) and is acknowledged without being applied.
 #[derive(Default)]
@@ -125,15 +125,6 @@ struct RecentIds {
 }
 
 impl RecentIds {
-    /// The id of an encoded batch, from its header.
-    fn id(data: &[u8]) -> Option<[u8; 24]> {
-        (data.len() >= 28 && &data[..4] == codec::MAGIC).then(|| {
-            let mut id = [0u8; 24];
-            id.copy_from_slice(&data[4..28]);
-            id
-        })
-    }
-
     /// Remembers `id`; false when it was already there.
     fn insert(&mut self, id: [u8; 24]) -> bool {
         if !self.set.insert(id) {
@@ -647,7 +638,7 @@ impl Member {
                 break;
             }
             a.delivery = d.consumer_seq;
-            let id = RecentIds::id(&d.data);
+            let id = codec::batch_key(&d.data);
             if d.stream_seq <= a.persisted {
                 // Applied and written by this shard's owner before: acknowledge, do not count.
                 // Its id is remembered: a second copy of it later in the stream is skipped too.

@@ -321,13 +321,9 @@ impl Worker {
         let dns = self.dns.read().unwrap_or_else(PoisonError::into_inner);
         let mut guard = self.shard.lock_worker();
         guard.sync(&snap);
-        let scanner = &mut guard.scanner;
-        let before = scanner.primary_flows;
-        for item in &batch {
-            scanner.apply(&item.flow, &dns);
-        }
-        let primary = scanner.primary_flows - before;
-        let learned = scanner.take_learned();
+        let (primary, learned) = guard
+            .scanner
+            .apply_batch(batch.iter().map(|i| &i.flow), &dns);
         drop(guard);
         drop(dns);
         // Names the batch's records carry: learned into the map after the batch, so that plain
