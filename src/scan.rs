@@ -20,6 +20,7 @@ use crate::eval::{LocalNets, Matcher, Scanned, Scope};
 use crate::flow::Flow;
 use crate::infer::Inventory;
 use crate::ruleset::Ruleset;
+use crate::schema::addr_key;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -27,6 +28,10 @@ use std::sync::Arc;
 /// ([`Scanner::apply_learning`]): the daemon's batch size. (They count from the next flow on
 /// either way; this only bounds the scanner's own list.)
 pub const LEARN_EVERY: u64 = 512;
+
+/// How many flows ahead [`Scanner::apply_all`] prefetches host state: far enough for a memory
+/// access to complete while the flows between are applied, near enough to stay in cache.
+pub const PREFETCH_AHEAD: usize = 8;
 
 /// Most learned (address, name) pairs waiting to be written into the map; more before the next
 /// [`Scanner::learn_into`] are counted ([`Scanner::names_dropped`]) and not kept. The daemon
@@ -178,16 +183,60 @@ impl Scanner {
     /// Applies a batch of flows under one read of a shared map (a daemon worker's batch):
     /// returns how many counted as evaluated here, and the names they taught, to be written
     /// into the map once the caller has let go of its locks.
-    pub fn apply_batch<'f>(
-        &mut self,
-        flows: impl IntoIterator<Item = &'f Flow>,
-        dns: &DnsMap,
-    ) -> (u64, Learned) {
+    pub fn apply_batch<'f, I>(&mut self, flows: I, dns: &DnsMap) -> (u64, Learned)
+    where
+        I: IntoIterator<Item = &'f Flow>,
+        I::IntoIter: Clone,
+    {
         let before = self.primary_flows;
+        self.apply_all(flows, dns);
+        (self.primary_flows - before, self.take_learned())
+    }
+
+    /// Applies flows in order, each as [`Scanner::apply`] does, asking the processor for the
+    /// host state of the flow [`PREFETCH_AHEAD`] places ahead while the current one is applied
+    /// (the host table's first touch is the per-flow cost of a large inventory).
+    pub fn apply_all<'f, I>(&mut self, flows: I, dns: &DnsMap)
+    where
+        I: IntoIterator<Item = &'f Flow>,
+        I::IntoIter: Clone,
+    {
+        // Two steps ahead: the index bucket of the flow's endpoints; one step: their states
+        // (the index bucket is in cache by then). Hints only: the flows are applied in order.
+        // Only the local endpoints are hosts: a peer is not looked up.
+        fn hosts<'a>(local: &'a LocalNets, f: &'a Flow) -> impl Iterator<Item = u128> + 'a {
+            [f.src, f.dst]
+                .into_iter()
+                .filter(|a| local.contains(*a))
+                .map(addr_key)
+        }
+        let flows = flows.into_iter();
+        let mut far = flows.clone();
+        let mut near = flows.clone();
+        for f in far.by_ref().take(2 * PREFETCH_AHEAD) {
+            hosts(&self.local, f).for_each(|k| self.inventory.prefetch_index(k));
+        }
+        for f in near.by_ref().take(PREFETCH_AHEAD) {
+            hosts(&self.local, f).for_each(|k| self.inventory.prefetch(k));
+        }
         for f in flows {
+            if let Some(a) = far.next() {
+                hosts(&self.local, a).for_each(|k| self.inventory.prefetch_index(k));
+            }
+            if let Some(a) = near.next() {
+                hosts(&self.local, a).for_each(|k| self.inventory.prefetch(k));
+            }
             self.apply(f, dns);
         }
-        (self.primary_flows - before, self.take_learned())
+    }
+
+    /// [`Scanner::apply_all`] for a caller that owns its DNS map: the learned names are
+    /// written into it every [`LEARN_EVERY`] flows, as [`Scanner::apply_learning`] does.
+    pub fn apply_all_learning(&mut self, flows: &[Flow], dns: &mut DnsMap) {
+        self.apply_all(flows, dns);
+        if self.since_learned >= LEARN_EVERY {
+            self.learn_into(dns);
+        }
     }
 
     /// [`Scanner::apply`] for a caller that owns its DNS map: the learned names are written

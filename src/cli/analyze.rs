@@ -9,6 +9,9 @@ use ipnet::IpNet;
 use std::io::Write;
 use std::sync::Arc;
 
+/// Flows `analyze` applies at a time (see `Scanner::apply_all`).
+const ANALYZE_BATCH: usize = 256;
+
 /// Output of `analyze`.
 #[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
 pub enum Format {
@@ -159,9 +162,17 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     // are learned as it learns them, visible to the flows after each batch, and saved with the
     // inventory so that later runs match other flows to the same addresses.
     let mut scanner = Scanner::new(compiled.ruleset.clone(), Arc::new(local), inventory);
+    // Flows are applied a batch at a time, so that the scanner can fetch the hosts' states of
+    // the next flows while it applies one (`Scanner::apply_all`); the order is the files'.
+    let mut batch: Vec<flowprint::flow::Flow> = Vec::with_capacity(ANALYZE_BATCH);
     let totals = super::read_inputs(&args.inputs, args.input_format, &mut |flow| {
-        scanner.apply_learning(&flow, &mut dns);
+        batch.push(flow);
+        if batch.len() == ANALYZE_BATCH {
+            scanner.apply_all_learning(&batch, &mut dns);
+            batch.clear();
+        }
     })?;
+    scanner.apply_all_learning(&batch, &mut dns);
     scanner.learn_into(&mut dns);
     let (flows, skipped, unreadable) = (totals.flows, totals.skipped, totals.unreadable);
     let (mut inventory, _) = scanner.into_parts();

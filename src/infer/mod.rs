@@ -20,13 +20,13 @@
 pub mod kept;
 pub mod score;
 pub mod state;
+mod table;
 
 use crate::eval::{HostView, Match};
 use crate::flow::Flow;
 use crate::inventory::{StoredEpoch, StoredEvidence, StoredHost};
 use crate::ruleset::{Attribute, Ruleset};
 use crate::schema::addr_key;
-use rustc_hash::FxHashMap;
 use state::RuleState;
 
 /// The address of an [`addr_key`].
@@ -111,7 +111,7 @@ struct Extra {
     stateful: Vec<RuleState>,
     transfers: state::Transfers,
     epochs: Vec<EpochChange>,
-    samples: Vec<(u32, Box<str>)>,
+    samples: Vec<(u32, Sample)>,
     /// Stored evidence of rules not loaded, carried through untouched.
     kept: Vec<KeptEvidence>,
 }
@@ -149,14 +149,14 @@ impl HostState {
         self.extra.as_ref().map_or(&[], |e| &e.kept)
     }
 
-    /// The example flow recorded for `rule`, if any.
-    pub fn sample(&self, rule: u32) -> Option<&str> {
+    /// The example flow recorded for `rule`, if any, rendered as [`describe_flow_with`] does.
+    pub fn sample(&self, rule: u32) -> Option<String> {
         self.extra
             .as_ref()?
             .samples
             .iter()
             .find(|(r, _)| *r == rule)
-            .map(|(_, s)| &**s)
+            .map(|(_, s)| s.describe())
     }
 }
 
@@ -164,7 +164,7 @@ impl HostState {
 #[derive(Debug, Default)]
 pub struct Inventory {
     /// Keyed by [`addr_key`]: a `u128` hashes much faster than an `IpAddr`.
-    hosts: FxHashMap<u128, HostState>,
+    hosts: table::HostTable,
     config: InferConfig,
     /// Flows observed.
     pub flows: u64,
@@ -260,6 +260,68 @@ impl HostsCopy {
     }
 }
 
+/// The fields of a flow an explanation shows, kept when a rule first matches a host and
+/// formatted only when asked for ([`HostState::sample`]): recording is on the per-flow path,
+/// reading is not.
+#[derive(Debug, Clone)]
+struct Sample {
+    proto: u8,
+    src: IpAddr,
+    src_port: u16,
+    dst: IpAddr,
+    dst_port: u16,
+    bytes: u64,
+    packets: u64,
+    dst_name: Option<std::sync::Arc<str>>,
+    /// The first names the peer answered for in DNS (shown when the record carries none).
+    dns: [Option<std::sync::Arc<str>>; SAMPLE_NAMES],
+    /// How many names the peer answered for in all.
+    dns_count: usize,
+}
+
+/// Names of the peer an explanation shows; the rest are counted ("+N more").
+const SAMPLE_NAMES: usize = 3;
+
+impl Sample {
+    fn of(flow: &Flow, dns_names: &[std::sync::Arc<str>]) -> Sample {
+        let mut dns: [Option<std::sync::Arc<str>>; SAMPLE_NAMES] = Default::default();
+        if flow.dst_name.is_none() {
+            for (slot, n) in dns.iter_mut().zip(dns_names) {
+                *slot = Some(n.clone());
+            }
+        }
+        Sample {
+            proto: flow.proto,
+            src: flow.src,
+            src_port: flow.src_port,
+            dst: flow.dst,
+            dst_port: flow.dst_port,
+            bytes: flow.bytes,
+            packets: flow.packets,
+            dst_name: flow.dst_name.clone(),
+            dns,
+            dns_count: if flow.dst_name.is_none() {
+                dns_names.len()
+            } else {
+                0
+            },
+        }
+    }
+
+    fn describe(&self) -> String {
+        let names: Vec<&str> = self.dns.iter().flatten().map(|n| &**n).collect();
+        describe_parts(
+            self.proto,
+            (self.src, self.src_port),
+            (self.dst, self.dst_port),
+            self.dst_name.as_deref(),
+            &names,
+            self.dns_count,
+            (self.bytes, self.packets),
+        )
+    }
+}
+
 /// A short rendering of a flow for explanations.
 pub fn describe_flow(flow: &Flow) -> String {
     describe_flow_with(flow, &[])
@@ -268,26 +330,43 @@ pub fn describe_flow(flow: &Flow) -> String {
 /// [`describe_flow`], naming also the names the peer's address answered for (passive or
 /// active DNS) when the record carries none.
 pub fn describe_flow_with(flow: &Flow, dns_names: &[std::sync::Arc<str>]) -> String {
-    let proto = crate::flow::proto::name(flow.proto)
+    let names: Vec<&str> = dns_names.iter().take(SAMPLE_NAMES).map(|n| &**n).collect();
+    describe_parts(
+        flow.proto,
+        (flow.src, flow.src_port),
+        (flow.dst, flow.dst_port),
+        flow.dst_name.as_deref(),
+        &names,
+        dns_names.len(),
+        (flow.bytes, flow.packets),
+    )
+}
+
+fn describe_parts(
+    proto: u8,
+    (src, src_port): (IpAddr, u16),
+    (dst, dst_port): (IpAddr, u16),
+    dst_name: Option<&str>,
+    shown: &[&str],
+    dns_count: usize,
+    (bytes, packets): (u64, u64),
+) -> String {
+    let proto = crate::flow::proto::name(proto)
         .map(str::to_string)
-        .unwrap_or_else(|| flow.proto.to_string());
-    let name = match (flow.dst_name.as_deref(), dns_names) {
+        .unwrap_or_else(|| proto.to_string());
+    let name = match (dst_name, shown) {
         (Some(n), _) => format!(" ({n})"),
         (None, []) => String::new(),
         (None, names) => {
-            let shown: Vec<&str> = names.iter().take(3).map(|n| &**n).collect();
-            let more = if names.len() > 3 {
-                format!(" +{} more", names.len() - 3)
+            let more = if dns_count > names.len() {
+                format!(" +{} more", dns_count - names.len())
             } else {
                 String::new()
             };
-            format!(" (peer answered DNS for {}{more})", shown.join(", "))
+            format!(" (peer answered DNS for {}{more})", names.join(", "))
         }
     };
-    format!(
-        "{} {}:{} -> {}:{}{} {} bytes {} pkts",
-        proto, flow.src, flow.src_port, flow.dst, flow.dst_port, name, flow.bytes, flow.packets
-    )
+    format!("{proto} {src}:{src_port} -> {dst}:{dst_port}{name} {bytes} bytes {packets} pkts")
 }
 
 fn family_of(rules: &Ruleset, rule: u32) -> Option<(&str, f64)> {
@@ -400,7 +479,7 @@ fn record_match(
             if config.record_samples {
                 h.extra()
                     .samples
-                    .push((m.rule, describe_flow_with(flow, dns_names).into()));
+                    .push((m.rule, Sample::of(flow, dns_names)));
             }
         }
     }
@@ -485,6 +564,20 @@ impl Inventory {
         self.now_ms = self.now_ms.max(flow.end_ms);
     }
 
+    /// Asks the processor for the state of the host keyed `key` ([`addr_key`]), ahead of
+    /// the flow that needs it ([`crate::scan::Scanner::apply_all`]): a hint, it changes
+    /// nothing. Best a step after [`Inventory::prefetch_index`] for the same key.
+    #[inline]
+    pub(crate) fn prefetch(&self, key: u128) {
+        self.hosts.prefetch(key);
+    }
+
+    /// The first step of [`Inventory::prefetch`]: the index entry of the key.
+    #[inline]
+    pub(crate) fn prefetch_index(&self, key: u128) {
+        self.hosts.prefetch_index(key);
+    }
+
     /// Ends a flow that had `hosts` hosts recorded.
     #[inline]
     pub(crate) fn end_flow(&mut self, hosts: usize) {
@@ -503,23 +596,21 @@ impl Inventory {
         // One look-up per host and flow: the table is large and each probe a cache miss.
         let key = addr_key(addr);
         let before = self.hosts.len();
-        let mut inserted = false;
-        let mut h = self.hosts.entry(key).or_insert_with(|| {
-            inserted = true;
-            HostState {
-                first_seen: flow.start_ms,
-                last_seen: flow.end_ms,
-                ..Default::default()
-            }
+        let (mut slot, inserted) = self.hosts.slot_or_insert(key, || HostState {
+            first_seen: flow.start_ms,
+            last_seen: flow.end_ms,
+            ..Default::default()
         });
         if inserted && before >= self.config.max_hosts {
-            // Rare: once per `max_hosts / 10` new hosts when the table is full.
+            // Rare: once per `max_hosts / 10` new hosts when the table is full. Eviction moves
+            // hosts between slots: the new one is found again.
             self.evict_oldest(Some(key));
-            h = self
+            slot = self
                 .hosts
-                .get_mut(&key)
-                .expect("the new host is not evicted");
+                .slot_or_insert(key, || unreachable!("the new host is not evicted"))
+                .0;
         }
+        let h = self.hosts.at_mut(slot);
         h.flows += 1;
         if !h.dirty {
             h.dirty = true;
@@ -574,14 +665,9 @@ impl Inventory {
     pub fn split_off(&mut self, mut keep: impl FnMut(IpAddr) -> bool) -> Inventory {
         let mut other = Inventory::with_config(self.config.clone());
         other.now_ms = self.now_ms;
-        let keys: Vec<u128> = self
-            .hosts
-            .keys()
-            .copied()
-            .filter(|k| !keep(key_addr(*k)))
-            .collect();
+        let keys: Vec<u128> = self.hosts.keys().filter(|k| !keep(key_addr(*k))).collect();
         for k in keys {
-            if let Some(h) = self.hosts.remove(&k) {
+            if let Some(h) = self.hosts.remove(k) {
                 other.hosts.insert(k, h);
             }
         }
@@ -620,8 +706,8 @@ impl Inventory {
         let mut ages: Vec<(i64, u128)> = self
             .hosts
             .iter()
-            .filter(|(a, _)| Some(**a) != except)
-            .map(|(a, h)| (h.last_seen, *a))
+            .filter(|(a, _)| Some(*a) != except)
+            .map(|(a, h)| (h.last_seen, a))
             .collect();
         let spared = self.hosts.len() - ages.len();
         let cut = (self.hosts.len() - keep).min(ages.len());
@@ -632,20 +718,20 @@ impl Inventory {
             ages.select_nth_unstable(cut);
         }
         for (_, a) in &ages[..cut] {
-            self.hosts.remove(a);
+            self.hosts.remove(*a);
         }
         debug_assert!(self.hosts.len() <= keep.max(spared));
         self.evicted += cut as u64;
         // Evicted hosts cannot be written any more: their keys leave the list of changed hosts,
         // which stays within the limit too.
         let hosts = &self.hosts;
-        self.dirty.retain(|k| hosts.contains_key(k));
+        self.dirty.retain(|k| hosts.contains_key(*k));
     }
 
     /// Hosts with their addresses, in address order.
     fn sorted(&self) -> Vec<(IpAddr, &HostState)> {
         let mut v: Vec<(IpAddr, &HostState)> =
-            self.hosts.iter().map(|(k, h)| (key_addr(*k), h)).collect();
+            self.hosts.iter().map(|(k, h)| (key_addr(k), h)).collect();
         v.sort_by_key(|(a, _)| *a);
         v
     }
@@ -662,7 +748,7 @@ impl Inventory {
 
     /// The state of one host.
     pub fn host(&self, addr: IpAddr) -> Option<&HostState> {
-        self.hosts.get(&addr_key(addr))
+        self.hosts.get(addr_key(addr))
     }
 
     /// Summaries of all hosts, ordered by address.
@@ -677,7 +763,7 @@ impl Inventory {
     /// Every host's address, in no order: what [`Inventory::copy_hosts`] takes a chunk at a
     /// time, so that a reader holding the inventory's lock holds it briefly.
     pub fn addrs(&self) -> Vec<IpAddr> {
-        self.hosts.keys().map(|k| key_addr(*k)).collect()
+        self.hosts.keys().map(key_addr).collect()
     }
 
     /// Copies of these hosts' states (those still present), with the time and half-life that
@@ -686,7 +772,7 @@ impl Inventory {
         HostsCopy {
             hosts: addrs
                 .iter()
-                .filter_map(|a| Some((*a, self.hosts.get(&addr_key(*a))?.clone())))
+                .filter_map(|a| Some((*a, self.hosts.get(addr_key(*a))?.clone())))
                 .collect(),
             now_ms: self.now_ms,
             half_life_ms: self.config.half_life_ms,
@@ -697,7 +783,7 @@ impl Inventory {
     pub fn summary(&self, rules: &Ruleset, addr: IpAddr) -> Option<HostSummary> {
         let scorer = score::Scorer::new(rules, self.now_ms, self.config.half_life_ms);
         self.hosts
-            .get(&addr_key(addr))
+            .get(addr_key(addr))
             .map(|h| scorer.summarize(addr, h))
     }
 
@@ -705,7 +791,7 @@ impl Inventory {
     pub fn explain(&self, rules: &Ruleset, addr: IpAddr) -> Option<String> {
         let scorer = score::Scorer::new(rules, self.now_ms, self.config.half_life_ms);
         self.hosts
-            .get(&addr_key(addr))
+            .get(addr_key(addr))
             .map(|h| scorer.explain(addr, h))
     }
 
@@ -727,7 +813,7 @@ impl Inventory {
             let Some(k) = self.dirty.pop_front() else {
                 break;
             };
-            if let Some(h) = self.hosts.get_mut(&k)
+            if let Some(h) = self.hosts.get_mut(k)
                 && h.dirty
             {
                 h.dirty = false;
@@ -741,7 +827,7 @@ impl Inventory {
     /// [`Inventory::take_dirty`] takes it.
     pub fn mark_dirty(&mut self, addr: IpAddr) {
         let k = addr_key(addr);
-        if let Some(h) = self.hosts.get_mut(&k)
+        if let Some(h) = self.hosts.get_mut(k)
             && !h.dirty
         {
             h.dirty = true;

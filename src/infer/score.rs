@@ -390,7 +390,7 @@ impl<'r> Scorer<'r> {
                     decay: round(self.decay(e)),
                     shared_address_weight: f64::from(e.weight.min(1000)) / 1000.0,
                     conclusions: rule.conclusions.clone(),
-                    example: h.sample(e.rule).map(str::to_string),
+                    example: h.sample(e.rule),
                 }
             })
             .collect();
