@@ -309,15 +309,25 @@ impl Sample {
     }
 
     fn describe(&self) -> String {
+        let proto = crate::flow::proto::name(self.proto)
+            .map(str::to_string)
+            .unwrap_or_else(|| self.proto.to_string());
         let names: Vec<&str> = self.dns.iter().flatten().map(|n| &**n).collect();
-        describe_parts(
-            self.proto,
-            (self.src, self.src_port),
-            (self.dst, self.dst_port),
-            self.dst_name.as_deref(),
-            &names,
-            self.dns_count,
-            (self.bytes, self.packets),
+        let name = match (self.dst_name.as_deref(), &names[..]) {
+            (Some(n), _) => format!(" ({n})"),
+            (None, []) => String::new(),
+            (None, shown) => {
+                let more = if self.dns_count > shown.len() {
+                    format!(" +{} more", self.dns_count - shown.len())
+                } else {
+                    String::new()
+                };
+                format!(" (peer answered DNS for {}{more})", shown.join(", "))
+            }
+        };
+        format!(
+            "{proto} {}:{} -> {}:{}{name} {} bytes {} pkts",
+            self.src, self.src_port, self.dst, self.dst_port, self.bytes, self.packets
         )
     }
 }
@@ -330,43 +340,7 @@ pub fn describe_flow(flow: &Flow) -> String {
 /// [`describe_flow`], naming also the names the peer's address answered for (passive or
 /// active DNS) when the record carries none.
 pub fn describe_flow_with(flow: &Flow, dns_names: &[std::sync::Arc<str>]) -> String {
-    let names: Vec<&str> = dns_names.iter().take(SAMPLE_NAMES).map(|n| &**n).collect();
-    describe_parts(
-        flow.proto,
-        (flow.src, flow.src_port),
-        (flow.dst, flow.dst_port),
-        flow.dst_name.as_deref(),
-        &names,
-        dns_names.len(),
-        (flow.bytes, flow.packets),
-    )
-}
-
-fn describe_parts(
-    proto: u8,
-    (src, src_port): (IpAddr, u16),
-    (dst, dst_port): (IpAddr, u16),
-    dst_name: Option<&str>,
-    shown: &[&str],
-    dns_count: usize,
-    (bytes, packets): (u64, u64),
-) -> String {
-    let proto = crate::flow::proto::name(proto)
-        .map(str::to_string)
-        .unwrap_or_else(|| proto.to_string());
-    let name = match (dst_name, shown) {
-        (Some(n), _) => format!(" ({n})"),
-        (None, []) => String::new(),
-        (None, names) => {
-            let more = if dns_count > names.len() {
-                format!(" +{} more", dns_count - names.len())
-            } else {
-                String::new()
-            };
-            format!(" (peer answered DNS for {}{more})", names.join(", "))
-        }
-    };
-    format!("{proto} {src}:{src_port} -> {dst}:{dst_port}{name} {bytes} bytes {packets} pkts")
+    Sample::of(flow, dns_names).describe()
 }
 
 fn family_of(rules: &Ruleset, rule: u32) -> Option<(&str, f64)> {
