@@ -33,6 +33,10 @@ pub const LEARN_EVERY: u64 = 512;
 /// access to complete while the flows between are applied, near enough to stay in cache.
 pub const PREFETCH_AHEAD: usize = 8;
 
+/// Hosts from which [`Scanner::apply_all`] reads ahead: below, the host table (about 100 bytes
+/// a host with its index) stays in the processor's cache.
+pub const PREFETCH_MIN_HOSTS: usize = 4096;
+
 /// Most learned (address, name) pairs waiting to be written into the map; more before the next
 /// [`Scanner::learn_into`] are counted ([`Scanner::names_dropped`]) and not kept. The daemon
 /// writes them after every batch of at most 512 flows, so only a caller that never does
@@ -211,6 +215,13 @@ impl Scanner {
                 .map(addr_key)
         }
         let flows = flows.into_iter();
+        if self.inventory.len() < PREFETCH_MIN_HOSTS {
+            // A small table stays in cache: reading ahead would only cost.
+            for f in flows {
+                self.apply(f, dns);
+            }
+            return;
+        }
         let mut far = flows.clone();
         let mut near = flows.clone();
         for f in far.by_ref().take(2 * PREFETCH_AHEAD) {

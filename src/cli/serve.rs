@@ -115,15 +115,15 @@ pub struct Args {
     /// Exporters with metric series of their own [collector.max_exporter_series; default 1024].
     #[arg(long, value_name = "N")]
     max_exporter_series: Option<usize>,
-    /// Collector role: publish flows to this NATS JetStream server instead of evaluating them
-    /// (docs/fleet.md) [fleet.publish].
+    /// Collector role: publish flows to this NATS JetStream server instead of evaluating them;
+    /// several servers separated by commas (docs/fleet.md) [fleet.publish].
     #[arg(long, value_name = "nats://HOST:PORT")]
     publish: Option<String>,
     /// Shards of the fleet [fleet.shards; default 16].
     #[arg(long, value_name = "N")]
     fleet_shards: Option<u32>,
-    /// Worker role: consume shards of this NATS JetStream server's flow stream
-    /// (docs/fleet.md) [fleet.consume].
+    /// Worker role: consume shards of this NATS JetStream server's flow stream; several
+    /// servers separated by commas (docs/fleet.md) [fleet.consume].
     #[arg(long, value_name = "nats://HOST:PORT")]
     consume: Option<String>,
     /// Worker role: the shards this worker may own, e.g. 0-15 [fleet.owns; default all].

@@ -178,6 +178,8 @@ pub struct Membership {
     /// consumer): left out of the set it advertises until the instant, so that the next
     /// preferred worker takes them; with the failures in a row.
     cooling: BTreeMap<u32, (Instant, u32)>,
+    /// Heartbeats that failed in a row ([`Membership::failing`]).
+    failures: u32,
     kv: Kv,
 }
 
@@ -188,6 +190,17 @@ pub const COOLING_LEASES: u32 = 2;
 pub const MAX_COOLING_LEASES: u32 = 32;
 
 impl Membership {
+    /// Heartbeats that failed in a row: the connection's server may answer without its
+    /// JetStream (the caller then connects elsewhere, and calls [`Membership::reset_failing`]).
+    pub fn failing(&self) -> u32 {
+        self.failures
+    }
+
+    /// Starts counting failed heartbeats again.
+    pub fn reset_failing(&mut self) {
+        self.failures = 0;
+    }
+
     /// Joins the fleet (opens the bucket; nothing is taken before the first tick).
     pub fn new(bus: &Bus, id: String, set: ShardSet, total: u32) -> Result<Membership, FleetError> {
         Ok(Membership {
@@ -199,6 +212,7 @@ impl Membership {
             members: Vec::new(),
             waiting: BTreeMap::new(),
             cooling: BTreeMap::new(),
+            failures: 0,
             kv: bus.leases()?,
         })
     }
@@ -296,9 +310,11 @@ impl Membership {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(member = %self.id, "fleet membership: {e}");
+                self.failures += 1;
                 return Ok(changes);
             }
         };
+        self.failures = 0;
         let ids = |m: &[(String, ShardSet)]| m.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
         if ids(&members) != ids(&self.members) {
             tracing::info!(member = %self.id, members = ?ids(&members), "fleet membership");

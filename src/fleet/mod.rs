@@ -127,6 +127,7 @@ pub const PACK_BUCKET: &str = "flowprint-packs";
 /// A connection to the bus.
 pub struct Bus {
     rt: tokio::runtime::Runtime,
+    client: async_nats::Client,
     js: jetstream::Context,
     stream: jetstream::stream::Stream,
     config: BusConfig,
@@ -182,15 +183,39 @@ impl ShardConsumer {
     }
 }
 
+/// The servers of a `--nats` value: one URL or several separated by commas.
+fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, FleetError> {
+    let bad = |message: String| FleetError::Connect {
+        url: url.to_string(),
+        message,
+    };
+    let servers = url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>()
+                .map_err(|e| bad(format!("`{u}` is not a server address: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if servers.is_empty() {
+        return Err(bad("no server address".to_string()));
+    }
+    Ok(servers)
+}
+
 impl Bus {
-    /// Connects and makes sure the stream exists.
+    /// Connects and makes sure the stream exists. `url` is one server or several, separated by
+    /// commas; the client also learns the cluster's other servers from the one it reaches, and
+    /// goes to another when its connection drops or [`Bus::reconnect`] is called.
     pub fn connect(url: &str, config: BusConfig) -> Result<Bus, FleetError> {
+        let servers = server_addrs(url)?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let suspect = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = suspect.clone();
-        let (js, stream) = rt.block_on(async {
+        let (client, js, stream) = rt.block_on(async {
             let client = async_nats::ConnectOptions::new()
                 .event_callback(move |event| {
                     let flag = flag.clone();
@@ -204,13 +229,13 @@ impl Bus {
                         }
                     }
                 })
-                .connect(url)
+                .connect(servers)
                 .await
                 .map_err(|e| FleetError::Connect {
                     url: url.to_string(),
                     message: e.to_string(),
                 })?;
-            let mut js = jetstream::new(client);
+            let mut js = jetstream::new(client.clone());
             if let Some(t) = config.request_timeout {
                 js.set_timeout(t);
             }
@@ -238,15 +263,30 @@ impl Bus {
                     "the stream remembers message ids for less than {DUPLICATE_WINDOW:?}: a batch retried after that may be stored twice"
                 );
             }
-            Ok::<_, FleetError>((js, stream))
+            Ok::<_, FleetError>((client, js, stream))
         })?;
         Ok(Bus {
             rt,
+            client,
             js,
             stream,
             config,
             suspect,
         })
+    }
+
+    /// Drops the connection and connects again, to a server of the pool chosen at random (the
+    /// given ones and those the cluster advertised): for a server that answers but whose
+    /// JetStream does not (a node resumed after a pause answers "no stream found" for tens of
+    /// seconds, and does not disconnect). What was in flight is treated as lost, as after any
+    /// disconnection ([`Bus::take_suspect`]).
+    pub fn reconnect(&self) {
+        tracing::warn!("NATS: the server's JetStream does not answer: connecting again elsewhere");
+        self.suspect
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Err(e) = self.rt.block_on(self.client.force_reconnect()) {
+            tracing::warn!("NATS: reconnect: {e}");
+        }
     }
 
     /// Whether the connection dropped (or the client dropped messages) since the last call:

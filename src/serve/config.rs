@@ -27,8 +27,8 @@
 //!   min_ttl: 30s
 //!   max_ttl: 1h
 //! fleet:                          # docs/fleet.md
-//!   publish: null                 # collector role: nats://host:4222
-//!   consume: null                 # worker role: nats://host:4222
+//!   publish: null                 # collector role: nats://host:4222 (several: comma-separated)
+//!   consume: null                 # worker role: nats://host:4222 (several: comma-separated)
 //!   shards: 16
 //!   owns: null                    # worker role: e.g. 0-7; default all
 //!   lease: 6s

@@ -148,6 +148,10 @@ static TENURES: AtomicU64 = AtomicU64::new(0);
 /// per shard, and a false alarm moves shards for nothing.
 const STALL_LEASES: u32 = 4;
 
+/// Failed requests in a row (lease ticks, or consumers that could not be made) after which a
+/// connection leaves its server for another one of the cluster.
+const RECONNECT_AFTER_FAILURES: u32 = 3;
+
 /// What a member's lease thread and its evaluating thread share.
 struct Leases {
     /// The leases held, as of the last tick.
@@ -160,6 +164,9 @@ struct Leases {
     /// Shards the evaluating thread could not start (their consumer could not be made): the
     /// lease thread releases them and leaves them to other workers for a while.
     failed: Mutex<Vec<u32>>,
+    /// The lease connection's server stopped answering: the evaluating thread's connection,
+    /// to the same server, connects again elsewhere too.
+    reconnect: AtomicBool,
     /// The evaluating thread has written, acknowledged and dropped everything (at a stop).
     member_done: AtomicBool,
     /// When the evaluating thread last came round its loop, ms after `started`.
@@ -225,6 +232,13 @@ fn lease_loop(bus: Bus, mut membership: Membership, leases: Arc<Leases>, stop: A
                     .extend(changes),
                 Err(e) => tracing::warn!(member = %membership.id, "fleet: {e}"),
             }
+            // A server that answers but whose JetStream does not (a node resumed after a pause)
+            // does not drop the connection: leave it, with both connections.
+            if membership.failing() >= RECONNECT_AFTER_FAILURES {
+                membership.reset_failing();
+                bus.reconnect();
+                leases.reconnect.store(true, Ordering::Relaxed);
+            }
         } else if stopping && Instant::now() >= next {
             // Keep the leases while the evaluating thread writes its last batches.
             next = Instant::now() + membership.interval();
@@ -251,6 +265,8 @@ struct Member {
     status: Arc<FleetStatus>,
     counters: Arc<Counters>,
     flush_every: Duration,
+    /// Consumers that could not be made, in a row.
+    consumer_failures: u32,
 }
 
 /// Starts `threads` members; they run until `stop`, then write, acknowledge and leave.
@@ -292,6 +308,7 @@ pub fn start(
             events: Mutex::new(Vec::new()),
             give_back: Mutex::new(Vec::new()),
             failed: Mutex::new(Vec::new()),
+            reconnect: AtomicBool::new(false),
             member_done: AtomicBool::new(false),
             member_loop_ms: AtomicU64::new(0),
             started: Instant::now(),
@@ -327,6 +344,7 @@ pub fn start(
                 .flush_interval
                 .0
                 .clamp(Duration::from_millis(100), Duration::from_secs(5)),
+            consumer_failures: 0,
         };
         let stop = stop.clone();
         handles.push(
@@ -360,6 +378,9 @@ impl Member {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner),
             );
+            if self.leases.reconnect.swap(false, Ordering::Relaxed) {
+                self.bus.reconnect();
+            }
             if !changes.is_empty() {
                 self.handle(changes);
             }
@@ -494,9 +515,17 @@ impl Member {
         for (s, rev) in claimed {
             self.alive();
             let consumer = match self.bus.take_over_consumer(s, rev) {
-                Ok(c) => c,
+                Ok(c) => {
+                    self.consumer_failures = 0;
+                    c
+                }
                 Err(e) => {
                     tracing::error!(shard = s, "fleet: {e}");
+                    self.consumer_failures += 1;
+                    if self.consumer_failures >= RECONNECT_AFTER_FAILURES {
+                        self.consumer_failures = 0;
+                        self.bus.reconnect();
+                    }
                     self.leases
                         .failed
                         .lock()

@@ -333,6 +333,10 @@ struct Intake<'a> {
     /// retried for [`RETRY_FOR`], at most [`RETRY_BATCHES`] of them, then dropped and counted.
     retry: std::collections::VecDeque<(u32, Vec<u8>, Instant)>,
     last_retry: Instant,
+    /// Publish rounds in a row in which every batch failed, and when the bus last connected
+    /// again elsewhere because of them.
+    failed_rounds: u32,
+    last_reconnect: Instant,
     counters: &'a Counters,
 }
 
@@ -342,6 +346,8 @@ const RETRY_FOR: Duration = Duration::from_secs(30);
 const _: () = assert!(RETRY_FOR.as_secs() * 2 <= crate::fleet::DUPLICATE_WINDOW.as_secs());
 /// The collector role's bounded queue of refused batches (about 40 MB of flows at most).
 const RETRY_BATCHES: usize = 1024;
+/// The collector role connects elsewhere at most this often when every publish fails.
+const PUBLISH_RECONNECT_EVERY: Duration = Duration::from_secs(5);
 
 impl Intake<'_> {
     fn push(&mut self, flow: crate::flow::Flow) {
@@ -374,6 +380,19 @@ impl Intake<'_> {
         type Sent = (Vec<(u32, Vec<u8>)>, Vec<Option<Instant>>);
         let (sent, firsts): Sent = batches.into_iter().map(|(s, b, t)| ((s, b), t)).unzip();
         let results = bus.publish(&sent);
+        if results.iter().all(Result::is_err) {
+            self.failed_rounds += 1;
+            // A server that answers but whose JetStream does not (a node resumed after a
+            // pause) keeps the connection: after a few rounds, connect elsewhere (at most every
+            // few seconds, so that a full stream, which refuses every batch too, costs little).
+            if self.failed_rounds >= 3 && self.last_reconnect.elapsed() >= PUBLISH_RECONNECT_EVERY {
+                bus.reconnect();
+                self.failed_rounds = 0;
+                self.last_reconnect = Instant::now();
+            }
+        } else {
+            self.failed_rounds = 0;
+        }
         let mut warned = false;
         for ((r, (shard, data)), first) in results.into_iter().zip(sent).zip(firsts) {
             match r {
@@ -831,6 +850,8 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
         ready: Vec::new(),
         retry: Default::default(),
         last_retry: Instant::now(),
+        failed_rounds: 0,
+        last_reconnect: Instant::now(),
         counters: &daemon.counters,
     };
     while !stop.load(Ordering::Relaxed) {
