@@ -170,6 +170,7 @@ suite!(
         failed_save_rolls_back,
         many_hosts_timing,
         fleet_marks_are_fenced,
+        fleet_batch_ids_are_kept_with_marks,
     ],
     fixture: [reopen_keeps_everything, newer_schema_is_refused, killed_mid_save_keeps_one_state]
 );
@@ -567,6 +568,7 @@ fn fleet_marks_are_fenced(store: &mut dyn Store) {
         shard,
         seq,
         fence,
+        batches: Vec::new(),
     };
     assert!(store.load_marks().unwrap().is_empty());
     assert_eq!(
@@ -594,6 +596,53 @@ fn fleet_marks_are_fenced(store: &mut dyn Store) {
     store.save_marked(&[], &[mark(4, 7, 1)]).unwrap();
     assert_eq!(store.claim_shard("T", 3, 1).unwrap(), 0);
     assert_eq!(store.load_marks().unwrap().len(), 3);
+}
+
+/// The ids of written batches go with their mark: the shard's next owner reads them; a
+/// fenced write stores none of them; a shard keeps the last `MAX_STORED_BATCHES`.
+fn fleet_batch_ids_are_kept_with_marks(store: &mut dyn Store) {
+    use flowprint::inventory::{FleetMark, MAX_STORED_BATCHES};
+    let id = |n: u64| {
+        let mut b = [7u8; 24];
+        b[16..].copy_from_slice(&n.to_be_bytes());
+        b
+    };
+    let mark = |shard, seq: u64, fence, batches: Vec<(u64, [u8; 24])>| FleetMark {
+        stream: "S".into(),
+        shard,
+        seq,
+        fence,
+        batches,
+    };
+    assert!(store.load_batches("S", 1).unwrap().is_empty());
+    store.claim_shard("S", 1, 5).unwrap();
+    store
+        .save_marked(
+            &[],
+            &[mark(1, 3, 5, vec![(1, id(1)), (2, id(2)), (3, id(3))])],
+        )
+        .unwrap();
+    let mut got = store.load_batches("S", 1).unwrap();
+    got.sort();
+    assert_eq!(got, vec![id(1), id(2), id(3)]);
+    // Another shard, another stream: none of these.
+    assert!(store.load_batches("S", 2).unwrap().is_empty());
+    assert!(store.load_batches("T", 1).unwrap().is_empty());
+    // A newer owner claims the shard: the old owner's late write stores no id.
+    store.claim_shard("S", 1, 9).unwrap();
+    assert!(
+        store
+            .save_marked(&[], &[mark(1, 4, 5, vec![(4, id(4))])])
+            .is_err()
+    );
+    assert_eq!(store.load_batches("S", 1).unwrap().len(), 3);
+    // The same id written twice is kept once; beyond the limit the oldest go.
+    let n = u64::from(MAX_STORED_BATCHES) + 100;
+    let many: Vec<(u64, [u8; 24])> = (3..=n).map(|s| (s, id(s))).collect();
+    store.save_marked(&[], &[mark(1, n, 9, many)]).unwrap();
+    let got = store.load_batches("S", 1).unwrap();
+    assert_eq!(got.len(), MAX_STORED_BATCHES as usize);
+    assert!(got.contains(&id(n)) && !got.contains(&id(1)) && !got.contains(&id(100)));
 }
 
 fn empty_store(store: &mut dyn Store) {
@@ -696,8 +745,8 @@ fn reopen_keeps_everything(fixture: &Fixture) {
     );
     assert_eq!(
         fixture.count("SELECT max(version) FROM schema_version"),
-        3,
-        "hosts, then the DNS map, then the fleet's marks"
+        4,
+        "hosts, then the DNS map, then the fleet's marks, then the fleet's batch ids"
     );
 }
 

@@ -120,7 +120,16 @@ pub struct FleetMark {
     /// The revision of the writer's lease on the shard: a write with a lower fence than the
     /// stored one comes from a worker that lost the shard, and is refused.
     pub fence: u64,
+    /// The batches applied since the shard's previous write, as (stream sequence, batch id):
+    /// stored with the mark, so that the shard's next owner knows them and does not count a
+    /// second copy of one of them (the server's duplicate window missed it) as new. The last
+    /// [`MAX_STORED_BATCHES`] per shard are kept. Not part of the mark's JSON.
+    #[serde(skip)]
+    pub batches: Vec<(u64, [u8; 24])>,
 }
+
+/// Batch ids kept per shard in the database ([`FleetMark::batches`]).
+pub const MAX_STORED_BATCHES: u32 = 4096;
 
 /// A place to keep the inventory.
 pub trait Store: Send {
@@ -138,6 +147,8 @@ pub trait Store: Send {
     fn save_marked(&mut self, hosts: &[StoredHost], marks: &[FleetMark]) -> Result<(), StoreError>;
     /// The fleet's applied marks.
     fn load_marks(&mut self) -> Result<Vec<FleetMark>, StoreError>;
+    /// The ids of the last batches applied and written on a shard ([`FleetMark::batches`]).
+    fn load_batches(&mut self, stream: &str, shard: u32) -> Result<Vec<[u8; 24]>, StoreError>;
     /// Claims a shard for a new lease: raises the shard's stored fence to `fence` (so that
     /// any write still coming from the previous owner is refused from now on) and returns the
     /// shard's mark, or a `fenced` error when a newer lease already claimed it. Called before
@@ -265,7 +276,47 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (stream, shard)
     );
 ",
+    "
+    CREATE TABLE fleet_batches (
+        stream TEXT NOT NULL,
+        shard  {integer} NOT NULL,
+        id     TEXT NOT NULL,
+        seq    {integer} NOT NULL,
+        PRIMARY KEY (stream, shard, id)
+    );
+    CREATE INDEX fleet_batches_seq ON fleet_batches (stream, shard, seq);
+",
 ];
+
+/// Remembering a written batch's id (a second write of the same id changes nothing).
+pub(crate) const INSERT_BATCH: &str =
+    "INSERT INTO fleet_batches (stream, shard, id, seq) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (stream, shard, id) DO NOTHING";
+
+/// Forgetting a shard's batch ids beyond the last [`MAX_STORED_BATCHES`] ($3).
+pub(crate) const PRUNE_BATCHES: &str = "DELETE FROM fleet_batches WHERE stream = $1 AND shard = $2 AND seq <= (
+    SELECT seq FROM fleet_batches WHERE stream = $1 AND shard = $2 ORDER BY seq DESC LIMIT 1 OFFSET $3)";
+
+/// A shard's batch ids.
+pub(crate) const LOAD_BATCHES: &str =
+    "SELECT id FROM fleet_batches WHERE stream = $1 AND shard = $2";
+
+/// A batch id as stored: 48 hexadecimal digits.
+pub(crate) fn batch_hex(id: &[u8; 24]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A stored batch id read back (`None` for a row that is not one).
+pub(crate) fn batch_from_hex(s: &str) -> Option<[u8; 24]> {
+    if s.len() != 48 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 24];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
 
 /// Writing a fleet mark, fenced: the row changes only when the writer's fence is at least the
 /// stored one (zero rows changed means the writer lost the shard).
@@ -289,6 +340,7 @@ pub(crate) fn fenced_claim(stream: &str, shard: u32, fence: u64) -> StoreError {
         shard,
         seq: 0,
         fence,
+        batches: Vec::new(),
     })
 }
 

@@ -301,6 +301,7 @@ impl Store for PostgresStore {
             .into_iter()
             .map(|r| {
                 Ok(super::FleetMark {
+                    batches: Vec::new(),
                     stream: r.get(0),
                     shard: column_u32(r.get(1), "mark shard")?,
                     seq: column_u64(r.get(2), "mark seq")?,
@@ -360,7 +361,38 @@ impl Store for PostgresStore {
                 return Err(super::fenced(m));
             }
         }
+        for m in marks.iter().filter(|m| !m.batches.is_empty()) {
+            let shard = i64::from(m.shard);
+            for (seq, id) in &m.batches {
+                tx.execute(
+                    super::INSERT_BATCH,
+                    &[
+                        &m.stream,
+                        &shard,
+                        &super::batch_hex(id),
+                        &i64::try_from(*seq).unwrap_or(i64::MAX),
+                    ],
+                )
+                .map_err(fail)?;
+            }
+            tx.execute(
+                super::PRUNE_BATCHES,
+                &[&m.stream, &shard, &i64::from(super::MAX_STORED_BATCHES)],
+            )
+            .map_err(fail)?;
+        }
         tx.commit().map_err(fail)
+    }
+
+    fn load_batches(&mut self, stream: &str, shard: u32) -> Result<Vec<[u8; 24]>, StoreError> {
+        let fail = |e: ::postgres::Error| store_error("load", e);
+        Ok(self
+            .client
+            .query(super::LOAD_BATCHES, &[&stream, &i64::from(shard)])
+            .map_err(fail)?
+            .into_iter()
+            .filter_map(|r| super::batch_from_hex(r.get::<_, &str>(0)))
+            .collect())
     }
 
     fn delete_rule_evidence(&mut self, rules: &[String]) -> Result<u64, StoreError> {

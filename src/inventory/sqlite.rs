@@ -187,6 +187,7 @@ impl Store for SqliteStore {
         for row in rows {
             let (stream, shard, seq, fence) = row.map_err(fail)?;
             out.push(super::FleetMark {
+                batches: Vec::new(),
                 stream,
                 shard: column_u32(shard, "mark shard")?,
                 seq: column_u64(seq, "mark seq")?,
@@ -294,8 +295,51 @@ impl Store for SqliteStore {
                     return Err(super::fenced(m));
                 }
             }
+            let mut insert_batch = tx
+                .prepare_cached(&super::INSERT_BATCH.replace('$', "?"))
+                .map_err(fail)?;
+            let mut prune = tx
+                .prepare_cached(&super::PRUNE_BATCHES.replace('$', "?"))
+                .map_err(fail)?;
+            for m in marks.iter().filter(|m| !m.batches.is_empty()) {
+                for (seq, id) in &m.batches {
+                    insert_batch
+                        .execute(params![
+                            m.stream,
+                            i64::from(m.shard),
+                            super::batch_hex(id),
+                            i64::try_from(*seq).unwrap_or(i64::MAX)
+                        ])
+                        .map_err(fail)?;
+                }
+                prune
+                    .execute(params![
+                        m.stream,
+                        i64::from(m.shard),
+                        i64::from(super::MAX_STORED_BATCHES)
+                    ])
+                    .map_err(fail)?;
+            }
         }
         tx.commit().map_err(fail)
+    }
+
+    fn load_batches(&mut self, stream: &str, shard: u32) -> Result<Vec<[u8; 24]>, StoreError> {
+        let fail = |e: rusqlite::Error| store_error("load", e);
+        let mut st = self
+            .conn
+            .prepare(&super::LOAD_BATCHES.replace('$', "?"))
+            .map_err(fail)?;
+        let rows = st
+            .query_map(params![stream, i64::from(shard)], |r| r.get::<_, String>(0))
+            .map_err(fail)?;
+        let mut out = Vec::new();
+        for r in rows {
+            if let Some(id) = super::batch_from_hex(&r.map_err(fail)?) {
+                out.push(id);
+            }
+        }
+        Ok(out)
     }
 
     fn delete_rule_evidence(&mut self, rules: &[String]) -> Result<u64, StoreError> {

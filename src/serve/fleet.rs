@@ -108,8 +108,11 @@ struct Active {
     delivery: u64,
     /// This tenure's token in the daemon's shard state ([`ShardState::owner`]).
     token: u64,
-    /// Ids of the batches seen in this tenure (applied, or skipped as written before).
+    /// Ids of the batches seen in this tenure (applied, or skipped as written before), and
+    /// those the shard's previous owners wrote.
     ids: RecentIds,
+    /// The batches applied since the last write (stream sequence, id): written with the mark.
+    applied: Vec<(u64, [u8; 24])>,
 }
 
 /// Most batch ids remembered per shard and tenure.
@@ -514,6 +517,23 @@ impl Member {
         };
         for (s, rev) in claimed {
             self.alive();
+            // The ids of the batches the shard's previous owners wrote: a second copy of one
+            // of them, later in the stream, is not counted again.
+            let mut ids = RecentIds::default();
+            if let Some(db) = self.db.as_mut() {
+                match db.load_batches(&self.stream, s) {
+                    Ok(stored) => {
+                        for id in stored {
+                            ids.insert(id);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(shard = s, "fleet: reading the shard's batch ids: {e}");
+                        self.give_back(s);
+                        continue;
+                    }
+                }
+            }
             let consumer = match self.bus.take_over_consumer(s, rev) {
                 Ok(c) => {
                     self.consumer_failures = 0;
@@ -570,7 +590,8 @@ impl Member {
                     pending: Vec::new(),
                     delivery,
                     token,
-                    ids: RecentIds::default(),
+                    ids,
+                    applied: Vec::new(),
                 },
             );
             self.status.takeovers.fetch_add(1, Ordering::Relaxed);
@@ -702,6 +723,9 @@ impl Member {
                 a.pending.push(d);
                 continue;
             }
+            if let Some(id) = id {
+                a.applied.push((d.stream_seq, id));
+            }
             match codec::decode(&d.data) {
                 Ok(batch) => {
                     for f in &batch.flows {
@@ -808,6 +832,7 @@ impl Member {
                 shard: s,
                 seq: a.mark,
                 fence: a.fence,
+                batches: a.applied.clone(),
             };
             if let Err(e) = db.save_marked(&rows, &[mark]) {
                 self.status.write_failures.fetch_add(1, Ordering::Relaxed);
@@ -826,6 +851,7 @@ impl Member {
         }
         let a = self.active.get_mut(&s).expect("active");
         a.persisted = a.mark;
+        a.applied.clear();
         let written = std::mem::take(&mut a.unwritten);
         self.counters.received.fetch_add(written, Ordering::Relaxed);
         self.counters
