@@ -215,7 +215,7 @@ impl Scanner {
                 .map(addr_key)
         }
         let flows = flows.into_iter();
-        if self.inventory.len() < PREFETCH_MIN_HOSTS {
+        if !self.reads_ahead() {
             // A small table stays in cache: reading ahead would only cost.
             for f in flows {
                 self.apply(f, dns);
@@ -239,6 +239,13 @@ impl Scanner {
             }
             self.apply(f, dns);
         }
+    }
+
+    /// Whether [`Scanner::apply_all`] reads host state ahead (the table holds at least
+    /// [`PREFETCH_MIN_HOSTS`] hosts): a caller that would gather flows into a batch only for
+    /// that can apply them one by one otherwise.
+    pub fn reads_ahead(&self) -> bool {
+        self.inventory.len() >= PREFETCH_MIN_HOSTS
     }
 
     /// [`Scanner::apply_all`] for a caller that owns its DNS map: the learned names are

@@ -166,6 +166,11 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     // the next flows while it applies one (`Scanner::apply_all`); the order is the files'.
     let mut batch: Vec<flowprint::flow::Flow> = Vec::with_capacity(ANALYZE_BATCH);
     let totals = super::read_inputs(&args.inputs, args.input_format, &mut |flow| {
+        if batch.is_empty() && !scanner.reads_ahead() {
+            // A small table: nothing to read ahead, no copy into the batch.
+            scanner.apply_learning(&flow, &mut dns);
+            return;
+        }
         batch.push(flow);
         if batch.len() == ANALYZE_BATCH {
             scanner.apply_all_learning(&batch, &mut dns);

@@ -282,7 +282,7 @@ impl Membership {
         let id = self.id.clone();
         let advertised = self.set.without(|s| self.is_cooling(s));
         let set_text = advertised.to_string();
-        let candidates = advertised.shards(self.total);
+        let candidates = self.set.shards(self.total);
         let members = bus.block_on(async {
             kv.put(format!("worker.{id}"), set_text.into())
                 .await
@@ -323,7 +323,14 @@ impl Membership {
         // Shards to give up, shards to take.
         for &shard in &candidates {
             let pref = preferred(shard, &self.members);
-            let mine = pref == Some(self.id.as_str());
+            // A shard this worker could not start lately is left to the others, unless no one
+            // advertises it (they all failed it): then any of them may take it, the lease
+            // deciding which, rather than none until the coolings end.
+            let mine = if self.is_cooling(shard) {
+                pref.is_none()
+            } else {
+                pref == Some(self.id.as_str())
+            };
             match self.held.entry(shard) {
                 std::collections::btree_map::Entry::Occupied(_) => {
                     if !mine && pref.is_some() {

@@ -183,6 +183,16 @@ impl ShardConsumer {
     }
 }
 
+/// Whether a consumer could not be made because another one of the work-queue stream filters
+/// the same subject (JetStream error 10100).
+fn wq_not_unique(e: &jetstream::stream::ConsumerError) -> bool {
+    matches!(
+        e.kind(),
+        jetstream::stream::ConsumerErrorKind::JetStream(j)
+            if j.error_code() == jetstream::ErrorCode::CONSUMER_WQ_CONSUMER_NOT_UNIQUE
+    )
+}
+
 /// The servers of a `--nats` value: one URL or several separated by commas.
 fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, FleetError> {
     let bad = |message: String| FleetError::Connect {
@@ -395,10 +405,39 @@ impl Bus {
                     return Err(js_err("delete consumer")(&e));
                 }
             }
-            self.stream
+            match self
+                .stream
                 .get_or_create_consumer(&name, self.consumer_config(&name, shard))
                 .await
-                .map_err(|e| js_err("consumer")(&e))
+            {
+                Err(e) if wq_not_unique(&e) => {
+                    // Another consumer filters the shard's subject although the names did not
+                    // show it (after a node's pause, a consumer whose creation timed out on
+                    // the client may appear later, under any name): find it by its filter.
+                    let subject = format!("{}.{shard}", self.config.prefix);
+                    let mut infos = self.stream.consumers();
+                    let mut old = Vec::new();
+                    while let Some(info) = infos.next().await {
+                        let info = info.map_err(|e| js_err("consumer list")(&e))?;
+                        if info.config.filter_subject == subject {
+                            old.push(info.name);
+                        }
+                    }
+                    tracing::warn!(shard, consumers = ?old, "another consumer holds the shard's subject: deleted");
+                    for n in old {
+                        if let Err(e) = self.stream.delete_consumer(&n).await
+                            && !e.to_string().contains("not found")
+                        {
+                            return Err(js_err("delete consumer")(&e));
+                        }
+                    }
+                    self.stream
+                        .get_or_create_consumer(&name, self.consumer_config(&name, shard))
+                        .await
+                        .map_err(|e| js_err("consumer")(&e))
+                }
+                r => r.map_err(|e| js_err("consumer")(&e)),
+            }
         })?;
         Ok(ShardConsumer { shard, consumer })
     }

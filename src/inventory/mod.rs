@@ -486,17 +486,18 @@ fn save_batch(hosts: &[StoredHost]) -> Result<Vec<HostSave<'_>>, StoreError> {
         if last[h.host.as_str()] != i {
             continue;
         }
-        let flows = |n: u64, what: &str| {
+        // What a count is named in the error is only formatted for the error.
+        let flows = |n: u64, what: &dyn Fn() -> String| {
             i64::try_from(n).map_err(|_| {
                 store_error(
                     "save",
-                    format!("host {}: {what} flows {n} out of range", h.host),
+                    format!("host {}: {} flows {n} out of range", h.host, what()),
                 )
             })
         };
         let mut evidence = Vec::with_capacity(h.evidence.len());
         for e in &h.evidence {
-            let n = flows(e.flows, &format!("rule {}", e.rule))?;
+            let n = flows(e.flows, &|| format!("rule {}", e.rule))?;
             evidence.push((e.rule.as_str(), n, e.first_seen, e.last_seen));
         }
         if let Some(l) = h.labels.iter().find(|l| !l.confidence.is_finite()) {
@@ -512,7 +513,7 @@ fn save_batch(hosts: &[StoredHost]) -> Result<Vec<HostSave<'_>>, StoreError> {
         batch.push(HostSave {
             host: &h.host,
             epoch: i64::from(h.epoch),
-            flows: flows(h.flows, "host")?,
+            flows: flows(h.flows, &|| "host".to_string())?,
             first_seen: h.first_seen,
             last_seen: h.last_seen,
             summary: h.summary.to_string(),
