@@ -324,10 +324,13 @@ fn fleet_matches_one_process(case: &str, trouble: Trouble, member_threads: usize
             );
             {
                 let ws: Vec<_> = workers.iter().map(|(s, _)| s).collect();
+                // A generous deadline: on a loaded machine the resumed node and its peers
+                // answer requests late for a while, and shards move a few times before they
+                // settle (measured: up to about 60 s under two busy loops on two cores).
                 all_owned(
                     &ws,
                     "8 shards owned after the pause",
-                    Duration::from_secs(60),
+                    Duration::from_secs(150),
                 );
             }
             // The busiest worker stopped for two leases: the others take its shards over; it
