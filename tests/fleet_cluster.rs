@@ -265,12 +265,14 @@ fn fleet_matches_one_process(case: &str, trouble: Trouble, member_threads: usize
         .collect();
     let owned = |ws: &[&common::serve::Serve]| sum_metric(ws, "flowprint_fleet_shards_owned");
     let all_owned = |ws: &[&common::serve::Serve], what: &str, limit: Duration| {
-        common::serve::wait_until(what, limit, || {
+        let took = common::serve::wait_until(what, limit, || {
             owned(ws) == 8
                 && ws
                     .iter()
                     .all(|w| metric_of(w, "flowprint_fleet_shards_owned") > 0)
-        })
+        });
+        // For the record of a run under load (`--nocapture`).
+        eprintln!("{what}: after {took:.1?}");
     };
     {
         let ws: Vec<_> = workers.iter().map(|(s, _)| s).collect();
@@ -361,7 +363,15 @@ fn fleet_matches_one_process(case: &str, trouble: Trouble, member_threads: usize
         Duration::from_secs(60),
         || sum_metric(&cs, "flowprint_flows_received_total") == sent,
     );
-    assert_eq!(sum_metric(&cs, "flowprint_fleet_batches_refused_total"), 0);
+    assert_eq!(
+        sum_metric(&cs, "flowprint_fleet_batches_refused_total"),
+        0,
+        "collectors gave batches up; their logs:\n{}",
+        cs.iter()
+            .map(|c| c.log())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    );
 
     let expected = one_process(&streams);
     assert!(expected.len() > 150, "{} hosts", expected.len());

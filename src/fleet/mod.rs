@@ -113,7 +113,7 @@ pub(crate) async fn subjects(
 
 /// How long the server remembers the message ids of the batches it stored, and refuses (as
 /// duplicates) a batch published again under the same id. A collector retries a batch for at
-/// most `RETRY_FOR` (30 s, `src/serve/mod.rs`), well within it.
+/// most `RETRY_FOR` (60 s, `src/serve/mod.rs`), within it.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 /// The longest a pull may take before it counts as failed.

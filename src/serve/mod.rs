@@ -340,9 +340,11 @@ struct Intake<'a> {
     counters: &'a Counters,
 }
 
-/// How long the collector role keeps retrying a refused batch: well within the time the server
-/// remembers a batch's message id, so that a retry of a batch it stored is not stored again.
-const RETRY_FOR: Duration = Duration::from_secs(30);
+/// How long the collector role keeps retrying a refused batch: within the time the server
+/// remembers a batch's message id (at most half of it), so that a retry of a batch it stored is
+/// not stored again; long enough for a node resumed after a pause, which answers without its
+/// JetStream for tens of seconds.
+const RETRY_FOR: Duration = Duration::from_secs(60);
 const _: () = assert!(RETRY_FOR.as_secs() * 2 <= crate::fleet::DUPLICATE_WINDOW.as_secs());
 /// The collector role's bounded queue of refused batches (about 40 MB of flows at most).
 const RETRY_BATCHES: usize = 1024;
