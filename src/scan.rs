@@ -294,6 +294,47 @@ mod tests {
     }
 
     #[test]
+    fn reading_ahead_changes_nothing_but_speed() {
+        // Enough hosts for `apply_all` to read ahead, a rule that matches some of them, flows
+        // between two local hosts and to peers; the same flows one by one must give the same
+        // inventory.
+        let r = rules(
+            r#"rule p { when peer.port == 443 then os.family = "X" confidence 0.5 }
+               rule q { when peer.addr in 10.1.0.0/16 then software = "Y" confidence 0.5 }"#,
+        );
+        let mut flows = Vec::new();
+        let mut x: u32 = 7;
+        for i in 0..60_000u32 {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let host = std::net::Ipv4Addr::from(0x0a00_0000 | (x >> 8) % 9_000);
+            let peer = if i % 3 == 0 {
+                std::net::Ipv4Addr::from(0x0a01_0000 | (x % 500))
+            } else {
+                std::net::Ipv4Addr::from(0xcb00_7100 | (x % 200))
+            };
+            let port = if x % 2 == 0 { 443 } else { 80 };
+            let mut f = Flow::new(host.into(), 40000, peer.into(), port, 6);
+            f.start_ms = i64::from(i);
+            f.end_ms = i64::from(i) + 1;
+            flows.push(f);
+        }
+        let dns = DnsMap::new();
+        let local = Arc::new(LocalNets::default());
+        let mut one = Scanner::new(r.clone(), local.clone(), Inventory::new());
+        for f in &flows {
+            one.apply(f, &dns);
+        }
+        let mut all = Scanner::new(r.clone(), local, Inventory::new());
+        for chunk in flows.chunks(256) {
+            all.apply_all(chunk, &dns);
+        }
+        assert!(all.reads_ahead(), "the table is large enough to read ahead");
+        let (a, b) = (one.into_parts().0, all.into_parts().0);
+        assert_eq!(a.len(), b.len());
+        assert_eq!(a.to_stored(&r), b.to_stored(&r));
+    }
+
+    #[test]
     fn a_name_learned_from_one_record_matches_the_next_plain_one() {
         let r = rules(
             r#"rule cdn { when peer.domain == "updates.example.com" then os.family = "X" confidence 0.5 }"#,

@@ -728,9 +728,7 @@ impl Member {
             }
             match codec::decode(&d.data) {
                 Ok(batch) => {
-                    for f in &batch.flows {
-                        scanner.apply(f, &dns);
-                    }
+                    scanner.apply_all(&batch.flows, &dns);
                     self.status.applied.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
