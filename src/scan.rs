@@ -306,7 +306,7 @@ mod tests {
         let mut x: u32 = 7;
         for i in 0..60_000u32 {
             x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            let host = std::net::Ipv4Addr::from(0x0a00_0000 | (x >> 8) % 9_000);
+            let host = std::net::Ipv4Addr::from(0x0a00_0000 | ((x >> 8) % 9_000));
             let peer = if i % 3 == 0 {
                 std::net::Ipv4Addr::from(0x0a01_0000 | (x % 500))
             } else {
