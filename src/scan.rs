@@ -307,12 +307,12 @@ mod tests {
         for i in 0..60_000u32 {
             x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             let host = std::net::Ipv4Addr::from(0x0a00_0000 | ((x >> 8) % 9_000));
-            let peer = if i % 3 == 0 {
+            let peer = if i.is_multiple_of(3) {
                 std::net::Ipv4Addr::from(0x0a01_0000 | (x % 500))
             } else {
                 std::net::Ipv4Addr::from(0xcb00_7100 | (x % 200))
             };
-            let port = if x % 2 == 0 { 443 } else { 80 };
+            let port = if x.is_multiple_of(2) { 443 } else { 80 };
             let mut f = Flow::new(host.into(), 40000, peer.into(), port, 6);
             f.start_ms = i64::from(i);
             f.end_ms = i64::from(i) + 1;
