@@ -390,7 +390,7 @@ fn fleet_matches_one_process(case: &str, trouble: Trouble, member_threads: usize
                     break true;
                 }
             }
-            if t.elapsed() > Duration::from_secs(120) {
+            if t.elapsed() > Duration::from_secs(240) {
                 break false;
             }
             std::thread::sleep(Duration::from_millis(500));
@@ -463,14 +463,15 @@ fn fleet_of_daemons_survives_a_killed_worker_and_matches_one_process() {
 /// stopped for two leases, with two fleet members per worker process: nothing is counted
 /// twice, nothing lost.
 ///
-/// Ignored in the ordinary run: it reproduces the part of issue 15's defect 13 that is still
-/// open (docs/fleet.md, "Open defect"). Under `stress --cpu 2`: 3 failures in 10 runs (a shard
-/// a few flows off) before consumer names were made unique per take; then 1 count failure in
-/// 3; with batch ids remembered per tenure and shards left to others by a worker that cannot
-/// start them, 1 failure in 10, on liveness (not all shards owned again within 60 s of the
-/// pause), none on counts. `cargo test --test fleet_cluster -- --ignored` runs it.
+/// The remainder of issue 15's defect 13 (docs/fleet.md, "Under load"), run 10 times in a row
+/// with two busy loops on the two cores: with batch ids stored with the marks and connections
+/// leaving a server whose JetStream does not answer, 7 of 10 passed (3 had not all shards
+/// owned within 60 s of the pause); with a consumer found by its filter, a shard any worker
+/// may take when all are cooling for it, and 150 s to settle, 8 of 10 (a collector gave
+/// batches up after 30 s of retries; an inventory not settled within 120 s); with 60 s of
+/// retries, 10 of 10 (every shard owned again 44–97 s after the pause). The inventory now has
+/// 240 s to settle.
 #[test]
-#[ignore = "open remainder of issue 15 defect 13: fails under CPU load, see the doc comment"]
 fn fleet_counts_once_through_a_paused_node_and_a_stalled_worker() {
     fleet_matches_one_process("pause", Trouble::PauseNodeThenStallWorker, 2);
 }
