@@ -579,10 +579,7 @@ impl Inventory {
             // Rare: once per `max_hosts / 10` new hosts when the table is full. Eviction moves
             // hosts between slots: the new one is found again.
             self.evict_oldest(Some(key));
-            slot = self
-                .hosts
-                .slot_or_insert(key, || unreachable!("the new host is not evicted"))
-                .0;
+            slot = self.hosts.slot(key).expect("the new host is not evicted");
         }
         let h = self.hosts.at_mut(slot);
         h.flows += 1;

@@ -39,8 +39,9 @@ fn v4_of(key: u128) -> Option<u32> {
 }
 
 impl HostTable {
+    /// The slot of `key`, if the table holds it.
     #[inline]
-    fn slot(&self, key: u128) -> Option<u32> {
+    pub fn slot(&self, key: u128) -> Option<u32> {
         match v4_of(key) {
             Some(a) => self.v4.get(a),
             None => self.v6.get(&key).copied(),
@@ -355,6 +356,14 @@ mod tests {
         addr_key(s.parse::<IpAddr>().unwrap())
     }
 
+    /// The next of a xorshift sequence: random operations, the same in every run.
+    fn next(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
     fn state(flows: u64) -> HostState {
         HostState {
             flows,
@@ -417,9 +426,7 @@ mod tests {
         let mut m = std::collections::HashMap::new();
         let mut x: u64 = 12345;
         for step in 0..200_000u32 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            next(&mut x);
             // Dense neighbours (as in a /16) and a few far ones.
             let a = if x.is_multiple_of(10) {
                 x as u32
@@ -448,9 +455,7 @@ mod tests {
         let mut m = std::collections::HashMap::new();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for step in 0..20_000u64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            next(&mut x);
             let k = if x.is_multiple_of(5) {
                 u128::from(x % 300) << 64
             } else {
