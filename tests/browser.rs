@@ -35,6 +35,32 @@ fn chromedriver() -> Option<Driver> {
     Some(Driver(child, port))
 }
 
+/// Waits (up to 60 s, for a loaded machine) until the browser shows a fully loaded page at
+/// `path` whose query holds `query`.
+async fn arrived(client: &fantoccini::Client, path: &str, query: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        // Either call may fail while a page unloads: that is "not yet".
+        let url = client.current_url().await.ok();
+        let ready = client
+            .execute("return document.readyState;", vec![])
+            .await
+            .ok();
+        if let (Some(url), Some(ready)) = (&url, &ready)
+            && url.path() == path
+            && url.query().unwrap_or("").contains(query)
+            && *ready == serde_json::json!("complete")
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the browser is still at {url:?} ({ready:?}), not at {path}?…{query}…"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn the_pages_work_in_chromium_and_run_no_injected_script() {
     let Some(driver) = chromedriver() else {
@@ -145,6 +171,9 @@ async fn the_pages_work_in_chromium_and_run_no_injected_script() {
         .click()
         .await
         .unwrap();
+    // A click that navigates does not wait for the new page: wait for it, or the old page's
+    // rows are counted (seen under load).
+    arrived(&client, "/ui/hosts", "q=10.7.1.1").await;
     let rows = client.find_all(Locator::Css("tbody tr")).await.unwrap();
     assert_eq!(rows.len(), 1);
     shot("hosts-filtered").await;
@@ -157,6 +186,7 @@ async fn the_pages_work_in_chromium_and_run_no_injected_script() {
         .click()
         .await
         .unwrap();
+    arrived(&client, "/ui/hosts/10.7.1.1", "").await;
     assert_eq!(client.title().await.unwrap(), "Host 10.7.1.1 — flowprint");
     let text = client
         .find(Locator::Css("main"))
