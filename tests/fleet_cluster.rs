@@ -145,6 +145,88 @@ fn sum_metric(serves: &[&common::serve::Serve], name: &str) -> u64 {
     serves.iter().map(|s| metric_of(s, name)).sum()
 }
 
+/// Where the flows went, for a run that did not converge: what the collectors published, what
+/// the stream holds, what the workers applied and what the database recorded (batch ids per
+/// shard, flows), so that a loss on the publishing side can be told from one on the consuming
+/// side.
+fn accounting(
+    url: &str,
+    bus_config: &BusConfig,
+    spec: &str,
+    collectors: &[&common::serve::Serve],
+    workers: &[&common::serve::Serve],
+    expected: &BTreeMap<String, HostView>,
+    last: &BTreeMap<String, HostView>,
+) -> String {
+    let mut out = String::new();
+    let flows = |m: &BTreeMap<String, HostView>| m.values().map(|v| v.0).sum::<u64>();
+    out += &format!(
+        "flows: one process {}, fleet inventory {}\n",
+        flows(expected),
+        flows(last)
+    );
+    for name in [
+        "flowprint_fleet_batches_published_total",
+        "flowprint_fleet_batches_duplicate_total",
+        "flowprint_fleet_batches_retried_total",
+        "flowprint_fleet_batches_refused_total",
+    ] {
+        let each: Vec<u64> = collectors.iter().map(|c| metric_of(c, name)).collect();
+        out += &format!("collectors {name}: {each:?}\n");
+    }
+    for name in [
+        "flowprint_fleet_batches_applied_total",
+        "flowprint_fleet_batches_skipped_total",
+        "flowprint_fleet_duplicate_batches_skipped_total",
+        "flowprint_fleet_flows_applied_total",
+        "flowprint_fleet_shard_rewinds_total",
+        "flowprint_fleet_batches_malformed_total",
+        "flowprint_fleet_shards_owned",
+        "flowprint_fleet_write_failures_total",
+    ] {
+        let each: Vec<u64> = workers.iter().map(|w| metric_of(w, name)).collect();
+        out += &format!("workers {name}: {each:?}\n");
+    }
+    match flowprint::fleet::Bus::connect(url, bus_config.clone()) {
+        Ok(bus) => {
+            out += &format!("stream (messages, first, last): {:?}\n", bus.stream_state());
+            if let Ok(mut db) = flowprint::inventory::open(spec) {
+                let stream = bus.stream_id();
+                let all: Vec<Vec<[u8; 24]>> = (0..8)
+                    .map(|s| db.load_batches(&stream, s).unwrap_or_default())
+                    .collect();
+                let ids: Vec<usize> = all.iter().map(Vec::len).collect();
+                // Per publisher, the batch counters never recorded below the highest one
+                // recorded: the batches that did not reach the inventory.
+                let mut by_publisher: BTreeMap<[u8; 16], Vec<u64>> = BTreeMap::new();
+                for id in all.iter().flatten() {
+                    let p: [u8; 16] = id[..16].try_into().unwrap();
+                    let n = u64::from_le_bytes(id[16..].try_into().unwrap());
+                    by_publisher.entry(p).or_default().push(n);
+                }
+                for (p, mut ns) in by_publisher {
+                    ns.sort_unstable();
+                    let max = ns.last().copied().unwrap_or(0);
+                    let missing: Vec<u64> =
+                        (1..=max).filter(|n| ns.binary_search(n).is_err()).collect();
+                    let hex: String = p.iter().map(|b| format!("{b:02x}")).collect();
+                    out += &format!(
+                        "publisher {hex}: {} batch ids recorded, highest {max}, never recorded: {missing:?}\n",
+                        ns.len()
+                    );
+                }
+                out += &format!(
+                    "batch ids recorded per shard: {ids:?} (sum {})\nmarks: {:?}\n",
+                    ids.iter().sum::<usize>(),
+                    db.load_marks()
+                );
+            }
+        }
+        Err(e) => out += &format!("bus: {e}\n"),
+    }
+    out
+}
+
 /// What happens to the fleet while the flows stream in.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Trouble {
@@ -404,8 +486,21 @@ fn fleet_matches_one_process(case: &str, trouble: Trouble, member_threads: usize
             .take(3)
             .map(|(k, v)| format!("{k}: expected {v:?}, fleet {:?}", last.get(k)))
             .collect();
+        let account = {
+            let cs: Vec<_> = collectors.iter().map(|(c, _)| c).collect();
+            let ws: Vec<_> = workers.iter().map(|(w, _)| w).collect();
+            accounting(
+                &cluster.urls[1],
+                &bus_config,
+                &pg.spec,
+                &cs,
+                &ws,
+                &expected,
+                &last,
+            )
+        };
         panic!(
-            "fleet inventory != single process: {missing} hosts missing, {} extra, {} differ, e.g. {differ:#?}\ncollector logs:\n{}\nworker logs:\n{}",
+            "fleet inventory != single process: {missing} hosts missing, {} extra, {} differ, e.g. {differ:#?}\n{account}collector logs:\n{}\nworker logs:\n{}",
             last.keys().filter(|k| !expected.contains_key(*k)).count(),
             expected
                 .iter()
@@ -424,6 +519,19 @@ fn fleet_matches_one_process(case: &str, trouble: Trouble, member_threads: usize
         );
     }
     let ws: Vec<_> = workers.iter().map(|(s, _)| s).collect();
+    // For the record of a run (`--nocapture`): what a converged run's accounting looks like.
+    eprintln!(
+        "accounting:\n{}",
+        accounting(
+            &cluster.urls[1],
+            &bus_config,
+            &pg.spec,
+            &cs,
+            &ws,
+            &expected,
+            &last
+        )
+    );
     let t = Instant::now();
     while owned(&ws) != 8 {
         assert!(

@@ -502,6 +502,20 @@ impl Bus {
         )
     }
 
+    /// What the flow stream holds now, asked of its leader: messages, first and last sequence.
+    /// For accounting (where did a batch go?): a worker never needs it.
+    pub fn stream_state(&self) -> Result<(u64, u64, u64), FleetError> {
+        self.rt.block_on(async {
+            let s = self
+                .js
+                .get_stream(&self.config.stream)
+                .await
+                .map_err(|e| js_err("stream info")(&e))?;
+            let st = &s.cached_info().state;
+            Ok((st.messages, st.first_sequence, st.last_sequence))
+        })
+    }
+
     /// Runs a future on the bus's runtime (for the lease and pack helpers).
     pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
