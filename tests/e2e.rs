@@ -531,9 +531,15 @@ fn packets_to_inventory_through_dnsmasq_http_tcpdump_softflowd_and_serve() {
     for (tag, s) in [("v9", &v9), ("ipfix", &ipfix)] {
         let host = |addr: &str| get_json(s.api, &format!("/hosts/{addr}"));
         let t = Instant::now();
-        while !(host(CLIENT_A)["host"]["software"]
-            .as_array()
-            .is_some_and(|v| !v.is_empty())
+        // Every verdict asserted below, awaited: the two downloads' records may arrive in
+        // different export packets, so one host's software can come after the other's.
+        let has_software = |addr: &str| {
+            host(addr)["host"]["software"]
+                .as_array()
+                .is_some_and(|v| !v.is_empty())
+        };
+        while !(has_software(CLIENT_A)
+            && has_software(CLIENT_B)
             && host(CLIENT_B)["host"]["os"]["family"] == "FictOS-B")
         {
             if t.elapsed() > Duration::from_secs(15) {
