@@ -165,16 +165,13 @@ fn accounting(
         flows(expected),
         flows(last)
     );
-    for name in [
+    let collector_metrics = [
         "flowprint_fleet_batches_published_total",
         "flowprint_fleet_batches_duplicate_total",
         "flowprint_fleet_batches_retried_total",
         "flowprint_fleet_batches_refused_total",
-    ] {
-        let each: Vec<u64> = collectors.iter().map(|c| metric_of(c, name)).collect();
-        out += &format!("collectors {name}: {each:?}\n");
-    }
-    for name in [
+    ];
+    let worker_metrics = [
         "flowprint_fleet_batches_applied_total",
         "flowprint_fleet_batches_skipped_total",
         "flowprint_fleet_duplicate_batches_skipped_total",
@@ -183,9 +180,15 @@ fn accounting(
         "flowprint_fleet_batches_malformed_total",
         "flowprint_fleet_shards_owned",
         "flowprint_fleet_write_failures_total",
+    ];
+    for (role, serves, names) in [
+        ("collectors", collectors, &collector_metrics[..]),
+        ("workers", workers, &worker_metrics[..]),
     ] {
-        let each: Vec<u64> = workers.iter().map(|w| metric_of(w, name)).collect();
-        out += &format!("workers {name}: {each:?}\n");
+        for name in names {
+            let each: Vec<u64> = serves.iter().map(|s| metric_of(s, name)).collect();
+            out += &format!("{role} {name}: {each:?}\n");
+        }
     }
     match flowprint::fleet::Bus::connect(url, bus_config.clone()) {
         Ok(bus) => {
@@ -478,6 +481,7 @@ fn fleet_matches_one_process(case: &str, trouble: Trouble, member_threads: usize
             std::thread::sleep(Duration::from_millis(500));
         }
     };
+    let ws: Vec<_> = workers.iter().map(|(s, _)| s).collect();
     if !converged {
         let missing = expected.keys().filter(|k| !last.contains_key(*k)).count();
         let differ: Vec<_> = expected
@@ -486,19 +490,15 @@ fn fleet_matches_one_process(case: &str, trouble: Trouble, member_threads: usize
             .take(3)
             .map(|(k, v)| format!("{k}: expected {v:?}, fleet {:?}", last.get(k)))
             .collect();
-        let account = {
-            let cs: Vec<_> = collectors.iter().map(|(c, _)| c).collect();
-            let ws: Vec<_> = workers.iter().map(|(w, _)| w).collect();
-            accounting(
-                &cluster.urls[1],
-                &bus_config,
-                &pg.spec,
-                &cs,
-                &ws,
-                &expected,
-                &last,
-            )
-        };
+        let account = accounting(
+            &cluster.urls[1],
+            &bus_config,
+            &pg.spec,
+            &cs,
+            &ws,
+            &expected,
+            &last,
+        );
         panic!(
             "fleet inventory != single process: {missing} hosts missing, {} extra, {} differ, e.g. {differ:#?}\n{account}collector logs:\n{}\nworker logs:\n{}",
             last.keys().filter(|k| !expected.contains_key(*k)).count(),
@@ -518,7 +518,6 @@ fn fleet_matches_one_process(case: &str, trouble: Trouble, member_threads: usize
                 .join("\n----\n")
         );
     }
-    let ws: Vec<_> = workers.iter().map(|(s, _)| s).collect();
     // For the record of a run (`--nocapture`): what a converged run's accounting looks like.
     eprintln!(
         "accounting:\n{}",
