@@ -558,9 +558,9 @@ fn query_by_label_and_confidence(store: &mut dyn Store) {
     assert!(query(store, None, Some(1.5)).is_empty());
 }
 
-/// The fleet's marks: written with hosts in one transaction, fenced by the lease revision: a
-/// claim by a newer lease refuses the older owner's writes (hosts included), a claim by an older
-/// lease is refused.
+/// The fleet's marks: written with hosts in one transaction, fenced by the tenure's claim: each
+/// claim gets a new fence from the database, and a write carrying an earlier claim's fence
+/// (hosts included) is refused, as is one that would lower the mark.
 fn fleet_marks_are_fenced(store: &mut dyn Store) {
     use flowprint::inventory::FleetMark;
     let mark = |shard, seq, fence| FleetMark {
@@ -571,30 +571,45 @@ fn fleet_marks_are_fenced(store: &mut dyn Store) {
         batches: Vec::new(),
     };
     assert!(store.load_marks().unwrap().is_empty());
-    assert_eq!(
-        store.claim_shard("S", 3, 10).unwrap(),
-        0,
-        "a new shard's mark is 0"
-    );
+    let (seq, first) = store.claim_shard("S", 3).unwrap();
+    assert_eq!(seq, 0, "a new shard's mark is 0");
     let hosts = sample();
-    store.save_marked(&hosts[..1], &[mark(3, 41, 10)]).unwrap();
-    assert_eq!(store.load_marks().unwrap(), vec![mark(3, 41, 10)]);
-    // The same owner, renewed (a higher revision), writes on.
-    store.save_marked(&[], &[mark(3, 57, 12)]).unwrap();
-    // A new owner claims it: the mark is kept, the fence raised.
-    assert_eq!(store.claim_shard("S", 3, 20).unwrap(), 57);
-    // The old owner's late write is refused, hosts and all.
+    store
+        .save_marked(&hosts[..1], &[mark(3, 41, first)])
+        .unwrap();
+    assert_eq!(store.load_marks().unwrap(), vec![mark(3, 41, first)]);
+    // The same tenure writes on.
+    store.save_marked(&[], &[mark(3, 57, first)]).unwrap();
+    // A new tenure claims it: the mark is kept, a new fence issued.
+    let (seq, second) = store.claim_shard("S", 3).unwrap();
+    assert_eq!(seq, 57);
+    assert!(second > first, "fences rise: {first} then {second}");
+    // The old tenure's late write is refused, hosts and all, whatever fence it claims to have
+    // other than the last claim's (higher ones too: fences are the database's, not the writer's).
+    for stale in [first, second + 1, u64::MAX] {
+        let e = store
+            .save_marked(&hosts[1..], &[mark(3, 90, stale)])
+            .unwrap_err();
+        assert!(e.to_string().contains("fenced"), "{e}");
+    }
+    assert_eq!(load(store).len(), 1, "nothing of the refused writes landed");
+    assert_eq!(store.load_marks().unwrap(), vec![mark(3, 57, second)]);
+    // The last tenure may not lower the mark either.
     let e = store
-        .save_marked(&hosts[1..], &[mark(3, 90, 12)])
+        .save_marked(&hosts[1..], &[mark(3, 56, second)])
         .unwrap_err();
     assert!(e.to_string().contains("fenced"), "{e}");
-    assert_eq!(load(store).len(), 1, "nothing of the refused write landed");
-    assert_eq!(store.load_marks().unwrap(), vec![mark(3, 57, 20)]);
-    // An older lease cannot claim it back.
-    assert!(store.claim_shard("S", 3, 15).is_err());
+    assert_eq!(load(store).len(), 1);
+    store
+        .save_marked(&hosts[1..], &[mark(3, 57, second)])
+        .unwrap();
+    assert_eq!(load(store).len(), hosts.len());
     // Shards and streams are independent.
-    store.save_marked(&[], &[mark(4, 7, 1)]).unwrap();
-    assert_eq!(store.claim_shard("T", 3, 1).unwrap(), 0);
+    let (seq, f4) = store.claim_shard("S", 4).unwrap();
+    assert_eq!(seq, 0);
+    store.save_marked(&[], &[mark(4, 7, f4)]).unwrap();
+    assert_eq!(store.claim_shard("T", 3).unwrap().0, 0);
+    assert_eq!(store.claim_shard("S", 3).unwrap(), (57, second + 1));
     assert_eq!(store.load_marks().unwrap().len(), 3);
 }
 
@@ -615,11 +630,11 @@ fn fleet_batch_ids_are_kept_with_marks(store: &mut dyn Store) {
         batches,
     };
     assert!(store.load_batches("S", 1).unwrap().is_empty());
-    store.claim_shard("S", 1, 5).unwrap();
+    let (_, old) = store.claim_shard("S", 1).unwrap();
     store
         .save_marked(
             &[],
-            &[mark(1, 3, 5, vec![(1, id(1)), (2, id(2)), (3, id(3))])],
+            &[mark(1, 3, old, vec![(1, id(1)), (2, id(2)), (3, id(3))])],
         )
         .unwrap();
     let mut got = store.load_batches("S", 1).unwrap();
@@ -629,17 +644,17 @@ fn fleet_batch_ids_are_kept_with_marks(store: &mut dyn Store) {
     assert!(store.load_batches("S", 2).unwrap().is_empty());
     assert!(store.load_batches("T", 1).unwrap().is_empty());
     // A newer owner claims the shard: the old owner's late write stores no id.
-    store.claim_shard("S", 1, 9).unwrap();
+    let (_, new) = store.claim_shard("S", 1).unwrap();
     assert!(
         store
-            .save_marked(&[], &[mark(1, 4, 5, vec![(4, id(4))])])
+            .save_marked(&[], &[mark(1, 4, old, vec![(4, id(4))])])
             .is_err()
     );
     assert_eq!(store.load_batches("S", 1).unwrap().len(), 3);
     // The same id written twice is kept once; beyond the limit the oldest go.
     let n = u64::from(MAX_STORED_BATCHES) + 100;
     let many: Vec<(u64, [u8; 24])> = (3..=n).map(|s| (s, id(s))).collect();
-    store.save_marked(&[], &[mark(1, n, 9, many)]).unwrap();
+    store.save_marked(&[], &[mark(1, n, new, many)]).unwrap();
     let got = store.load_batches("S", 1).unwrap();
     assert_eq!(got.len(), MAX_STORED_BATCHES as usize);
     assert!(got.contains(&id(n)) && !got.contains(&id(1)) && !got.contains(&id(100)));

@@ -117,8 +117,9 @@ pub struct FleetMark {
     pub shard: u32,
     /// The highest stream sequence applied.
     pub seq: u64,
-    /// The revision of the writer's lease on the shard: a write with a lower fence than the
-    /// stored one comes from a worker that lost the shard, and is refused.
+    /// The fence the database issued when the writer's tenure claimed the shard
+    /// ([`Store::claim_shard`]): a write with another fence than the stored one comes from a
+    /// tenure that lost the shard, and is refused.
     pub fence: u64,
     /// The batches applied since the shard's previous write, as (stream sequence, batch id):
     /// stored with the mark, so that the shard's next owner knows them and does not count a
@@ -142,18 +143,19 @@ pub trait Store: Send {
         self.save_marked(hosts, &[])
     }
     /// Writes these hosts and the fleet's applied marks in one transaction: either all of it
-    /// lands or none. A mark whose stored fence is higher than the one given (another worker
-    /// took the shard over since) refuses the whole transaction with a `fenced` error.
+    /// lands or none. A mark whose fence is not the stored one (the shard was claimed again
+    /// since), or whose sequence is below the stored one, refuses the whole transaction with a
+    /// `fenced` error.
     fn save_marked(&mut self, hosts: &[StoredHost], marks: &[FleetMark]) -> Result<(), StoreError>;
     /// The fleet's applied marks.
     fn load_marks(&mut self) -> Result<Vec<FleetMark>, StoreError>;
     /// The ids of the last batches applied and written on a shard ([`FleetMark::batches`]).
     fn load_batches(&mut self, stream: &str, shard: u32) -> Result<Vec<[u8; 24]>, StoreError>;
-    /// Claims a shard for a new lease: raises the shard's stored fence to `fence` (so that
-    /// any write still coming from the previous owner is refused from now on) and returns the
-    /// shard's mark, or a `fenced` error when a newer lease already claimed it. Called before
-    /// the shard's hosts are read.
-    fn claim_shard(&mut self, stream: &str, shard: u32, fence: u64) -> Result<u64, StoreError>;
+    /// Claims a shard for a new tenure (a lease taken, or a tenure gone back to its last write):
+    /// the database issues the shard's next fence, so that every write of an earlier tenure, of
+    /// whichever worker, is refused from now on. Returns the shard's mark and the new fence.
+    /// Called before the shard's hosts are read.
+    fn claim_shard(&mut self, stream: &str, shard: u32) -> Result<(u64, u64), StoreError>;
     /// Reads every host back.
     fn load_all(&mut self) -> Result<Vec<StoredHost>, StoreError>;
     /// Deletes every stored evidence row of these rules (one transaction); returns the rows
@@ -318,39 +320,30 @@ pub(crate) fn batch_from_hex(s: &str) -> Option<[u8; 24]> {
     Some(out)
 }
 
-/// Writing a fleet mark, fenced: the row changes only when the writer's fence is at least the
-/// stored one (zero rows changed means the writer lost the shard).
-pub(crate) const UPSERT_MARK: &str = "INSERT INTO fleet_marks (stream, shard, seq, fence, updated_at) VALUES ($1, $2, $3, $4, $5)
-    ON CONFLICT (stream, shard) DO UPDATE SET seq = excluded.seq, fence = excluded.fence, updated_at = excluded.updated_at
-    WHERE fleet_marks.fence <= excluded.fence";
+/// Writing a fleet mark, fenced: the row changes only when the writer's fence is the stored one
+/// (the writer's tenure is the shard's last claim) and its mark is not below the stored one (a
+/// tenure's mark only rises). Zero rows changed means the writer lost the shard.
+pub(crate) const UPSERT_MARK: &str =
+    "INSERT INTO fleet_marks (stream, shard, seq, fence, updated_at) VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (stream, shard) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at
+    WHERE fleet_marks.fence = excluded.fence AND fleet_marks.seq <= excluded.seq";
 
-/// Claiming a shard: the fence raised, the mark kept (0 for a shard never written).
-pub(crate) const CLAIM_MARK: &str = "INSERT INTO fleet_marks (stream, shard, seq, fence, updated_at) VALUES ($1, $2, 0, $3, $4)
-    ON CONFLICT (stream, shard) DO UPDATE SET fence = excluded.fence, updated_at = excluded.updated_at
-    WHERE fleet_marks.fence <= excluded.fence
-    RETURNING seq";
+/// Claiming a shard: the database issues the next fence (one more than the last claim's), the
+/// mark kept (0 for a shard never written). Returns the mark and the new fence.
+pub(crate) const CLAIM_MARK: &str = "INSERT INTO fleet_marks (stream, shard, seq, fence, updated_at) VALUES ($1, $2, 0, 1, $3)
+    ON CONFLICT (stream, shard) DO UPDATE SET fence = fleet_marks.fence + 1, updated_at = excluded.updated_at
+    RETURNING seq, fence";
 
 /// The read of every fleet mark.
 pub(crate) const LOAD_MARKS: &str = "SELECT stream, shard, seq, fence FROM fleet_marks";
-
-/// The error of a claim refused because a newer lease already claimed the shard.
-pub(crate) fn fenced_claim(stream: &str, shard: u32, fence: u64) -> StoreError {
-    fenced(&FleetMark {
-        stream: stream.to_string(),
-        shard,
-        seq: 0,
-        fence,
-        batches: Vec::new(),
-    })
-}
 
 /// The error of a fenced mark.
 pub(crate) fn fenced(m: &FleetMark) -> StoreError {
     store_error(
         "save",
         format!(
-            "fenced: shard {} of {} is owned by a newer lease than {} (this worker lost it)",
-            m.shard, m.stream, m.fence
+            "fenced: shard {} of {} was claimed again since the claim that issued fence {}, or its stored mark is above {} (this tenure lost the shard)",
+            m.shard, m.stream, m.fence, m.seq
         ),
     )
 }

@@ -311,24 +311,16 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    fn claim_shard(&mut self, stream: &str, shard: u32, fence: u64) -> Result<u64, StoreError> {
+    fn claim_shard(&mut self, stream: &str, shard: u32) -> Result<(u64, u64), StoreError> {
         let fail = |e: ::postgres::Error| store_error("save", e);
-        let rows = self
+        let row = self
             .client
-            .query(
-                super::CLAIM_MARK,
-                &[
-                    &stream,
-                    &i64::from(shard),
-                    &i64::try_from(fence).unwrap_or(i64::MAX),
-                    &now_ms(),
-                ],
-            )
+            .query_one(super::CLAIM_MARK, &[&stream, &i64::from(shard), &now_ms()])
             .map_err(fail)?;
-        match rows.first() {
-            Some(r) => column_u64(r.get(0), "mark seq"),
-            None => Err(super::fenced_claim(stream, shard, fence)),
-        }
+        Ok((
+            column_u64(row.get(0), "mark seq")?,
+            column_u64(row.get(1), "mark fence")?,
+        ))
     }
 
     fn save_marked(

@@ -197,27 +197,19 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn claim_shard(&mut self, stream: &str, shard: u32, fence: u64) -> Result<u64, StoreError> {
+    fn claim_shard(&mut self, stream: &str, shard: u32) -> Result<(u64, u64), StoreError> {
         let fail = |e: rusqlite::Error| store_error("save", e);
         let sql = super::CLAIM_MARK.replace('$', "?");
-        let seq: Option<i64> = self
+        let (seq, fence): (i64, i64) = self
             .conn
-            .query_row(
-                &sql,
-                params![
-                    stream,
-                    i64::from(shard),
-                    i64::try_from(fence).unwrap_or(i64::MAX),
-                    now_ms()
-                ],
-                |r| r.get(0),
-            )
-            .optional()
+            .query_row(&sql, params![stream, i64::from(shard), now_ms()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .map_err(fail)?;
-        match seq {
-            Some(seq) => column_u64(seq, "mark seq"),
-            None => Err(super::fenced_claim(stream, shard, fence)),
-        }
+        Ok((
+            column_u64(seq, "mark seq")?,
+            column_u64(fence, "mark fence")?,
+        ))
     }
 
     fn save_marked(

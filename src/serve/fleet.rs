@@ -19,8 +19,10 @@
 //! 4. it skips (and acknowledges) the batches at or below the mark, and applies the others.
 //!
 //! A releasing owner first writes and acknowledges everything it applied; a dead one leaves
-//! batches unacknowledged, which step 3 delivers to its successor. Writes carry the lease's
-//! revision as a fence: the database refuses a write from an owner whose lease was taken over.
+//! batches unacknowledged, which step 3 delivers to its successor. Each claim of a shard (step
+//! 2's, and a tenure's going back to its last write) gets a new fence from the database, and
+//! every write carries its tenure's: the database refuses a write of any tenure but the last,
+//! and one that would lower the shard's mark.
 //!
 //! A shard's hosts in memory are always the database's plus the batches after its mark, each
 //! applied once, in order: a batch is applied only when its delivery follows the last one
@@ -99,8 +101,11 @@ struct Active {
     persisted: u64,
     /// Flows applied since the last write (counted as evaluated once written).
     unwritten: u64,
-    /// The lease revision: the fence of the next write.
+    /// The fence the database issued this tenure when it claimed the shard: the fence of its
+    /// every write (a later claim, by anyone, refuses them).
     fence: u64,
+    /// The lease's revision (names the shard's consumer).
+    rev: u64,
     /// Applied, not yet written and acknowledged.
     pending: Vec<Delivered>,
     /// The consumer sequence of the last delivery seen: the next one must follow it, or a
@@ -451,7 +456,7 @@ impl Member {
                 Change::Acquired(s, rev) => taken.push((s, rev)),
                 Change::Renewed(s, rev) => {
                     if let Some(a) = self.active.get_mut(&s) {
-                        a.fence = rev;
+                        a.rev = rev;
                     }
                 }
                 Change::Lost(s) => {
@@ -481,13 +486,14 @@ impl Member {
     /// late write of the previous owner is refused), then their hosts and marks read, their
     /// consumers re-created.
     fn take(&mut self, taken: Vec<(u32, u64)>) {
-        let mut marks: BTreeMap<u32, u64> = BTreeMap::new();
+        // Per shard: the stored mark and the fence the database issued this tenure.
+        let mut marks: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
         let mut claimed = Vec::new();
         for (s, rev) in taken {
             match self.db.as_mut() {
-                Some(db) => match db.claim_shard(&self.stream, s, rev) {
-                    Ok(seq) => {
-                        marks.insert(s, seq);
+                Some(db) => match db.claim_shard(&self.stream, s) {
+                    Ok(claim) => {
+                        marks.insert(s, claim);
                         claimed.push((s, rev));
                     }
                     Err(e) => {
@@ -554,7 +560,7 @@ impl Member {
                     continue;
                 }
             };
-            let mark = marks.get(&s).copied().unwrap_or(0);
+            let (mark, fence) = marks.get(&s).copied().unwrap_or((0, 0));
             let token = TENURES.fetch_add(1, Ordering::Relaxed) + 1;
             let delivery = consumer.last_delivery();
             let mine: Vec<_> = stored
@@ -576,7 +582,8 @@ impl Member {
                 shard = s,
                 hosts = mine.len(),
                 mark,
-                fence = rev,
+                fence,
+                rev,
                 "shard taken over"
             );
             self.active.insert(
@@ -586,7 +593,8 @@ impl Member {
                     mark,
                     persisted: mark,
                     unwritten: 0,
-                    fence: rev,
+                    fence,
+                    rev,
                     pending: Vec::new(),
                     delivery,
                     token,
@@ -783,11 +791,12 @@ impl Member {
         let Some(a) = self.active.get(&s) else {
             return;
         };
-        let fence = a.fence;
+        let rev = a.rev;
         tracing::warn!(shard = s, "{why}: going back to the shard's last write");
         self.status.rewinds.fetch_add(1, Ordering::Relaxed);
         self.drop_shard(s);
-        self.take(vec![(s, fence)]);
+        // A new tenure: claimed again, under a new fence.
+        self.take(vec![(s, rev)]);
     }
 
     fn flush_all(&mut self) {
@@ -837,6 +846,9 @@ impl Member {
                 if e.message.starts_with("fenced") {
                     tracing::error!(shard = s, "fleet: {e}");
                     self.drop_shard(s);
+                    // Released if this member's lease thread still holds it (a no-op when the
+                    // lease is another worker's): the shard is taken again from the database.
+                    self.give_back(s);
                     self.status.lost.fetch_add(1, Ordering::Relaxed);
                 } else {
                     // Nothing acknowledged; the hosts are marked changed again for the next
