@@ -890,3 +890,44 @@ fn sqlite_file_is_in_wal_mode() {
         .unwrap();
     assert_eq!(hosts, 3);
 }
+
+/// SQLite writes a save's rows 64 to a statement: a row that breaks a table's key inside such
+/// a statement is still named in the error (the statement's rows are tried again one by one),
+/// and the rows written with it in the same transaction are rolled back with the rest.
+#[test]
+fn sqlite_names_the_row_that_breaks_a_multi_row_save() {
+    let fixture = Fixture::sqlite("rows");
+    let mut store = fixture.open();
+    let mut batch: Vec<StoredHost> = (0..200).map(|i| generated(i, 1)).collect();
+    let mut broken = host("10.0.0.250", vec![label("os.family", "BeOS", 1.0, true)]);
+    broken.evidence.push(broken.evidence[0].clone());
+    let rule = broken.evidence[0].rule.clone();
+    batch.insert(10, broken);
+    let err = store.save(&batch).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("host 10.0.0.250") && text.contains(&format!("rule {rule}")),
+        "{text}"
+    );
+    assert!(
+        store.load_all().unwrap().is_empty(),
+        "nothing of the failed save landed"
+    );
+    // Without the broken host, the 200 hosts (three full statements and a remainder) land
+    // whole, each with its labels, evidence and epochs.
+    batch.remove(10);
+    store.save(&batch).unwrap();
+    let mut expected = batch.clone();
+    expected.sort_by(|a, b| a.host.cmp(&b.host));
+    let mut loaded = store.load_all().unwrap();
+    loaded.sort_by(|a, b| a.host.cmp(&b.host));
+    assert_eq!(loaded.len(), 200);
+    for (l, e) in loaded.iter().zip(&expected) {
+        assert_eq!(
+            (l.evidence.len(), l.labels.len(), l.epochs.len()),
+            (e.evidence.len(), e.labels.len(), e.epochs.len()),
+            "{}",
+            e.host
+        );
+    }
+}

@@ -214,6 +214,12 @@ fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, FleetError> {
     Ok(servers)
 }
 
+/// How long a shard's consumer lives without a pull: four leases (a stalled worker's shards
+/// have moved by then), and at least `ack_wait`.
+pub fn consumer_inactive(config: &BusConfig) -> Duration {
+    (config.lease * 4).max(config.ack_wait)
+}
+
 impl Bus {
     /// Connects and makes sure the stream exists. `url` is one server or several, separated by
     /// commas; the client also learns the cluster's other servers from the one it reaches, and
@@ -344,7 +350,12 @@ impl Bus {
     }
 
     /// A shard's durable pull consumer named `name`: explicit acknowledgement, delivery from
-    /// the first batch still in the stream.
+    /// the first batch still in the stream. The server removes it after
+    /// [`consumer_inactive`] without a pull: a consumer left behind (its owner died, its
+    /// delete timed out, or its creation landed after the client gave up during a node's pause)
+    /// would otherwise hold the shard's subject of the work-queue stream for ever, and no worker
+    /// could take the shard. An owner that was merely slow for that long finds its consumer gone
+    /// and goes back to its last write, which loses nothing.
     fn consumer_config(&self, name: &str, shard: u32) -> jetstream::consumer::pull::Config {
         jetstream::consumer::pull::Config {
             durable_name: Some(name.to_string()),
@@ -352,6 +363,7 @@ impl Bus {
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             ack_wait: self.config.ack_wait,
             max_ack_pending: 10_000,
+            inactive_threshold: consumer_inactive(&self.config),
             ..Default::default()
         }
     }

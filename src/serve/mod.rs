@@ -407,6 +407,18 @@ impl Intake<'_> {
                             .duplicate_batches
                             .fetch_add(1, Ordering::Relaxed);
                     }
+                    // Where a retried batch went (rare, and what an accounting of a lost
+                    // batch needs): stored now, or said to be a copy of one stored before.
+                    if first.is_some() || stored.duplicate {
+                        tracing::info!(
+                            shard,
+                            seq = stored.sequence,
+                            duplicate = stored.duplicate,
+                            retried = first.is_some(),
+                            id = crate::fleet::codec::batch_id(&data).unwrap_or_default(),
+                            "fleet: batch stored"
+                        );
+                    }
                 }
                 Err(e) => {
                     let first = first.unwrap_or_else(Instant::now);
