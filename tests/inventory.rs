@@ -215,7 +215,7 @@ fn host(address: &str, labels: Vec<StoredLabel>) -> StoredHost {
         evidence: vec![evidence("core/r", 10, 1_000, 2_000)],
         labels,
         epochs: vec![epoch(0, 1_000, "")],
-        summary: json!({ "host": address, "labels": [] }),
+        summary: json!({ "host": address, "labels": [] }).into(),
     }
 }
 
@@ -255,7 +255,8 @@ fn generated(i: usize, generation: u64) -> StoredHost {
             "generation": generation,
             "os": { "family": family },
             "software": [{ "name": "Firefox", "version": format!("{generation}.{}", i % 10) }],
-        }),
+        })
+        .into(),
     }
 }
 
@@ -355,7 +356,8 @@ fn sample() -> Vec<StoredHost> {
                 "list": [],
                 "yes": true,
                 "nothing": null,
-            }),
+            })
+            .into(),
         },
         StoredHost {
             host: "2001:db8::1".into(),
@@ -369,7 +371,7 @@ fn sample() -> Vec<StoredHost> {
                 label("os.name", "Windows 11", 0.0, true),
             ],
             epochs: vec![epoch(0, -1, "")],
-            summary: json!({ "host": "2001:db8::1", "device": "Пример 日本語 🦀" }),
+            summary: json!({ "host": "2001:db8::1", "device": "Пример 日本語 🦀" }).into(),
         },
         StoredHost {
             host: "fe80::1".into(),
@@ -380,7 +382,7 @@ fn sample() -> Vec<StoredHost> {
             evidence: vec![],
             labels: vec![],
             epochs: vec![],
-            summary: json!(null),
+            summary: json!(null).into(),
         },
     ]
 }
@@ -398,7 +400,7 @@ fn round_trip(store: &mut dyn Store) {
         l.iter()
             .any(|l| l.confidence.to_bits() == (0.1f64 + 0.2).to_bits())
     );
-    assert_eq!(loaded[0].summary["third"], json!(0.1 + 0.2));
+    assert_eq!(loaded[0].summary.value()["third"], json!(0.1 + 0.2));
     // Saving the same again changes nothing.
     store.save(&hosts).unwrap();
     assert_eq!(load(store), normalized(hosts));
@@ -418,7 +420,7 @@ fn resave_replaces_evidence_and_labels(store: &mut dyn Store) {
         evidence("core/r", 50, 1_000, 9_999),
         evidence("core/new", 1, 9_000, 9_000),
     ];
-    a2.summary = json!({ "host": "10.0.0.1", "os": "Linux" });
+    a2.summary = json!({ "host": "10.0.0.1", "os": "Linux" }).into();
     store.save(std::slice::from_ref(&a2)).unwrap();
     assert_eq!(load(store), normalized(vec![a2.clone(), b.clone()]));
     assert_eq!(
@@ -426,7 +428,7 @@ fn resave_replaces_evidence_and_labels(store: &mut dyn Store) {
         Vec::<&str>::new()
     );
     assert_eq!(hosts_of(&query(store, Some("windows"), None)), ["10.0.0.2"]);
-    assert_eq!(query(store, Some("linux"), None), [a2.summary.clone()]);
+    assert_eq!(query(store, Some("linux"), None), [a2.summary.value()]);
 
     // No evidence and no labels any more: none stored.
     let a3 = StoredHost {
@@ -526,7 +528,7 @@ fn query_by_label_and_confidence(store: &mut dyn Store) {
     );
     // The stored summaries themselves.
     for s in &all {
-        let h = hosts.iter().find(|h| h.summary == *s).unwrap();
+        let h = hosts.iter().find(|h| h.summary.value() == *s).unwrap();
         assert_eq!(s["host"], json!(h.host));
     }
     // Case-insensitive, winning labels only (9.255.255.255's Windows is an alternative).
@@ -815,7 +817,7 @@ fn killed_mid_save_keeps_one_state(fixture: &Fixture) {
     let finished = lines.any(|l| l.is_ok_and(|l| l.ends_with("saved")));
 
     let loaded = normalized(fixture.open().load_all().unwrap());
-    let generation = loaded[0].summary["generation"].as_u64().unwrap();
+    let generation = loaded[0].summary.value()["generation"].as_u64().unwrap();
     let expected: Vec<StoredHost> = (0..n).map(|i| generated(i, generation)).collect();
     assert_eq!(loaded.len(), n);
     assert!(loaded == normalized(expected), "a mix of generations");

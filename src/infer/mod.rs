@@ -226,7 +226,7 @@ fn stored_host(
             .collect(),
         labels: score::labels(&summary),
         epochs,
-        summary: serde_json::to_value(&summary).unwrap_or(serde_json::Value::Null),
+        summary: crate::inventory::SummaryJson::of(&summary),
     }
 }
 

@@ -67,7 +67,68 @@ pub struct StoredHost {
     /// All epochs of this address, oldest first.
     pub epochs: Vec<StoredEpoch>,
     /// The host's summary as `analyze --format json` prints it.
-    pub summary: serde_json::Value,
+    pub summary: SummaryJson,
+}
+
+/// A host's summary as JSON text, as `analyze --format json` prints it: serialised once from
+/// the host's state and stored as it is, without a `serde_json::Value` tree in between (building
+/// and dropping that tree was a quarter of an inventory write). Read back, the text is checked
+/// to be JSON; [`SummaryJson::value`] parses it when a caller needs the fields.
+#[derive(Debug, Clone)]
+pub struct SummaryJson(String);
+
+/// Two summaries are equal when they say the same (PostgreSQL keeps JSONB, whose text puts keys
+/// in its own order).
+impl PartialEq for SummaryJson {
+    fn eq(&self, other: &SummaryJson) -> bool {
+        self.0 == other.0 || self.value() == other.value()
+    }
+}
+
+impl SummaryJson {
+    /// The summary of `value` (`null` if it cannot be serialised, which a summary cannot).
+    pub fn of(value: &impl Serialize) -> SummaryJson {
+        SummaryJson(serde_json::to_string(value).unwrap_or_else(|_| "null".into()))
+    }
+
+    /// Stored text read back: refused when it is not JSON.
+    fn read(host: &str, text: String) -> Result<SummaryJson, StoreError> {
+        match serde_json::from_str::<serde::de::IgnoredAny>(&text) {
+            Ok(_) => Ok(SummaryJson(text)),
+            Err(e) => Err(store_error(
+                "load",
+                format!("host {host}: summary is not JSON: {e}"),
+            )),
+        }
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The summary parsed.
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl From<serde_json::Value> for SummaryJson {
+    fn from(v: serde_json::Value) -> SummaryJson {
+        SummaryJson(v.to_string())
+    }
+}
+
+impl Serialize for SummaryJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SummaryJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SummaryJson, D::Error> {
+        serde_json::Value::deserialize(d).map(SummaryJson::from)
+    }
 }
 
 /// Filters of `flowprint hosts`.
@@ -458,7 +519,7 @@ struct HostSave<'a> {
     flows: i64,
     first_seen: i64,
     last_seen: i64,
-    summary: String,
+    summary: &'a str,
     /// `(rule, flows, first_seen, last_seen)`.
     evidence: Vec<(&'a str, i64, i64, i64)>,
     labels: &'a [StoredLabel],
@@ -509,7 +570,7 @@ fn save_batch(hosts: &[StoredHost]) -> Result<Vec<HostSave<'_>>, StoreError> {
             flows: flows(h.flows, &|| "host".to_string())?,
             first_seen: h.first_seen,
             last_seen: h.last_seen,
-            summary: h.summary.to_string(),
+            summary: h.summary.as_str(),
             evidence,
             labels: &h.labels,
             epochs: Vec::new(),
@@ -567,7 +628,7 @@ fn assemble(
     let mut out = Vec::with_capacity(hosts.len());
     let mut index = rustc_hash::FxHashMap::default();
     for r in hosts {
-        let summary = parse_summary(&r.host, &r.summary)?;
+        let summary = SummaryJson::read(&r.host, r.summary)?;
         index.insert(r.host.clone(), out.len());
         out.push(StoredHost {
             epoch: column_u32(r.epoch, "epoch")?,

@@ -134,7 +134,7 @@ fn save_chunk(
 ) -> Result<(), ::postgres::Error> {
     let hosts: Vec<&str> = chunk.iter().map(|h| h.host).collect();
     let column = |f: fn(&HostSave<'_>) -> i64| chunk.iter().map(f).collect::<Vec<i64>>();
-    let summaries: Vec<&str> = chunk.iter().map(|h| h.summary.as_str()).collect();
+    let summaries: Vec<&str> = chunk.iter().map(|h| h.summary).collect();
     tx.execute(
         &s.upsert_hosts,
         &[
