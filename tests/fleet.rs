@@ -713,3 +713,74 @@ fn marks_of_a_deleted_stream_do_not_hide_the_new_one() {
         "one set of marks per stream incarnation: {streams:?}"
     );
 }
+
+/// A batch at or below a shard's stored mark whose id the shard never recorded was never
+/// applied (a consumer skipped it while delivering later ones): the next owner applies it late
+/// instead of acknowledging it unseen. Here the database says every batch in the stream is
+/// below the mark, and records only an id from before them: each batch must still be counted
+/// once, and counted as late.
+#[test]
+fn batches_below_the_mark_that_were_never_recorded_are_applied_late() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let tmp = common::TempDir::new("fleet-late");
+    let db = tmp.0.join("fleet.db");
+    let bus = Bus::connect(&nats.url, small()).unwrap();
+    let mut p = Publisher::new(LocalNets::default(), 2, [6; 16]);
+    let mut batches = Vec::new();
+    for f in flows(6, 3000) {
+        batches.extend(p.push(f));
+    }
+    batches.extend(p.flush());
+    let published = batches.len() as u64;
+    for r in bus.publish(&batches) {
+        r.unwrap();
+    }
+    let (_, _, last) = bus.stream_state().unwrap();
+    // Both shards: marked at the stream's last batch, one foreign id recorded at sequence 0.
+    {
+        let mut store = flowprint::inventory::open(db.to_str().unwrap()).unwrap();
+        let stream = bus.stream_id();
+        for shard in 0..2 {
+            let (_, fence) = store.claim_shard(&stream, shard).unwrap();
+            store
+                .save_marked(
+                    &[],
+                    &[flowprint::inventory::FleetMark {
+                        stream: stream.clone(),
+                        shard,
+                        seq: last,
+                        fence,
+                        batches: vec![(0, [0xee; 24])],
+                    }],
+                )
+                .unwrap();
+        }
+    }
+    let w = common::serve::Serve::start(
+        &tmp.0,
+        &[
+            "--consume",
+            &nats.url,
+            "--fleet-max-bytes",
+            MAX_BYTES_ARG,
+            "--fleet-shards",
+            "2",
+            "--db",
+            db.to_str().unwrap(),
+        ],
+    );
+    let metric = |name: &str| {
+        let (_, m) = common::serve::http(w.api, "GET", "/metrics", None, b"");
+        common::serve::metric(&m, name)
+    };
+    common::serve::wait_until("every flow evaluated", Duration::from_secs(30), || {
+        metric("flowprint_flows_evaluated_total") >= 3000
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(metric("flowprint_flows_evaluated_total"), 3000);
+    assert_eq!(metric("flowprint_fleet_late_batches_total"), published);
+    assert_eq!(metric("flowprint_fleet_batches_skipped_total"), 0);
+    w.stop();
+}

@@ -175,6 +175,7 @@ fn accounting(
         "flowprint_fleet_batches_applied_total",
         "flowprint_fleet_batches_skipped_total",
         "flowprint_fleet_duplicate_batches_skipped_total",
+        "flowprint_fleet_late_batches_total",
         "flowprint_fleet_flows_applied_total",
         "flowprint_fleet_shard_rewinds_total",
         "flowprint_fleet_batches_malformed_total",
@@ -196,7 +197,10 @@ fn accounting(
             if let Ok(mut db) = flowprint::inventory::open(spec) {
                 let stream = bus.stream_id();
                 let all: Vec<Vec<[u8; 24]>> = (0..8)
-                    .map(|s| db.load_batches(&stream, s).unwrap_or_default())
+                    .map(|s| {
+                        let b = db.load_batches(&stream, s).unwrap_or_default();
+                        b.into_iter().map(|(_, id)| id).collect()
+                    })
                     .collect();
                 let ids: Vec<usize> = all.iter().map(Vec::len).collect();
                 // Per publisher, the batch counters never recorded below the highest one

@@ -641,7 +641,7 @@ fn fleet_batch_ids_are_kept_with_marks(store: &mut dyn Store) {
         .unwrap();
     let mut got = store.load_batches("S", 1).unwrap();
     got.sort();
-    assert_eq!(got, vec![id(1), id(2), id(3)]);
+    assert_eq!(got, vec![(1, id(1)), (2, id(2)), (3, id(3))]);
     // Another shard, another stream: none of these.
     assert!(store.load_batches("S", 2).unwrap().is_empty());
     assert!(store.load_batches("T", 1).unwrap().is_empty());
@@ -659,7 +659,10 @@ fn fleet_batch_ids_are_kept_with_marks(store: &mut dyn Store) {
     store.save_marked(&[], &[mark(1, n, new, many)]).unwrap();
     let got = store.load_batches("S", 1).unwrap();
     assert_eq!(got.len(), MAX_STORED_BATCHES as usize);
-    assert!(got.contains(&id(n)) && !got.contains(&id(1)) && !got.contains(&id(100)));
+    assert!(got.contains(&(n, id(n))) && !got.iter().any(|&(s, _)| s <= 100));
+    // The ones kept are the last, without a hole: from the lowest kept on, every one.
+    let lowest = got.iter().map(|&(s, _)| s).min().unwrap();
+    assert_eq!(lowest, n - u64::from(MAX_STORED_BATCHES) + 1);
 }
 
 fn empty_store(store: &mut dyn Store) {

@@ -210,8 +210,13 @@ pub trait Store: Send {
     fn save_marked(&mut self, hosts: &[StoredHost], marks: &[FleetMark]) -> Result<(), StoreError>;
     /// The fleet's applied marks.
     fn load_marks(&mut self) -> Result<Vec<FleetMark>, StoreError>;
-    /// The ids of the last batches applied and written on a shard ([`FleetMark::batches`]).
-    fn load_batches(&mut self, stream: &str, shard: u32) -> Result<Vec<[u8; 24]>, StoreError>;
+    /// The last batches applied and written on a shard ([`FleetMark::batches`]), as (stream
+    /// sequence, batch id).
+    fn load_batches(
+        &mut self,
+        stream: &str,
+        shard: u32,
+    ) -> Result<Vec<(u64, [u8; 24])>, StoreError>;
     /// Claims a shard for a new tenure (a lease taken, or a tenure gone back to its last write):
     /// the database issues the shard's next fence, so that every write of an earlier tenure, of
     /// whichever worker, is refused from now on. Returns the shard's mark and the new fence.
@@ -362,7 +367,7 @@ pub(crate) const PRUNE_BATCHES: &str = "DELETE FROM fleet_batches WHERE stream =
 
 /// A shard's batch ids.
 pub(crate) const LOAD_BATCHES: &str =
-    "SELECT id FROM fleet_batches WHERE stream = $1 AND shard = $2";
+    "SELECT seq, id FROM fleet_batches WHERE stream = $1 AND shard = $2";
 
 /// A batch id as stored: 48 hexadecimal digits.
 pub(crate) fn batch_hex(id: &[u8; 24]) -> String {

@@ -376,15 +376,23 @@ impl Store for PostgresStore {
         tx.commit().map_err(fail)
     }
 
-    fn load_batches(&mut self, stream: &str, shard: u32) -> Result<Vec<[u8; 24]>, StoreError> {
+    fn load_batches(
+        &mut self,
+        stream: &str,
+        shard: u32,
+    ) -> Result<Vec<(u64, [u8; 24])>, StoreError> {
         let fail = |e: ::postgres::Error| store_error("load", e);
-        Ok(self
+        let mut out = Vec::new();
+        for r in self
             .client
             .query(super::LOAD_BATCHES, &[&stream, &i64::from(shard)])
             .map_err(fail)?
-            .into_iter()
-            .filter_map(|r| super::batch_from_hex(r.get::<_, &str>(0)))
-            .collect())
+        {
+            if let Some(id) = super::batch_from_hex(r.get::<_, &str>(1)) {
+                out.push((column_u64(r.get(0), "batch seq")?, id));
+            }
+        }
+        Ok(out)
     }
 
     fn delete_rule_evidence(&mut self, rules: &[String]) -> Result<u64, StoreError> {

@@ -449,19 +449,26 @@ impl Store for SqliteStore {
         tx.commit().map_err(fail)
     }
 
-    fn load_batches(&mut self, stream: &str, shard: u32) -> Result<Vec<[u8; 24]>, StoreError> {
+    fn load_batches(
+        &mut self,
+        stream: &str,
+        shard: u32,
+    ) -> Result<Vec<(u64, [u8; 24])>, StoreError> {
         let fail = |e: rusqlite::Error| store_error("load", e);
         let mut st = self
             .conn
             .prepare(&super::LOAD_BATCHES.replace('$', "?"))
             .map_err(fail)?;
         let rows = st
-            .query_map(params![stream, i64::from(shard)], |r| r.get::<_, String>(0))
+            .query_map(params![stream, i64::from(shard)], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
             .map_err(fail)?;
         let mut out = Vec::new();
         for r in rows {
-            if let Some(id) = super::batch_from_hex(&r.map_err(fail)?) {
-                out.push(id);
+            let (seq, id) = r.map_err(fail)?;
+            if let Some(id) = super::batch_from_hex(&id) {
+                out.push((column_u64(seq, "batch seq")?, id));
             }
         }
         Ok(out)

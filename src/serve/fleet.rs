@@ -77,6 +77,9 @@ pub struct FleetStatus {
     pub flows_applied: AtomicU64,
     /// Shards that went back to their last write (a pull failed, a gap in deliveries).
     pub rewinds: AtomicU64,
+    /// Batches at or below a shard's stored mark whose id the shard never recorded: never
+    /// applied (a consumer that skipped them), applied late rather than acknowledged unseen.
+    pub late: AtomicU64,
 }
 
 /// A published pack as this worker last saw it.
@@ -118,6 +121,12 @@ struct Active {
     ids: RecentIds,
     /// The batches applied since the last write (stream sequence, id): written with the mark.
     applied: Vec<(u64, [u8; 24])>,
+    /// The lowest stream sequence of the batch ids the shard's previous owners recorded: from
+    /// it on, every batch they applied is recorded (a shard keeps its last
+    /// [`crate::inventory::MAX_STORED_BATCHES`]), so a batch at or below the mark there whose id
+    /// is not known was never applied. `None`: nothing recorded (no database, or a shard
+    /// written before batch ids were kept): such batches are taken as applied.
+    recorded_from: Option<u64>,
 }
 
 /// Most batch ids remembered per shard and tenure.
@@ -526,10 +535,12 @@ impl Member {
             // The ids of the batches the shard's previous owners wrote: a second copy of one
             // of them, later in the stream, is not counted again.
             let mut ids = RecentIds::default();
+            let mut recorded_from = None;
             if let Some(db) = self.db.as_mut() {
                 match db.load_batches(&self.stream, s) {
                     Ok(stored) => {
-                        for id in stored {
+                        recorded_from = stored.iter().map(|&(seq, _)| seq).min();
+                        for (_, id) in stored {
                             ids.insert(id);
                         }
                     }
@@ -600,6 +611,7 @@ impl Member {
                     token,
                     ids,
                     applied: Vec::new(),
+                    recorded_from,
                 },
             );
             self.status.takeovers.fetch_add(1, Ordering::Relaxed);
@@ -697,13 +709,47 @@ impl Member {
             }
             a.delivery = d.consumer_seq;
             let id = codec::batch_key(&d.data);
-            if d.stream_seq <= a.persisted {
+            // At or below the stored mark, in the part of the stream whose applied batches are
+            // all recorded, and not recorded: a batch no owner applied (a consumer that
+            // skipped it while delivering the later ones). Applied now, late, rather than
+            // acknowledged unseen: its flows would otherwise be lost.
+            let late = d.stream_seq <= a.persisted
+                && a.recorded_from.is_some_and(|from| d.stream_seq >= from)
+                && id.is_some_and(|id| !a.ids.set.contains(&id));
+            if d.stream_seq <= a.persisted && !late {
                 // Applied and written by this shard's owner before: acknowledge, do not count.
                 // Its id is remembered: a second copy of it later in the stream is skipped too.
                 if let Some(id) = id {
                     a.ids.insert(id);
                 }
                 self.status.skipped.fetch_add(1, Ordering::Relaxed);
+                a.pending.push(d);
+                continue;
+            }
+            if late {
+                tracing::warn!(
+                    shard = s,
+                    seq = d.stream_seq,
+                    mark = a.persisted,
+                    id = codec::batch_id(&d.data).unwrap_or_default(),
+                    "fleet: a batch below the shard's mark was never applied: applied late"
+                );
+                self.status.late.fetch_add(1, Ordering::Relaxed);
+                if let Some(id) = id {
+                    a.ids.insert(id);
+                    a.applied.push((d.stream_seq, id));
+                }
+                match codec::decode(&d.data) {
+                    Ok(batch) => {
+                        scanner.apply_all(&batch.flows, &dns);
+                        self.status.applied.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        tracing::warn!(shard = s, seq = d.stream_seq, "fleet: batch refused: {e}");
+                        self.status.malformed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                // The mark stays where it is: the batches after it are still to come.
                 a.pending.push(d);
                 continue;
             }

@@ -119,6 +119,7 @@ impl Daemon {
                 .absolute(f.skipped.load(Ordering::Relaxed));
             counter!("flowprint_fleet_duplicate_batches_skipped_total")
                 .absolute(f.duplicate_ids.load(Ordering::Relaxed));
+            counter!("flowprint_fleet_late_batches_total").absolute(f.late.load(Ordering::Relaxed));
             counter!("flowprint_fleet_flows_applied_total")
                 .absolute(f.flows_applied.load(Ordering::Relaxed));
             counter!("flowprint_fleet_shard_rewinds_total")
