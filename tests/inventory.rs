@@ -592,7 +592,7 @@ fn fleet_marks_are_fenced(store: &mut dyn Store) {
         let e = store
             .save_marked(&hosts[1..], &[mark(3, 90, stale)])
             .unwrap_err();
-        assert!(e.to_string().contains("fenced"), "{e}");
+        assert!(e.fenced && e.to_string().contains("fenced"), "{e}");
     }
     assert_eq!(load(store).len(), 1, "nothing of the refused writes landed");
     assert_eq!(store.load_marks().unwrap(), vec![mark(3, 57, second)]);
@@ -692,6 +692,7 @@ fn failed_save_rolls_back(store: &mut dyn Store) {
     batch.push(broken);
     let err = store.save(&batch).unwrap_err();
     assert_eq!(err.action, "save", "{err}");
+    assert!(!err.fenced, "a failed save is not a fenced one: {err}");
     assert_eq!(load(store), before, "{err}");
     assert!(query(store, Some("BeOS"), None).is_empty());
     assert!(query(store, Some("Plan 9"), None).is_empty());

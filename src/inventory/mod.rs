@@ -149,6 +149,9 @@ pub struct StoreError {
     pub action: &'static str,
     /// The database's message.
     pub message: String,
+    /// A fleet write refused because its tenure lost the shard ([`Store::save_marked`]): the
+    /// writer must drop the shard, not retry.
+    pub fenced: bool,
 }
 
 /// One (address, name) pair of the passive DNS map, as stored.
@@ -405,13 +408,16 @@ pub(crate) const LOAD_MARKS: &str = "SELECT stream, shard, seq, fence FROM fleet
 
 /// The error of a fenced mark.
 pub(crate) fn fenced(m: &FleetMark) -> StoreError {
-    store_error(
-        "save",
-        format!(
-            "fenced: shard {} of {} was claimed again since the claim that issued fence {}, or its stored mark is above {} (this tenure lost the shard)",
-            m.shard, m.stream, m.fence, m.seq
-        ),
-    )
+    StoreError {
+        fenced: true,
+        ..store_error(
+            "save",
+            format!(
+                "fenced: shard {} of {} was claimed again since the claim that issued fence {}, or its stored mark is above {} (this tenure lost the shard)",
+                m.shard, m.stream, m.fence, m.seq
+            ),
+        )
+    }
 }
 
 /// Merging a stored (address, name) pair with a new sighting: the earliest first, the latest
@@ -507,6 +513,7 @@ fn store_error(action: &'static str, message: impl std::fmt::Display) -> StoreEr
     StoreError {
         action,
         message: message.to_string(),
+        fenced: false,
     }
 }
 

@@ -889,7 +889,7 @@ impl Member {
             };
             if let Err(e) = db.save_marked(&rows, &[mark]) {
                 self.status.write_failures.fetch_add(1, Ordering::Relaxed);
-                if e.message.starts_with("fenced") {
+                if e.fenced {
                     tracing::error!(shard = s, "fleet: {e}");
                     self.drop_shard(s);
                     // Released if this member's lease thread still holds it (a no-op when the
