@@ -191,6 +191,20 @@ fn accounting(
             out += &format!("{role} {name}: {each:?}\n");
         }
     }
+    // Per worker, its shards as the server sees their consumers: batches waiting, delivered
+    // but not acknowledged (a shard owned with batches waiting and idle workers is a consumer
+    // that does not deliver).
+    for (i, w) in workers.iter().enumerate() {
+        let (_, m) = common::serve::http(w.api, "GET", "/metrics", None, b"");
+        let lines: Vec<&str> = m
+            .lines()
+            .filter(|l| {
+                l.starts_with("flowprint_fleet_backlog_batches")
+                    || l.starts_with("flowprint_fleet_unacked_batches")
+            })
+            .collect();
+        out += &format!("worker {i} backlog: {}\n", lines.join("; "));
+    }
     match flowprint::fleet::Bus::connect(url, bus_config.clone()) {
         Ok(bus) => {
             out += &format!("stream (messages, first, last): {:?}\n", bus.stream_state());
