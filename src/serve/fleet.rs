@@ -121,6 +121,8 @@ struct Active {
     ids: RecentIds,
     /// The batches applied since the last write (stream sequence, id): written with the mark.
     applied: Vec<(u64, [u8; 24])>,
+    /// When the consumer last delivered something (or the tenure began).
+    delivered_at: Instant,
     /// The lowest stream sequence of the batch ids the shard's previous owners recorded: from
     /// it on, every batch they applied is recorded (a shard keeps its last
     /// [`crate::inventory::MAX_STORED_BATCHES`]), so a batch at or below the mark there whose id
@@ -128,6 +130,14 @@ struct Active {
     /// written before batch ids were kept): such batches are taken as applied.
     recorded_from: Option<u64>,
 }
+
+/// How often a worker asks the server for its shards' backlogs.
+const BACKLOG_EVERY: Duration = Duration::from_secs(5);
+
+/// How long a consumer may count batches waiting without delivering any before its shard goes
+/// back to its last write (a pull asks every 20 ms when idle, so this is hundreds of empty
+/// pulls; generous, because a rewind on a slow cluster costs seconds).
+const SILENT_CONSUMER: Duration = Duration::from_secs(20);
 
 /// Most batch ids remembered per shard and tenure.
 pub const MAX_RECENT_IDS: usize = 65_536;
@@ -406,6 +416,7 @@ impl Member {
 
     fn run(mut self, stop: &AtomicBool) {
         let mut last_flush = Instant::now();
+        let mut last_backlog = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             self.alive();
             if self.bus.take_suspect() {
@@ -454,6 +465,10 @@ impl Member {
             if pending > 0 && (last_flush.elapsed() >= self.flush_every || pending >= 2000) {
                 self.flush_all();
                 last_flush = Instant::now();
+            }
+            if last_backlog.elapsed() >= BACKLOG_EVERY {
+                self.check_backlogs();
+                last_backlog = Instant::now();
             }
             if got == 0 {
                 std::thread::sleep(Duration::from_millis(20));
@@ -647,6 +662,7 @@ impl Member {
                     ids,
                     applied: Vec::new(),
                     recorded_from,
+                    delivered_at: Instant::now(),
                 },
             );
             self.status.takeovers.fetch_add(1, Ordering::Relaxed);
@@ -731,6 +747,7 @@ impl Member {
         let scanner = &mut g.scanner;
         let before = scanner.primary_flows;
         let a = self.active.get_mut(&s).expect("active");
+        a.delivered_at = Instant::now();
         let mut doubt = None;
         for d in msgs {
             if d.consumer_seq != a.delivery + 1 {
@@ -958,15 +975,43 @@ impl Member {
     }
 
     /// The shard's backlog for `/metrics`, as the server sees it now.
-    fn refresh_backlog(&mut self, s: u32) {
-        if let Some(a) = self.active.get_mut(&s)
-            && let Ok(b) = self.bus.backlog(&mut a.consumer)
-        {
-            self.status
-                .backlog
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(s, b);
+    fn refresh_backlog(&mut self, s: u32) -> Option<(u64, u64)> {
+        let a = self.active.get_mut(&s)?;
+        let b = self.bus.backlog(&mut a.consumer).ok()?;
+        self.status
+            .backlog
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(s, b);
+        Some(b)
+    }
+
+    /// Every owned shard's backlog, asked of the server; a shard whose consumer says batches
+    /// are waiting but has delivered none for [`SILENT_CONSUMER`] goes back to its last write
+    /// (its consumer re-created). Seen under load after a node's pause: consumers created
+    /// while the cluster settled that never delivered the batches they counted as waiting.
+    fn check_backlogs(&mut self) {
+        let shards: Vec<u32> = self.active.keys().copied().collect();
+        for s in shards {
+            let Some((waiting, _)) = self.refresh_backlog(s) else {
+                continue;
+            };
+            // Only with nothing in hand: a worker that holds unwritten batches (its database
+            // away, say) may have the consumer's limit of unacknowledged batches reached.
+            let silent = self
+                .active
+                .get(&s)
+                .filter(|a| a.pending.is_empty())
+                .map_or(Duration::ZERO, |a| a.delivered_at.elapsed());
+            if waiting > 0 && silent >= SILENT_CONSUMER {
+                self.rewind(
+                    s,
+                    &format!(
+                        "the consumer counts {waiting} batch(es) waiting and delivered none for {}s",
+                        silent.as_secs()
+                    ),
+                );
+            }
         }
     }
 
