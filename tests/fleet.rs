@@ -602,6 +602,41 @@ fn a_published_pack_reaches_every_worker_and_a_broken_one_none() {
     }
 }
 
+/// A worker daemon consuming `url` with two shards, its inventory in `db`.
+fn two_shard_worker(
+    dir: &std::path::Path,
+    url: &str,
+    db: &std::path::Path,
+    extra: &[&str],
+) -> common::serve::Serve {
+    let mut args = vec![
+        "--consume",
+        url,
+        "--fleet-max-bytes",
+        MAX_BYTES_ARG,
+        "--fleet-shards",
+        "2",
+        "--db",
+        db.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    common::serve::Serve::start(dir, &args)
+}
+
+/// Publishes `n` generated flows of `collector` in two shards; returns the batches published.
+fn publish_two_shards(bus: &Bus, collector: u8, n: u32) -> u64 {
+    let mut p = Publisher::new(LocalNets::default(), 2, [collector; 16]);
+    let mut batches = Vec::new();
+    for f in flows(collector, n) {
+        batches.extend(p.push(f));
+    }
+    batches.extend(p.flush());
+    for r in bus.publish(&batches) {
+        r.unwrap();
+    }
+    batches.len() as u64
+}
+
 /// Workers agree on names through the inventory database: what one worker learned from its
 /// passive DNS log reaches another that has none.
 #[test]
@@ -620,18 +655,7 @@ fn workers_share_the_dns_map_through_the_database() {
     let start = |i: usize, extra: &[&str]| {
         let dir = tmp.0.join(format!("w{i}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut args = vec![
-            "--consume",
-            &nats.url,
-            "--fleet-max-bytes",
-            MAX_BYTES_ARG,
-            "--fleet-shards",
-            "2",
-            "--db",
-            db.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        common::serve::Serve::start(&dir, &args)
+        two_shard_worker(&dir, &nats.url, &db, extra)
     };
     let a = start(0, &["--dns-log", log.to_str().unwrap()]);
     let b = start(1, &[]);
@@ -659,35 +683,14 @@ fn marks_of_a_deleted_stream_do_not_hide_the_new_one() {
     let tmp = common::TempDir::new("fleet-restream");
     let db = tmp.0.join("fleet.db");
     let publish = |url: &str, n: u32| {
-        let bus = Bus::connect(url, small()).unwrap();
-        let mut p = Publisher::new(LocalNets::default(), 2, [5; 16]);
-        let mut batches = Vec::new();
-        for f in flows(5, n) {
-            batches.extend(p.push(f));
-        }
-        batches.extend(p.flush());
-        for r in bus.publish(&batches) {
-            r.unwrap();
-        }
+        publish_two_shards(&Bus::connect(url, small()).unwrap(), 5, n);
     };
     let evaluated = |w: &common::serve::Serve| {
         let (_, m) = common::serve::http(w.api, "GET", "/metrics", None, b"");
         common::serve::metric(&m, "flowprint_flows_evaluated_total")
     };
     let run = |url: &str, want: u64| {
-        let w = common::serve::Serve::start(
-            &tmp.0,
-            &[
-                "--consume",
-                url,
-                "--fleet-max-bytes",
-                MAX_BYTES_ARG,
-                "--fleet-shards",
-                "2",
-                "--db",
-                db.to_str().unwrap(),
-            ],
-        );
+        let w = two_shard_worker(&tmp.0, url, &db, &[]);
         common::serve::wait_until("every flow evaluated", Duration::from_secs(20), || {
             evaluated(&w) >= want
         });
@@ -727,16 +730,7 @@ fn batches_below_the_mark_that_were_never_recorded_are_applied_late() {
     let tmp = common::TempDir::new("fleet-late");
     let db = tmp.0.join("fleet.db");
     let bus = Bus::connect(&nats.url, small()).unwrap();
-    let mut p = Publisher::new(LocalNets::default(), 2, [6; 16]);
-    let mut batches = Vec::new();
-    for f in flows(6, 3000) {
-        batches.extend(p.push(f));
-    }
-    batches.extend(p.flush());
-    let published = batches.len() as u64;
-    for r in bus.publish(&batches) {
-        r.unwrap();
-    }
+    let published = publish_two_shards(&bus, 6, 3000);
     let (_, _, last) = bus.stream_state().unwrap();
     // Both shards: marked at the stream's last batch, one foreign id recorded at sequence 0.
     {
@@ -758,19 +752,7 @@ fn batches_below_the_mark_that_were_never_recorded_are_applied_late() {
                 .unwrap();
         }
     }
-    let w = common::serve::Serve::start(
-        &tmp.0,
-        &[
-            "--consume",
-            &nats.url,
-            "--fleet-max-bytes",
-            MAX_BYTES_ARG,
-            "--fleet-shards",
-            "2",
-            "--db",
-            db.to_str().unwrap(),
-        ],
-    );
+    let w = two_shard_worker(&tmp.0, &nats.url, &db, &[]);
     let metric = |name: &str| {
         let (_, m) = common::serve::http(w.api, "GET", "/metrics", None, b"");
         common::serve::metric(&m, name)

@@ -95,10 +95,7 @@ impl SummaryJson {
     fn read(host: &str, text: String) -> Result<SummaryJson, StoreError> {
         match serde_json::from_str::<serde::de::IgnoredAny>(&text) {
             Ok(_) => Ok(SummaryJson(text)),
-            Err(e) => Err(store_error(
-                "load",
-                format!("host {host}: summary is not JSON: {e}"),
-            )),
+            Err(e) => Err(summary_not_json(host, e)),
         }
     }
 
@@ -624,8 +621,11 @@ fn column_u32(value: i64, what: &str) -> Result<u32, StoreError> {
 }
 
 fn parse_summary(host: &str, text: &str) -> Result<serde_json::Value, StoreError> {
-    serde_json::from_str(text)
-        .map_err(|e| store_error("load", format!("host {host}: summary is not JSON: {e}")))
+    serde_json::from_str(text).map_err(|e| summary_not_json(host, e))
+}
+
+fn summary_not_json(host: &str, e: serde_json::Error) -> StoreError {
+    store_error("load", format!("host {host}: summary is not JSON: {e}"))
 }
 
 /// Puts the rows of the four tables together, in a canonical order: hosts by address, evidence

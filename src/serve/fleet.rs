@@ -152,6 +152,10 @@ struct RecentIds {
 }
 
 impl RecentIds {
+    fn contains(&self, id: &[u8; 24]) -> bool {
+        self.set.contains(id)
+    }
+
     /// Remembers `id`; false when it was already there.
     fn insert(&mut self, id: [u8; 24]) -> bool {
         if !self.set.insert(id) {
@@ -500,10 +504,8 @@ impl Member {
     }
 
     fn handle(&mut self, changes: Vec<Change>) {
-        // The shards to take, in the order acquired, once each: the takes wait for the end of
-        // the changes (they are slow), so a later change of the same shard applies to them —
-        // a lease acquired then lost is not taken (its tenure would claim the shard from its
-        // new owner), one acquired again is taken once, under its last revision.
+        // Taken after the round (takes are slow); a lease acquired then lost is not taken: its
+        // tenure would claim the shard from its new owner.
         let mut taken = Takes::default();
         for c in changes {
             match c {
@@ -767,7 +769,7 @@ impl Member {
             // acknowledged unseen: its flows would otherwise be lost.
             let late = d.stream_seq <= a.persisted
                 && a.recorded_from.is_some_and(|from| d.stream_seq >= from)
-                && id.is_some_and(|id| !a.ids.set.contains(&id));
+                && id.is_some_and(|id| !a.ids.contains(&id));
             if d.stream_seq <= a.persisted && !late {
                 // Applied and written by this shard's owner before: acknowledge, do not count.
                 // Its id is remembered: a second copy of it later in the stream is skipped too.
@@ -789,45 +791,32 @@ impl Member {
                 self.status.late.fetch_add(1, Ordering::Relaxed);
                 if let Some(id) = id {
                     a.ids.insert(id);
-                    a.applied.push((d.stream_seq, id));
                 }
-                match codec::decode(&d.data) {
-                    Ok(batch) => {
-                        scanner.apply_all(&batch.flows, &dns);
-                        self.status.applied.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        tracing::warn!(shard = s, seq = d.stream_seq, "fleet: batch refused: {e}");
-                        self.status.malformed.fetch_add(1, Ordering::Relaxed);
-                    }
+            } else {
+                if d.stream_seq <= a.mark || d.delivered > 1 {
+                    // A batch after the last write delivered again, or out of order: the hosts
+                    // in memory can no longer say whether they hold it. The rest of this pull
+                    // stays unacknowledged; the shard goes back to its last write.
+                    doubt = Some(format!(
+                        "batch {} delivered {} time(s) after batch {} was applied",
+                        d.stream_seq, d.delivered, a.mark
+                    ));
+                    break;
                 }
-                // The mark stays where it is: the batches after it are still to come.
-                a.pending.push(d);
-                continue;
-            }
-            if d.stream_seq <= a.mark || d.delivered > 1 {
-                // A batch after the last write delivered again, or out of order: the hosts in
-                // memory can no longer say whether they hold it. The rest of this pull stays
-                // unacknowledged; the shard goes back to its last write.
-                doubt = Some(format!(
-                    "batch {} delivered {} time(s) after batch {} was applied",
-                    d.stream_seq, d.delivered, a.mark
-                ));
-                break;
-            }
-            if let Some(id) = id
-                && !a.ids.insert(id)
-            {
-                tracing::warn!(
-                    shard = s,
-                    seq = d.stream_seq,
-                    id = codec::batch_id(&d.data).unwrap_or_default(),
-                    "fleet: a second copy of a batch already counted: skipped"
-                );
-                self.status.duplicate_ids.fetch_add(1, Ordering::Relaxed);
-                a.mark = d.stream_seq;
-                a.pending.push(d);
-                continue;
+                if let Some(id) = id
+                    && !a.ids.insert(id)
+                {
+                    tracing::warn!(
+                        shard = s,
+                        seq = d.stream_seq,
+                        id = codec::batch_id(&d.data).unwrap_or_default(),
+                        "fleet: a second copy of a batch already counted: skipped"
+                    );
+                    self.status.duplicate_ids.fetch_add(1, Ordering::Relaxed);
+                    a.mark = d.stream_seq;
+                    a.pending.push(d);
+                    continue;
+                }
             }
             if let Some(id) = id {
                 a.applied.push((d.stream_seq, id));
@@ -842,7 +831,10 @@ impl Member {
                     self.status.malformed.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            a.mark = d.stream_seq;
+            // A late batch leaves the mark where it is: the batches after it are still to come.
+            if !late {
+                a.mark = d.stream_seq;
+            }
             a.pending.push(d);
         }
         // The flows counted as evaluated here (their primary copy) and the names they carry,
