@@ -766,3 +766,91 @@ fn batches_below_the_mark_that_were_never_recorded_are_applied_late() {
     assert_eq!(metric("flowprint_fleet_batches_skipped_total"), 0);
     w.stop();
 }
+
+/// The stream loses a batch after the server acknowledged it (as a 3-node cluster was seen to
+/// after a node's pause; here the batch is deleted from the stream): no worker confirms it, the
+/// collector finds it gone from the stream and sends it again, and the worker counts every
+/// flow once. Without the collector's outbox the batch's flows would be missing for good.
+#[test]
+fn a_batch_the_stream_lost_after_storing_it_is_sent_again_and_counted_once() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let tmp = common::TempDir::new("fleet-lost");
+    let db = tmp.0.join("fleet.db");
+    let collector_dir = tmp.0.join("c");
+    std::fs::create_dir_all(&collector_dir).unwrap();
+    let collector = common::serve::Serve::start(
+        &collector_dir,
+        &[
+            "--publish",
+            &nats.url,
+            "--fleet-max-bytes",
+            MAX_BYTES_ARG,
+            "--fleet-shards",
+            "2",
+            "--fleet-confirm-wait",
+            "2s",
+            "--no-db",
+            "--no-default-rules",
+        ],
+    );
+    let metric = |s: &common::serve::Serve, name: &str| {
+        let (_, m) = common::serve::http(s.api, "GET", "/metrics", None, b"");
+        common::serve::metric(&m, name)
+    };
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let datagrams = flowprint::bench::generate_v9(100, 30, 13);
+    for d in &datagrams {
+        sock.send_to(d, collector.udp).unwrap();
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    let sent = 100 * 30;
+    common::serve::wait_until("flows received", Duration::from_secs(30), || {
+        metric(&collector, "flowprint_flows_received_total") == sent
+    });
+    common::serve::wait_until("batches stored", Duration::from_secs(30), || {
+        metric(&collector, "flowprint_fleet_held_batches") > 0
+            && metric(&collector, "flowprint_fleet_held_batches")
+                == metric(&collector, "flowprint_fleet_batches_published_total")
+    });
+    // The stream's first batch lost, before any worker saw it.
+    let bus = Bus::connect(&nats.url, small()).unwrap();
+    let (messages, first, _) = bus.stream_state().unwrap();
+    assert!(messages > 1, "{messages} batches in the stream");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let lost_flows = rt.block_on(async {
+        let client = async_nats::connect(&nats.url).await.unwrap();
+        let stream = async_nats::jetstream::new(client)
+            .get_stream(&small().stream)
+            .await
+            .unwrap();
+        let m = stream.get_raw_message(first).await.unwrap();
+        assert!(stream.delete_message(first).await.unwrap());
+        codec::decode(&m.payload).unwrap().flows.len()
+    });
+    assert!(lost_flows > 0);
+    let w = two_shard_worker(&tmp.0, &nats.url, &db, &[]);
+    common::serve::wait_until("every flow evaluated", Duration::from_secs(60), || {
+        metric(&w, "flowprint_flows_evaluated_total") >= sent
+    });
+    common::serve::wait_until("every batch confirmed", Duration::from_secs(30), || {
+        metric(&collector, "flowprint_fleet_held_batches") == 0
+    });
+    assert_eq!(metric(&w, "flowprint_flows_evaluated_total"), sent);
+    assert!(metric(&collector, "flowprint_fleet_batches_resent_total") >= 1);
+    assert_eq!(
+        metric(&collector, "flowprint_fleet_batches_unconfirmed_total"),
+        0
+    );
+    assert!(metric(&w, "flowprint_fleet_confirmations_sent_total") >= messages);
+    let log = collector.stop();
+    assert!(
+        log.contains("is not in the stream: sent again"),
+        "the collector says what it sent again:\n{log}"
+    );
+    w.stop();
+}

@@ -32,7 +32,7 @@ const SIGSTOP: i32 = 19;
 struct NatsCluster {
     nodes: Vec<Option<Child>>,
     urls: Vec<String>,
-    _dir: common::TempDir,
+    dir: common::TempDir,
 }
 
 impl NatsCluster {
@@ -70,7 +70,7 @@ impl NatsCluster {
                 .iter()
                 .map(|p| format!("nats://127.0.0.1:{p}"))
                 .collect(),
-            _dir: dir,
+            dir,
         })
     }
 
@@ -79,6 +79,29 @@ impl NatsCluster {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The warnings and errors each node logged (the last 60 of each): what the servers say of
+    /// leaders, resets and catch-ups when a run's counts do not add up.
+    fn warnings(&self) -> String {
+        let mut out = String::new();
+        for i in 0..self.nodes.len() {
+            let log =
+                std::fs::read_to_string(self.dir.0.join(format!("n{i}.log"))).unwrap_or_default();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("[WRN]") || l.contains("[ERR]"))
+                .collect();
+            out += &format!(
+                "--- nats node {i}: {} warnings and errors ---\n",
+                lines.len()
+            );
+            for l in &lines[lines.len().saturating_sub(60)..] {
+                out += l;
+                out.push('\n');
+            }
+        }
+        out
     }
 
     /// Sends a signal to node `i` (SIGSTOP pauses it: its clients' connections stay open,
@@ -170,12 +193,17 @@ fn accounting(
         "flowprint_fleet_batches_duplicate_total",
         "flowprint_fleet_batches_retried_total",
         "flowprint_fleet_batches_refused_total",
+        "flowprint_fleet_held_batches",
+        "flowprint_fleet_batches_confirmed_total",
+        "flowprint_fleet_batches_resent_total",
+        "flowprint_fleet_batches_unconfirmed_total",
     ];
     let worker_metrics = [
         "flowprint_fleet_batches_applied_total",
         "flowprint_fleet_batches_skipped_total",
         "flowprint_fleet_duplicate_batches_skipped_total",
         "flowprint_fleet_late_batches_total",
+        "flowprint_fleet_confirmations_sent_total",
         "flowprint_fleet_flows_applied_total",
         "flowprint_fleet_shard_rewinds_total",
         "flowprint_fleet_batches_malformed_total",
@@ -518,12 +546,13 @@ fn fleet_matches_one_process(case: &str, trouble: Trouble, member_threads: usize
             &last,
         );
         panic!(
-            "fleet inventory != single process: {missing} hosts missing, {} extra, {} differ, e.g. {differ:#?}\n{account}collector logs:\n{}\nworker logs:\n{}",
+            "fleet inventory != single process: {missing} hosts missing, {} extra, {} differ, e.g. {differ:#?}\n{account}{}collector logs:\n{}\nworker logs:\n{}",
             last.keys().filter(|k| !expected.contains_key(*k)).count(),
             expected
                 .iter()
                 .filter(|(k, v)| last.get(*k).is_some_and(|l| l != *v))
                 .count(),
+            cluster.warnings(),
             collectors
                 .iter()
                 .map(|(c, _)| c.log())

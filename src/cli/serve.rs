@@ -138,6 +138,10 @@ pub struct Args {
     /// Redelivery wait of unacknowledged batches [fleet.ack_wait; default 30s].
     #[arg(long, value_name = "DURATION")]
     fleet_ack_wait: Option<String>,
+    /// Collector role: look a stored batch no worker confirmed up in the stream after this,
+    /// and send it again if the stream lost it [fleet.confirm_wait; default 30s].
+    #[arg(long, value_name = "DURATION")]
+    fleet_confirm_wait: Option<String>,
     /// Replicas of the stream and buckets [fleet.replicas; default 1].
     #[arg(long, value_name = "N")]
     fleet_replicas: Option<usize>,
@@ -294,6 +298,9 @@ impl Args {
         }
         if let Some(v) = &self.fleet_ack_wait {
             c.fleet.ack_wait = dur("fleet-ack-wait", v)?;
+        }
+        if let Some(v) = &self.fleet_confirm_wait {
+            c.fleet.confirm_wait = dur("fleet-confirm-wait", v)?;
         }
         if let Some(v) = self.fleet_replicas {
             c.fleet.replicas = v;

@@ -113,7 +113,7 @@ pub(crate) async fn subjects(
 
 /// How long the server remembers the message ids of the batches it stored, and refuses (as
 /// duplicates) a batch published again under the same id. A collector retries a batch for at
-/// most `RETRY_FOR` (60 s, `src/serve/mod.rs`), within it.
+/// most `RETRY_FOR` (60 s, `src/serve/outbox.rs`), within it.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 /// The longest a pull may take before it counts as failed.
@@ -123,6 +123,44 @@ pub const FETCH_LIMIT: Duration = Duration::from_secs(3);
 pub const LEASE_BUCKET: &str = "flowprint-fleet";
 /// The object store of published rule packs.
 pub const PACK_BUCKET: &str = "flowprint-packs";
+
+/// The server's error code for a message that is not (or no longer) in the stream.
+const NO_MESSAGE_FOUND: u64 = 10037;
+
+/// Batch sequences per confirmation message (8 bytes each: 64 KiB, well under the servers'
+/// 1 MiB message limit).
+pub const CONFIRM_CHUNK: usize = 8192;
+
+/// The message id of copy `copy` of the batch `id`: the id itself for the first, `<id>.c<n>`
+/// for a batch sent again, so that the server's duplicate check (which would take the copy for
+/// the first) lets it through.
+pub fn copy_id(id: &str, copy: u32) -> String {
+    if copy == 0 {
+        id.to_string()
+    } else {
+        format!("{id}.c{copy}")
+    }
+}
+
+/// What a stream holds at the sequence where a batch was stored ([`Bus::stored_at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtSeq {
+    /// The batch: still waiting for its shard's worker.
+    Same,
+    /// Another message: the acknowledgement named a sequence the stream does not keep for it
+    /// (seen with nats-server 2.9 after a node's pause: a resumed node answered for a copy that
+    /// its peers' log replaced).
+    Other,
+    /// Nothing: acknowledged by a worker and removed, or lost.
+    Gone,
+}
+
+/// A subscription to the confirmations of one publisher's batches.
+pub struct Confirmations {
+    sub: async_nats::Subscriber,
+    /// Confirmation messages that were not a whole number of sequences (ignored).
+    pub malformed: u64,
+}
 
 /// A connection to the bus.
 pub struct Bus {
@@ -318,16 +356,28 @@ impl Bus {
     /// come, although the server stored it) is stored once, the second acknowledgement saying
     /// `duplicate`.
     pub fn publish(&self, batches: &[(u32, Vec<u8>)]) -> Vec<Result<Stored, FleetError>> {
+        self.publish_copies(batches.iter().map(|(s, b)| (*s, b.as_slice(), 0)))
+    }
+
+    /// As [`Bus::publish`], each batch (shard, bytes, copy) under the message id of its copy
+    /// ([`copy_id`]): copy 0 is the batch as first published; a later copy is one the
+    /// publisher sends again because no worker confirmed the batch and the stream no longer
+    /// holds it ([`Bus::stored_at`]). The server does not take a new copy for a duplicate of an
+    /// earlier one; the workers, which know the batch by its id, count it once.
+    pub fn publish_copies<'b>(
+        &self,
+        batches: impl Iterator<Item = (u32, &'b [u8], u32)>,
+    ) -> Vec<Result<Stored, FleetError>> {
         self.rt.block_on(async {
             // Send everything first, then collect the acknowledgements: one round trip for
             // the whole set rather than one per batch.
-            let mut acks = Vec::with_capacity(batches.len());
-            for (shard, data) in batches.iter() {
+            let mut acks = Vec::new();
+            for (shard, data, copy) in batches {
                 let subject = format!("{}.{shard}", self.config.prefix);
                 let mut message =
-                    jetstream::message::PublishMessage::build().payload(data.clone().into());
+                    jetstream::message::PublishMessage::build().payload(data.to_vec().into());
                 if let Some(id) = codec::batch_id(data) {
-                    message = message.message_id(id);
+                    message = message.message_id(copy_id(&id, copy));
                 }
                 acks.push(self.js.send_publish(subject, message).await);
             }
@@ -346,6 +396,101 @@ impl Bus {
                 }
             }))
             .await
+        })
+    }
+
+    /// What the stream holds at `seq`, for the batch whose copy `message_id` was stored there
+    /// (asked of the stream's leader).
+    pub fn stored_at(&self, seq: u64, message_id: &str) -> Result<AtSeq, FleetError> {
+        use jetstream::stream::LastRawMessageErrorKind as Kind;
+        self.rt.block_on(async {
+            match self.stream.get_raw_message(seq).await {
+                Ok(m) => {
+                    let same = m
+                        .headers
+                        .get("Nats-Msg-Id")
+                        .is_some_and(|v| v.as_str() == message_id);
+                    Ok(if same { AtSeq::Same } else { AtSeq::Other })
+                }
+                Err(e) => match e.kind() {
+                    Kind::NoMessageFound => Ok(AtSeq::Gone),
+                    // nats-server 2.9 answers "no message found" as a JetStream error.
+                    Kind::JetStream(j) if j.error_code().0 == NO_MESSAGE_FOUND => Ok(AtSeq::Gone),
+                    _ => Err(js_err("message get")(&e)),
+                },
+            }
+        })
+    }
+
+    /// The subject on which workers confirm `publisher`'s batches once written.
+    fn confirm_subject(&self, publisher: &[u8; 16]) -> String {
+        let hex: String = publisher.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}-confirm.{hex}", self.config.prefix)
+    }
+
+    /// Tells the batches' publishers that their evidence is written (after the write, and for
+    /// batches skipped as already counted): `ids` are [`codec::batch_key`]s. Best effort (core
+    /// NATS, no acknowledgement): a confirmation lost makes the publisher look the batch up in
+    /// the stream, and send it again only when the stream no longer holds it, which the worker
+    /// then skips and confirms again.
+    pub fn confirm(&self, ids: &[[u8; 24]]) -> Result<(), FleetError> {
+        let mut by_publisher: std::collections::BTreeMap<[u8; 16], Vec<u8>> = Default::default();
+        for id in ids {
+            let (p, seq) = id.split_at(16);
+            by_publisher
+                .entry(p.try_into().expect("16 bytes"))
+                .or_default()
+                .extend_from_slice(seq);
+        }
+        self.rt.block_on(async {
+            for (p, seqs) in by_publisher {
+                let subject = self.confirm_subject(&p);
+                for chunk in seqs.chunks(8 * CONFIRM_CHUNK) {
+                    self.client
+                        .publish(subject.clone(), chunk.to_vec().into())
+                        .await
+                        .map_err(|e| js_err("confirm")(&e))?;
+                }
+            }
+            self.client.flush().await.map_err(|e| js_err("confirm")(&e))
+        })
+    }
+
+    /// Subscribes to the confirmations of `publisher`'s batches ([`Bus::confirm`]).
+    pub fn confirmations(&self, publisher: [u8; 16]) -> Result<Confirmations, FleetError> {
+        let subject = self.confirm_subject(&publisher);
+        let sub = self
+            .rt
+            .block_on(self.client.subscribe(subject))
+            .map_err(|e| js_err("confirm subscribe")(&e))?;
+        Ok(Confirmations { sub, malformed: 0 })
+    }
+
+    /// Ends a subscription to confirmations (on the bus's runtime, which its unsubscription
+    /// needs).
+    pub fn close_confirmations(&self, c: Confirmations) {
+        self.rt.block_on(async move { drop(c) });
+    }
+
+    /// The batch sequences confirmed since the last call, without waiting.
+    pub fn take_confirmed(&self, c: &mut Confirmations) -> Vec<u64> {
+        use futures_util::FutureExt;
+        self.rt.block_on(async {
+            // Lets the connection's task hand over what has arrived.
+            tokio::task::yield_now().await;
+            let mut out = Vec::new();
+            while let Some(Some(m)) = c.sub.next().now_or_never() {
+                if m.payload.len() % 8 != 0 {
+                    c.malformed += 1;
+                    continue;
+                }
+                out.extend(
+                    m.payload
+                        .chunks_exact(8)
+                        .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes"))),
+                );
+            }
+            out
         })
     }
 
@@ -697,6 +842,11 @@ impl Publisher {
             pending: (0..shards.max(1)).map(|_| Vec::new()).collect(),
             batch_size: 1024,
         }
+    }
+
+    /// The id that names this publisher in its batches.
+    pub fn id(&self) -> [u8; 16] {
+        self.id
     }
 
     /// Queues a flow on the shard of each of its local hosts (shard 0 when it has none, so that

@@ -33,6 +33,7 @@
 //!   owns: null                    # worker role: e.g. 0-7; default all
 //!   lease: 6s
 //!   ack_wait: 30s
+//!   confirm_wait: 30s             # collector role: an unconfirmed batch is looked up after this
 //!   replicas: 1
 //!   packs: true                   # worker role: follow `flowprint pack publish`
 //!   trusted_keys: []
@@ -222,6 +223,9 @@ pub struct FleetConfig {
     pub lease: Dur,
     /// A delivered batch not acknowledged this long is delivered again.
     pub ack_wait: Dur,
+    /// Collector role: a stored batch that no worker confirmed this long is looked up in the
+    /// stream, and sent again when the stream no longer holds it (`serve::outbox`).
+    pub confirm_wait: Dur,
     /// Replicas of the stream and buckets (3 on a 3-node cluster).
     pub replicas: usize,
     /// The stream's size limit, bytes: beyond, collectors' batches are refused (and counted).
@@ -244,6 +248,7 @@ impl Default for FleetConfig {
             id: None,
             lease: Dur(Duration::from_secs(6)),
             ack_wait: Dur(Duration::from_secs(30)),
+            confirm_wait: Dur(crate::serve::outbox::CONFIRM_WAIT),
             replicas: 1,
             max_bytes: 1 << 30,
             packs: true,
@@ -600,6 +605,9 @@ impl ServeConfig {
         }
         if self.fleet.lease.0 < Duration::from_secs(1) {
             return Err("fleet.lease: must be at least 1s".into());
+        }
+        if self.fleet.confirm_wait.0 < Duration::from_secs(1) {
+            return Err("fleet.confirm_wait: must be at least 1s".into());
         }
         if self.fleet.replicas == 0 || self.fleet.replicas > 5 {
             return Err("fleet.replicas: must be between 1 and 5".into());

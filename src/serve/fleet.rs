@@ -77,6 +77,8 @@ pub struct FleetStatus {
     pub flows_applied: AtomicU64,
     /// Shards that went back to their last write (a pull failed, a gap in deliveries).
     pub rewinds: AtomicU64,
+    /// Batches confirmed to their publishers once written ([`crate::fleet::Bus::confirm`]).
+    pub confirmed: AtomicU64,
     /// Batches at or below a shard's stored mark whose id the shard never recorded: never
     /// applied (a consumer that skipped them), applied late rather than acknowledged unseen.
     pub late: AtomicU64,
@@ -961,6 +963,20 @@ impl Member {
         if let Err(e) = self.bus.ack(&done) {
             // Unacknowledged batches come back after ack_wait; the mark makes them no-ops.
             tracing::warn!(shard = s, "fleet: {e}");
+        }
+        // Their publishers may forget them now: every batch of the write (applied, or skipped
+        // as counted before) is in the database.
+        let ids: Vec<[u8; 24]> = done
+            .iter()
+            .filter_map(|d| codec::batch_key(&d.data))
+            .collect();
+        match self.bus.confirm(&ids) {
+            Ok(()) => {
+                self.status
+                    .confirmed
+                    .fetch_add(ids.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => tracing::debug!(shard = s, "fleet: {e}"),
         }
         self.refresh_backlog(s);
         true

@@ -15,6 +15,7 @@ pub mod api;
 pub mod config;
 pub mod fleet;
 pub mod http;
+pub mod outbox;
 pub mod pipeline;
 pub mod prom;
 pub mod retry;
@@ -326,37 +327,16 @@ const HISTORY_SAMPLES: usize = 8640;
 /// Where the collector's flows go: the local workers, or (collector role) the fleet's bus.
 struct Intake<'a> {
     dispatcher: pipeline::Dispatcher,
-    fleet: Option<(crate::fleet::Bus, crate::fleet::Publisher)>,
-    /// Encoded batches ready to publish.
-    ready: Vec<(u32, Vec<u8>)>,
-    /// Batches the bus refused (stream full, no leader during an election, server away):
-    /// retried for [`RETRY_FOR`], at most [`RETRY_BATCHES`] of them, then dropped and counted.
-    retry: std::collections::VecDeque<(u32, Vec<u8>, Instant)>,
-    last_retry: Instant,
-    /// Publish rounds in a row in which every batch failed, and when the bus last connected
-    /// again elsewhere because of them.
-    failed_rounds: u32,
-    last_reconnect: Instant,
+    outbox: Option<outbox::Outbox>,
     counters: &'a Counters,
 }
 
-/// How long the collector role keeps retrying a refused batch: within the time the server
-/// remembers a batch's message id (at most half of it), so that a retry of a batch it stored is
-/// not stored again; long enough for a node resumed after a pause, which answers without its
-/// JetStream for tens of seconds.
-const RETRY_FOR: Duration = Duration::from_secs(60);
-const _: () = assert!(RETRY_FOR.as_secs() * 2 <= crate::fleet::DUPLICATE_WINDOW.as_secs());
-/// The collector role's bounded queue of refused batches (about 40 MB of flows at most).
-const RETRY_BATCHES: usize = 1024;
-/// The collector role connects elsewhere at most this often when every publish fails.
-const PUBLISH_RECONNECT_EVERY: Duration = Duration::from_secs(5);
-
 impl Intake<'_> {
     fn push(&mut self, flow: crate::flow::Flow) {
-        match self.fleet.as_mut() {
-            Some((_, publisher)) => {
+        match self.outbox.as_mut() {
+            Some(o) => {
                 self.counters.received.fetch_add(1, Ordering::Relaxed);
-                self.ready.extend(publisher.push(flow));
+                o.push(flow);
             }
             None => self.dispatcher.push(flow),
         }
@@ -365,84 +345,9 @@ impl Intake<'_> {
     /// Sends every partial batch: to the workers, or published (and counted).
     fn flush(&mut self) {
         self.dispatcher.flush();
-        let Some((bus, publisher)) = self.fleet.as_mut() else {
-            return;
-        };
-        self.ready.extend(publisher.flush());
-        // Refused batches first (in their order), at most every 200 ms.
-        let mut batches: Vec<(u32, Vec<u8>, Option<Instant>)> = Vec::new();
-        if !self.retry.is_empty() && self.last_retry.elapsed() >= Duration::from_millis(200) {
-            self.last_retry = Instant::now();
-            batches.extend(self.retry.drain(..).map(|(s, b, t)| (s, b, Some(t))));
+        if let Some(o) = self.outbox.as_mut() {
+            o.flush(self.counters);
         }
-        batches.extend(self.ready.drain(..).map(|(s, b)| (s, b, None)));
-        if batches.is_empty() {
-            return;
-        }
-        type Sent = (Vec<(u32, Vec<u8>)>, Vec<Option<Instant>>);
-        let (sent, firsts): Sent = batches.into_iter().map(|(s, b, t)| ((s, b), t)).unzip();
-        let results = bus.publish(&sent);
-        if results.iter().all(Result::is_err) {
-            self.failed_rounds += 1;
-            // A server that answers but whose JetStream does not (a node resumed after a
-            // pause) keeps the connection: after a few rounds, connect elsewhere (at most every
-            // few seconds, so that a full stream, which refuses every batch too, costs little).
-            if self.failed_rounds >= 3 && self.last_reconnect.elapsed() >= PUBLISH_RECONNECT_EVERY {
-                bus.reconnect();
-                self.failed_rounds = 0;
-                self.last_reconnect = Instant::now();
-            }
-        } else {
-            self.failed_rounds = 0;
-        }
-        let mut warned = false;
-        for ((r, (shard, data)), first) in results.into_iter().zip(sent).zip(firsts) {
-            match r {
-                Ok(stored) => {
-                    self.counters
-                        .published_batches
-                        .fetch_add(1, Ordering::Relaxed);
-                    if stored.duplicate {
-                        self.counters
-                            .duplicate_batches
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
-                    // Where a retried batch went (rare, and what an accounting of a lost
-                    // batch needs): stored now, or said to be a copy of one stored before.
-                    if first.is_some() || stored.duplicate {
-                        tracing::info!(
-                            shard,
-                            seq = stored.sequence,
-                            duplicate = stored.duplicate,
-                            retried = first.is_some(),
-                            id = crate::fleet::codec::batch_id(&data).unwrap_or_default(),
-                            "fleet: batch stored"
-                        );
-                    }
-                }
-                Err(e) => {
-                    let first = first.unwrap_or_else(Instant::now);
-                    if first.elapsed() < RETRY_FOR && self.retry.len() < RETRY_BATCHES {
-                        if !warned {
-                            tracing::warn!("{e} (batches kept and retried)");
-                            warned = true;
-                        }
-                        self.counters
-                            .retried_batches
-                            .fetch_add(1, Ordering::Relaxed);
-                        self.retry.push_back((shard, data, first));
-                    } else {
-                        tracing::error!("{e}: batch of shard {shard} dropped");
-                        self.counters
-                            .refused_batches
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        }
-        self.counters
-            .retry_queue
-            .store(self.retry.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -834,7 +739,7 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
     let collector_stop = collector.stop_flag();
     let mut on_warning = |w: String| tracing::warn!("{w}");
     // Collector role: flows go to the bus, sharded by host, instead of to the local workers.
-    let fleet = match &config.fleet.publish {
+    let outbox = match &config.fleet.publish {
         Some(url) => {
             let bus = crate::fleet::Bus::connect(url, config.fleet.bus())?;
             let mut id = [0u8; 16];
@@ -854,18 +759,17 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
                 shards = config.fleet.shards,
                 "publishing flows to the fleet"
             );
-            Some((bus, publisher))
+            Some(outbox::Outbox::new(
+                bus,
+                publisher,
+                config.fleet.confirm_wait.0,
+            ))
         }
         None => None,
     };
     let mut intake = Intake {
         dispatcher,
-        fleet,
-        ready: Vec::new(),
-        retry: Default::default(),
-        last_retry: Instant::now(),
-        failed_rounds: 0,
-        last_reconnect: Instant::now(),
+        outbox,
         counters: &daemon.counters,
     };
     while !stop.load(Ordering::Relaxed) {
@@ -891,7 +795,9 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
     intake.flush();
     // Collector role: refused batches get their remaining retries before the exit.
     let t = Instant::now();
-    while !intake.retry.is_empty() && t.elapsed() < Duration::from_secs(10) {
+    while intake.outbox.as_ref().is_some_and(outbox::Outbox::retrying)
+        && t.elapsed() < Duration::from_secs(10)
+    {
         std::thread::sleep(Duration::from_millis(200));
         intake.flush();
     }

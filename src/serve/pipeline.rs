@@ -143,6 +143,16 @@ pub struct Counters {
     /// Collector role: retried batches the server already had (their first acknowledgement
     /// was lost), not stored again.
     pub duplicate_batches: AtomicU64,
+    /// Collector role: stored batches held until a worker confirms them.
+    pub held_batches: AtomicU64,
+    /// Collector role: batches confirmed by a worker (their evidence written).
+    pub confirmed_batches: AtomicU64,
+    /// Collector role: batches sent again because no worker confirmed them and the stream no
+    /// longer held them where the server had said it stored them.
+    pub resent_batches: AtomicU64,
+    /// Collector role: batches given up unconfirmed (held for `CONFIRM_FOR`, or not held at
+    /// all because `HOLD_BYTES` were held): their fate is the stream's.
+    pub unconfirmed_batches: AtomicU64,
 }
 
 /// One queued flow (a flow between two local hosts of two shards is queued to both; the

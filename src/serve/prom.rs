@@ -24,6 +24,13 @@ impl Daemon {
             .absolute(c.duplicate_batches.load(Ordering::Relaxed));
         gauge!("flowprint_fleet_retry_queue_batches")
             .set(c.retry_queue.load(Ordering::Relaxed) as f64);
+        gauge!("flowprint_fleet_held_batches").set(c.held_batches.load(Ordering::Relaxed) as f64);
+        counter!("flowprint_fleet_batches_confirmed_total")
+            .absolute(c.confirmed_batches.load(Ordering::Relaxed));
+        counter!("flowprint_fleet_batches_resent_total")
+            .absolute(c.resent_batches.load(Ordering::Relaxed));
+        counter!("flowprint_fleet_batches_unconfirmed_total")
+            .absolute(c.unconfirmed_batches.load(Ordering::Relaxed));
         {
             let s = self
                 .collector
@@ -120,6 +127,8 @@ impl Daemon {
             counter!("flowprint_fleet_duplicate_batches_skipped_total")
                 .absolute(f.duplicate_ids.load(Ordering::Relaxed));
             counter!("flowprint_fleet_late_batches_total").absolute(f.late.load(Ordering::Relaxed));
+            counter!("flowprint_fleet_confirmations_sent_total")
+                .absolute(f.confirmed.load(Ordering::Relaxed));
             counter!("flowprint_fleet_flows_applied_total")
                 .absolute(f.flows_applied.load(Ordering::Relaxed));
             counter!("flowprint_fleet_shard_rewinds_total")
