@@ -122,3 +122,48 @@ proptest! {
         }
     }
 }
+
+/// A network around `a` (IPv4 or IPv6 of any prefix), for the local-network property.
+fn net() -> impl Strategy<Value = ipnet::IpNet> {
+    prop_oneof![
+        (any::<u32>(), 0u8..=32).prop_map(|(a, l)| ipnet::IpNet::V4(
+            ipnet::Ipv4Net::new(Ipv4Addr::from(a), l).unwrap().trunc()
+        )),
+        (any::<u128>(), 0u8..=128).prop_map(|(a, l)| ipnet::IpNet::V6(
+            ipnet::Ipv6Net::new(Ipv6Addr::from(a), l).unwrap().trunc()
+        )),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// `LocalNets::contains` (a branch-free scan of the IPv4 ranges up to 8 of them, a search
+    /// beyond) says what the networks say, for addresses inside, at the edges of and outside
+    /// them; an IPv4 address and its IPv4-mapped IPv6 form count as one.
+    #[test]
+    fn local_nets_contain_exactly_their_networks(nets in proptest::collection::vec(net(), 0..20),
+                                                  probes in proptest::collection::vec(any::<u32>(), 0..40)) {
+        let local = LocalNets::new(nets.clone());
+        let mut addrs: Vec<IpAddr> = probes.iter().map(|&a| IpAddr::V4(Ipv4Addr::from(a))).collect();
+        for n in &nets {
+            for a in [n.network(), n.broadcast()] {
+                addrs.push(a);
+                if let IpAddr::V4(v4) = a {
+                    addrs.push(IpAddr::V4(Ipv4Addr::from(u32::from(v4).wrapping_sub(1))));
+                    addrs.push(IpAddr::V4(Ipv4Addr::from(u32::from(v4).wrapping_add(1))));
+                    addrs.push(IpAddr::V6(v4.to_ipv6_mapped()));
+                }
+            }
+        }
+        for a in addrs {
+            // An IPv4 address and its IPv4-mapped IPv6 form are one address.
+            let forms = match a {
+                IpAddr::V4(v4) => [a, IpAddr::V6(v4.to_ipv6_mapped())],
+                IpAddr::V6(v6) => [a, v6.to_ipv4_mapped().map_or(a, IpAddr::V4)],
+            };
+            let want = nets.iter().any(|n| forms.iter().any(|f| n.contains(f)));
+            prop_assert_eq!(local.contains(a), want, "{} in {:?}", a, nets);
+        }
+    }
+}
