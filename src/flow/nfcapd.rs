@@ -230,8 +230,12 @@ pub fn read_nfcapd<R: Read>(
             report(&mut stats, block_no, reason);
             return Ok(stats);
         }
-        raw.clear();
-        let got = reader.by_ref().take(size as u64).read_to_end(&mut raw)?;
+        // The buffer keeps the largest block's size: it is zeroed once, when it grows (at most
+        // MAX_BLOCK), not for every block.
+        if raw.len() < size {
+            raw.resize(size, 0);
+        }
+        let got = read_full(&mut reader, &mut raw[..size])?;
         if got < size {
             let reason = format!("file truncated: block ends after {got} of {size} bytes");
             report(&mut stats, block_no, reason);
@@ -258,8 +262,8 @@ pub fn read_nfcapd<R: Read>(
             .compression
             .filter(|_| flags & FLAG_BLOCK_UNCOMPRESSED == 0);
         let data = match codec {
-            None => raw.as_slice(),
-            Some(c) => match decompressor.run(c, &raw) {
+            None => &raw[..size],
+            Some(c) => match decompressor.run(c, &raw[..size]) {
                 Ok(d) => d,
                 Err(e) => {
                     report(

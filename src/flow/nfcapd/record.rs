@@ -65,14 +65,17 @@ pub struct Decoder {
     samplers: FxHashMap<(u16, i64), u32>,
 }
 
+#[inline(always)]
 fn le16(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
 
+#[inline(always)]
 fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
+#[inline(always)]
 fn le64(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
@@ -80,6 +83,7 @@ fn le64(b: &[u8], at: usize) -> u64 {
 }
 
 /// nfdump's IPv6 layout: two native u64, the first holding the high half of the address.
+#[inline(always)]
 fn ipv6(b: &[u8], at: usize) -> Ipv6Addr {
     Ipv6Addr::from(u128::from(le64(b, at)) << 64 | u128::from(le64(b, at + 8)))
 }
@@ -90,6 +94,7 @@ fn ms(v: u64) -> i64 {
 }
 
 /// An element body with at least `need` bytes, or the reason it is too short.
+#[inline(always)]
 fn sized<'a>(body: Option<&'a [u8]>, need: usize, name: &str) -> Result<Option<&'a [u8]>, String> {
     match body {
         Some(b) if b.len() < need => Err(format!(
