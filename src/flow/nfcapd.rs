@@ -91,6 +91,29 @@ fn invalid(source: &str, msg: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("{source}: {msg}"))
 }
 
+/// How far [`read_block`] grows its buffer ahead of the data.
+const GROW_STEP: usize = 256 << 10;
+
+/// Reads a block of `size` bytes into `buf[..size]`; returns the bytes read (fewer when the
+/// input ends). The buffer is kept from block to block and zeroed only where it grows, and it
+/// grows [`GROW_STEP`] at a time ahead of the data: a block's claimed size never allocates
+/// more than the input holds.
+fn read_block<R: Read>(reader: &mut R, buf: &mut Vec<u8>, size: usize) -> io::Result<usize> {
+    let mut got = 0;
+    while got < size {
+        if buf.len() <= got {
+            buf.resize(got + (size - got).min(GROW_STEP), 0);
+        }
+        let end = buf.len().min(size);
+        let n = read_full(reader, &mut buf[got..end])?;
+        got += n;
+        if got < end {
+            break;
+        }
+    }
+    Ok(got)
+}
+
 /// Reads into `buf` until it is full or the input ends; returns the bytes read.
 fn read_full<R: Read>(reader: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
@@ -230,12 +253,7 @@ pub fn read_nfcapd<R: Read>(
             report(&mut stats, block_no, reason);
             return Ok(stats);
         }
-        // The buffer keeps the largest block's size: it is zeroed once, when it grows (at most
-        // MAX_BLOCK), not for every block.
-        if raw.len() < size {
-            raw.resize(size, 0);
-        }
-        let got = read_full(&mut reader, &mut raw[..size])?;
+        let got = read_block(&mut reader, &mut raw, size)?;
         if got < size {
             let reason = format!("file truncated: block ends after {got} of {size} bytes");
             report(&mut stats, block_no, reason);

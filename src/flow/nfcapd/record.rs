@@ -107,6 +107,7 @@ fn sized<'a>(body: Option<&'a [u8]>, need: usize, name: &str) -> Result<Option<&
 
 impl Decoder {
     /// Decodes one record (`rec` spans exactly its `size` bytes, at least 4).
+    #[inline]
     pub fn record(&mut self, rec: &[u8]) -> Outcome {
         match le16(rec, 0) {
             V3_RECORD => match self.v3(rec) {
@@ -123,6 +124,7 @@ impl Decoder {
         }
     }
 
+    #[inline(always)]
     fn v3(&self, rec: &[u8]) -> Result<Flow, String> {
         if rec.len() < 12 {
             return Err(format!(
