@@ -127,6 +127,10 @@ pub const PACK_BUCKET: &str = "flowprint-packs";
 /// The server's error code for a message that is not (or no longer) in the stream.
 const NO_MESSAGE_FOUND: u64 = 10037;
 
+/// The longest a worker waits to send its confirmations (they are best effort: a publisher
+/// that misses one looks the batch up in the stream).
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Batch sequences per confirmation message (8 bytes each: 64 KiB, well under the servers'
 /// 1 MiB message limit).
 pub const CONFIRM_CHUNK: usize = 8192;
@@ -442,7 +446,7 @@ impl Bus {
                 .or_default()
                 .extend_from_slice(seq);
         }
-        self.rt.block_on(async {
+        let send = async {
             for (p, seqs) in by_publisher {
                 let subject = self.confirm_subject(&p);
                 for chunk in seqs.chunks(8 * CONFIRM_CHUNK) {
@@ -453,6 +457,18 @@ impl Bus {
                 }
             }
             self.client.flush().await.map_err(|e| js_err("confirm")(&e))
+        };
+        // Bounded: a connection that is away (reconnecting) holds a flush until it is back,
+        // and a worker must not stall (or fail to stop) for a best-effort message.
+        self.rt.block_on(async {
+            tokio::time::timeout(CONFIRM_TIMEOUT, send)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(FleetError::JetStream {
+                        what: "confirm",
+                        message: format!("not sent within {CONFIRM_TIMEOUT:?}"),
+                    })
+                })
         })
     }
 
@@ -461,7 +477,14 @@ impl Bus {
         let subject = self.confirm_subject(&publisher);
         let sub = self
             .rt
-            .block_on(self.client.subscribe(subject))
+            .block_on(tokio::time::timeout(
+                CONFIRM_TIMEOUT,
+                self.client.subscribe(subject),
+            ))
+            .map_err(|_| FleetError::JetStream {
+                what: "confirm subscribe",
+                message: format!("no answer within {CONFIRM_TIMEOUT:?}"),
+            })?
             .map_err(|e| js_err("confirm subscribe")(&e))?;
         Ok(Confirmations { sub, malformed: 0 })
     }

@@ -326,6 +326,9 @@ struct Member {
     flush_every: Duration,
     /// Consumers that could not be made, in a row.
     consumer_failures: u32,
+    /// Set at a clean stop: what only informs (backlogs) is no longer asked of the server, so
+    /// that a slow server does not hold the stop up.
+    stopping: bool,
 }
 
 /// Starts `threads` members; they run until `stop`, then write, acknowledge and leave.
@@ -404,6 +407,7 @@ pub fn start(
                 .0
                 .clamp(Duration::from_millis(100), Duration::from_secs(5)),
             consumer_failures: 0,
+            stopping: false,
         };
         let stop = stop.clone();
         handles.push(
@@ -462,6 +466,9 @@ impl Member {
             let mut got = 0;
             let shards: Vec<u32> = self.active.keys().copied().collect();
             for s in shards {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 // Checked before every pull: a lease that lapsed during this round stops here.
                 if self.leases.valid(s) {
                     got += self.pull(s);
@@ -472,7 +479,7 @@ impl Member {
                 self.flush_all();
                 last_flush = Instant::now();
             }
-            if last_backlog.elapsed() >= BACKLOG_EVERY {
+            if last_backlog.elapsed() >= BACKLOG_EVERY && !stop.load(Ordering::Relaxed) {
                 self.check_backlogs();
                 last_backlog = Instant::now();
             }
@@ -481,6 +488,7 @@ impl Member {
             }
         }
         // Clean stop: write and acknowledge, then leave so that others take over at once.
+        self.stopping = true;
         self.flush_all();
         let shards: Vec<u32> = self.active.keys().copied().collect();
         for s in shards {
@@ -984,6 +992,9 @@ impl Member {
 
     /// The shard's backlog for `/metrics`, as the server sees it now.
     fn refresh_backlog(&mut self, s: u32) -> Option<(u64, u64)> {
+        if self.stopping {
+            return None;
+        }
         let a = self.active.get_mut(&s)?;
         let b = self.bus.backlog(&mut a.consumer).ok()?;
         self.status
