@@ -477,10 +477,10 @@ impl Bus {
         let subject = self.confirm_subject(&publisher);
         let sub = self
             .rt
-            .block_on(tokio::time::timeout(
-                CONFIRM_TIMEOUT,
-                self.client.subscribe(subject),
-            ))
+            // The timer is made inside the runtime, which it needs.
+            .block_on(async {
+                tokio::time::timeout(CONFIRM_TIMEOUT, self.client.subscribe(subject)).await
+            })
             .map_err(|_| FleetError::JetStream {
                 what: "confirm subscribe",
                 message: format!("no answer within {CONFIRM_TIMEOUT:?}"),
