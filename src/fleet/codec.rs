@@ -207,11 +207,16 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A publisher id as it appears in batch names and subjects: 32 lower-case hex digits.
+pub fn publisher_hex(id: &[u8; 16]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The name of an encoded batch, `<publisher id in hex>-<batch sequence>`, read from its header
 /// alone; `None` for bytes that do not start like a batch.
 pub fn batch_id(bytes: &[u8]) -> Option<String> {
     let key = batch_key(bytes)?;
-    let publisher: String = key[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let publisher = publisher_hex(key[..16].try_into().ok()?);
     let seq = u64::from_le_bytes(key[16..].try_into().ok()?);
     Some(format!("{publisher}-{seq}"))
 }

@@ -428,8 +428,11 @@ impl Bus {
 
     /// The subject on which workers confirm `publisher`'s batches once written.
     fn confirm_subject(&self, publisher: &[u8; 16]) -> String {
-        let hex: String = publisher.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}-confirm.{hex}", self.config.prefix)
+        format!(
+            "{}-confirm.{}",
+            self.config.prefix,
+            codec::publisher_hex(publisher)
+        )
     }
 
     /// Tells the batches' publishers that their evidence is written (after the write, and for

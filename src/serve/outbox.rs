@@ -143,11 +143,6 @@ impl Outbox {
         !self.retry.is_empty()
     }
 
-    /// Batches held for confirmation.
-    pub fn held(&self) -> usize {
-        self.held.len()
-    }
-
     /// Publishes every partial batch, retries refused ones, forgets confirmed ones and sends
     /// again those the stream lost.
     pub fn flush(&mut self, counters: &Counters) {
@@ -171,6 +166,11 @@ impl Outbox {
         counters
             .held_batches
             .store(self.held.len() as u64, Ordering::Relaxed);
+        if let Some(c) = &self.confirms {
+            counters
+                .malformed_confirmations
+                .store(c.malformed, Ordering::Relaxed);
+        }
     }
 
     fn publish(&mut self, batches: Vec<(Outgoing, Option<Instant>)>, counters: &Counters) {

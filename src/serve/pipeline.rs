@@ -150,6 +150,9 @@ pub struct Counters {
     /// Collector role: batches sent again because no worker confirmed them and the stream no
     /// longer held them where the server had said it stored them.
     pub resent_batches: AtomicU64,
+    /// Collector role: confirmation messages that were not a whole number of batch sequences
+    /// (ignored).
+    pub malformed_confirmations: AtomicU64,
     /// Collector role: batches given up unconfirmed (held for `CONFIRM_FOR`, or not held at
     /// all because `HOLD_BYTES` were held): their fate is the stream's.
     pub unconfirmed_batches: AtomicU64,

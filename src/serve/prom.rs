@@ -31,6 +31,8 @@ impl Daemon {
             .absolute(c.resent_batches.load(Ordering::Relaxed));
         counter!("flowprint_fleet_batches_unconfirmed_total")
             .absolute(c.unconfirmed_batches.load(Ordering::Relaxed));
+        counter!("flowprint_fleet_confirmations_malformed_total")
+            .absolute(c.malformed_confirmations.load(Ordering::Relaxed));
         {
             let s = self
                 .collector
