@@ -108,6 +108,8 @@ pub fn parse_idle(s: &str) -> Result<MaybeMs, String> {
 
 /// Runs `analyze`.
 pub fn run(args: Args) -> anyhow::Result<i32> {
+    // Reading starts at once, beside compiling the rules and loading the inventory.
+    let reading = super::ReadAhead::start(args.inputs.clone(), args.input_format);
     let compiled = args.rules.compile()?;
     print_diagnostics(&compiled, DiagFormat::Text)?;
     let rule_errors = has_errors(&compiled);
@@ -164,20 +166,11 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let mut scanner = Scanner::new(compiled.ruleset.clone(), Arc::new(local), inventory);
     // Flows are applied a batch at a time, so that the scanner can fetch the hosts' states of
     // the next flows while it applies one (`Scanner::apply_all`); the order is the files'.
-    let mut batch: Vec<flowprint::flow::Flow> = Vec::with_capacity(ANALYZE_BATCH);
-    let totals = super::read_inputs(&args.inputs, args.input_format, &mut |flow| {
-        if batch.is_empty() && !scanner.reads_ahead() {
-            // A small table: nothing to read ahead, no copy into the batch.
-            scanner.apply_learning(&flow, &mut dns);
-            return;
-        }
-        batch.push(flow);
-        if batch.len() == ANALYZE_BATCH {
-            scanner.apply_all_learning(&batch, &mut dns);
-            batch.clear();
+    let totals = reading.for_each(&mut |batch| {
+        for chunk in batch.chunks(ANALYZE_BATCH) {
+            scanner.apply_all_learning(chunk, &mut dns);
         }
     })?;
-    scanner.apply_all_learning(&batch, &mut dns);
     scanner.learn_into(&mut dns);
     let (flows, skipped, unreadable) = (totals.flows, totals.skipped, totals.unreadable);
     let (mut inventory, _) = scanner.into_parts();

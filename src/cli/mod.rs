@@ -233,6 +233,85 @@ pub fn read_inputs(
     Ok(totals)
 }
 
+/// Flows per batch handed from [`ReadAhead`]'s reading thread to its caller.
+const AHEAD_BATCH: usize = 1024;
+/// Batches in flight between the two threads: at most 64 × 1,024 flows (about 9 MiB) are read
+/// ahead of the caller; the reading thread waits beyond.
+const AHEAD_BATCHES: usize = 64;
+
+/// [`read_inputs`] on a thread of its own: inputs are opened, decoded and batched while the
+/// caller compiles its rules and then applies the batches, so that on two cores decoding costs
+/// no wall time beside applying. The flows arrive in the inputs' order, the messages about the
+/// inputs are the same (printed by the reading thread as it meets them), and the memory read
+/// ahead is bounded ([`AHEAD_BATCHES`] batches).
+pub struct ReadAhead {
+    batches: std::sync::mpsc::Receiver<Vec<flowprint::flow::Flow>>,
+    spare: std::sync::mpsc::SyncSender<Vec<flowprint::flow::Flow>>,
+    reader: std::thread::JoinHandle<anyhow::Result<InputTotals>>,
+}
+
+impl ReadAhead {
+    /// Starts reading `inputs`.
+    pub fn start(inputs: Vec<String>, format: flowprint::flow::ingest::InputFormat) -> Self {
+        use std::sync::mpsc::{TryRecvError, sync_channel};
+        let (full_tx, batches) = sync_channel::<Vec<flowprint::flow::Flow>>(AHEAD_BATCHES);
+        // Emptied batches come back to be filled again (one more than can be in flight).
+        let (spare, spare_rx) = sync_channel::<Vec<flowprint::flow::Flow>>(AHEAD_BATCHES + 1);
+        let reader = std::thread::Builder::new()
+            .name("flowprint-read".into())
+            .spawn(move || {
+                let fresh = || Vec::with_capacity(AHEAD_BATCH);
+                let mut batch = fresh();
+                let mut gone = false;
+                let totals = read_inputs(&inputs, format, &mut |flow| {
+                    if gone {
+                        return;
+                    }
+                    batch.push(flow);
+                    if batch.len() == AHEAD_BATCH {
+                        let next = match spare_rx.try_recv() {
+                            Ok(v) => v,
+                            Err(TryRecvError::Empty | TryRecvError::Disconnected) => fresh(),
+                        };
+                        // The caller stopped taking batches (it failed): read no further.
+                        gone = full_tx.send(std::mem::replace(&mut batch, next)).is_err();
+                    }
+                })?;
+                if !batch.is_empty() && !gone {
+                    let _ = full_tx.send(batch);
+                }
+                Ok(totals)
+            })
+            .expect("a thread can be started");
+        ReadAhead {
+            batches,
+            spare,
+            reader,
+        }
+    }
+
+    /// Hands every batch to `on_batch`, in order, and returns the totals of the reading.
+    pub fn for_each(
+        self,
+        on_batch: &mut dyn FnMut(&[flowprint::flow::Flow]),
+    ) -> anyhow::Result<InputTotals> {
+        let ReadAhead {
+            batches,
+            spare,
+            reader,
+        } = self;
+        for mut batch in batches.iter() {
+            on_batch(&batch);
+            batch.clear();
+            let _ = spare.try_send(batch);
+        }
+        match reader.join() {
+            Ok(totals) => totals,
+            Err(_) => anyhow::bail!("the thread reading the inputs failed"),
+        }
+    }
+}
+
 /// Whether any diagnostic is an error.
 pub fn has_errors(compiled: &Compiled) -> bool {
     compiled
