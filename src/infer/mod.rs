@@ -39,6 +39,9 @@ fn key_addr(k: u128) -> IpAddr {
 }
 use std::net::IpAddr;
 
+/// Hosts from which [`Inventory::summaries`] scores on several threads.
+const PARALLEL_SUMMARIES: usize = 8192;
+
 pub use kept::{KeptEvidence, Restored};
 pub use score::{
     Alternative, DeviceVerdict, EvidenceOut, HostSummary, OsVerdict, SoftwareVerdict,
@@ -701,10 +704,11 @@ impl Inventory {
 
     /// Hosts with their addresses, in address order.
     fn sorted(&self) -> Vec<(IpAddr, &HostState)> {
-        let mut v: Vec<(IpAddr, &HostState)> =
-            self.hosts.iter().map(|(k, h)| (key_addr(k), h)).collect();
-        v.sort_by_key(|(a, _)| *a);
-        v
+        // In `IpAddr`'s order (every IPv4 address first), compared as the table's integer
+        // keys: an IPv4-mapped key (`::ffff:a.b.c.d`) orders as its IPv4 address.
+        let mut v: Vec<(u128, &HostState)> = self.hosts.iter().collect();
+        v.sort_unstable_by_key(|(k, _)| (*k >> 32 != 0xffff, *k));
+        v.into_iter().map(|(k, h)| (key_addr(k), h)).collect()
     }
 
     /// Number of hosts.
@@ -722,13 +726,42 @@ impl Inventory {
         self.hosts.get(addr_key(addr))
     }
 
-    /// Summaries of all hosts, ordered by address.
+    /// Summaries of all hosts, ordered by address. A large table is scored on up to four
+    /// threads (each a contiguous part of the order; the result is the same).
     pub fn summaries(&self, rules: &Ruleset) -> Vec<HostSummary> {
         let scorer = score::Scorer::new(rules, self.now_ms, self.config.half_life_ms);
-        self.sorted()
-            .into_iter()
-            .map(|(a, h)| scorer.summarize(a, h))
-            .collect()
+        let sorted = self.sorted();
+        let threads = if sorted.len() >= PARALLEL_SUMMARIES {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+        } else {
+            1
+        };
+        if threads <= 1 {
+            return sorted
+                .into_iter()
+                .map(|(a, h)| scorer.summarize(a, h))
+                .collect();
+        }
+        let per = sorted.len().div_ceil(threads);
+        let scorer = &scorer;
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = sorted
+                .chunks(per)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|(a, h)| scorer.summarize(*a, h))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let mut all = Vec::with_capacity(sorted.len());
+            for part in parts {
+                // A panic while scoring is a bug; it is not hidden by a shorter answer.
+                all.extend(part.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            }
+            all
+        })
     }
 
     /// Every host's address, in no order: what [`Inventory::copy_hosts`] takes a chunk at a

@@ -259,3 +259,46 @@ fn catalogue_transfer_rules_share_one_total_per_connection() {
     let h = inv.host(flow(1, 0, 0).src).unwrap();
     assert!(h.extra.as_ref().unwrap().stateful.len() <= one.len());
 }
+
+#[test]
+fn a_large_inventory_is_summarized_in_address_order_as_one_thread_would() {
+    // More hosts than PARALLEL_SUMMARIES, IPv4 and IPv6 mixed (also IPv6 keys on either side
+    // of the IPv4-mapped range), applied in no order.
+    let rules = ruleset(&[ALPHA]);
+    let mut inv = Inventory::new();
+    let mut flows = Vec::new();
+    for i in 0..(PARALLEL_SUMMARIES as u32 + 1000) {
+        let h = i.wrapping_mul(2_654_435_761) % 50_000;
+        let mut f = flow(h, 4444, i64::from(i));
+        if i % 3 == 0 {
+            // `::x:y` sorts below `::ffff:0:0` as an integer, `fd00::x:y` above it.
+            let hi: u16 = if i % 2 == 0 { 0 } else { 0xfd00 };
+            f.src = std::net::Ipv6Addr::new(hi, 0, 0, 0, 0, 0, (h >> 16) as u16, h as u16).into();
+        }
+        flows.push(f);
+    }
+    // Every address is local here.
+    let local = LocalNets::new(vec!["10.0.0.0/8".parse().unwrap(), "::/0".parse().unwrap()]);
+    let mut s = Scanner::new(rules.clone(), Arc::new(local), inv);
+    let dns = crate::dns::DnsMap::new();
+    for f in &flows {
+        s.apply(f, &dns);
+    }
+    inv = s.into_parts().0;
+    assert!(inv.len() > PARALLEL_SUMMARIES, "{} hosts", inv.len());
+    let all = inv.summaries(&rules);
+    assert_eq!(all.len(), inv.len());
+    let addrs: Vec<std::net::IpAddr> = all.iter().map(|s| s.host.parse().unwrap()).collect();
+    let mut sorted = addrs.clone();
+    sorted.sort();
+    assert_eq!(addrs, sorted, "summaries in address order");
+    assert!(addrs.iter().any(|a| a.is_ipv4()) && addrs.iter().any(|a| a.is_ipv6()));
+    // The same summary as one host alone gives, everywhere in the order.
+    for (i, s) in all.iter().enumerate().step_by(997) {
+        let one = inv.summary(&rules, addrs[i]).unwrap();
+        assert_eq!(
+            serde_json::to_string(s).unwrap(),
+            serde_json::to_string(&one).unwrap()
+        );
+    }
+}
