@@ -10,12 +10,14 @@
 # statistics (`-f FILTER -s ip/flows -n 0`), its nearest thing to a per-host inventory.
 #
 # File 1: NetFlow v5 sent over loopback to nfcapd (hosts in 10.0.0.0/16, peers drawn from
-# 2^20 addresses, ports 80/443/53/123). Indicators: N peer addresses taken from the flows, and
-# the ports 80 and 443.
-#   nfdump:    nfdump -r FILE -f 'dst ip in [ N addresses ] and dst port in [ 80 443 ]' -q -o csv
+# 2^20 addresses, ports 80/443/53/123). Indicators: N peer addresses taken from the flows.
+#   nfdump:    nfdump -r FILE -f 'ip in [ N addresses ]' -q -o csv, and the same filter with
+#              -s ip/flows -n 0 (per-address statistics)
 #   flowprint: flowprint analyze --no-default-rules --rules N.rules --local-net 10.0.0.0/16 FILE
-#              with one rule per address: `when peer.addr == A and peer.port in { 80, 443 }`,
+#              with one rule per address: `when peer.addr == A then software = "indicator"`,
 #              and it also infers and prints every host's verdicts.
+#   flowprint, list: the same N addresses as one `list ind = addresses { ... }` and one rule
+#              `when peer.addr in ind` (column fp_list_s): the form of nfdump's `ip in [ ... ]`.
 # Both read the same uncompressed nfcapd file, output to /dev/null; wall time, median of 5.
 # Needs nfdump and python3 (scripts/test.sh installs nfdump). Only 127.0.0.1 is a target.
 set -euo pipefail
@@ -73,24 +75,31 @@ compare() {
     local flows
     flows=$(nfdump -r "$file" -I | awk '/^Flows:/ {print $2}')
     echo "== $label: $flows flows (nfcapd, uncompressed)"
-    printf "%-11s %-10s %-10s %-12s %-12s %-10s %-10s %-30s %s\n" indicators nfdump_s nf_Mf/s nfdump_stat_s flowprint_s fp_Mf/s fp/nf fp/nf_stat matched
+    printf "%-11s %-10s %-10s %-12s %-12s %-10s %-10s %-11s %-11s %-13s %s\n" indicators nfdump_s nf_Mf/s nfdump_stat_s flowprint_s fp_Mf/s fp/nf fp/nf_stat fp_list_s list/nf_stat matched
     for n in 100 1000 10000; do
         head -n "$n" "$peers" > "$work/ind.txt"
         echo "ip in [ $(tr '\n' ' ' < "$work/ind.txt") ]" > "$work/filter"
         awk '{printf "rule i%d {\n    when peer.addr == %s\n    then software = \"indicator\" confidence 0.5\n}\n", NR, $1}' \
             "$work/ind.txt" > "$work/ind.rules"
+        # The same indicators as one list and one rule: what nfdump's `ip in [ ... ]` is.
+        { echo "list ind = addresses {"; sed 's/$/,/' "$work/ind.txt"; echo "}"
+          echo 'rule indicator { when peer.addr in ind then software = "indicator" confidence 0.5 }'
+        } > "$work/ind-list.rules"
         nf=$(for i in 1 2 3 4 5; do { time nfdump -r "$file" -f "$work/filter" -q -o csv >/dev/null; } 2>&1; done | median)
         nfs=$(for i in 1 2 3 4 5; do { time nfdump -r "$file" -f "$work/filter" -s ip/flows -n 0 >/dev/null; } 2>&1; done | median)
         fp=$(for i in 1 2 3 4 5; do { time "$fp_bin" analyze --no-default-rules --rules "$work/ind.rules" \
             "$@" --format json "$file" >/dev/null 2>"$work/fp.err"; } 2>&1; done | median)
+        fpl=$(for i in 1 2 3 4 5; do { time "$fp_bin" analyze --no-default-rules --rules "$work/ind-list.rules" \
+            "$@" --format json "$file" >/dev/null 2>"$work/fp.err"; } 2>&1; done | median)
         nmatch=$(nfdump -r "$file" -f "$work/filter" -q -o csv | wc -l)
         fmatch=$("$fp_bin" analyze --no-default-rules --rules "$work/ind.rules" "$@" \
             --format json "$file" 2>/dev/null | grep -c '"indicator"' || true)
-        printf "%-11s %-10s %-10s %-12s %-12s %-10s %-10s %-30s %s\n" "$n" "$nf" \
+        printf "%-11s %-10s %-10s %-12s %-12s %-10s %-10s %-11s %-11s %-13s %s\n" "$n" "$nf" \
             "$(awk -v f="$flows" -v t="$nf" 'BEGIN{printf "%.2f", f/t/1e6}')" "$nfs" "$fp" \
             "$(awk -v f="$flows" -v t="$fp" 'BEGIN{printf "%.2f", f/t/1e6}')" \
             "$(awk -v a="$nf" -v b="$fp" 'BEGIN{printf "%.2fx", a/b}')" \
-            "$(awk -v a="$nfs" -v b="$fp" 'BEGIN{printf "%.2fx", a/b}')" \
+            "$(awk -v a="$nfs" -v b="$fp" 'BEGIN{printf "%.2fx", a/b}')" "$fpl" \
+            "$(awk -v a="$nfs" -v b="$fpl" 'BEGIN{printf "%.2fx", a/b}')" \
             "$fmatch hosts ($nmatch flows by nfdump)"
     done
     echo "flowprint's summary line of the last run: $(tail -1 "$work/fp.err")"
