@@ -64,6 +64,7 @@ pub mod infer;
 pub mod inventory;
 pub mod limits;
 pub mod pack;
+mod par;
 pub mod parser;
 pub mod ruleset;
 pub mod scan;

@@ -731,37 +731,8 @@ impl Inventory {
     pub fn summaries(&self, rules: &Ruleset) -> Vec<HostSummary> {
         let scorer = score::Scorer::new(rules, self.now_ms, self.config.half_life_ms);
         let sorted = self.sorted();
-        let threads = if sorted.len() >= PARALLEL_SUMMARIES {
-            std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
-        } else {
-            1
-        };
-        if threads <= 1 {
-            return sorted
-                .into_iter()
-                .map(|(a, h)| scorer.summarize(a, h))
-                .collect();
-        }
-        let per = sorted.len().div_ceil(threads);
-        let scorer = &scorer;
-        std::thread::scope(|scope| {
-            let parts: Vec<_> = sorted
-                .chunks(per)
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|(a, h)| scorer.summarize(*a, h))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            let mut all = Vec::with_capacity(sorted.len());
-            for part in parts {
-                // A panic while scoring is a bug; it is not hidden by a shorter answer.
-                all.extend(part.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
-            }
-            all
-        })
+        let threads = crate::par::threads_for(sorted.len(), PARALLEL_SUMMARIES);
+        crate::par::map_in_order(&sorted, threads, |(a, h)| scorer.summarize(*a, h))
     }
 
     /// Every host's address, in no order: what [`Inventory::copy_hosts`] takes a chunk at a

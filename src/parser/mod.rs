@@ -42,32 +42,9 @@ pub fn parse_recovering(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
     // an item that fails is parsed again with it, afterwards, one at a time (the setting is
     // global to pest).
     pest::set_error_detail(false);
-    let threads = if chunks.len() >= PARALLEL_ITEMS {
-        std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
-    } else {
-        1
-    };
-    let per = chunks.len().div_ceil(threads.max(1)).max(1);
-    let parsed: Vec<Parsed> = if threads > 1 {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = chunks
-                .chunks(per)
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|c| parse_chunk(file, text, c))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        })
-    } else {
-        chunks.iter().map(|c| parse_chunk(file, text, c)).collect()
-    };
+    let threads = crate::par::threads_for(chunks.len(), PARALLEL_ITEMS);
+    let parsed: Vec<Parsed> =
+        crate::par::map_in_order(&chunks, threads, |c| parse_chunk(file, text, c));
     let mut items = Vec::new();
     let mut errors = Vec::new();
     for (chunk, result) in chunks.iter().zip(parsed) {
