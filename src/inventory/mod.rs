@@ -92,7 +92,7 @@ impl SummaryJson {
     }
 
     /// Stored text read back: refused when it is not JSON.
-    fn read(host: &str, text: String) -> Result<SummaryJson, StoreError> {
+    fn read(host: &str, text: String) -> Result<SummaryJson, DbError> {
         match serde_json::from_str::<serde::de::IgnoredAny>(&text) {
             Ok(_) => Ok(SummaryJson(text)),
             Err(e) => Err(summary_not_json(host, e)),
@@ -138,17 +138,51 @@ pub struct HostQuery {
     pub min_confidence: Option<f64>,
 }
 
-/// A storage failure, with what was being done.
+/// A failure of the inventory database (`inventory` is the database; the rule store's errors
+/// are [`crate::store::DbError`]).
 #[derive(Debug, thiserror::Error)]
-#[error("inventory {action}: {message}")]
-pub struct StoreError {
-    /// What was attempted ("open", "save", "load", "query").
-    pub action: &'static str,
-    /// The database's message.
-    pub message: String,
+pub enum DbError {
+    /// The database failed or refused, with what was being done.
+    #[error("inventory {action}: {message}")]
+    Database {
+        /// What was attempted ("open", "save", "load", "query").
+        action: &'static str,
+        /// The database's message.
+        message: String,
+    },
     /// A fleet write refused because its tenure lost the shard ([`Store::save_marked`]): the
-    /// writer must drop the shard, not retry.
-    pub fenced: bool,
+    /// writer must drop the shard, not retry. Nothing of the write was applied.
+    #[error(
+        "inventory save: fenced: shard {shard} of {stream} was claimed again since the claim that issued fence {fence}, or its stored mark is above {seq} (this tenure lost the shard)"
+    )]
+    Fenced {
+        /// The JetStream stream.
+        stream: String,
+        /// The shard.
+        shard: u32,
+        /// The writer's fence.
+        fence: u64,
+        /// The mark the writer tried to store.
+        seq: u64,
+    },
+}
+
+impl DbError {
+    /// What was attempted ("open", "save", "load", "query").
+    pub fn action(&self) -> &'static str {
+        match self {
+            DbError::Database { action, .. } => action,
+            DbError::Fenced { .. } => "save",
+        }
+    }
+
+    /// The same failure, as part of another action (a load inside a query).
+    fn during(self, action: &'static str) -> DbError {
+        match self {
+            DbError::Database { message, .. } => DbError::Database { action, message },
+            fenced => fenced,
+        }
+    }
 }
 
 /// One (address, name) pair of the passive DNS map, as stored.
@@ -196,40 +230,36 @@ pub const MAX_STORED_BATCHES: u32 = 4096;
 /// A place to keep the inventory.
 pub trait Store: Send {
     /// Merges these DNS pairs into the stored map (one transaction).
-    fn save_dns(&mut self, pairs: &[StoredDnsPair]) -> Result<(), StoreError>;
+    fn save_dns(&mut self, pairs: &[StoredDnsPair]) -> Result<(), DbError>;
     /// Reads the stored DNS map.
-    fn load_dns(&mut self) -> Result<Vec<StoredDnsPair>, StoreError>;
+    fn load_dns(&mut self) -> Result<Vec<StoredDnsPair>, DbError>;
     /// Writes (inserts or replaces) these hosts in one transaction.
-    fn save(&mut self, hosts: &[StoredHost]) -> Result<(), StoreError> {
+    fn save(&mut self, hosts: &[StoredHost]) -> Result<(), DbError> {
         self.save_marked(hosts, &[])
     }
     /// Writes these hosts and the fleet's applied marks in one transaction: either all of it
     /// lands or none. A mark whose fence is not the stored one (the shard was claimed again
     /// since), or whose sequence is below the stored one, refuses the whole transaction with a
-    /// `fenced` error.
-    fn save_marked(&mut self, hosts: &[StoredHost], marks: &[FleetMark]) -> Result<(), StoreError>;
+    /// [`DbError::Fenced`].
+    fn save_marked(&mut self, hosts: &[StoredHost], marks: &[FleetMark]) -> Result<(), DbError>;
     /// The fleet's applied marks.
-    fn load_marks(&mut self) -> Result<Vec<FleetMark>, StoreError>;
+    fn load_marks(&mut self) -> Result<Vec<FleetMark>, DbError>;
     /// The last batches applied and written on a shard ([`FleetMark::batches`]), as (stream
     /// sequence, batch id).
-    fn load_batches(
-        &mut self,
-        stream: &str,
-        shard: u32,
-    ) -> Result<Vec<(u64, [u8; 24])>, StoreError>;
+    fn load_batches(&mut self, stream: &str, shard: u32) -> Result<Vec<(u64, [u8; 24])>, DbError>;
     /// Claims a shard for a new tenure (a lease taken, or a tenure gone back to its last write):
     /// the database issues the shard's next fence, so that every write of an earlier tenure, of
     /// whichever worker, is refused from now on. Returns the shard's mark and the new fence.
     /// Called before the shard's hosts are read.
-    fn claim_shard(&mut self, stream: &str, shard: u32) -> Result<(u64, u64), StoreError>;
+    fn claim_shard(&mut self, stream: &str, shard: u32) -> Result<(u64, u64), DbError>;
     /// Reads every host back.
-    fn load_all(&mut self) -> Result<Vec<StoredHost>, StoreError>;
+    fn load_all(&mut self) -> Result<Vec<StoredHost>, DbError>;
     /// Deletes every stored evidence row of these rules (one transaction); returns the rows
     /// deleted. Only on an explicit request (`analyze --prune-unknown-rules`): evidence of rules
     /// that are not loaded is otherwise kept.
-    fn delete_rule_evidence(&mut self, rules: &[String]) -> Result<u64, StoreError>;
+    fn delete_rule_evidence(&mut self, rules: &[String]) -> Result<u64, DbError>;
     /// The summaries of the hosts matching `query`, ordered by address.
-    fn query(&mut self, query: &HostQuery) -> Result<Vec<serde_json::Value>, StoreError>;
+    fn query(&mut self, query: &HostQuery) -> Result<Vec<serde_json::Value>, DbError>;
 }
 
 pub mod postgres;
@@ -256,17 +286,17 @@ impl StoredDnsPair {
 
 /// Opens the inventory that `spec` names: a `postgres://` or `postgresql://` URL connects to
 /// PostgreSQL, anything else is the path of a SQLite file (created if absent).
-pub fn open(spec: &str) -> Result<Box<dyn Store>, StoreError> {
+pub fn open(spec: &str) -> Result<Box<dyn Store>, DbError> {
     open_with(spec, true)
 }
 
 /// [`open`] for commands that only read (`hosts`, `dns lookup`): a SQLite file must exist
 /// (a mistyped path is an error, not a new empty inventory).
-pub fn open_existing(spec: &str) -> Result<Box<dyn Store>, StoreError> {
+pub fn open_existing(spec: &str) -> Result<Box<dyn Store>, DbError> {
     open_with(spec, false)
 }
 
-fn open_with(spec: &str, create: bool) -> Result<Box<dyn Store>, StoreError> {
+fn open_with(spec: &str, create: bool) -> Result<Box<dyn Store>, DbError> {
     if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
         Ok(Box::new(postgres::PostgresStore::connect(spec)?))
     } else {
@@ -404,16 +434,12 @@ pub(crate) const CLAIM_MARK: &str = "INSERT INTO fleet_marks (stream, shard, seq
 pub(crate) const LOAD_MARKS: &str = "SELECT stream, shard, seq, fence FROM fleet_marks";
 
 /// The error of a fenced mark.
-pub(crate) fn fenced(m: &FleetMark) -> StoreError {
-    StoreError {
-        fenced: true,
-        ..store_error(
-            "save",
-            format!(
-                "fenced: shard {} of {} was claimed again since the claim that issued fence {}, or its stored mark is above {} (this tenure lost the shard)",
-                m.shard, m.stream, m.fence, m.seq
-            ),
-        )
+pub(crate) fn fenced(m: &FleetMark) -> DbError {
+    DbError::Fenced {
+        stream: m.stream.clone(),
+        shard: m.shard,
+        fence: m.fence,
+        seq: m.seq,
     }
 }
 
@@ -460,7 +486,7 @@ enum MigrationError<E> {
 }
 
 impl<E: std::fmt::Display> MigrationError<E> {
-    fn into_store_error(self, database: &str) -> StoreError {
+    fn into_store_error(self, database: &str) -> DbError {
         match self {
             MigrationError::Sql(e) => store_error("open", format!("{database}: {e}")),
             MigrationError::Newer(found) => store_error(
@@ -506,11 +532,10 @@ const LOAD_LABELS: &str = "SELECT host, attribute, value, version, confidence, w
 const LOAD_EPOCHS: &str = "SELECT host, epoch, started, reason FROM epochs";
 const QUERY_WINNERS: &str = "SELECT host, value, confidence FROM labels WHERE winner";
 
-fn store_error(action: &'static str, message: impl std::fmt::Display) -> StoreError {
-    StoreError {
+fn store_error(action: &'static str, message: impl std::fmt::Display) -> DbError {
+    DbError::Database {
         action,
         message: message.to_string(),
-        fenced: false,
     }
 }
 
@@ -538,7 +563,7 @@ struct HostSave<'a> {
 
 /// Checks and converts a save: a host given twice counts once (the last one; the epochs of all),
 /// counts must fit a signed 64-bit column and confidences must be finite.
-fn save_batch(hosts: &[StoredHost]) -> Result<Vec<HostSave<'_>>, StoreError> {
+fn save_batch(hosts: &[StoredHost]) -> Result<Vec<HostSave<'_>>, DbError> {
     let mut last = rustc_hash::FxHashMap::<&str, usize>::default();
     for (i, h) in hosts.iter().enumerate() {
         last.insert(h.host.as_str(), i);
@@ -612,19 +637,19 @@ struct HostRecord {
     summary: String,
 }
 
-fn column_u64(value: i64, what: &str) -> Result<u64, StoreError> {
+fn column_u64(value: i64, what: &str) -> Result<u64, DbError> {
     u64::try_from(value).map_err(|_| store_error("load", format!("{what} {value} is negative")))
 }
 
-fn column_u32(value: i64, what: &str) -> Result<u32, StoreError> {
+fn column_u32(value: i64, what: &str) -> Result<u32, DbError> {
     u32::try_from(value).map_err(|_| store_error("load", format!("{what} {value} is out of range")))
 }
 
-fn parse_summary(host: &str, text: &str) -> Result<serde_json::Value, StoreError> {
+fn parse_summary(host: &str, text: &str) -> Result<serde_json::Value, DbError> {
     serde_json::from_str(text).map_err(|e| summary_not_json(host, e))
 }
 
-fn summary_not_json(host: &str, e: serde_json::Error) -> StoreError {
+fn summary_not_json(host: &str, e: serde_json::Error) -> DbError {
     store_error("load", format!("host {host}: summary is not JSON: {e}"))
 }
 
@@ -636,7 +661,7 @@ fn assemble(
     evidence: Vec<(String, StoredEvidence)>,
     labels: Vec<(String, StoredLabel)>,
     epochs: Vec<(String, StoredEpoch)>,
-) -> Result<Vec<StoredHost>, StoreError> {
+) -> Result<Vec<StoredHost>, DbError> {
     let mut out = Vec::with_capacity(hosts.len());
     let mut index = rustc_hash::FxHashMap::default();
     for r in hosts {
@@ -734,11 +759,9 @@ fn select_hosts(
 }
 
 /// Summaries `(host, JSON text)` parsed and ordered by address.
-fn summaries_in_order(
-    mut rows: Vec<(String, String)>,
-) -> Result<Vec<serde_json::Value>, StoreError> {
+fn summaries_in_order(mut rows: Vec<(String, String)>) -> Result<Vec<serde_json::Value>, DbError> {
     rows.sort_by(|a, b| host_order(&a.0, &b.0));
     rows.iter()
-        .map(|(host, text)| parse_summary(host, text).map_err(|e| store_error("query", e.message)))
+        .map(|(host, text)| parse_summary(host, text).map_err(|e| e.during("query")))
         .collect()
 }

@@ -5,8 +5,8 @@
 use ::postgres::{Client, NoTls, Statement, Transaction};
 
 use super::{
-    HostQuery, HostRecord, HostSave, LOAD_EPOCHS, LOAD_EVIDENCE, LOAD_LABELS, MIGRATIONS,
-    MigrationError, QUERY_WINNERS, SCHEMA_VERSION_TABLE, SqlTypes, Store, StoreError, StoredEpoch,
+    DbError, HostQuery, HostRecord, HostSave, LOAD_EPOCHS, LOAD_EVIDENCE, LOAD_LABELS, MIGRATIONS,
+    MigrationError, QUERY_WINNERS, SCHEMA_VERSION_TABLE, SqlTypes, Store, StoredEpoch,
     StoredEvidence, StoredHost, StoredLabel, assemble, column_u32, column_u64, migration, now_ms,
     query_is_unfiltered, save_batch, save_sql, select_hosts, store_error, summaries_in_order,
 };
@@ -65,7 +65,7 @@ impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user[:password]@host[:port]/database`,
     /// with libpq-style parameters such as `?options=-csearch_path%3Dschema`; no TLS) and brings
     /// its schema up to date.
-    pub fn connect(url: &str) -> Result<PostgresStore, StoreError> {
+    pub fn connect(url: &str) -> Result<PostgresStore, DbError> {
         let shown = without_password(url);
         let fail = |e: ::postgres::Error| store_error("open", format!("{shown}: {e}"));
         let mut client = Client::connect(url, NoTls).map_err(fail)?;
@@ -256,7 +256,7 @@ impl CopyRows {
 }
 
 impl Store for PostgresStore {
-    fn save_dns(&mut self, pairs: &[super::StoredDnsPair]) -> Result<(), StoreError> {
+    fn save_dns(&mut self, pairs: &[super::StoredDnsPair]) -> Result<(), DbError> {
         let fail = |e: ::postgres::Error| store_error("save", e);
         let mut tx = self.client.transaction().map_err(fail)?;
         let st = tx.prepare(&super::upsert_dns_sql(true)).map_err(fail)?;
@@ -277,7 +277,7 @@ impl Store for PostgresStore {
         tx.commit().map_err(fail)
     }
 
-    fn load_dns(&mut self) -> Result<Vec<super::StoredDnsPair>, StoreError> {
+    fn load_dns(&mut self) -> Result<Vec<super::StoredDnsPair>, DbError> {
         let fail = |e: ::postgres::Error| store_error("load", e);
         let rows = self.client.query(super::LOAD_DNS, &[]).map_err(fail)?;
         Ok(rows
@@ -293,7 +293,7 @@ impl Store for PostgresStore {
             .collect())
     }
 
-    fn load_marks(&mut self) -> Result<Vec<super::FleetMark>, StoreError> {
+    fn load_marks(&mut self) -> Result<Vec<super::FleetMark>, DbError> {
         let fail = |e: ::postgres::Error| store_error("load", e);
         self.client
             .query(super::LOAD_MARKS, &[])
@@ -311,7 +311,7 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    fn claim_shard(&mut self, stream: &str, shard: u32) -> Result<(u64, u64), StoreError> {
+    fn claim_shard(&mut self, stream: &str, shard: u32) -> Result<(u64, u64), DbError> {
         let fail = |e: ::postgres::Error| store_error("save", e);
         let row = self
             .client
@@ -327,7 +327,7 @@ impl Store for PostgresStore {
         &mut self,
         hosts: &[StoredHost],
         marks: &[super::FleetMark],
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), DbError> {
         let fail = |e: ::postgres::Error| store_error("save", e);
         let batch = save_batch(hosts)?;
         let updated_at = now_ms();
@@ -376,11 +376,7 @@ impl Store for PostgresStore {
         tx.commit().map_err(fail)
     }
 
-    fn load_batches(
-        &mut self,
-        stream: &str,
-        shard: u32,
-    ) -> Result<Vec<(u64, [u8; 24])>, StoreError> {
+    fn load_batches(&mut self, stream: &str, shard: u32) -> Result<Vec<(u64, [u8; 24])>, DbError> {
         let fail = |e: ::postgres::Error| store_error("load", e);
         let mut out = Vec::new();
         for r in self
@@ -395,14 +391,14 @@ impl Store for PostgresStore {
         Ok(out)
     }
 
-    fn delete_rule_evidence(&mut self, rules: &[String]) -> Result<u64, StoreError> {
+    fn delete_rule_evidence(&mut self, rules: &[String]) -> Result<u64, DbError> {
         let fail = |e: ::postgres::Error| store_error("save", e);
         self.client
             .execute("DELETE FROM evidence WHERE rule = ANY($1)", &[&rules])
             .map_err(fail)
     }
 
-    fn load_all(&mut self) -> Result<Vec<StoredHost>, StoreError> {
+    fn load_all(&mut self) -> Result<Vec<StoredHost>, DbError> {
         let fail = |e: ::postgres::Error| store_error("load", e);
         // One repeatable-read transaction: the four tables are read at the same moment.
         let mut tx = self
@@ -438,7 +434,7 @@ impl Store for PostgresStore {
                 };
                 Ok((r.get(0), evidence))
             })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+            .collect::<Result<Vec<_>, DbError>>()?;
         let labels = tx
             .query(LOAD_LABELS, &[])
             .map_err(fail)?
@@ -466,12 +462,12 @@ impl Store for PostgresStore {
                 };
                 Ok((r.get(0), epoch))
             })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+            .collect::<Result<Vec<_>, DbError>>()?;
         tx.commit().map_err(fail)?;
         assemble(hosts, evidence, labels, epochs)
     }
 
-    fn query(&mut self, query: &HostQuery) -> Result<Vec<serde_json::Value>, StoreError> {
+    fn query(&mut self, query: &HostQuery) -> Result<Vec<serde_json::Value>, DbError> {
         let fail = |e: ::postgres::Error| store_error("query", e);
         let mut tx = self
             .client

@@ -8,9 +8,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    HostQuery, HostRecord, LOAD_EPOCHS, LOAD_EVIDENCE, LOAD_LABELS, MIGRATIONS, MigrationError,
-    QUERY_WINNERS, SCHEMA_VERSION_TABLE, SqlTypes, Store, StoreError, StoredEpoch, StoredEvidence,
-    StoredHost, StoredLabel, assemble, column_u32, column_u64, migration, now_ms,
+    DbError, HostQuery, HostRecord, LOAD_EPOCHS, LOAD_EVIDENCE, LOAD_LABELS, MIGRATIONS,
+    MigrationError, QUERY_WINNERS, SCHEMA_VERSION_TABLE, SqlTypes, Store, StoredEpoch,
+    StoredEvidence, StoredHost, StoredLabel, assemble, column_u32, column_u64, migration, now_ms,
     query_is_unfiltered, save_batch, save_sql, select_hosts, store_error, summaries_in_order,
 };
 
@@ -43,13 +43,13 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (or creates) the inventory file at `path` and brings its schema up to date.
-    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+    pub fn open(path: &Path) -> Result<SqliteStore, DbError> {
         Self::open_flags(path, OpenFlags::default())
     }
 
     /// Opens the inventory file at `path`, which must exist (for commands that only read), and
     /// brings its schema up to date.
-    pub fn open_existing(path: &Path) -> Result<SqliteStore, StoreError> {
+    pub fn open_existing(path: &Path) -> Result<SqliteStore, DbError> {
         if !path.exists() {
             return Err(store_error(
                 "open",
@@ -62,7 +62,7 @@ impl SqliteStore {
         Self::open_flags(path, OpenFlags::default() - OpenFlags::SQLITE_OPEN_CREATE)
     }
 
-    fn open_flags(path: &Path, flags: OpenFlags) -> Result<SqliteStore, StoreError> {
+    fn open_flags(path: &Path, flags: OpenFlags) -> Result<SqliteStore, DbError> {
         let fail = |e: rusqlite::Error| {
             store_error(
                 "open",
@@ -91,7 +91,7 @@ impl SqliteStore {
     }
 
     /// Changes how long a save waits for another writer of the file (5 s unless changed).
-    pub fn set_busy_timeout(&mut self, timeout: Duration) -> Result<(), StoreError> {
+    pub fn set_busy_timeout(&mut self, timeout: Duration) -> Result<(), DbError> {
         self.conn
             .busy_timeout(timeout)
             .map_err(|e| store_error("open", e))
@@ -154,7 +154,7 @@ fn run_rows(
     multi: &dyn Fn(usize) -> String,
     rows: &[Row<'_>],
     what: &dyn Fn(usize) -> String,
-) -> Result<(), StoreError> {
+) -> Result<(), DbError> {
     let fail = |i: usize, e: rusqlite::Error| {
         let w = what(i);
         store_error(
@@ -166,7 +166,7 @@ fn run_rows(
             },
         )
     };
-    let one = |i: usize| -> Result<(), StoreError> {
+    let one = |i: usize| -> Result<(), DbError> {
         tx.prepare_cached(single)
             .and_then(|mut st| st.execute(rusqlite::params_from_iter(rows[i].iter())))
             .map(|_| ())
@@ -201,7 +201,7 @@ fn save_rows(
     tx: &rusqlite::Transaction<'_>,
     batch: &[super::HostSave<'_>],
     updated_at: i64,
-) -> Result<(), StoreError> {
+) -> Result<(), DbError> {
     let none = |_: usize| String::new();
     let hosts: Vec<Row<'_>> = batch
         .iter()
@@ -308,7 +308,7 @@ fn save_rows(
 }
 
 impl Store for SqliteStore {
-    fn save_dns(&mut self, pairs: &[super::StoredDnsPair]) -> Result<(), StoreError> {
+    fn save_dns(&mut self, pairs: &[super::StoredDnsPair]) -> Result<(), DbError> {
         let fail = |e: rusqlite::Error| store_error("save", e);
         let tx = self.conn.transaction().map_err(fail)?;
         {
@@ -329,7 +329,7 @@ impl Store for SqliteStore {
         tx.commit().map_err(fail)
     }
 
-    fn load_dns(&mut self) -> Result<Vec<super::StoredDnsPair>, StoreError> {
+    fn load_dns(&mut self) -> Result<Vec<super::StoredDnsPair>, DbError> {
         let fail = |e: rusqlite::Error| store_error("load", e);
         let mut st = self.conn.prepare(super::LOAD_DNS).map_err(fail)?;
         let rows = st
@@ -347,7 +347,7 @@ impl Store for SqliteStore {
         rows.collect::<Result<_, _>>().map_err(fail)
     }
 
-    fn load_marks(&mut self) -> Result<Vec<super::FleetMark>, StoreError> {
+    fn load_marks(&mut self) -> Result<Vec<super::FleetMark>, DbError> {
         let fail = |e: rusqlite::Error| store_error("load", e);
         let mut st = self.conn.prepare(super::LOAD_MARKS).map_err(fail)?;
         let rows = st
@@ -374,7 +374,7 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn claim_shard(&mut self, stream: &str, shard: u32) -> Result<(u64, u64), StoreError> {
+    fn claim_shard(&mut self, stream: &str, shard: u32) -> Result<(u64, u64), DbError> {
         let fail = |e: rusqlite::Error| store_error("save", e);
         let sql = super::CLAIM_MARK.replace('$', "?");
         let (seq, fence): (i64, i64) = self
@@ -393,7 +393,7 @@ impl Store for SqliteStore {
         &mut self,
         hosts: &[StoredHost],
         marks: &[super::FleetMark],
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), DbError> {
         let fail = |e: rusqlite::Error| store_error("save", e);
         let batch = save_batch(hosts)?;
         let updated_at = now_ms();
@@ -449,11 +449,7 @@ impl Store for SqliteStore {
         tx.commit().map_err(fail)
     }
 
-    fn load_batches(
-        &mut self,
-        stream: &str,
-        shard: u32,
-    ) -> Result<Vec<(u64, [u8; 24])>, StoreError> {
+    fn load_batches(&mut self, stream: &str, shard: u32) -> Result<Vec<(u64, [u8; 24])>, DbError> {
         let fail = |e: rusqlite::Error| store_error("load", e);
         let mut st = self
             .conn
@@ -474,7 +470,7 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn delete_rule_evidence(&mut self, rules: &[String]) -> Result<u64, StoreError> {
+    fn delete_rule_evidence(&mut self, rules: &[String]) -> Result<u64, DbError> {
         let fail = |e: rusqlite::Error| store_error("save", e);
         let tx = self
             .conn
@@ -493,7 +489,7 @@ impl Store for SqliteStore {
         Ok(n)
     }
 
-    fn load_all(&mut self) -> Result<Vec<StoredHost>, StoreError> {
+    fn load_all(&mut self) -> Result<Vec<StoredHost>, DbError> {
         let fail = |e: rusqlite::Error| store_error("load", e);
         // One read transaction: the four tables are read at the same moment.
         let tx = self.conn.transaction().map_err(fail)?;
@@ -529,7 +525,7 @@ impl Store for SqliteStore {
                 },
             ))
         })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+        .collect::<Result<Vec<_>, DbError>>()?;
         let labels = collect(&tx, LOAD_LABELS, |r| {
             Ok((
                 r.get(0)?,
@@ -557,24 +553,24 @@ impl Store for SqliteStore {
                 },
             ))
         })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+        .collect::<Result<Vec<_>, DbError>>()?;
         tx.finish().map_err(fail)?;
         assemble(hosts, evidence, labels, epochs)
     }
 
-    fn query(&mut self, query: &HostQuery) -> Result<Vec<serde_json::Value>, StoreError> {
+    fn query(&mut self, query: &HostQuery) -> Result<Vec<serde_json::Value>, DbError> {
         let fail = |e: rusqlite::Error| store_error("query", e);
         let tx = self.conn.transaction().map_err(fail)?;
         let rows = if query_is_unfiltered(query) {
             collect(&tx, "SELECT host, summary FROM hosts", |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
-            .map_err(|e| store_error("query", e.message))?
+            .map_err(|e| e.during("query"))?
         } else {
             let winners = collect(&tx, QUERY_WINNERS, |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
-            .map_err(|e| store_error("query", e.message))?;
+            .map_err(|e| e.during("query"))?;
             let mut summary_of = tx.prepare_cached(SUMMARY_OF).map_err(fail)?;
             select_hosts(winners, query)
                 .into_iter()
@@ -582,7 +578,7 @@ impl Store for SqliteStore {
                     let summary = summary_of.query_row([&host], |r| r.get(0)).map_err(fail)?;
                     Ok((host, summary))
                 })
-                .collect::<Result<Vec<_>, StoreError>>()?
+                .collect::<Result<Vec<_>, DbError>>()?
         };
         tx.finish().map_err(fail)?;
         summaries_in_order(rows)
@@ -594,7 +590,7 @@ fn collect<T>(
     conn: &Connection,
     sql: &str,
     map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-) -> Result<Vec<T>, StoreError> {
+) -> Result<Vec<T>, DbError> {
     let fail = |e: rusqlite::Error| store_error("load", e);
     let mut statement = conn.prepare_cached(sql).map_err(fail)?;
     let rows = statement.query_map([], map).map_err(fail)?;

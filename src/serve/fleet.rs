@@ -943,7 +943,7 @@ impl Member {
             };
             if let Err(e) = db.save_marked(&rows, &[mark]) {
                 self.status.write_failures.fetch_add(1, Ordering::Relaxed);
-                if e.fenced {
+                if let crate::inventory::DbError::Fenced { .. } = e {
                     tracing::error!(shard = s, "fleet: {e}");
                     self.drop_shard(s);
                     // Released if this member's lease thread still holds it (a no-op when the

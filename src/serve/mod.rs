@@ -214,7 +214,7 @@ impl Daemon {
     }
 
     /// Writes the inventory (and the DNS map) to the database, if there is one.
-    pub fn flush(&self) -> Result<usize, crate::inventory::StoreError> {
+    pub fn flush(&self) -> Result<usize, crate::inventory::DbError> {
         let mut db = self
             .inventory_db
             .lock()
