@@ -203,8 +203,8 @@ impl Compiler {
         match crate::pack::overrides::Overrides::parse(text) {
             Ok(o) => self.overrides = Some((id, o)),
             Err(e) => {
-                // yaml_serde puts `at line L column C` in its messages: point there.
-                let start = line_offset(text, &e).unwrap_or(0);
+                // Where the YAML parser stopped (or the entry at fault).
+                let start = e.offset.unwrap_or(0).min(text.len());
                 self.diagnostics.push(
                     Diagnostic::new(
                         Code::InvalidOverrides,
@@ -598,24 +598,6 @@ impl Compiler {
         self.diagnostics.extend(errs);
         ok.then_some(value)
     }
-}
-
-/// The byte offset of the line that a message's `line L` names.
-fn line_offset(text: &str, message: &str) -> Option<usize> {
-    let rest = &message[message.find("line ")? + 5..];
-    let line: usize = rest
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()?;
-    let mut offset = 0;
-    for (i, l) in text.split_inclusive('\n').enumerate() {
-        if i + 1 == line {
-            return Some(offset);
-        }
-        offset += l.len();
-    }
-    None
 }
 
 /// The pack a rule path belongs to: the `name` of a directory's valid `pack.yaml`, else the

@@ -17,6 +17,31 @@
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
+/// The byte offset of line `line` (from 1) of `text`.
+pub(crate) fn line_start(text: &str, line: usize) -> Option<usize> {
+    if line == 0 {
+        return None;
+    }
+    let mut offset = 0;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i + 1 == line {
+            return Some(offset);
+        }
+        offset += l.len();
+    }
+    None
+}
+
+/// Why an overrides file is not valid, and where.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct OverridesError {
+    /// What is wrong (yaml_serde's message names the line and column).
+    pub message: String,
+    /// The byte offset in the file it is about, when known.
+    pub offset: Option<usize>,
+}
+
 /// What to change.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -39,18 +64,30 @@ pub struct Modify {
 
 impl Overrides {
     /// Parses an overrides file.
-    pub fn parse(text: &str) -> Result<Overrides, String> {
+    pub fn parse(text: &str) -> Result<Overrides, OverridesError> {
         if text.trim().is_empty() {
             return Ok(Overrides::default());
         }
-        crate::limits::check_yaml(text, crate::limits::MAX_YAML_NESTING)
-            .map_err(|e| e.to_string())?;
-        let o: Overrides = yaml_serde::from_str(text).map_err(|e| e.to_string())?;
+        crate::limits::check_yaml(text, crate::limits::MAX_YAML_NESTING).map_err(|e| {
+            OverridesError {
+                message: e.to_string(),
+                offset: None,
+            }
+        })?;
+        let o: Overrides = yaml_serde::from_str(text).map_err(|e| OverridesError {
+            // The start of the line it names (the parser counts characters, not bytes).
+            offset: e.location().and_then(|l| line_start(text, l.line())),
+            message: e.to_string(),
+        })?;
         for (id, m) in &o.modify {
             if let Some(c) = m.confidence
                 && !(c > 0.0 && c <= 1.0)
             {
-                return Err(format!("modify.{id}.confidence: `{c}` is not in (0, 1]"));
+                return Err(OverridesError {
+                    message: format!("modify.{id}.confidence: `{c}` is not in (0, 1]"),
+                    // The entry's key, where the file names it.
+                    offset: text.find(id.as_str()),
+                });
             }
         }
         Ok(o)
@@ -67,5 +104,48 @@ pub fn matches(entry: &str, id: &str) -> bool {
     match entry.strip_suffix("/*") {
         Some(pack) => id.split_once('/').is_some_and(|(p, _)| p == pack),
         None => entry == id,
+    }
+}
+
+#[cfg(test)]
+mod location_tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_file_says_where() {
+        // A YAML error on line 3: the offset is that line's start.
+        let text = "disable:\n  - os-core/a\nmodify: [oops\n";
+        let e = Overrides::parse(text).unwrap_err();
+        assert_eq!(e.offset, Some(text.find("modify").unwrap()), "{e}");
+        assert!(e.message.contains("line 3"), "{e}");
+        // An unknown key, on line 2 after a valid line.
+        let text = "disable: []\nenable:\n  - x/y\n";
+        let e = Overrides::parse(text).unwrap_err();
+        assert_eq!(e.offset, Some(text.find("enable").unwrap()), "{e}");
+        // A confidence out of range points at its entry.
+        let text = "disable: []\nmodify:\n  p/r:\n    confidence: 2\n";
+        let e = Overrides::parse(text).unwrap_err();
+        assert_eq!(e.offset, Some(text.find("p/r").unwrap()), "{e}");
+        // A multi-byte character before the error does not move it off a character boundary.
+        let text = "# überschrieben ✓\nmodify: [oops\n";
+        let e = Overrides::parse(text).unwrap_err();
+        assert_eq!(e.offset, Some(text.find("modify").unwrap()), "{e}");
+    }
+
+    #[test]
+    fn the_compiler_points_its_diagnostic_there() {
+        let mut c = crate::compiler::Compiler::new();
+        let text = "disable:\n  - os-core/a\nmodify: [oops\n";
+        c.add_overrides("o.yaml", text);
+        let compiled = c.compile();
+        let d = compiled
+            .diagnostics
+            .iter()
+            .find(|d| d.code == crate::diagnostic::Code::InvalidOverrides)
+            .expect("FP0022");
+        assert_eq!(
+            d.primary_span().start as usize,
+            text.find("modify").unwrap()
+        );
     }
 }

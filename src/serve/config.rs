@@ -472,10 +472,13 @@ pub enum ConfigError {
     },
 }
 
-/// Errors raised by our own value parsers carry no position: add the line (and the key) of
-/// the value they quote.
-fn locate(text: &str, message: String) -> String {
-    if message.contains(" line ") {
+/// yaml_serde's message, which names the line and column where the parser knows them; errors
+/// raised by our own value parsers carry no position: add the line (and the key) of the value
+/// they quote.
+fn locate(text: &str, e: yaml_serde::Error) -> String {
+    let message = e.to_string();
+    // A value parser's error gets the position of the document's start (shown as none).
+    if e.location().is_some_and(|l| l.index() > 0) {
         return message;
     }
     let quoted = message.split('`').nth(1).filter(|q| !q.is_empty());
@@ -523,7 +526,7 @@ impl ServeConfig {
         }
         crate::limits::check_yaml(text, crate::limits::MAX_YAML_NESTING)
             .map_err(|e| e.to_string())?;
-        let c: ServeConfig = yaml_serde::from_str(text).map_err(|e| locate(text, e.to_string()))?;
+        let c: ServeConfig = yaml_serde::from_str(text).map_err(|e| locate(text, e))?;
         c.validate()?;
         Ok(c)
     }
