@@ -32,6 +32,7 @@
 //! to, writes or clears the hosts another member of the process took over.
 
 use super::Daemon;
+use super::error::Part;
 use super::pipeline::{Counters, Shard, ShardState};
 use crate::eval::{LocalNets, shard_of};
 use crate::fleet::lease::{Change, Held, Membership, ShardSet};
@@ -343,11 +344,12 @@ pub fn start(
     local: Arc<LocalNets>,
     infer: InferConfig,
     stop: Arc<AtomicBool>,
-) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
+) -> Result<Vec<std::thread::JoinHandle<()>>, super::ServeError> {
     let status = daemon
         .fleet
         .clone()
-        .ok_or_else(|| anyhow::anyhow!("no fleet status"))?;
+        .ok_or("no fleet status")
+        .part("fleet")?;
     let mut handles = Vec::new();
     for t in 0..threads {
         let bus = Bus::connect(url, bus_config.clone())?;
@@ -381,7 +383,8 @@ pub fn start(
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("fleet-lease-{t}"))
-                    .spawn(move || lease_loop(lease_bus, membership, leases, stop))?,
+                    .spawn(move || lease_loop(lease_bus, membership, leases, stop))
+                    .part("starting a thread")?,
             );
         }
         let db = match &daemon.config.inventory {
@@ -413,7 +416,8 @@ pub fn start(
         handles.push(
             std::thread::Builder::new()
                 .name(format!("fleet-{t}"))
-                .spawn(move || member.run(&stop))?,
+                .spawn(move || member.run(&stop))
+                .part("starting a thread")?,
         );
     }
     Ok(handles)
@@ -1064,7 +1068,7 @@ pub fn follow_packs(
     daemon: Arc<Daemon>,
     url: &str,
     stop: Arc<AtomicBool>,
-) -> anyhow::Result<std::thread::JoinHandle<()>> {
+) -> Result<std::thread::JoinHandle<()>, super::ServeError> {
     let bus = Bus::connect(url, daemon.config.fleet.bus())?;
     let os = bus.packs()?;
     let packs_dir = daemon
@@ -1073,14 +1077,19 @@ pub fn follow_packs(
         .packs_dir
         .clone()
         .unwrap_or_else(|| daemon.config.state_dir.join("packs"));
-    let keys = crate::pack::integrity::trusted_keys(&[], &daemon.config.fleet.trusted_keys)?;
+    let keys = crate::pack::integrity::trusted_keys(&[], &daemon.config.fleet.trusted_keys)
+        .part("fleet trusted keys")?;
     let download = daemon.config.state_dir.join("fleet-packs");
-    std::fs::create_dir_all(&download)?;
+    std::fs::create_dir_all(&download).map_err(super::ServeError::file(
+        "pack download directory",
+        &download,
+    ))?;
     let status = daemon
         .fleet
         .clone()
-        .ok_or_else(|| anyhow::anyhow!("no fleet status"))?;
-    Ok(std::thread::Builder::new()
+        .ok_or("no fleet status")
+        .part("fleet")?;
+    std::thread::Builder::new()
         .name("fleet-packs".into())
         .spawn(move || {
             let mut seen: BTreeMap<String, String> = BTreeMap::new();
@@ -1114,7 +1123,8 @@ pub fn follow_packs(
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
-        })?)
+        })
+        .part("starting a thread")
 }
 
 #[allow(clippy::too_many_arguments)]

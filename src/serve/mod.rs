@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod config;
+mod error;
 pub mod fleet;
 pub mod http;
 pub mod outbox;
@@ -31,6 +32,8 @@ use crate::infer::{HostSummary, InferConfig, Inventory};
 use crate::store::watch::{WatchConfig, WatchStatus, Watcher};
 use crate::store::{ReloadReport, RuleStore, StoreConfig};
 use config::ServeConfig;
+use error::Part;
+pub use error::ServeError;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use pipeline::{Counters, Shard, ShardState};
 use std::net::{IpAddr, SocketAddr};
@@ -352,7 +355,7 @@ impl Intake<'_> {
 }
 
 /// `<hostname>-<pid>-<random>`: unique per process, readable in the lease bucket.
-fn default_member_id() -> anyhow::Result<String> {
+fn default_member_id() -> Result<String, ServeError> {
     let host =
         std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "worker".into());
     let host: String = host
@@ -362,7 +365,12 @@ fn default_member_id() -> anyhow::Result<String> {
         .collect();
     let mut r = [0u8; 3];
     use std::io::Read;
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut r)?;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut r))
+        .map_err(ServeError::file(
+            "random source",
+            std::path::Path::new("/dev/urandom"),
+        ))?;
     Ok(format!(
         "{host}-{}-{:02x}{:02x}{:02x}",
         std::process::id(),
@@ -385,8 +393,8 @@ pub fn store_config(config: &ServeConfig) -> StoreConfig {
 
 /// Runs the daemon until SIGINT/SIGTERM (or `stop` is set). `on_ready` gets the daemon once
 /// every socket is bound.
-pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
-    config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> Result<(), ServeError> {
+    config.validate().map_err(ServeError::Config)?;
     let worker_role = config.fleet.consume.clone();
     if worker_role.is_some() && config.fleet.packs && config.rules.packs_dir.is_none() {
         // Published packs are installed here, and loaded like any installed pack.
@@ -400,8 +408,7 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
     let _ = prometheus();
     // Rules first: without good rules there is nothing to run.
     if let Some(d) = &config.rules.packs_dir {
-        std::fs::create_dir_all(d)
-            .map_err(|e| anyhow::anyhow!("packs directory {}: {e}", d.display()))?;
+        std::fs::create_dir_all(d).map_err(ServeError::file("packs directory", d))?;
     }
     let store = Arc::new(RuleStore::open(store_config(&config))?);
     let boot = store.boot_status();
@@ -474,7 +481,8 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
         let path = log.display().to_string();
         let n = crate::dns::passive::load_into(&mut dns, &path, &mut |e| {
             tracing::warn!("{e}");
-        })?;
+        })
+        .part("passive DNS")?;
         tracing::info!(path, answers = n, "passive DNS loaded");
     }
     // Worker role: one shard state per shard of the fleet (empty until owned).
@@ -504,13 +512,14 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
         dns.clone(),
         counters.clone(),
         config.queue,
-    )?;
+    )
+    .part("workers")?;
     let refresher = if config.dns.resolve {
         let settings = ResolverSettings::default();
         let resolver = if config.dns.servers.is_empty() {
-            HickoryResolver::from_system(settings)?
+            HickoryResolver::from_system(settings).part("DNS resolver")?
         } else {
-            HickoryResolver::with_servers(&config.dns.servers, settings)?
+            HickoryResolver::with_servers(&config.dns.servers, settings).part("DNS resolver")?
         };
         Some(Arc::new(Refresher::new(
             snap.ruleset.domain_names(),
@@ -536,7 +545,8 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
         decoder: config.collector.decoder(),
         max_exporter_series: config.collector.max_exporter_series,
         ..CollectorConfig::default()
-    })?;
+    })
+    .part("collector")?;
     for l in collector.listeners() {
         tracing::info!(
             addr = %l.addr,
@@ -546,10 +556,14 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
         );
     }
     let token = token::api_token(&config)?;
-    let api_listener = std::net::TcpListener::bind(config.api.listen)
-        .map_err(|e| anyhow::anyhow!("API on {}: {e}", config.api.listen))?;
-    api_listener.set_nonblocking(true)?;
-    let api_addr = api_listener.local_addr()?;
+    let listen_failed = |error| ServeError::Listen {
+        what: "API",
+        addr: config.api.listen.to_string(),
+        error,
+    };
+    let api_listener = std::net::TcpListener::bind(config.api.listen).map_err(listen_failed)?;
+    api_listener.set_nonblocking(true).map_err(listen_failed)?;
+    let api_addr = api_listener.local_addr().map_err(listen_failed)?;
     if !api_addr.ip().is_loopback() {
         tracing::warn!(%api_addr, "the API listens off loopback: every endpoint but /health needs the token");
     }
@@ -586,7 +600,8 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
         signal_hook::consts::SIGHUP,
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
-    ])?;
+    ])
+    .part("signal handler")?;
     let signals_handle = signals.handle();
     let signal_thread = {
         let d = daemon.clone();
@@ -606,7 +621,8 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
                         stop.store(true, Ordering::Relaxed);
                     }
                 }
-            })?
+            })
+            .part("starting a thread")?
     };
     let _watcher: Option<Watcher> = if config.rules.watch
         && (!config.rules.paths.is_empty()
@@ -627,7 +643,8 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
                 }
                 Err(e) => tracing::warn!("{e}"),
             },
-        )?;
+        )
+        .part("rules watcher")?;
         tracing::info!(dirs = ?w.watched, mode = w.status.mode(), "watching the rules");
         let _ = daemon.watch.set(w.status.clone());
         Some(w)
@@ -635,7 +652,7 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
         None
     };
     let refresh_thread = match &refresher {
-        Some(r) => Some(r.spawn(bg_stop.clone())?),
+        Some(r) => Some(r.spawn(bg_stop.clone()).part("thread dns-refresh")?),
         None => None,
     };
     // Reloads that could not read the files are retried (see `retry`).
@@ -651,7 +668,8 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
                         d.reload("retry");
                     }
                 }
-            })?
+            })
+            .part("starting a thread")?
     };
     let flush_thread = {
         let d = daemon.clone();
@@ -676,14 +694,15 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
                         }
                     }
                 }
-            })?
+            })
+            .part("starting a thread")?
     };
     let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let api_thread = {
         let d = daemon.clone();
         std::thread::Builder::new()
             .name("api".into())
-            .spawn(move || -> anyhow::Result<()> {
+            .spawn(move || -> std::io::Result<()> {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
@@ -696,9 +715,10 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
                     };
                     let stats = d.http.clone();
                     http::serve(listener, api::router(d), limits, stats, api_stop_rx).await;
-                    Ok::<(), anyhow::Error>(())
+                    Ok::<(), std::io::Error>(())
                 })
-            })?
+            })
+            .part("starting a thread")?
     };
     let (members, pack_thread) = match &worker_role {
         Some(url) => {
@@ -706,7 +726,7 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
                 Some(id) => id.clone(),
                 None => default_member_id()?,
             };
-            let set = config.fleet.owned_set().map_err(|e| anyhow::anyhow!(e))?;
+            let set = config.fleet.owned_set().map_err(ServeError::Config)?;
             let local = Arc::new(if config.local_nets.is_empty() {
                 LocalNets::default()
             } else {
@@ -744,7 +764,12 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()>
             let bus = crate::fleet::Bus::connect(url, config.fleet.bus())?;
             let mut id = [0u8; 16];
             use std::io::Read;
-            std::fs::File::open("/dev/urandom")?.read_exact(&mut id)?;
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut id))
+                .map_err(ServeError::file(
+                    "random source",
+                    std::path::Path::new("/dev/urandom"),
+                ))?;
             let publisher = crate::fleet::Publisher::new(
                 if config.local_nets.is_empty() {
                     LocalNets::default()

@@ -7,6 +7,7 @@
 //! link found at that name is refused (its target could be anything); an existing token file
 //! that others may read has its mode set back to 0600, with a warning.
 
+use super::ServeError;
 use super::config::ServeConfig;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -16,9 +17,19 @@ use std::path::Path;
 pub const FILE: &str = "api-token";
 /// Shortest token accepted.
 pub const MIN_LEN: usize = 16;
+/// What the errors call the file.
+const WHAT: &str = "API token file";
+
+fn refused(path: &Path, why: &str) -> ServeError {
+    ServeError::Refused {
+        what: WHAT,
+        path: path.to_path_buf(),
+        why: why.to_string(),
+    }
+}
 
 /// The token the API checks (see the module docs).
-pub fn api_token(config: &ServeConfig) -> anyhow::Result<String> {
+pub fn api_token(config: &ServeConfig) -> Result<String, ServeError> {
     if let Some(t) = &config.api.token {
         return Ok(t.clone());
     }
@@ -32,7 +43,9 @@ pub fn api_token(config: &ServeConfig) -> anyhow::Result<String> {
         return Ok(t);
     }
     let mut bytes = [0u8; 24];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(ServeError::file("random source", Path::new("/dev/urandom")))?;
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     write_token_file(&path, &token)?;
     tracing::info!(path = %path.display(), "generated an API token");
@@ -40,37 +53,35 @@ pub fn api_token(config: &ServeConfig) -> anyhow::Result<String> {
 }
 
 /// An existing token file's token; `None` when there is none (or it is too short to use).
-pub fn read_token_file(path: &Path) -> anyhow::Result<Option<String>> {
+pub fn read_token_file(path: &Path) -> Result<Option<String>, ServeError> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => anyhow::bail!("API token file {}: {e}", path.display()),
+        Err(e) => return Err(ServeError::file(WHAT, path)(e)),
     };
     if meta.file_type().is_symlink() {
-        anyhow::bail!(
-            "API token file {}: is a symbolic link; refusing to follow it (remove it to have a token generated, or set api.token)",
-            path.display()
-        );
+        return Err(refused(
+            path,
+            "is a symbolic link; refusing to follow it (remove it to have a token generated, or set api.token)",
+        ));
     }
     if !meta.is_file() {
-        anyhow::bail!("API token file {}: not a regular file", path.display());
+        return Err(refused(path, "not a regular file"));
     }
-    let f = std::fs::File::open(path)
-        .map_err(|e| anyhow::anyhow!("API token file {}: {e}", path.display()))?;
-    let opened = f.metadata()?;
+    let f = std::fs::File::open(path).map_err(ServeError::file(WHAT, path))?;
+    let opened = f.metadata().map_err(ServeError::file(WHAT, path))?;
     if (opened.dev(), opened.ino()) != (meta.dev(), meta.ino()) {
-        anyhow::bail!(
-            "API token file {}: replaced while it was opened; refusing it",
-            path.display()
-        );
+        return Err(refused(path, "replaced while it was opened; refusing it"));
     }
     if opened.mode() & 0o077 != 0 {
         f.set_permissions(std::fs::Permissions::from_mode(0o600))
             .map_err(|e| {
-                anyhow::anyhow!(
-                    "API token file {}: readable by others (mode {:o}) and its mode cannot be fixed: {e}",
-                    path.display(),
-                    opened.mode() & 0o777
+                refused(
+                    path,
+                    &format!(
+                        "readable by others (mode {:o}) and its mode cannot be fixed: {e}",
+                        opened.mode() & 0o777
+                    ),
                 )
             })?;
         tracing::warn!(
@@ -83,21 +94,20 @@ pub fn read_token_file(path: &Path) -> anyhow::Result<Option<String>> {
     let mut text = String::new();
     f.take(4096)
         .read_to_string(&mut text)
-        .map_err(|e| anyhow::anyhow!("API token file {}: {e}", path.display()))?;
+        .map_err(ServeError::file(WHAT, path))?;
     let t = text.trim();
     Ok((t.len() >= MIN_LEN).then(|| t.to_string()))
 }
 
 /// Writes `token` to `path` as a new 0600 file renamed into place (see the module docs).
-pub fn write_token_file(path: &Path, token: &str) -> anyhow::Result<()> {
+pub fn write_token_file(path: &Path, token: &str) -> Result<(), ServeError> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     let dir = dir.unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)
-        .map_err(|e| anyhow::anyhow!("state directory {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(ServeError::file("state directory", dir))?;
     let tmp = dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
     // A leftover of this pid (or a link planted there) goes; remove_file never follows links.
     let _ = std::fs::remove_file(&tmp);
-    let fail = |e: std::io::Error| anyhow::anyhow!("API token file {}: {e}", tmp.display());
+    let fail = ServeError::file(WHAT, &tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -112,7 +122,7 @@ pub fn write_token_file(path: &Path, token: &str) -> anyhow::Result<()> {
     })();
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
-        return Err(anyhow::anyhow!("API token file {}: {e}", path.display()));
+        return Err(ServeError::file(WHAT, path)(e));
     }
     Ok(())
 }
@@ -151,7 +161,12 @@ mod tests {
         let d = dir("link");
         let target = d.join("elsewhere");
         std::os::unix::fs::symlink(&target, d.join(FILE)).unwrap();
-        let e = api_token(&config(&d)).unwrap_err().to_string();
+        let e = api_token(&config(&d)).unwrap_err();
+        assert!(
+            matches!(&e, ServeError::Refused { what: WHAT, path, .. } if *path == d.join(FILE)),
+            "{e}"
+        );
+        let e = e.to_string();
         assert!(e.contains("symbolic link"), "{e}");
         assert!(!target.exists(), "written through the link");
         // The writer alone replaces a link rather than following it.
