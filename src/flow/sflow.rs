@@ -59,6 +59,40 @@ pub fn is_sflow(payload: &[u8]) -> bool {
     word(0) == Some(5) && payload.len() >= 8 + addr_len + 16
 }
 
+/// Why an sFlow datagram could not be decoded, and where (offsets are datagram offsets).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SflowError {
+    /// A field runs past the end of the datagram (or of the record holding it).
+    #[error("sFlow: {what} at byte {offset} needs {need} bytes, {left} left")]
+    Truncated {
+        /// The field.
+        what: &'static str,
+        /// Its offset.
+        offset: usize,
+        /// Bytes it needs.
+        need: usize,
+        /// Bytes left.
+        left: usize,
+    },
+    /// Not version 5.
+    #[error("sFlow: version {0}, expected 5")]
+    Version(u32),
+    /// An agent address type other than 0 (unknown), 1 (IPv4) or 2 (IPv6), at byte 4.
+    #[error("sFlow: unknown agent address type {0}")]
+    AgentAddressType(u32),
+}
+
+impl SflowError {
+    /// The datagram offset the error is about.
+    pub fn offset(&self) -> usize {
+        match self {
+            SflowError::Truncated { offset, .. } => *offset,
+            SflowError::Version(_) => 0,
+            SflowError::AgentAddressType(_) => 4,
+        }
+    }
+}
+
 /// Decodes one sFlow v5 datagram received from `exporter` at `now_ms`, calling `out` for each
 /// sampled packet. The flows' `exporter` is the agent address of the datagram (or `exporter`
 /// when the agent address is unknown or unspecified).
@@ -67,17 +101,17 @@ pub fn decode_sflow(
     payload: &[u8],
     now_ms: i64,
     out: &mut dyn FnMut(Flow),
-) -> Result<SflowStats, String> {
+) -> Result<SflowStats, SflowError> {
     let mut x = Xdr::new(payload);
     let version = x.u32("version")?;
     if version != 5 {
-        return Err(format!("sFlow: version {version}, expected 5"));
+        return Err(SflowError::Version(version));
     }
     let agent = match x.u32("agent address type")? {
         0 => None,
         1 => Some(IpAddr::V4(Ipv4Addr::from(x.array::<4>("agent address")?))),
         2 => Some(IpAddr::V6(Ipv6Addr::from(x.array::<16>("agent address")?))),
-        t => return Err(format!("sFlow: unknown agent address type {t}")),
+        t => return Err(SflowError::AgentAddressType(t)),
     };
     let exporter = agent.filter(|a| !a.is_unspecified()).unwrap_or(exporter);
     x.take(12, "header")?; // sub-agent id, sequence number, uptime
@@ -119,35 +153,36 @@ impl<'a> Xdr<'a> {
         Xdr { b, pos: 0, base: 0 }
     }
 
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], SflowError> {
         let Some(s) = self
             .pos
             .checked_add(n)
             .and_then(|end| self.b.get(self.pos..end))
         else {
-            return Err(format!(
-                "sFlow: {what} at byte {} needs {n} bytes, {} left",
-                self.base + self.pos,
-                self.b.len() - self.pos
-            ));
+            return Err(SflowError::Truncated {
+                what,
+                offset: self.base + self.pos,
+                need: n,
+                left: self.b.len() - self.pos,
+            });
         };
         self.pos += n;
         Ok(s)
     }
 
-    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], String> {
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], SflowError> {
         let s = self.take(N, what)?;
         let mut a = [0u8; N];
         a.copy_from_slice(s);
         Ok(a)
     }
 
-    fn u32(&mut self, what: &str) -> Result<u32, String> {
+    fn u32(&mut self, what: &'static str) -> Result<u32, SflowError> {
         Ok(u32::from_be_bytes(self.array::<4>(what)?))
     }
 
     /// A `data_format` word and a length-prefixed body: (enterprise, format, body).
-    fn record(&mut self, what: &str) -> Result<(u32, u32, Xdr<'a>), String> {
+    fn record(&mut self, what: &'static str) -> Result<(u32, u32, Xdr<'a>), SflowError> {
         let tag = self.u32(what)?;
         let len = self.u32(what)? as usize;
         let base = self.base + self.pos;
@@ -194,7 +229,7 @@ fn flow_sample(
     s: &mut Xdr<'_>,
     expanded: bool,
     stats: &mut SflowStats,
-) -> Result<Option<Packet>, String> {
+) -> Result<Option<Packet>, SflowError> {
     // sequence_number, source_id (expanded: source_id_type, source_id_index)
     s.take(if expanded { 12 } else { 8 }, "flow sample")?;
     // A rate of 0 is invalid; read it as unsampled rather than as no packets.
@@ -217,7 +252,7 @@ fn flow_sample(
 }
 
 /// Raw packet header record: `None` when the header is not (or not enough) IPv4/IPv6.
-fn sampled_header(r: &mut Xdr<'_>) -> Result<Option<Packet>, String> {
+fn sampled_header(r: &mut Xdr<'_>) -> Result<Option<Packet>, SflowError> {
     let protocol = r.u32("header protocol")?;
     let frame_length = r.u32("frame length")?;
     r.take(4, "stripped")?;
@@ -271,7 +306,7 @@ fn transport(ip: &Ip<'_>) -> (u16, u16, u8) {
 }
 
 /// Sampled IPv4 (format 3) or IPv6 (format 4) record.
-fn sampled_ip(r: &mut Xdr<'_>, v6: bool) -> Result<Packet, String> {
+fn sampled_ip(r: &mut Xdr<'_>, v6: bool) -> Result<Packet, SflowError> {
     let length = r.u32("IP length")?;
     let protocol = r.u32("IP protocol")?;
     let (src, dst) = if v6 {
@@ -446,7 +481,7 @@ mod tests {
         t
     }
 
-    fn decode(d: &[u8]) -> (Result<SflowStats, String>, Vec<Flow>) {
+    fn decode(d: &[u8]) -> (Result<SflowStats, SflowError>, Vec<Flow>) {
         let mut flows = Vec::new();
         let r = decode_sflow(EXPORTER, d, NOW, &mut |f| flows.push(f));
         (r, flows)
@@ -584,11 +619,16 @@ mod tests {
         let mut v4 = d.clone();
         v4[3] = 4;
         assert!(!is_sflow(&v4));
-        assert!(decode(&v4).0.unwrap_err().contains("version 4"));
+        let e = decode(&v4).0.unwrap_err();
+        assert_eq!(e, SflowError::Version(4));
+        assert!(e.to_string().contains("version 4"), "{e}");
         let mut bad_type = d.clone();
         bad_type[7] = 3;
         assert!(!is_sflow(&bad_type));
-        assert!(decode(&bad_type).0.is_err());
+        assert_eq!(
+            decode(&bad_type).0.unwrap_err(),
+            SflowError::AgentAddressType(3)
+        );
     }
 
     #[test]
@@ -601,6 +641,20 @@ mod tests {
         d[second + 4..second + 8].copy_from_slice(&(len + 4).to_be_bytes());
         let (r, flows) = decode(&d);
         let e = r.unwrap_err();
+        // The body starts after the sample's tag and length words and is 4 bytes short.
+        let SflowError::Truncated {
+            what,
+            offset,
+            need,
+            left,
+        } = e.clone()
+        else {
+            panic!("{e:?}");
+        };
+        assert_eq!((what, offset), ("sample", second + 8));
+        assert_eq!((need, left), (len as usize + 4, d.len() - second - 8));
+        assert_eq!(e.offset(), second + 8);
+        let e = e.to_string();
         assert!(e.contains("sample at byte") && e.contains("needs"), "{e}");
         assert_eq!(flows.len(), 1, "the first sample was handed out");
         // A record length larger than its sample.

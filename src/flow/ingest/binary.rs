@@ -16,6 +16,17 @@ pub struct DatagramStats {
     pub sflow: u64,
 }
 
+/// Why an export datagram could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DatagramError {
+    /// A NetFlow v5/v9 or IPFIX datagram.
+    #[error(transparent)]
+    NetFlow(#[from] crate::flow::netflow::DecodeError),
+    /// An sFlow v5 datagram (with the offset it is about).
+    #[error(transparent)]
+    Sflow(#[from] crate::flow::sflow::SflowError),
+}
+
 /// Decodes one export datagram (NetFlow v5/v9, IPFIX or sFlow v5) from `exporter`, received at
 /// `now_ms`. Returns `Ok(false)` when the payload is not a flow export at all.
 pub fn decode_datagram(
@@ -24,11 +35,9 @@ pub fn decode_datagram(
     payload: &[u8],
     now_ms: i64,
     out: &mut dyn FnMut(Flow),
-) -> Result<bool, String> {
+) -> Result<bool, DatagramError> {
     if Decoder::is_netflow(payload) {
-        decoder
-            .decode(exporter, payload, out)
-            .map_err(|e| e.to_string())?;
+        decoder.decode(exporter, payload, out)?;
         Ok(true)
     } else if crate::flow::sflow::is_sflow(payload) {
         crate::flow::sflow::decode_sflow(exporter, payload, now_ms, out)?;
