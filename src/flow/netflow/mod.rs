@@ -90,10 +90,49 @@ impl ExporterStats {
     }
 }
 
-/// A datagram that could not be decoded at all.
+/// A datagram that could not be decoded at all: its header, or (for v9 and IPFIX) nothing of
+/// its sets was usable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct DecodeError(pub String);
+pub enum DecodeError {
+    /// A version other than 5, 9 or 10 (IPFIX).
+    #[error("unsupported version {0}")]
+    Version(u16),
+    /// Not even the version field.
+    #[error("datagram of {0} bytes is too short")]
+    TooShort(usize),
+    /// A header cut short.
+    #[error("{protocol} header needs {need} bytes, got {got}")]
+    Header {
+        /// "NetFlow v5", "NetFlow v9" or "IPFIX".
+        protocol: &'static str,
+        /// The header's size.
+        need: usize,
+        /// The bytes received.
+        got: usize,
+    },
+    /// A NetFlow v5 record count outside 1..=30.
+    #[error("NetFlow v5 record count {0} is outside 1..=30")]
+    V5Count(usize),
+    /// A NetFlow v5 datagram shorter than its records.
+    #[error("NetFlow v5 datagram of {len} bytes is too short for {count} records")]
+    V5Records {
+        /// The bytes received.
+        len: usize,
+        /// The records its header announces.
+        count: usize,
+    },
+    /// An IPFIX message length that does not fit the datagram.
+    #[error("IPFIX message length {length} does not fit the {len} bytes received")]
+    IpfixLength {
+        /// The length the header announces.
+        length: usize,
+        /// The bytes received.
+        len: usize,
+    },
+    /// No set of a v9 or IPFIX datagram was usable: the first set's problem.
+    #[error("{0}")]
+    Sets(String),
+}
 
 /// Settings of a [`Decoder`]: the template timeout and the caps on what datagrams can make
 /// it keep (docs/limits.md, "Collector"). Every cap evicts the least recently used entry.
@@ -235,8 +274,8 @@ impl Decoder {
             Some(5) => self.decode_v5(exporter, payload, out),
             Some(9) => self.decode_v9(exporter, payload, out),
             Some(10) => self.decode_ipfix(exporter, payload, out),
-            Some(v) => Err(format!("unsupported version {v}")),
-            None => Err(format!("datagram of {} bytes is too short", payload.len())),
+            Some(v) => Err(DecodeError::Version(v)),
+            None => Err(DecodeError::TooShort(payload.len())),
         };
         let stats = self.state.stats(exporter, &self.config);
         match result {
@@ -246,7 +285,7 @@ impl Decoder {
             }
             Err(e) => {
                 stats.malformed += 1;
-                Err(DecodeError(e))
+                Err(e)
             }
         }
     }
@@ -258,7 +297,7 @@ impl Decoder {
         exporter: IpAddr,
         mut d: &[u8],
         out: &mut dyn FnMut(Flow),
-    ) -> Result<u64, String> {
+    ) -> Result<u64, DecodeError> {
         let mut total = 0;
         loop {
             let n = match self.decode_v5_pdu(exporter, d, out) {
@@ -283,19 +322,23 @@ impl Decoder {
         exporter: IpAddr,
         d: &[u8],
         out: &mut dyn FnMut(Flow),
-    ) -> Result<u64, String> {
+    ) -> Result<u64, DecodeError> {
         if d.len() < 24 {
-            return Err(format!("NetFlow v5 header needs 24 bytes, got {}", d.len()));
+            return Err(DecodeError::Header {
+                protocol: "NetFlow v5",
+                need: 24,
+                got: d.len(),
+            });
         }
         let count = usize::from(u16_at(d, 2));
         if count == 0 || count > 30 {
-            return Err(format!("NetFlow v5 record count {count} is outside 1..=30"));
+            return Err(DecodeError::V5Count(count));
         }
         if d.len() < 24 + count * 48 {
-            return Err(format!(
-                "NetFlow v5 datagram of {} bytes is too short for {count} records",
-                d.len()
-            ));
+            return Err(DecodeError::V5Records {
+                len: d.len(),
+                count,
+            });
         }
         let uptime = u32_at(d, 4);
         let export_ms = i64::from(u32_at(d, 8)) * 1000 + i64::from(u32_at(d, 12) / 1_000_000);
@@ -345,9 +388,13 @@ impl Decoder {
         exporter: IpAddr,
         d: &[u8],
         out: &mut dyn FnMut(Flow),
-    ) -> Result<u64, String> {
+    ) -> Result<u64, DecodeError> {
         if d.len() < 20 {
-            return Err(format!("NetFlow v9 header needs 20 bytes, got {}", d.len()));
+            return Err(DecodeError::Header {
+                protocol: "NetFlow v9",
+                need: 20,
+                got: d.len(),
+            });
         }
         let ctx = Ctx {
             exporter,
@@ -362,7 +409,7 @@ impl Decoder {
         let result = decode_sets(session, stats, &self.config, &d[20..], ctx, false, out);
         let after = self.state.session_bytes(exporter, domain);
         self.state.settle(before, after, &self.config);
-        result
+        result.map_err(DecodeError::Sets)
     }
 
     fn decode_ipfix(
@@ -370,16 +417,20 @@ impl Decoder {
         exporter: IpAddr,
         d: &[u8],
         out: &mut dyn FnMut(Flow),
-    ) -> Result<u64, String> {
+    ) -> Result<u64, DecodeError> {
         if d.len() < 16 {
-            return Err(format!("IPFIX header needs 16 bytes, got {}", d.len()));
+            return Err(DecodeError::Header {
+                protocol: "IPFIX",
+                need: 16,
+                got: d.len(),
+            });
         }
         let len = usize::from(u16_at(d, 2));
         if len < 16 || len > d.len() {
-            return Err(format!(
-                "IPFIX message length {len} does not fit the {} bytes received",
-                d.len()
-            ));
+            return Err(DecodeError::IpfixLength {
+                length: len,
+                len: d.len(),
+            });
         }
         let ctx = Ctx {
             exporter,
@@ -406,7 +457,7 @@ impl Decoder {
         track_sequence(session, stats, seq, records as u32, true);
         let after = self.state.session_bytes(exporter, domain);
         self.state.settle(before, after, &self.config);
-        result
+        result.map_err(DecodeError::Sets)
     }
 
     /// Data sets still waiting for their template, over all sessions.

@@ -200,7 +200,10 @@ fn templates_with_too_many_fields_are_refused() {
     let mut dec = Decoder::new();
     let m = v9(0, 100, 0, &[(0, template(256, &fields))]);
     let e = dec.decode(exporter(), &m, &mut |_| {}).unwrap_err();
-    assert!(e.0.contains("1025 fields"), "{e}");
+    assert!(
+        matches!(&e, DecodeError::Sets(m) if m.contains("1025 fields")),
+        "{e}"
+    );
     assert_eq!(dec.state_stats().templates, 0);
 }
 
@@ -285,5 +288,48 @@ fn truncated_v9_variable_length_fields_are_counted_errors() {
     let e = dec
         .decode(exporter(), &v9(1, 100, 5, &[(260, cut)]), &mut |_| {})
         .unwrap_err();
-    assert!(e.0.contains("runs past the set"), "{e}");
+    assert!(
+        matches!(&e, DecodeError::Sets(m) if m.contains("runs past the set")),
+        "{e}"
+    );
+}
+
+#[test]
+fn header_errors_say_what_in_their_kind() {
+    let mut d = Decoder::new();
+    let mut none = |_f: Flow| panic!("no flow from a bad header");
+    let ex = exporter();
+    assert_eq!(d.decode(ex, &[0], &mut none), Err(DecodeError::TooShort(1)));
+    assert_eq!(
+        d.decode(ex, &[0, 7, 0, 0], &mut none),
+        Err(DecodeError::Version(7))
+    );
+    let e = d.decode(ex, &[0, 9, 0, 1], &mut none).unwrap_err();
+    assert_eq!(
+        e,
+        DecodeError::Header {
+            protocol: "NetFlow v9",
+            need: 20,
+            got: 4
+        }
+    );
+    assert_eq!(e.to_string(), "NetFlow v9 header needs 20 bytes, got 4");
+    let mut v5 = vec![0u8; 24];
+    v5[1] = 5;
+    assert_eq!(d.decode(ex, &v5, &mut none), Err(DecodeError::V5Count(0)));
+    v5[3] = 2;
+    assert_eq!(
+        d.decode(ex, &v5, &mut none),
+        Err(DecodeError::V5Records { len: 24, count: 2 })
+    );
+    let mut fix = vec![0u8; 16];
+    fix[1] = 10;
+    fix[3] = 40;
+    assert_eq!(
+        d.decode(ex, &fix, &mut none),
+        Err(DecodeError::IpfixLength {
+            length: 40,
+            len: 16
+        })
+    );
 }
