@@ -15,7 +15,7 @@ pub fn load_stored(
 ) -> anyhow::Result<()> {
     for p in store.load_dns()? {
         if let Ok(addr) = p.addr.parse() {
-            map.insert_span(
+            map.insert_saved(
                 addr,
                 &p.name,
                 p.first_seen,

@@ -59,6 +59,8 @@ struct Entry {
     last: i64,
     ttl_ms: i64,
     source: Source,
+    /// The map's [`DnsMap::version`] when this pair last changed by a sighting (0: as stored).
+    changed: u64,
 }
 
 /// Most names kept per address (the most recently seen win); CDN addresses answer for many.
@@ -73,6 +75,8 @@ pub struct DnsMap {
     /// Validity after last sighting + TTL, ms.
     pub grace_ms: i64,
     pairs: usize,
+    /// Counts the changes by sightings ([`DnsMap::pairs_since`]).
+    version: u64,
 }
 
 impl Default for DnsMap {
@@ -83,6 +87,7 @@ impl Default for DnsMap {
             by_addr: FxHashMap::default(),
             grace_ms: 15 * 60 * 1000,
             pairs: 0,
+            version: 0,
         }
     }
 }
@@ -135,7 +140,8 @@ impl DnsMap {
         self.insert_span(addr, name, at_ms, at_ms, ttl_s, source);
     }
 
-    /// Records that `addr` answered for `name` from `first_ms` to `last_ms` (a stored pair).
+    /// Records that `addr` answered for `name` from `first_ms` to `last_ms` (a sighting, or a
+    /// pair from a log): a change [`DnsMap::pairs_since`] reports.
     pub fn insert_span(
         &mut self,
         addr: IpAddr,
@@ -144,6 +150,34 @@ impl DnsMap {
         last_ms: i64,
         ttl_s: u32,
         source: Source,
+    ) {
+        self.put(addr, name, first_ms, last_ms, ttl_s, source, true);
+    }
+
+    /// [`DnsMap::insert_span`] of a pair read back from the inventory: already stored, so not
+    /// a change to write again (a pair changed since its last write stays changed).
+    pub fn insert_saved(
+        &mut self,
+        addr: IpAddr,
+        name: &str,
+        first_ms: i64,
+        last_ms: i64,
+        ttl_s: u32,
+        source: Source,
+    ) {
+        self.put(addr, name, first_ms, last_ms, ttl_s, source, false);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn put(
+        &mut self,
+        addr: IpAddr,
+        name: &str,
+        first_ms: i64,
+        last_ms: i64,
+        ttl_s: u32,
+        source: Source,
+        sighting: bool,
     ) {
         let at_ms = first_ms;
         let Some(name) = crate::flow::normalize_name(name) else {
@@ -165,9 +199,16 @@ impl DnsMap {
             .or_default();
         match entries.iter_mut().find(|e| e.name == id) {
             Some(e) => {
-                e.first = e.first.min(at_ms);
-                e.last = e.last.max(last_ms);
-                e.ttl_ms = e.ttl_ms.max(ttl_ms);
+                let (first, last, ttl) = (
+                    e.first.min(at_ms),
+                    e.last.max(last_ms),
+                    e.ttl_ms.max(ttl_ms),
+                );
+                if sighting && (first, last, ttl) != (e.first, e.last, e.ttl_ms) {
+                    self.version += 1;
+                    e.changed = self.version;
+                }
+                (e.first, e.last, e.ttl_ms) = (first, last, ttl);
             }
             None => {
                 if entries.len() == MAX_NAMES_PER_ADDRESS {
@@ -177,12 +218,19 @@ impl DnsMap {
                     entries.swap_remove(oldest);
                     self.pairs -= 1;
                 }
+                let changed = if sighting {
+                    self.version += 1;
+                    self.version
+                } else {
+                    0
+                };
                 entries.push(Entry {
                     name: id,
                     first: at_ms,
                     last: last_ms.max(at_ms),
                     ttl_ms,
                     source,
+                    changed,
                 });
                 self.pairs += 1;
             }
@@ -217,11 +265,30 @@ impl DnsMap {
 
     /// Every pair, for storing: (address, name, first, last, TTL seconds, source).
     pub fn pairs(&self) -> Vec<(IpAddr, Arc<str>, i64, i64, u32, Source)> {
-        let mut v = Vec::with_capacity(self.pairs);
+        self.pairs_since(None)
+    }
+
+    /// How many changes by sightings the map has had: what [`DnsMap::pairs_since`] takes to
+    /// report the pairs changed after this moment.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The pairs changed by a sighting after the map was at `version` (every pair for `None`),
+    /// as [`DnsMap::pairs`] gives them: what a writer that stored the map at that version has
+    /// to write again.
+    pub fn pairs_since(
+        &self,
+        version: Option<u64>,
+    ) -> Vec<(IpAddr, Arc<str>, i64, i64, u32, Source)> {
+        let mut v = Vec::with_capacity(if version.is_none() { self.pairs } else { 0 });
         for (k, entries) in &self.by_addr {
             let v6 = std::net::Ipv6Addr::from(*k);
             let addr = v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);
-            for e in entries {
+            for e in entries
+                .iter()
+                .filter(|e| version.is_none_or(|at| e.changed > at))
+            {
                 let ttl = u32::try_from(e.ttl_ms / 1000).unwrap_or(u32::MAX);
                 v.push((
                     addr,
@@ -319,5 +386,50 @@ mod tests {
         }
         assert_eq!(m.len(), MAX_NAMES_PER_ADDRESS);
         assert_eq!(m.lookup(a, 199).len(), MAX_NAMES_PER_ADDRESS);
+    }
+}
+
+#[cfg(test)]
+mod changed_tests {
+    use super::*;
+
+    fn names(map: &DnsMap, at: Option<u64>) -> Vec<String> {
+        let mut v: Vec<String> = map
+            .pairs_since(at)
+            .into_iter()
+            .map(|(a, n, ..)| format!("{a} {n}"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn only_pairs_changed_by_sightings_are_reported_since_a_version() {
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "2001:db8::2".parse().unwrap();
+        let mut m = DnsMap::new();
+        // Read back from the inventory: stored already, no change.
+        m.insert_saved(a, "stored.example", 1_000, 2_000, 60, Source::Log);
+        assert_eq!(m.version(), 0);
+        assert!(names(&m, Some(0)).is_empty());
+        m.insert(a, "new.example", 3_000, 60, Source::Log);
+        m.insert(b, "v6.example", 3_000, 60, Source::Flow);
+        let v1 = m.version();
+        assert_eq!(
+            names(&m, Some(0)),
+            ["192.0.2.1 new.example", "2001:db8::2 v6.example"]
+        );
+        assert!(names(&m, Some(v1)).is_empty());
+        // The same sighting again changes nothing; a later one does, and so does a later
+        // sighting of a stored pair.
+        m.insert(b, "v6.example", 3_000, 60, Source::Flow);
+        assert_eq!(m.version(), v1);
+        m.insert(a, "stored.example", 5_000, 60, Source::Log);
+        assert_eq!(names(&m, Some(v1)), ["192.0.2.1 stored.example"]);
+        // A stored copy that extends a pair does not count as a change of it.
+        let v2 = m.version();
+        m.insert_saved(b, "v6.example", 1_000, 9_000, 60, Source::Flow);
+        assert!(names(&m, Some(v2)).is_empty());
+        assert_eq!(names(&m, None).len(), 3, "every pair for None");
     }
 }

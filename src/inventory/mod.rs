@@ -268,7 +268,13 @@ pub mod sqlite;
 impl StoredDnsPair {
     /// Every (address, name) pair of a DNS map, as stored rows.
     pub fn all_of(map: &crate::dns::DnsMap) -> Vec<StoredDnsPair> {
-        map.pairs()
+        Self::changed_in(map, None)
+    }
+
+    /// The pairs of a DNS map changed since it was at `version` (all for `None`), as stored
+    /// rows: what a writer that stored the map at that version writes again.
+    pub fn changed_in(map: &crate::dns::DnsMap, version: Option<u64>) -> Vec<StoredDnsPair> {
+        map.pairs_since(version)
             .into_iter()
             .map(
                 |(addr, name, first_seen, last_seen, ttl, source)| StoredDnsPair {

@@ -73,6 +73,9 @@ pub struct Daemon {
     history: Mutex<std::collections::VecDeque<(i64, u64, usize)>>,
     inventory_db: Mutex<Option<Box<dyn crate::inventory::Store>>>,
     flushes: Mutex<(u64, u64)>,
+    /// The DNS map's version at the last write of its pairs that succeeded (pairs read from
+    /// the inventory are not changes): a flush writes only the pairs changed since.
+    dns_saved: std::sync::atomic::AtomicU64,
     /// The API's connections and refused requests.
     pub http: Arc<http::HttpStats>,
     /// Slots of the expensive requests (`api.max_concurrent`).
@@ -273,13 +276,24 @@ impl Daemon {
             }
         }
         let result = result.and_then(|()| {
-            let pairs = crate::inventory::StoredDnsPair::all_of(
-                &self
+            // Only the pairs changed since the last write that succeeded: a large map is not
+            // written again every flush.
+            let saved = self.dns_saved.load(Ordering::Relaxed);
+            let (pairs, version) = {
+                let map = self
                     .dns
                     .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            );
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                (
+                    crate::inventory::StoredDnsPair::changed_in(&map, Some(saved)),
+                    map.version(),
+                )
+            };
             db.save_dns(&pairs)?;
+            self.dns_saved.fetch_max(version, Ordering::Relaxed);
+            self.counters
+                .dns_pairs_written
+                .fetch_add(pairs.len() as u64, Ordering::Relaxed);
             if self.fleet.is_some() {
                 // The fleet's workers agree on names through the database: what the others
                 // learned comes back here.
@@ -290,7 +304,7 @@ impl Daemon {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 for p in stored {
                     if let Ok(addr) = p.addr.parse() {
-                        map.insert_span(
+                        map.insert_saved(
                             addr,
                             &p.name,
                             p.first_seen,
@@ -458,7 +472,7 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> Result<(), ServeEr
         }
         for p in db.load_dns()? {
             if let Ok(addr) = p.addr.parse() {
-                dns.insert_span(
+                dns.insert_saved(
                     addr,
                     &p.name,
                     p.first_seen,
@@ -586,6 +600,7 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> Result<(), ServeEr
         history: Mutex::new(Default::default()),
         inventory_db: Mutex::new(db),
         flushes: Mutex::new((0, 0)),
+        dns_saved: Default::default(),
         http: Default::default(),
         expensive: Arc::new(tokio::sync::Semaphore::new(config.api.max_concurrent)),
         retry: Default::default(),

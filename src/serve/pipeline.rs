@@ -125,6 +125,9 @@ impl Shard {
 pub struct Counters {
     /// Flows decoded by the collector.
     pub received: AtomicU64,
+    /// (address, name) pairs of the DNS map written to the inventory (only changed pairs are
+    /// written).
+    pub dns_pairs_written: AtomicU64,
     /// Flows evaluated (each once, by its primary shard).
     pub evaluated: AtomicU64,
     /// Flows dropped at a full worker queue.

@@ -33,6 +33,8 @@ impl Daemon {
             .absolute(c.unconfirmed_batches.load(Ordering::Relaxed));
         counter!("flowprint_fleet_confirmations_malformed_total")
             .absolute(c.malformed_confirmations.load(Ordering::Relaxed));
+        counter!("flowprint_dns_pairs_written_total")
+            .absolute(c.dns_pairs_written.load(Ordering::Relaxed));
         {
             let s = self
                 .collector
