@@ -536,3 +536,67 @@ fn packs_installed_into_a_running_daemon_are_loaded_whole() {
     );
     serve.stop();
 }
+
+/// The DNS map is written when it changes, not whole every flush: the pairs of a log loaded at
+/// start are written once over several flushes, and a daemon restarted on the same inventory
+/// gets them back from it without writing them again.
+#[test]
+fn dns_pairs_are_written_when_they_change_not_every_flush() {
+    let tmp = common::TempDir::new("serve-dns-writes");
+    let pack = tmp.0.join("mine");
+    std::fs::create_dir_all(&pack).unwrap();
+    std::fs::write(pack.join("probe.rules"), probe_rule("Good")).unwrap();
+    let log = common::dns_log(
+        &tmp.0,
+        "198.51.100.7",
+        &["a.example", "b.example", "c.example"],
+    );
+    let config = tmp.0.join("serve.yaml");
+    std::fs::write(
+        &config,
+        format!("dns:\n  resolve: false\n  logs: [\"{}\"]\n", log.display()),
+    )
+    .unwrap();
+    let db = tmp.0.join("inv.db");
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--no-default-rules",
+        "--rules",
+        pack.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+    ];
+    let metrics = |serve: &Serve| http(serve.api, "GET", "/metrics", None, b"").1;
+    let serve = Serve::start(&tmp.0, &args);
+    wait_until("the log's pairs written", Duration::from_secs(20), || {
+        metric(&metrics(&serve), "flowprint_dns_pairs_written_total") == 3
+    });
+    let writes = metric(&metrics(&serve), "flowprint_inventory_writes_total");
+    wait_until("three more flushes", Duration::from_secs(30), || {
+        metric(&metrics(&serve), "flowprint_inventory_writes_total") >= writes + 3
+    });
+    let m = metrics(&serve);
+    assert_eq!(metric(&m, "flowprint_dns_pairs_written_total"), 3, "{m}");
+    serve.stop();
+    let stored = flowprint::inventory::open(db.to_str().unwrap())
+        .unwrap()
+        .load_dns()
+        .unwrap();
+    assert_eq!(stored.len(), 3, "{stored:?}");
+
+    // Restarted without the log: the pairs come back from the inventory, unwritten.
+    std::fs::write(&config, "dns:\n  resolve: false\n").unwrap();
+    let serve = Serve::start(&tmp.0, &args);
+    wait_until("two flushes", Duration::from_secs(30), || {
+        metric(&metrics(&serve), "flowprint_inventory_writes_total") >= 2
+    });
+    let m = metrics(&serve);
+    assert_eq!(metric(&m, "flowprint_dns_pairs_written_total"), 0, "{m}");
+    serve.stop();
+    let stored = flowprint::inventory::open(db.to_str().unwrap())
+        .unwrap()
+        .load_dns()
+        .unwrap();
+    assert_eq!(stored.len(), 3, "kept: {stored:?}");
+}
