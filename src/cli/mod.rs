@@ -251,8 +251,11 @@ pub struct ReadAhead {
 }
 
 impl ReadAhead {
-    /// Starts reading `inputs`.
-    pub fn start(inputs: Vec<String>, format: flowprint::flow::ingest::InputFormat) -> Self {
+    /// Starts reading `inputs` (an error only when the thread cannot be started).
+    pub fn start(
+        inputs: Vec<String>,
+        format: flowprint::flow::ingest::InputFormat,
+    ) -> anyhow::Result<Self> {
         use std::sync::mpsc::{TryRecvError, sync_channel};
         let (full_tx, batches) = sync_channel::<Vec<flowprint::flow::Flow>>(AHEAD_BATCHES);
         // Emptied batches come back to be filled again (one more than can be in flight).
@@ -282,12 +285,12 @@ impl ReadAhead {
                 }
                 Ok(totals)
             })
-            .expect("a thread can be started");
-        ReadAhead {
+            .map_err(|e| anyhow::anyhow!("cannot start the thread reading the inputs: {e}"))?;
+        Ok(ReadAhead {
             batches,
             spare,
             reader,
-        }
+        })
     }
 
     /// Hands every batch to `on_batch`, in order, and returns the totals of the reading.

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 /// The byte offset of line `line` (from 1) of `text`.
-pub(crate) fn line_start(text: &str, line: usize) -> Option<usize> {
+fn line_start(text: &str, line: usize) -> Option<usize> {
     if line == 0 {
         return None;
     }

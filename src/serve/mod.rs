@@ -369,6 +369,17 @@ impl Intake<'_> {
 }
 
 /// `<hostname>-<pid>-<random>`: unique per process, readable in the lease bucket.
+/// `N` random bytes from the system (member ids, publisher ids, API tokens).
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], ServeError> {
+    use std::io::Read;
+    let path = std::path::Path::new("/dev/urandom");
+    let mut bytes = [0u8; N];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(ServeError::file("random source", path))?;
+    Ok(bytes)
+}
+
 fn default_member_id() -> Result<String, ServeError> {
     let host =
         std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "worker".into());
@@ -377,14 +388,7 @@ fn default_member_id() -> Result<String, ServeError> {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
-    let mut r = [0u8; 3];
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut r))
-        .map_err(ServeError::file(
-            "random source",
-            std::path::Path::new("/dev/urandom"),
-        ))?;
+    let r: [u8; 3] = random_bytes()?;
     Ok(format!(
         "{host}-{}-{:02x}{:02x}{:02x}",
         std::process::id(),
@@ -777,14 +781,7 @@ pub fn run(mut config: ServeConfig, stop: Arc<AtomicBool>) -> Result<(), ServeEr
     let outbox = match &config.fleet.publish {
         Some(url) => {
             let bus = crate::fleet::Bus::connect(url, config.fleet.bus())?;
-            let mut id = [0u8; 16];
-            use std::io::Read;
-            std::fs::File::open("/dev/urandom")
-                .and_then(|mut f| f.read_exact(&mut id))
-                .map_err(ServeError::file(
-                    "random source",
-                    std::path::Path::new("/dev/urandom"),
-                ))?;
+            let id: [u8; 16] = random_bytes()?;
             let publisher = crate::fleet::Publisher::new(
                 if config.local_nets.is_empty() {
                     LocalNets::default()

@@ -42,10 +42,7 @@ pub fn api_token(config: &ServeConfig) -> Result<String, ServeError> {
     if let Some(t) = read_token_file(&path)? {
         return Ok(t);
     }
-    let mut bytes = [0u8; 24];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(ServeError::file("random source", Path::new("/dev/urandom")))?;
+    let bytes: [u8; 24] = super::random_bytes()?;
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     write_token_file(&path, &token)?;
     tracing::info!(path = %path.display(), "generated an API token");
