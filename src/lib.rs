@@ -70,6 +70,7 @@ pub mod ruleset;
 pub mod scan;
 pub mod schema;
 pub mod serve;
+pub mod sources;
 pub mod span;
 pub mod store;
 pub mod text;

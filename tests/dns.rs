@@ -128,7 +128,7 @@ fn labelled_hosts_get_their_os_from_exports_plus_passive_dns() {
         return;
     };
     let mut c = Compiler::new();
-    c.add_embedded();
+    c.add_sources(&flowprint::sources::Sources::embedded());
     let compiled = c.compile();
     for (capture, host, family) in [
         ("android.pcap", "192.168.2.16", "Android"),

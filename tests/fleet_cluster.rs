@@ -291,7 +291,7 @@ enum Trouble {
 /// The single-process reference: the same datagrams decoded and evaluated in one inventory.
 fn one_process(streams: &[Vec<Vec<u8>>]) -> BTreeMap<String, HostView> {
     let mut c = flowprint::compiler::Compiler::new();
-    c.add_embedded();
+    c.add_sources(&flowprint::sources::Sources::embedded());
     let ruleset = c.compile().ruleset;
     let mut reference = flowprint::scan::Scanner::new(
         ruleset.clone(),

@@ -23,7 +23,12 @@ fn bundled_packs_compile_cleanly_and_pass_their_fixtures() {
     for dir in packs {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         let mut c = Compiler::new();
-        c.add_path(&dir).expect("pack readable");
+        c.add_sources(&flowprint::sources::Sources::read(
+            &flowprint::sources::Selection {
+                paths: vec![dir.clone()],
+                ..Default::default()
+            },
+        ));
         let compiled = c.compile();
         for d in &compiled.diagnostics {
             let sev = if d.severity() == Severity::Error {

@@ -7,7 +7,7 @@
 #![no_main]
 
 use flowprint::pack::integrity::{self, MAX_ARCHIVE_BYTES};
-use flowprint::pack::{loadable_name, manifest::Manifest};
+use flowprint::sources::{loadable_name, manifest::Manifest};
 use libfuzzer_sys::fuzz_target;
 use std::io::Write;
 use std::path::{Path, PathBuf};

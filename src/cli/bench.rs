@@ -415,7 +415,7 @@ fn transfers(rules: usize, flows: usize, passes: usize) -> anyhow::Result<()> {
 
 fn bundled() -> anyhow::Result<flowprint::compiler::Compiled> {
     let mut c = Compiler::new();
-    c.add_embedded();
+    c.add_sources(&flowprint::sources::Sources::embedded());
     let compiled = c.compile();
     anyhow::ensure!(compiled.errors() == 0, "bundled rules do not compile");
     Ok(compiled)
@@ -906,7 +906,7 @@ fn fleet(n: usize, passes: usize, nats: Option<String>, shards: u32) -> anyhow::
 fn web(n: u32, passes: usize) -> anyhow::Result<()> {
     use flowprint::serve::web::{HostsQuery, hosts_body, page_html};
     let mut c = flowprint::compiler::Compiler::new();
-    c.add_embedded();
+    c.add_sources(&flowprint::sources::Sources::embedded());
     let ruleset = c.compile().ruleset;
     let mut scanner = Scanner::new(
         ruleset.clone(),

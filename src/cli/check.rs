@@ -24,7 +24,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     // The bundled packs are checked without paths, and loaded as context when a checked pack
     // depends on one of them.
     let needs_bundled = args.paths.iter().any(|p| {
-        flowprint::pack::manifest::Manifest::read(p).is_ok_and(|m| {
+        flowprint::sources::manifest::Manifest::read(p).is_ok_and(|m| {
             m.depends.keys().any(|d| {
                 flowprint::embedded::PACK_MANIFESTS
                     .iter()
@@ -38,7 +38,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         packs_dir: args.packs_dir,
         overrides: args.overrides,
     };
-    let compiled = rules.compile_reporting()?;
+    let compiled = rules.compile()?;
     print_diagnostics(&compiled, args.format)?;
     if args.format == DiagFormat::Text {
         eprintln!(

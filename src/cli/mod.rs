@@ -15,6 +15,7 @@ mod serve;
 use clap::{Parser, Subcommand, ValueEnum};
 use flowprint::compiler::{Compiled, Compiler};
 use flowprint::diagnostic::Severity;
+use flowprint::sources::{Selection, Sources};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -78,50 +79,23 @@ pub struct RuleArgs {
 }
 
 impl RuleArgs {
-    /// Compiles the selected rules. I/O errors on rule paths are fatal (exit 2).
+    /// The rules these arguments select.
+    pub fn selection(&self) -> Selection {
+        Selection {
+            embedded: !self.no_default_rules,
+            paths: self.rules.clone(),
+            packs_dirs: self.packs_dir.iter().cloned().collect(),
+            overrides: self.overrides.clone(),
+        }
+    }
+
+    /// Reads and compiles the selected rules (`flowprint::sources`): a path, file or
+    /// overrides file that cannot be read is an error diagnostic (FP0019) reported with the
+    /// others, and the rules that could be read compile.
     pub fn compile(&self) -> anyhow::Result<Compiled> {
-        self.compile_with(false)
-    }
-
-    /// Like [`RuleArgs::compile`], but a rule path that cannot be read is a diagnostic (FP0019)
-    /// reported with the others instead of the end of the command: `check` shows everything.
-    pub fn compile_reporting(&self) -> anyhow::Result<Compiled> {
-        self.compile_with(true)
-    }
-
-    fn compile_with(&self, report_io: bool) -> anyhow::Result<Compiled> {
         let mut c = Compiler::new();
-        if !self.no_default_rules {
-            c.add_embedded();
-        }
-        let mut paths = self.rules.clone();
-        if let Some(dir) = &self.packs_dir {
-            paths.extend(flowprint::pack::installed_packs(dir)?);
-        }
-        for p in &paths {
-            match c.add_path(p) {
-                Ok(_) => {}
-                Err(e) if report_io => {
-                    c.add_io_error(&p.display().to_string(), &format!("cannot read: {e}"))
-                }
-                Err(e) => anyhow::bail!("cannot read rules {}: {e}", p.display()),
-            }
-        }
-        self.add_overrides(&mut c)?;
+        c.add_sources(&Sources::read(&self.selection()));
         Ok(c.compile())
-    }
-
-    fn add_overrides(&self, c: &mut Compiler) -> anyhow::Result<()> {
-        if let Some(o) = &self.overrides {
-            let text = flowprint::limits::read_text_bounded(
-                o,
-                flowprint::limits::MAX_YAML_FILE,
-                "an overrides file",
-            )
-            .map_err(|e| anyhow::anyhow!("cannot read overrides: {e}"))?;
-            c.add_overrides(&o.display().to_string(), &text);
-        }
-        Ok(())
     }
 }
 

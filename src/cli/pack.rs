@@ -194,7 +194,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 .as_deref()
                 .map(integrity::read_signing_key)
                 .transpose()?;
-            let m = flowprint::pack::manifest::Manifest::read(&dir)?;
+            let m = flowprint::sources::manifest::Manifest::read(&dir)?;
             let out =
                 output.unwrap_or_else(|| PathBuf::from(format!("{}-{}.tar.gz", m.name, m.version)));
             let built =

@@ -279,7 +279,9 @@ pub fn run(args: GenArgs) -> anyhow::Result<i32> {
     }
     let started = Instant::now();
     let mut c = flowprint::compiler::Compiler::new();
-    c.add_path(&dir)?;
+    let mut sources = flowprint::sources::Sources::default();
+    sources.add_path(&dir);
+    c.add_sources(&sources);
     let compiled = c.compile();
     print_diagnostics(&compiled, DiagFormat::Text)?;
     eprintln!(

@@ -12,9 +12,9 @@ use crate::ast::{self, Item, MetaValue};
 use crate::diagnostic::{Code, Diagnostic, Severity, did_you_mean};
 use crate::ruleset::{AddrSet, Attribute, Conclusion, DomainSet, Rule, Ruleset, Status};
 use crate::schema::NumUnit;
+use crate::sources::{ManifestSource, Problem, Sources};
 use crate::span::{FileId, SourceMap, Span};
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 /// A list after checking, ready to be used by conditions.
@@ -56,9 +56,9 @@ pub struct Compiler {
     packs: Vec<Pack>,
     diagnostics: Vec<Diagnostic>,
     /// Local overrides and the file they came from.
-    overrides: Option<(FileId, crate::pack::overrides::Overrides)>,
+    overrides: Option<(FileId, crate::sources::overrides::Overrides)>,
     /// The manifests of the packs added with one, for the dependency check.
-    manifests: Vec<(FileId, crate::pack::manifest::Manifest)>,
+    manifests: Vec<(FileId, crate::sources::manifest::Manifest)>,
 }
 
 /// What compiling produced.
@@ -124,73 +124,45 @@ impl Compiler {
         id
     }
 
-    /// Adds a rule file (a pack of its own, named after the file) or a directory (one pack
-    /// named after the directory, every `*.rules` file below it, in name order).
-    pub fn add_path(&mut self, path: &Path) -> std::io::Result<usize> {
-        let pack = pack_name(path);
-        let walk = rule_files(path)?;
-        if path.is_dir() {
-            let manifest = path.join(crate::pack::manifest::FILE);
-            if manifest.is_file() {
-                match crate::pack::manifest::read_text(path) {
-                    Ok(text) => self.add_manifest(&manifest.display().to_string(), &text),
-                    Err(e) => self.add_io_error(&manifest.display().to_string(), &e.to_string()),
-                }
+    /// Adds everything a [`Sources`] read: its manifests, rule files and overrides, and what
+    /// it could not read as diagnostics — an unreadable path or file an error (FP0019), an
+    /// entry a directory walk skipped a warning (FP0025) — in the order they were read.
+    pub fn add_sources(&mut self, sources: &Sources) {
+        for m in &sources.manifests {
+            self.add_manifest(m);
+        }
+        let mut problems = sources.problems.iter().peekable();
+        for (i, f) in sources.files.iter().enumerate() {
+            while let Some((_, p)) = problems.next_if(|(at, _)| *at <= i) {
+                self.add_problem(p);
             }
+            self.add_source(&f.pack, &f.name, &f.text);
         }
-        for s in &walk.skipped {
-            self.add_skipped(s);
+        for (_, p) in problems {
+            self.add_problem(p);
         }
-        for f in &walk.files {
-            let name = f.display().to_string();
-            match crate::limits::read_bounded(f, crate::limits::MAX_RULE_FILE, "a rule file") {
-                Ok(bytes) => self.add_bytes(&pack, &name, &bytes),
-                Err(e) => self.add_io_error(&name, &e.to_string()),
-            }
+        if let Some((name, text)) = &sources.overrides {
+            self.add_overrides(name, text);
         }
-        Ok(walk.files.len())
     }
 
-    /// Records a rule path that could not be read (FP0019), so that it is reported with the
-    /// diagnostics of the files that could.
-    pub fn add_io_error(&mut self, name: &str, message: &str) {
-        let id = self.sources.add(name.to_string(), "");
-        self.diagnostics.push(Diagnostic::new(
-            Code::Io,
-            Span::new(id, 0, 0),
-            message.to_string(),
-        ));
-    }
-
-    /// Records an entry a directory walk skipped (a link loop, a dangling link): a warning
-    /// (FP0025), the other files are read.
-    pub fn add_skipped(&mut self, s: &crate::walk::Skipped) {
-        let name = s.path.display().to_string();
-        let id = self.sources.add(name.clone(), "");
-        self.diagnostics.push(
-            Diagnostic::new(
-                Code::SkippedPath,
-                Span::new(id, 0, 0),
-                format!("{name} not read: {}", s.reason),
-            )
-            .hint("each file and directory is read once; hidden files are never read"),
-        );
-    }
-
-    /// Adds one rule file given as bytes: text that is not UTF-8 is an error (FP0001-style I/O
-    /// diagnostic) naming the first bad byte.
-    pub fn add_bytes(&mut self, pack: &str, name: &str, bytes: &[u8]) {
-        match std::str::from_utf8(bytes) {
-            Ok(text) => {
-                self.add_source(pack, name, text);
+    fn add_problem(&mut self, p: &Problem) {
+        match p {
+            Problem::Unreadable { path, reason } => {
+                let id = self.sources.add(path.clone(), "");
+                self.diagnostics
+                    .push(Diagnostic::new(Code::Io, Span::new(id, 0, 0), reason.clone()));
             }
-            Err(e) => {
-                let id = self.sources.add(name.to_string(), "");
-                self.diagnostics.push(Diagnostic::new(
-                    Code::Io,
-                    Span::new(id, 0, 0),
-                    format!("{name} is not valid UTF-8 (byte {})", e.valid_up_to()),
-                ));
+            Problem::Skipped { path, reason } => {
+                let id = self.sources.add(path.clone(), "");
+                self.diagnostics.push(
+                    Diagnostic::new(
+                        Code::SkippedPath,
+                        Span::new(id, 0, 0),
+                        format!("{path} not read: {reason}"),
+                    )
+                    .hint("each file and directory is read once; hidden files are never read"),
+                );
             }
         }
     }
@@ -200,7 +172,7 @@ impl Compiler {
     /// (FP0022) and changes nothing; an entry naming no loaded rule is a warning (FP0023).
     pub fn add_overrides(&mut self, name: &str, text: &str) {
         let id = self.sources.add(name, text);
-        match crate::pack::overrides::Overrides::parse(text) {
+        match crate::sources::overrides::Overrides::parse(text) {
             Ok(o) => self.overrides = Some((id, o)),
             Err(e) => {
                 // Where the YAML parser stopped (or the entry at fault).
@@ -217,11 +189,12 @@ impl Compiler {
         }
     }
 
-    /// Adds a pack's `pack.yaml`: checked (FP0024 when invalid or made for another flowprint
-    /// version), and its dependencies checked against the other packs when compiling.
-    pub fn add_manifest(&mut self, file: &str, text: &str) {
-        use crate::pack::manifest::Manifest;
-        match Manifest::parse(text, file) {
+    /// Adds a pack's `pack.yaml` as parsed by [`Sources`]: checked (FP0024 when invalid or
+    /// made for another flowprint version), and its dependencies checked against the other
+    /// packs when compiling.
+    fn add_manifest(&mut self, source: &ManifestSource) {
+        let (file, text) = (source.file.as_str(), source.text.as_str());
+        match &source.parsed {
             Ok(m) => {
                 let id = self.sources.add(file, text);
                 if !m.engine_ok() {
@@ -241,9 +214,9 @@ impl Compiler {
                         .hint("use a version of the pack made for this flowprint, or upgrade flowprint"),
                     );
                 }
-                self.manifests.push((id, m));
+                self.manifests.push((id, m.clone()));
             }
-            Err(e) => self.add_pack_error(file, text, e.message),
+            Err(e) => self.add_pack_error(file, text, e.message.clone()),
         }
     }
 
@@ -256,16 +229,6 @@ impl Compiler {
             Span::new(id, 0, 0),
             message,
         ));
-    }
-
-    /// Adds the packs embedded in the binary (`rules/` of the source tree).
-    pub fn add_embedded(&mut self) {
-        for (pack, text) in crate::embedded::PACK_MANIFESTS {
-            self.add_manifest(&format!("rules/{pack}/pack.yaml"), text);
-        }
-        for (pack, name, text) in crate::embedded::FILES {
-            self.add_source(pack, name, text);
-        }
     }
 
     /// Checks and lowers everything added so far.
@@ -446,7 +409,7 @@ impl Compiler {
                         "pack `{}` needs pack `{dep}` ({req}), which is not loaded",
                         m.name
                     ),
-                    Some((_, o)) if !crate::pack::manifest::req_matches(req, &o.version) => {
+                    Some((_, o)) if !crate::sources::manifest::req_matches(req, &o.version) => {
                         format!(
                             "pack `{}` needs pack `{dep}` {req}, but {} is loaded",
                             m.name, o.version
@@ -466,11 +429,11 @@ impl Compiler {
     fn apply_overrides(
         &mut self,
         file: FileId,
-        o: &crate::pack::overrides::Overrides,
+        o: &crate::sources::overrides::Overrides,
         rules: &mut Vec<Rule>,
         spans: &mut Vec<Span>,
     ) {
-        use crate::pack::overrides::matches;
+        use crate::sources::overrides::matches;
         let text = self.sources.get(file).text.clone();
         let mut unmatched: Vec<&str> = Vec::new();
         for d in &o.disable {
@@ -597,39 +560,6 @@ impl Compiler {
         let ok = errs.is_empty();
         self.diagnostics.extend(errs);
         ok.then_some(value)
-    }
-}
-
-/// The pack a rule path belongs to: the `name` of a directory's valid `pack.yaml`, else the
-/// directory's or the file's name without extension.
-pub fn pack_name(path: &Path) -> String {
-    if path.is_dir()
-        && let Ok(m) = crate::pack::manifest::Manifest::read(path)
-    {
-        return m.name;
-    }
-    path.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "rules".into())
-}
-
-/// The rule files of a path: the file itself, or every `*.rules` file below a directory, in
-/// path order, read through [`crate::walk`] (each file once, links followed once, hidden files
-/// and editors' lock files never read); what the walk skipped is in [`Walk::skipped`].
-///
-/// [`Walk::skipped`]: crate::walk::Walk::skipped
-pub fn rule_files(path: &Path) -> std::io::Result<crate::walk::Walk> {
-    if path.is_dir() {
-        crate::walk::walk(path, &|p| {
-            p.extension().is_some_and(|e| e == "rules")
-                && p.file_name()
-                    .is_some_and(|n| crate::pack::loadable_name(&n.to_string_lossy()))
-        })
-    } else {
-        Ok(crate::walk::Walk {
-            files: vec![path.to_path_buf()],
-            skipped: Vec::new(),
-        })
     }
 }
 
@@ -805,4 +735,26 @@ fn rule_from_decl(
         Err(mut e) => errs.append(&mut e),
     }
     (errs.len() == before).then_some(rule)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_compiler_points_its_diagnostic_there() {
+        let mut c = Compiler::new();
+        let text = "disable:\n  - os-core/a\nmodify: [oops\n";
+        c.add_overrides("o.yaml", text);
+        let compiled = c.compile();
+        let d = compiled
+            .diagnostics
+            .iter()
+            .find(|d| d.code == crate::diagnostic::Code::InvalidOverrides)
+            .expect("FP0022");
+        assert_eq!(
+            d.primary_span().start as usize,
+            text.find("modify").unwrap()
+        );
+    }
 }

@@ -6,7 +6,7 @@
 //! (`docs/limits.md`, "Pack archives"): the size of long-name and PAX headers, the length of
 //! a path, the number of entries, the bytes extracted, and the bytes decompressed per
 //! compressed byte. Only regular files and directories are extracted, under relative paths
-//! without `..` and without hidden or editor-backup names ([`super::loadable_name`]): a pack's
+//! without `..` and without hidden or editor-backup names ([`crate::sources::loadable_name`]): a pack's
 //! files are exactly those its `MANIFEST.sha256` lists, and hidden files are never listed.
 
 use super::integrity::{DIGESTS, IntegrityError, SIGNATURE, io, pack_files, safe_relative};
@@ -257,7 +257,7 @@ pub fn extract_archive(archive: &Path, into: &Path) -> Result<PathBuf, Integrity
                 _ => None,
             })
             .collect();
-        if let Some(bad) = parts.iter().find(|p| !super::loadable_name(p)) {
+        if let Some(bad) = parts.iter().find(|p| !crate::sources::loadable_name(p)) {
             return Err(fail(
                 &name_bytes,
                 format!(
@@ -381,7 +381,7 @@ mod tests {
     fn no_hidden_or_links(dir: &Path) {
         for e in std::fs::read_dir(dir).unwrap().flatten() {
             let ft = e.file_type().unwrap();
-            assert!(super::super::loadable_name(
+            assert!(crate::sources::loadable_name(
                 &e.file_name().to_string_lossy()
             ));
             assert!(ft.is_dir() || ft.is_file(), "{}", e.path().display());

@@ -8,7 +8,7 @@
 //! a new name. Old copies are found by their install record, never by their name.
 
 use super::integrity::{self, DIGESTS, SIGNATURE};
-use super::manifest::{self, Manifest};
+use crate::sources::manifest::{self, Manifest};
 use super::ops::{Context, PackError, compile_pack, io, open_pack, require_clean, unique};
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
@@ -124,7 +124,7 @@ pub fn install_pack(
             available.insert(o.name, o.version);
         }
     }
-    for p in super::installed_packs(packs_dir).map_err(io(packs_dir))? {
+    for p in crate::sources::installed_packs(packs_dir).map_err(io(packs_dir))? {
         if let Ok(o) = Manifest::read(&p)
             && o.name != m.name
         {
@@ -226,7 +226,7 @@ fn remove_old_copies(packs_dir: &Path, store: &Path, name: &str, keep: [Option<P
     };
     for e in entries.flatten() {
         let file_name = e.file_name();
-        if kept.contains(&file_name) || !super::loadable_name(&file_name.to_string_lossy()) {
+        if kept.contains(&file_name) || !crate::sources::loadable_name(&file_name.to_string_lossy()) {
             continue;
         }
         let path = e.path();

@@ -88,14 +88,14 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// The files of a pack directory, relative paths with `/`, sorted; names that are not
-/// [`super::loadable_name`] (hidden files, editor backups) and the integrity files themselves
+/// [`crate::sources::loadable_name`] (hidden files, editor backups) and the integrity files themselves
 /// are left out. Symlinks and special files are errors.
 pub fn pack_files(dir: &Path) -> Result<Vec<String>, IntegrityError> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), IntegrityError> {
         for e in std::fs::read_dir(dir).map_err(io(dir))? {
             let e = e.map_err(io(dir))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if !super::loadable_name(&name) {
+            if !crate::sources::loadable_name(&name) {
                 continue;
             }
             let path = e.path();
@@ -215,7 +215,7 @@ pub fn verify_dir(
             ));
             continue;
         }
-        if !super::loadable_path(rel) {
+        if !crate::sources::loadable_path(rel) {
             problems.push(format!(
                 "{DIGESTS}:{}: `{rel}` is a hidden or editor-backup name, which is never part of a pack",
                 i + 1

@@ -9,9 +9,7 @@ pub mod archive;
 pub mod generate;
 pub mod install;
 pub mod integrity;
-pub mod manifest;
 pub mod ops;
-pub mod overrides;
 
 use crate::eval::LocalNets;
 use crate::flow::ingest::{InputFormat, read_flows};
@@ -23,43 +21,6 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-/// Whether a file or directory name below a pack's root is part of the pack: not hidden
-/// (`.name`, which also covers editor lock and swap files such as `.#x.rules` and
-/// `.x.rules.swp`) and not an editor backup or autosave (`name~`, `#name#`). Every loader of
-/// pack directories (rule files, `pack.yaml`, fixtures, the digest manifest, archives, the
-/// store) skips, at every level below the pack's root, the names for which this is false, so
-/// a file that `MANIFEST.sha256` cannot cover is never loaded.
-pub fn loadable_name(name: &str) -> bool {
-    !(name.is_empty()
-        || name.starts_with('.')
-        || name.ends_with('~')
-        || (name.len() > 1 && name.starts_with('#') && name.ends_with('#')))
-}
-
-/// [`loadable_name`] for every component of a relative path (`/`-separated).
-pub fn loadable_path(rel: &str) -> bool {
-    rel.split('/')
-        .filter(|p| !p.is_empty() && *p != ".")
-        .all(loadable_name)
-}
-
-/// The packs installed in a packs directory: its entries that are directories (or links to
-/// one), with a [`loadable_name`], sorted. A missing directory has none.
-pub fn installed_packs(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut v: Vec<_> = entries
-        .flatten()
-        .filter(|e| loadable_name(&e.file_name().to_string_lossy()))
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
-    v.sort();
-    Ok(v)
-}
 
 /// One fixture case.
 #[derive(Debug, Deserialize)]

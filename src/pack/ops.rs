@@ -1,10 +1,11 @@
 //! What the `flowprint pack` commands do: test, lint, build, install, list, new.
 
 use super::integrity::{self, IntegrityError};
-use super::manifest::{self, Manifest};
+use crate::sources::manifest::{self, Manifest};
 use super::{parse_fixtures, run_cases};
 use crate::compiler::{Compiled, Compiler};
 use crate::diagnostic::Severity;
+use crate::sources::Sources;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -62,7 +63,13 @@ pub struct Context {
 /// Compiles a pack with the packs it depends on (bundled or installed) as context. Only the
 /// diagnostics of the pack's own files count against it.
 pub fn compile_pack(dir: &Path, ctx: &Context) -> Result<(Manifest, Compiled), PackError> {
-    let m = Manifest::read(dir)?;
+    let mut own = Sources::default();
+    own.add_path(dir);
+    let m = match own.manifests.first() {
+        Some(source) => source.parsed.clone()?,
+        // No `pack.yaml`: the error that says so.
+        None => Manifest::read(dir)?,
+    };
     let mut c = Compiler::new();
     if ctx.bundled {
         let needed = m.depends.keys().any(|d| {
@@ -71,18 +78,17 @@ pub fn compile_pack(dir: &Path, ctx: &Context) -> Result<(Manifest, Compiled), P
                 .any(|(name, _)| name == d)
         });
         if needed {
-            c.add_embedded();
+            c.add_sources(&Sources::embedded());
         }
     }
     if let Some(pd) = &ctx.packs_dir {
-        for p in super::installed_packs(pd).map_err(io(pd))? {
-            if Manifest::read(&p).is_ok_and(|o| m.depends.contains_key(&o.name) && o.name != m.name)
-            {
-                c.add_path(&p).map_err(io(&p))?;
-            }
+        let mut deps = Sources::default();
+        for p in crate::sources::installed_packs(pd).map_err(io(pd))? {
+            deps.add_path_if(&p, |o| m.depends.contains_key(&o.name) && o.name != m.name);
         }
+        c.add_sources(&deps);
     }
-    c.add_path(dir).map_err(io(dir))?;
+    c.add_sources(&own);
     Ok((m, c.compile()))
 }
 
@@ -145,7 +151,7 @@ pub fn test_pack(dir: &Path, pack: &str, compiled: &Compiled) -> TestReport {
     fixtures.retain(|p| {
         p.extension().is_some_and(|e| e == "yaml" || e == "yml")
             && p.file_name()
-                .is_some_and(|n| super::loadable_name(&n.to_string_lossy()))
+                .is_some_and(|n| crate::sources::loadable_name(&n.to_string_lossy()))
     });
     fixtures.sort();
     let mut covered = BTreeSet::new();
@@ -228,7 +234,7 @@ pub fn lint_pack(dir: &Path, ctx: &Context) -> Result<Vec<Finding>, PackError> {
             "missing: say what the pack detects and what it is known to miss".into(),
         );
     }
-    let own_files: BTreeSet<String> = crate::compiler::rule_files(dir)
+    let own_files: BTreeSet<String> = crate::sources::rule_files(dir)
         .map_err(io(dir))?
         .files
         .iter()
@@ -469,7 +475,7 @@ pub struct Listed {
 pub fn list_packs(packs_dir: &Path) -> Result<Vec<Listed>, PackError> {
     let mut out = Vec::new();
     let mut c = Compiler::new();
-    c.add_embedded();
+    c.add_sources(&crate::sources::Sources::embedded());
     let compiled = c.compile();
     for (name, text) in crate::embedded::PACK_MANIFESTS {
         let version = Manifest::parse(text, name).map_or("?".into(), |m| m.version.to_string());
@@ -482,9 +488,8 @@ pub fn list_packs(packs_dir: &Path) -> Result<Vec<Listed>, PackError> {
             installed_at: None,
         });
     }
-    for p in super::installed_packs(packs_dir).map_err(io(packs_dir))? {
-        let m = Manifest::read(&p)?;
-        let (_, compiled) = compile_pack(
+    for p in crate::sources::installed_packs(packs_dir).map_err(io(packs_dir))? {
+        let (m, compiled) = compile_pack(
             &p,
             &Context {
                 bundled: true,

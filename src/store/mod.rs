@@ -18,17 +18,18 @@
 
 pub mod watch;
 
-use crate::compiler::{Compiler, pack_name, rule_files};
+use crate::compiler::Compiler;
+use crate::sources::{Selection, Sources};
 use crate::diagnostic::Severity;
 use crate::ruleset::Ruleset;
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 /// Where the rules come from.
 #[derive(Debug, Clone, Default)]
@@ -47,66 +48,7 @@ pub struct StoreConfig {
     pub state_dir: Option<PathBuf>,
 }
 
-/// A loaded pack.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct PackInfo {
-    /// The pack's name (the namespace of its rule ids).
-    pub name: String,
-    /// Its version (`version:` of its `pack.yaml`), when it has one.
-    pub version: Option<String>,
-    /// `embedded`, or the path it was read from.
-    pub origin: String,
-    /// Rule files.
-    pub files: usize,
-    /// Rules compiled from it.
-    pub rules: usize,
-}
-
-/// One source file of a set.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct SourceFile {
-    pack: String,
-    name: String,
-    text: String,
-}
-
-/// The sources of a set, as read.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Sources {
-    files: Vec<SourceFile>,
-    packs: Vec<PackInfo>,
-    /// `pack.yaml` files: (file name, text).
-    #[serde(default)]
-    manifests: Vec<(String, String)>,
-    /// The overrides file: (file name, text).
-    #[serde(default)]
-    overrides: Option<(String, String)>,
-    /// Files that could not be read or are not UTF-8: `(file, reason)`.
-    #[serde(skip)]
-    unreadable: Vec<(String, String)>,
-    /// Entries of rule directories not read (link loops, dangling links): `(entry, reason)`,
-    /// reported as warnings.
-    #[serde(skip)]
-    skipped: Vec<(String, String)>,
-}
-
-impl Sources {
-    fn digest(&self) -> u64 {
-        let mut h = rustc_hash::FxHasher::default();
-        self.files.hash(&mut h);
-        self.manifests.hash(&mut h);
-        self.overrides.hash(&mut h);
-        h.finish()
-    }
-}
-
-impl Hash for SourceFile {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        self.pack.hash(h);
-        self.name.hash(h);
-        self.text.hash(h);
-    }
-}
+pub use crate::sources::PackInfo;
 
 /// A compiled, running set of rules.
 #[derive(Debug)]
@@ -262,137 +204,6 @@ struct LastGood {
     sources: Sources,
 }
 
-/// `version:` of a pack directory's `pack.yaml`, if it has a valid one.
-fn pack_version(dir: &Path) -> Option<String> {
-    crate::pack::manifest::Manifest::read(dir)
-        .ok()
-        .map(|m| m.version.to_string())
-}
-
-/// (path, length, modification time) of every file read, to notice changes during a read.
-type Stamps = Vec<(PathBuf, u64, Option<SystemTime>)>;
-
-fn stamp(path: &Path) -> (PathBuf, u64, Option<SystemTime>) {
-    let m = std::fs::metadata(path).ok();
-    (
-        path.to_path_buf(),
-        m.as_ref().map_or(u64::MAX, |m| m.len()),
-        m.and_then(|m| m.modified().ok()),
-    )
-}
-
-fn read_sources(config: &StoreConfig) -> (Sources, Stamps) {
-    let mut s = Sources::default();
-    let mut stamps = Vec::new();
-    if config.embedded {
-        for (pack, text) in crate::embedded::PACK_MANIFESTS {
-            s.manifests
-                .push((format!("rules/{pack}/pack.yaml"), text.to_string()));
-        }
-        let mut per_pack: Vec<(String, usize)> = Vec::new();
-        for (pack, name, text) in crate::embedded::FILES {
-            s.files.push(SourceFile {
-                pack: pack.to_string(),
-                name: name.to_string(),
-                text: text.to_string(),
-            });
-            match per_pack.iter_mut().find(|(p, _)| p == pack) {
-                Some((_, n)) => *n += 1,
-                None => per_pack.push((pack.to_string(), 1)),
-            }
-        }
-        for (name, files) in per_pack {
-            s.packs.push(PackInfo {
-                version: crate::embedded::PACK_VERSIONS
-                    .iter()
-                    .find(|(p, _)| *p == name)
-                    .map(|(_, v)| v.to_string()),
-                name,
-                origin: "embedded".into(),
-                files,
-                rules: 0,
-            });
-        }
-    }
-    let mut paths: Vec<PathBuf> = config.paths.clone();
-    for dir in &config.packs_dirs {
-        match crate::pack::installed_packs(dir) {
-            Ok(installed) => paths.extend(installed),
-            Err(e) => s
-                .unreadable
-                .push((dir.display().to_string(), format!("cannot read: {e}"))),
-        }
-    }
-    for path in &paths {
-        let pack = pack_name(path);
-        let files = match rule_files(path) {
-            Ok(w) => {
-                s.skipped.extend(
-                    w.skipped
-                        .into_iter()
-                        .map(|k| (k.path.display().to_string(), k.reason)),
-                );
-                w.files
-            }
-            Err(e) => {
-                s.unreadable
-                    .push((path.display().to_string(), format!("cannot read: {e}")));
-                continue;
-            }
-        };
-        if path.is_dir() {
-            let manifest = path.join(crate::pack::manifest::FILE);
-            stamps.push(stamp(&manifest));
-            if manifest.is_file() {
-                match crate::pack::manifest::read_text(path) {
-                    Ok(text) => s.manifests.push((manifest.display().to_string(), text)),
-                    Err(e) => s
-                        .unreadable
-                        .push((manifest.display().to_string(), e.to_string())),
-                }
-            }
-        }
-        for f in &files {
-            stamps.push(stamp(f));
-            match crate::limits::read_text_bounded(f, crate::limits::MAX_RULE_FILE, "a rule file") {
-                Ok(text) => s.files.push(SourceFile {
-                    pack: pack.clone(),
-                    name: f.display().to_string(),
-                    text,
-                }),
-                Err(e) => s.unreadable.push((f.display().to_string(), e.to_string())),
-            }
-        }
-        let version = if path.is_dir() {
-            pack_version(path)
-        } else {
-            None
-        };
-        match s.packs.iter_mut().find(|p| p.name == pack) {
-            Some(p) => p.files += files.len(),
-            None => s.packs.push(PackInfo {
-                name: pack,
-                version,
-                origin: path.display().to_string(),
-                files: files.len(),
-                rules: 0,
-            }),
-        }
-    }
-    if let Some(o) = &config.overrides {
-        stamps.push(stamp(o));
-        match crate::limits::read_text_bounded(o, crate::limits::MAX_YAML_FILE, "an overrides file")
-        {
-            Ok(text) => s.overrides = Some((o.display().to_string(), text)),
-            Err(e) => s.unreadable.push((
-                o.display().to_string(),
-                format!("cannot read the overrides: {e}"),
-            )),
-        }
-    }
-    (s, stamps)
-}
-
 fn fingerprints(rules: &Ruleset) -> HashMap<String, (u64, u64)> {
     rules
         .rules()
@@ -415,17 +226,9 @@ fn fingerprints(rules: &Ruleset) -> HashMap<String, (u64, u64)> {
 /// Compiles `sources`: the snapshot, or the error count and rendered diagnostics.
 fn compile(sources: &Sources, generation: u64) -> Result<Snapshot, (usize, Vec<String>)> {
     let mut c = Compiler::new();
-    for (name, text) in &sources.manifests {
-        c.add_manifest(name, text);
-    }
-    for f in &sources.files {
-        c.add_source(&f.pack, &f.name, &f.text);
-    }
-    if let Some((name, text)) = &sources.overrides {
-        c.add_overrides(name, text);
-    }
+    c.add_sources(sources);
     let compiled = c.compile();
-    let mut errors = compiled.errors();
+    let errors = compiled.errors();
     let mut rendered: Vec<String> = Vec::new();
     let mut warnings = Vec::new();
     for d in &compiled.diagnostics {
@@ -435,13 +238,6 @@ fn compile(sources: &Sources, generation: u64) -> Result<Snapshot, (usize, Vec<S
         } else {
             warnings.push(text);
         }
-    }
-    for (entry, reason) in &sources.skipped {
-        warnings.push(format!("warning[FP0025]: {entry} not read: {reason}\n"));
-    }
-    for (file, reason) in &sources.unreadable {
-        errors += 1;
-        rendered.push(format!("error: {file}: {reason}\n"));
     }
     if errors > 0 {
         return Err((errors, rendered));
@@ -530,18 +326,20 @@ fn diff(old: &Snapshot, new: &Snapshot, report: &mut ReloadReport) {
     }
 }
 
-/// Reads the sources until two stamps of the files agree (at most 5 tries, 50 ms apart).
-fn read_stable(config: &StoreConfig) -> Sources {
-    let mut tries = 0;
-    loop {
-        let (sources, before) = read_sources(config);
-        let after: Stamps = before.iter().map(|(p, _, _)| stamp(p)).collect();
-        tries += 1;
-        if after == before || tries >= 5 {
-            return sources;
+impl StoreConfig {
+    /// The rules this configuration selects.
+    pub fn selection(&self) -> Selection {
+        Selection {
+            embedded: self.embedded,
+            paths: self.paths.clone(),
+            packs_dirs: self.packs_dirs.clone(),
+            overrides: self.overrides.clone(),
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+fn read_stable(config: &StoreConfig) -> Sources {
+    Sources::read_stable(&config.selection())
 }
 
 impl RuleStore {
@@ -584,7 +382,7 @@ impl RuleStore {
                             rules: s.ruleset.len(),
                             errors,
                             diagnostics: diagnostics.clone(),
-                            unreadable: sources.unreadable.len(),
+                            unreadable: sources.unreadable(),
                             ..Default::default()
                         };
                         let boot = BootStatus {
@@ -671,7 +469,7 @@ impl RuleStore {
             trigger: trigger.to_string(),
             ..Default::default()
         };
-        if sources.unreadable.is_empty() && sources.digest() == old.digest && !old.from_last_good {
+        if sources.unreadable() == 0 && sources.digest() == old.digest && !old.from_last_good {
             report.ok = true;
             report.unchanged = true;
             report.generation = old.generation;
@@ -690,7 +488,7 @@ impl RuleStore {
                 }
                 Err((errors, diagnostics)) => {
                     self.failed.fetch_add(1, Ordering::Relaxed);
-                    report.unreadable = sources.unreadable.len();
+                    report.unreadable = sources.unreadable();
                     report.ok = false;
                     report.errors = errors;
                     report.diagnostics = diagnostics;

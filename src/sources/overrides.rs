@@ -131,21 +131,4 @@ mod location_tests {
         let e = Overrides::parse(text).unwrap_err();
         assert_eq!(e.offset, Some(text.find("modify").unwrap()), "{e}");
     }
-
-    #[test]
-    fn the_compiler_points_its_diagnostic_there() {
-        let mut c = crate::compiler::Compiler::new();
-        let text = "disable:\n  - os-core/a\nmodify: [oops\n";
-        c.add_overrides("o.yaml", text);
-        let compiled = c.compile();
-        let d = compiled
-            .diagnostics
-            .iter()
-            .find(|d| d.code == crate::diagnostic::Code::InvalidOverrides)
-            .expect("FP0022");
-        assert_eq!(
-            d.primary_span().start as usize,
-            text.find("modify").unwrap()
-        );
-    }
 }

@@ -59,7 +59,7 @@ struct Raw {
 }
 
 /// A manifest that cannot be used; the message names the key.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{path}: {message}")]
 pub struct ManifestError {
     /// The file.
