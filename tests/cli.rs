@@ -509,3 +509,39 @@ fn max_hosts_bounds_the_hosts_and_counts_evictions() {
     // The most recent host is kept.
     assert!(text(&out.stdout).contains("\"10.7.9.195\""), "{err}");
 }
+
+/// One failure policy for rule sources (`flowprint::sources`): a rule path or an overrides
+/// file that cannot be read is an FP0019 error beside the other diagnostics, in `analyze` as
+/// in `check`; the rules that could be read still run and the command exits 1, not 2.
+#[test]
+fn unreadable_rule_sources_are_diagnostics_and_the_readable_rules_still_run() {
+    let missing_rules = std::env::temp_dir().join("flowprint-no-such-dir/none.rules");
+    let missing_overrides = std::env::temp_dir().join("flowprint-no-such-dir/overrides.yaml");
+    let out = run(&[
+        "analyze",
+        "--rules",
+        &missing_rules.display().to_string(),
+        "--overrides",
+        &missing_overrides.display().to_string(),
+        "--format",
+        "json",
+        &example_flows(),
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("error[FP0019]").count(), 2, "{err}");
+    assert!(err.contains("none.rules"), "{err}");
+    assert!(err.contains("cannot read the overrides"), "{err}");
+    // The bundled packs were read and applied.
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("\"192.168.1.10\""), "{stdout}");
+    assert!(stdout.contains("Windows"), "{stdout}");
+    let out = run(&[
+        "check",
+        "--overrides",
+        &missing_overrides.display().to_string(),
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("error[FP0019]"), "{err}");
+}

@@ -150,8 +150,11 @@ impl Compiler {
         match p {
             Problem::Unreadable { path, reason } => {
                 let id = self.sources.add(path.clone(), "");
-                self.diagnostics
-                    .push(Diagnostic::new(Code::Io, Span::new(id, 0, 0), reason.clone()));
+                self.diagnostics.push(Diagnostic::new(
+                    Code::Io,
+                    Span::new(id, 0, 0),
+                    reason.clone(),
+                ));
             }
             Problem::Skipped { path, reason } => {
                 let id = self.sources.add(path.clone(), "");

@@ -8,8 +8,8 @@
 //! a new name. Old copies are found by their install record, never by their name.
 
 use super::integrity::{self, DIGESTS, SIGNATURE};
-use crate::sources::manifest::{self, Manifest};
 use super::ops::{Context, PackError, compile_pack, io, open_pack, require_clean, unique};
+use crate::sources::manifest::{self, Manifest};
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -226,7 +226,8 @@ fn remove_old_copies(packs_dir: &Path, store: &Path, name: &str, keep: [Option<P
     };
     for e in entries.flatten() {
         let file_name = e.file_name();
-        if kept.contains(&file_name) || !crate::sources::loadable_name(&file_name.to_string_lossy()) {
+        if kept.contains(&file_name) || !crate::sources::loadable_name(&file_name.to_string_lossy())
+        {
             continue;
         }
         let path = e.path();

@@ -21,7 +21,6 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-
 /// One fixture case.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

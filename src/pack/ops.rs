@@ -1,11 +1,11 @@
 //! What the `flowprint pack` commands do: test, lint, build, install, list, new.
 
 use super::integrity::{self, IntegrityError};
-use crate::sources::manifest::{self, Manifest};
 use super::{parse_fixtures, run_cases};
 use crate::compiler::{Compiled, Compiler};
 use crate::diagnostic::Severity;
 use crate::sources::Sources;
+use crate::sources::manifest::{self, Manifest};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};

@@ -489,7 +489,10 @@ mod tests {
         assert!(s.files.iter().all(|f| f.pack == "real-name"));
         assert!(!s.files.iter().any(|f| f.name.contains("hidden")));
         assert!(s.problems.is_empty(), "{:?}", s.problems);
-        assert_eq!(s.manifest("real-name").unwrap().version.to_string(), "1.2.3");
+        assert_eq!(
+            s.manifest("real-name").unwrap().version.to_string(),
+            "1.2.3"
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 
@@ -517,8 +520,14 @@ mod tests {
                 Problem::Skipped { reason, .. } => reason.as_str(),
             })
             .collect();
-        assert!(reasons[1].contains("not valid UTF-8 (byte 2)"), "{reasons:?}");
-        assert!(reasons[2].starts_with("cannot read the overrides"), "{reasons:?}");
+        assert!(
+            reasons[1].contains("not valid UTF-8 (byte 2)"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[2].starts_with("cannot read the overrides"),
+            "{reasons:?}"
+        );
         // Each problem knows how many files were read before it.
         assert_eq!(s.problems[0].0, 1);
         let _ = std::fs::remove_dir_all(&d);

@@ -19,9 +19,9 @@
 pub mod watch;
 
 use crate::compiler::Compiler;
-use crate::sources::{Selection, Sources};
 use crate::diagnostic::Severity;
 use crate::ruleset::Ruleset;
+use crate::sources::{Selection, Sources};
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
