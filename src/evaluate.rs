@@ -51,18 +51,29 @@ pub fn csv_fields(line: &str) -> Vec<String> {
     out
 }
 
+/// A labels file that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LabelsError {
+    /// No header line.
+    #[error("the labels file is empty")]
+    Empty,
+    /// A required column is missing (its main name; `host`/`ip` and `os` are accepted too).
+    #[error("no `{0}` column")]
+    NoColumn(&'static str),
+}
+
 /// Parses a labels file. Rows without a host or a label are skipped; a missing required
 /// column is an error naming it.
-pub fn parse_labels(text: &str) -> Result<Vec<Label>, String> {
+pub fn parse_labels(text: &str) -> Result<Vec<Label>, LabelsError> {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header = csv_fields(lines.next().ok_or("the labels file is empty")?);
+    let header = csv_fields(lines.next().ok_or(LabelsError::Empty)?);
     let col = |names: &[&str]| {
         header
             .iter()
             .position(|h| names.iter().any(|n| h.trim().eq_ignore_ascii_case(n)))
     };
-    let host = col(&["host_ip", "host", "ip"]).ok_or("no `host_ip` column")?;
-    let os = col(&["label_os", "os"]).ok_or("no `label_os` column")?;
+    let host = col(&["host_ip", "host", "ip"]).ok_or(LabelsError::NoColumn("host_ip"))?;
+    let os = col(&["label_os", "os"]).ok_or(LabelsError::NoColumn("label_os"))?;
     let scope = col(&["pcap", "capture", "source"]);
     let mut out = Vec::new();
     for line in lines {
@@ -255,7 +266,11 @@ mod tests {
             "android.pcap",
             "/x/android10.nfv9-export.pcap"
         ));
-        assert!(parse_labels("ip_addr,label_os\n").is_err());
+        assert_eq!(
+            parse_labels("ip_addr,label_os\n"),
+            Err(LabelsError::NoColumn("host_ip"))
+        );
+        assert_eq!(parse_labels("\n\n"), Err(LabelsError::Empty));
     }
 
     #[test]

@@ -6,8 +6,21 @@ use crate::schema::{NumUnit, addr_key};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
-/// Multiplier of a unit for a unit family, or `None` when the unit does not fit.
-fn unit_factor(unit: Option<&str>, family: NumUnit) -> Result<u128, String> {
+/// A unit that does not fit the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum UnitError {
+    #[error("a duration needs a unit: `ms`, `s`, `m`, `h` or `d`")]
+    DurationNeedsUnit,
+    #[error("`{0}` is not a size unit; use B, KB, KiB, MB, MiB, GB, GiB")]
+    NotASize(String),
+    #[error("`{0}` is not a time unit; use ms, s, m, h, d")]
+    NotATime(String),
+    #[error("this field takes a plain number, not `{0}`")]
+    PlainNumber(String),
+}
+
+/// Multiplier of a unit for a unit family, or why the unit does not fit.
+fn unit_factor(unit: Option<&str>, family: NumUnit) -> Result<u128, UnitError> {
     let f = match (family, unit) {
         (NumUnit::Bytes, None | Some("B")) => 1,
         (NumUnit::Bytes, Some("KB" | "kB")) => 1_000,
@@ -24,18 +37,16 @@ fn unit_factor(unit: Option<&str>, family: NumUnit) -> Result<u128, String> {
         (NumUnit::Duration, Some("h")) => 3_600_000,
         (NumUnit::Duration, Some("d")) => 86_400_000,
         (NumUnit::Duration, None) => {
-            return Err("a duration needs a unit: `ms`, `s`, `m`, `h` or `d`".into());
+            return Err(UnitError::DurationNeedsUnit);
         }
         (NumUnit::Bytes, Some(u)) => {
-            return Err(format!(
-                "`{u}` is not a size unit; use B, KB, KiB, MB, MiB, GB, GiB"
-            ));
+            return Err(UnitError::NotASize(u.to_string()));
         }
         (NumUnit::Duration, Some(u)) => {
-            return Err(format!("`{u}` is not a time unit; use ms, s, m, h, d"));
+            return Err(UnitError::NotATime(u.to_string()));
         }
         (_, None) => 1,
-        (_, Some(u)) => return Err(format!("this field takes a plain number, not `{u}`")),
+        (_, Some(u)) => return Err(UnitError::PlainNumber(u.to_string())),
     };
     Ok(f)
 }
@@ -76,7 +87,7 @@ pub fn number(v: &Value, family: NumUnit) -> Result<u64, Diagnostic> {
                 .hint("write `field ~ value +- 5%`"));
             }
             let factor = unit_factor(unit.as_deref(), family)
-                .map_err(|m| Diagnostic::new(Code::InvalidNumber, v.span, m))?;
+                .map_err(|m| Diagnostic::new(Code::InvalidNumber, v.span, m.to_string()))?;
             if number.contains('.')
                 && matches!(
                     family,

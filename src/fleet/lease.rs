@@ -70,9 +70,20 @@ impl ShardSet {
     }
 }
 
+/// A shard set that does not parse: the part at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShardSetError {
+    /// Not a number nor a range of numbers.
+    #[error("`{0}` is not a shard or a range of shards (`0-15`)")]
+    NotAShard(String),
+    /// A range whose end is below its start.
+    #[error("`{0}`: the range is backwards")]
+    Backwards(String),
+}
+
 impl std::str::FromStr for ShardSet {
-    type Err = String;
-    fn from_str(s: &str) -> Result<ShardSet, String> {
+    type Err = ShardSetError;
+    fn from_str(s: &str) -> Result<ShardSet, ShardSetError> {
         let mut out = Vec::new();
         for part in s.split(',') {
             let part = part.trim();
@@ -82,11 +93,11 @@ impl std::str::FromStr for ShardSet {
             };
             let num = |x: &str| {
                 x.parse::<u32>()
-                    .map_err(|_| format!("`{part}` is not a shard or a range of shards (`0-15`)"))
+                    .map_err(|_| ShardSetError::NotAShard(part.to_string()))
             };
             let (a, b) = (num(a)?, num(b)?);
             if a > b {
-                return Err(format!("`{part}`: the range is backwards"));
+                return Err(ShardSetError::Backwards(part.to_string()));
             }
             out.push((a, b));
         }
@@ -430,8 +441,14 @@ mod tests {
         let s: ShardSet = "0-3, 8,10-11".parse().unwrap();
         assert_eq!(s.shards(16), vec![0, 1, 2, 3, 8, 10, 11]);
         assert_eq!(s.to_string(), "0-3,8,10-11");
-        assert!("3-1".parse::<ShardSet>().is_err());
-        assert!("a-b".parse::<ShardSet>().unwrap_err().contains("a-b"));
+        assert_eq!(
+            "3-1".parse::<ShardSet>(),
+            Err(ShardSetError::Backwards("3-1".into()))
+        );
+        assert_eq!(
+            "0, a-b".parse::<ShardSet>(),
+            Err(ShardSetError::NotAShard("a-b".into()))
+        );
         assert_eq!(ShardSet::all(4).shards(4), vec![0, 1, 2, 3]);
     }
 

@@ -281,24 +281,69 @@ impl PackagesParser {
             return Ok(());
         };
         match stanza_to_entry(s.fields, s.start, s.problem) {
-            Err(message) => self.out.bad(s.start, message),
+            Err(message) => self.out.bad(s.start, message.to_string()),
             Ok(e) => self.out.push(e)?,
         }
         Ok(())
     }
 }
 
+/// Why one row of a catalogue (a stanza, a CSV line) is not used: counted, and reported with
+/// its line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RowError {
+    /// The first problem of a stanza's fields (a field too long, a continuation line first).
+    #[error("{0}")]
+    Stanza(String),
+    /// A stanza without Package, Version or Size.
+    #[error("a stanza needs Package, Version and Size")]
+    IncompleteStanza,
+    /// A CSV row without a required column's value.
+    #[error("no {0}")]
+    Missing(&'static str),
+    /// A size that is not digits.
+    #[error("Size `{0}` is not a byte count")]
+    SizeNotANumber(String),
+    /// A size of 0.
+    #[error("Size 0: an empty file cannot be told from a transfer")]
+    SizeZero,
+    /// A size beyond 1 TiB.
+    #[error("Size `{0}` is larger than 1 TiB")]
+    SizeTooLarge(String),
+    /// An empty product, version or architecture.
+    #[error("{0} is empty")]
+    EmptyLabel(&'static str),
+    /// A product, version or architecture longer than [`MAX_LABEL`] characters.
+    #[error("{0} is longer than {MAX_LABEL} characters")]
+    LongLabel(&'static str),
+    /// Control characters in a product, version or architecture.
+    #[error("{0} contains control characters")]
+    ControlCharacters(&'static str),
+    /// CSV: `a"b`.
+    #[error("a quote inside an unquoted field")]
+    QuoteInside,
+    /// CSV: `"a"b`.
+    #[error("text after a closing quote")]
+    TextAfterQuote,
+    /// CSV: `"a` to the end of the line.
+    #[error("an unterminated quote (fields cannot span lines)")]
+    UnterminatedQuote,
+    /// A server that is not a name, an address or a network.
+    #[error("{0}")]
+    Server(String),
+}
+
 fn stanza_to_entry(
     fields: [Option<String>; 6],
     line: u64,
     problem: Option<String>,
-) -> Result<Entry, String> {
+) -> Result<Entry, RowError> {
     if let Some(p) = problem {
-        return Err(p);
+        return Err(RowError::Stanza(p));
     }
     let [package, version, arch, size, file, sha256] = fields;
     let (Some(product), Some(version), Some(size)) = (package, version, size) else {
-        return Err("a stanza needs Package, Version and Size".into());
+        return Err(RowError::IncompleteStanza);
     };
     let size = parse_size(&size)?;
     for (what, v) in [("Package", &product), ("Version", &version)] {
@@ -319,25 +364,25 @@ fn stanza_to_entry(
     })
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
+fn parse_size(s: &str) -> Result<u64, RowError> {
     let s = s.trim();
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("Size `{}` is not a byte count", clip(s)));
+        return Err(RowError::SizeNotANumber(clip(s)));
     }
     match s.parse::<u64>() {
-        Ok(0) => Err("Size 0: an empty file cannot be told from a transfer".into()),
+        Ok(0) => Err(RowError::SizeZero),
         Ok(n) if n <= MAX_SIZE => Ok(n),
-        _ => Err(format!("Size `{}` is larger than 1 TiB", clip(s))),
+        _ => Err(RowError::SizeTooLarge(clip(s))),
     }
 }
 
-fn check_label(what: &str, v: &str) -> Result<(), String> {
+fn check_label(what: &'static str, v: &str) -> Result<(), RowError> {
     if v.trim().is_empty() {
-        Err(format!("{what} is empty"))
+        Err(RowError::EmptyLabel(what))
     } else if v.chars().count() > MAX_LABEL {
-        Err(format!("{what} is longer than {MAX_LABEL} characters"))
+        Err(RowError::LongLabel(what))
     } else if v.chars().any(char::is_control) {
-        Err(format!("{what} contains control characters"))
+        Err(RowError::ControlCharacters(what))
     } else {
         Ok(())
     }
@@ -442,7 +487,7 @@ const CSV_COLUMNS: [&str; 7] = [
 ];
 
 /// Splits one CSV line (RFC 4180 quoting, no line breaks inside quotes).
-fn csv_fields(line: &str) -> Result<Vec<String>, String> {
+fn csv_fields(line: &str) -> Result<Vec<String>, RowError> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut chars = line.chars().peekable();
@@ -451,7 +496,7 @@ fn csv_fields(line: &str) -> Result<Vec<String>, String> {
     while let Some(c) = chars.next() {
         match (quoted, c) {
             (false, '"') if at_start => quoted = true,
-            (false, '"') => return Err("a quote inside an unquoted field".into()),
+            (false, '"') => return Err(RowError::QuoteInside),
             (true, '"') if chars.peek() == Some(&'"') => {
                 chars.next();
                 cur.push('"');
@@ -459,7 +504,7 @@ fn csv_fields(line: &str) -> Result<Vec<String>, String> {
             (true, '"') => {
                 quoted = false;
                 if !matches!(chars.peek(), None | Some(',')) {
-                    return Err("text after a closing quote".into());
+                    return Err(RowError::TextAfterQuote);
                 }
             }
             (false, ',') => {
@@ -472,7 +517,7 @@ fn csv_fields(line: &str) -> Result<Vec<String>, String> {
         at_start = false;
     }
     if quoted {
-        return Err("an unterminated quote (fields cannot span lines)".into());
+        return Err(RowError::UnterminatedQuote);
     }
     out.push(cur);
     Ok(out)
@@ -498,7 +543,7 @@ impl Lines for CsvParser {
         }
         let fields = match csv_fields(text) {
             Ok(f) => f,
-            Err(e) if self.columns.is_none() => return Err(GenError::Header(e)),
+            Err(e) if self.columns.is_none() => return Err(GenError::Header(e.to_string())),
             Err(e) => {
                 self.out.bad(n, format!("line {n}: {e}"));
                 return Ok(());
@@ -533,18 +578,18 @@ fn csv_row_to_entry(
     fields: &[String],
     cols: &[Option<usize>; 7],
     line: u64,
-) -> Result<Entry, String> {
+) -> Result<Entry, RowError> {
     let get = |c: usize| {
         cols[c]
             .and_then(|i| fields.get(i))
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
     };
-    let product = get(0).ok_or("no product")?;
-    let version = get(1).ok_or("no version")?;
+    let product = get(0).ok_or(RowError::Missing("product"))?;
+    let version = get(1).ok_or(RowError::Missing("version"))?;
     check_label("product", &product)?;
     check_label("version", &version)?;
-    let size = parse_size(&get(2).ok_or("no size")?)?;
+    let size = parse_size(&get(2).ok_or(RowError::Missing("size"))?)?;
     let arch = get(4);
     if let Some(a) = &arch {
         check_label("arch", a)?;
@@ -553,7 +598,7 @@ fn csv_row_to_entry(
     for s in get(3).unwrap_or_default().split(';') {
         let s = s.trim();
         if !s.is_empty() {
-            servers.push(normalize_server(s).map_err(|e| e.to_string())?);
+            servers.push(normalize_server(s).map_err(|e| RowError::Server(e.to_string()))?);
         }
     }
     Ok(Entry {

@@ -76,10 +76,21 @@ pub struct CaseResult {
     pub fired: BTreeSet<String>,
 }
 
+/// A fixture file that cannot be read as cases.
+#[derive(Debug, thiserror::Error)]
+pub enum FixtureError {
+    /// Refused before parsing (too large, nested too deep).
+    #[error(transparent)]
+    Refused(#[from] crate::limits::YamlRefusal),
+    /// Not a list of cases; the YAML error says where.
+    #[error(transparent)]
+    Yaml(#[from] yaml_serde::Error),
+}
+
 /// Parses a fixture file (YAML list of cases).
-pub fn parse_fixtures(text: &str) -> Result<Vec<Case>, String> {
-    crate::limits::check_yaml(text, crate::limits::MAX_YAML_NESTING).map_err(|e| e.to_string())?;
-    yaml_serde::from_str(text).map_err(|e| e.to_string())
+pub fn parse_fixtures(text: &str) -> Result<Vec<Case>, FixtureError> {
+    crate::limits::check_yaml(text, crate::limits::MAX_YAML_NESTING)?;
+    Ok(yaml_serde::from_str(text)?)
 }
 
 /// Runs the cases of one fixture file against `ruleset`; `pack` qualifies the rule ids.

@@ -151,7 +151,7 @@ pub enum StoreError {
     /// The rules do not compile and there is no usable last good set.
     #[error(
         "the rules do not compile ({errors} errors) and there is no last good set to boot with{}:\n{}",
-        .last_good.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
+        .last_good.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(),
         .diagnostics.join("")
     )]
     NoGoodRules {
@@ -160,7 +160,37 @@ pub enum StoreError {
         /// Rendered diagnostics.
         diagnostics: Vec<String>,
         /// Why the last good set could not be used.
-        last_good: Option<String>,
+        last_good: Option<LastGoodError>,
+    },
+}
+
+/// Why the last good set in the state directory cannot be booted with.
+#[derive(Debug, thiserror::Error)]
+pub enum LastGoodError {
+    /// The store has no state directory.
+    #[error("no state directory")]
+    NoStateDir,
+    /// The file cannot be read (none was ever saved, most often).
+    #[error("{source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: crate::limits::ReadError,
+    },
+    /// The file is not a last good set.
+    #[error("{}: {source}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// Its rules do not compile with this version.
+    #[error("the last good set does not compile with this version either: {first}")]
+    DoesNotCompile {
+        /// The first of its diagnostics.
+        first: String,
     },
 }
 
@@ -396,10 +426,9 @@ impl RuleStore {
                         return Err(StoreError::NoGoodRules {
                             errors,
                             diagnostics,
-                            last_good: Some(format!(
-                                "the last good set does not compile with this version either: {}",
-                                last_diags.first().map(String::as_str).unwrap_or("")
-                            )),
+                            last_good: Some(LastGoodError::DoesNotCompile {
+                                first: last_diags.first().cloned().unwrap_or_default(),
+                            }),
                         });
                     }
                 }
@@ -521,13 +550,21 @@ fn save_last_good(config: &StoreConfig, sources: &Sources) {
     }
 }
 
-fn load_last_good(config: &StoreConfig) -> Result<LastGood, String> {
+/// The largest last good set read back: the rules of a whole deployment, as text.
+const MAX_LAST_GOOD: u64 = 1 << 30;
+
+fn load_last_good(config: &StoreConfig) -> Result<LastGood, LastGoodError> {
     let Some(dir) = &config.state_dir else {
-        return Err("no state directory".into());
+        return Err(LastGoodError::NoStateDir);
     };
     let path = dir.join(LAST_GOOD);
-    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+    let bytes = crate::limits::read_bounded(&path, MAX_LAST_GOOD, "the last good set").map_err(
+        |source| LastGoodError::Read {
+            path: path.clone(),
+            source,
+        },
+    )?;
+    serde_json::from_slice(&bytes).map_err(|source| LastGoodError::Invalid { path, source })
 }
 
 #[cfg(test)]

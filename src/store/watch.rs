@@ -383,12 +383,17 @@ impl Watching {
     }
 }
 
+/// A watcher's error (events may have been lost; the rules are looked at again).
+#[derive(Debug, thiserror::Error)]
+#[error("watching the rules: {0}")]
+pub struct WatchError(#[from] pub notify::Error);
+
 /// Watches the store's rule paths and reloads on changes, passing each reload's report (and
-/// watcher errors, as text) to `on_report`.
+/// the watcher's errors) to `on_report`.
 pub fn spawn(
     store: Arc<RuleStore>,
     config: WatchConfig,
-    on_report: impl Fn(Result<ReloadReport, String>) + Send + 'static,
+    on_report: impl Fn(Result<ReloadReport, WatchError>) + Send + 'static,
 ) -> notify::Result<Watcher> {
     let (tx, rx) = channel::<Events>();
     let status = Arc::new(WatchStatus::default());
@@ -453,7 +458,7 @@ fn run(
     store: Arc<RuleStore>,
     debounce: Duration,
     stop: Arc<AtomicBool>,
-    on_report: impl Fn(Result<ReloadReport, String>),
+    on_report: impl Fn(Result<ReloadReport, WatchError>),
 ) {
     // First and last relevant change not yet reloaded.
     let mut pending: Option<(Instant, Instant)> = None;
@@ -477,7 +482,7 @@ fn run(
                 w.status.errors.fetch_add(1, Ordering::Relaxed);
                 // Events may have been lost (a queue overflow): look again.
                 changed(&mut pending);
-                on_report(Err(format!("watching the rules: {e}")));
+                on_report(Err(WatchError(e)));
             }
             Err(RecvTimeoutError::Timeout) => {
                 store.release_retired();
