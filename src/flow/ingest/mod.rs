@@ -35,6 +35,8 @@ use serde::de::IgnoredAny;
 use super::Flow;
 pub use jsonl::flow_to_json;
 use lines::Line;
+pub use nfdump_csv::{CsvError, QuoteError};
+pub use value::{FieldError, JsonError};
 
 /// The longest line accepted, in bytes; a longer line is reported and skipped.
 pub const MAX_LINE: usize = 1 << 20;
@@ -192,7 +194,7 @@ impl Reader {
                 if line.starts_with('{') {
                     match json_kind(line) {
                         Ok(kind) => *self = kind,
-                        Err(reason) => return Outcome::Malformed(reason),
+                        Err(error) => return Outcome::Malformed(error.to_string()),
                     }
                 } else {
                     *self = Reader::Csv(nfdump_csv::CsvReader::new());
@@ -202,11 +204,11 @@ impl Reader {
             Reader::Csv(csv) => csv.line(line),
             Reader::Goflow2 => match goflow2::parse_line(line) {
                 Ok(flow) => Outcome::Flow(flow),
-                Err(reason) => Outcome::Malformed(reason),
+                Err(error) => Outcome::Malformed(error.to_string()),
             },
             Reader::Jsonl => match jsonl::parse_line(line) {
                 Ok(flow) => Outcome::Flow(flow),
-                Err(reason) => Outcome::Malformed(reason),
+                Err(error) => Outcome::Malformed(error.to_string()),
             },
         }
     }
@@ -224,9 +226,8 @@ struct GoflowProbe {
 }
 
 /// Which JSON reader fits a first line, from its keys.
-fn json_kind(line: &str) -> Result<Reader, String> {
-    let probe: GoflowProbe =
-        serde_json::from_str(line).map_err(|e| value::json_error_reason(&e))?;
+fn json_kind(line: &str) -> Result<Reader, JsonError> {
+    let probe: GoflowProbe = serde_json::from_str(line)?;
     let goflow = probe.src_addr.is_some()
         || probe.src_addr_v1.is_some()
         || probe.dst_addr.is_some()
