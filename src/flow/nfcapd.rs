@@ -36,7 +36,10 @@ use std::io::{self, Read};
 
 use super::Flow;
 use super::ingest::{ReadError, ReadStats};
-use codec::{Compression, Decompressor};
+use codec::Decompressor;
+pub use codec::{CodecError, Compression};
+pub use lzo::Error as LzoError;
+pub use record::RecordError;
 use record::{Decoder, Outcome};
 
 /// The largest block payload accepted, compressed or decompressed: 16 MiB (nfdump writes
@@ -85,6 +88,118 @@ struct Header {
     num_blocks: u32,
     /// Appendix blocks announced after the data blocks.
     appendix_blocks: u16,
+}
+
+/// Why a block of an nfcapd file (or the file after its last block) was skipped in part or in
+/// whole. [`read_nfcapd`] reports it with the block's 1-based number; record numbers are 1-based
+/// and offsets are byte offsets in the block's (decompressed) payload.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockError {
+    /// The file ends inside a block header; the read ends.
+    #[error("file truncated inside a block header ({got} of {BLOCK_HEADER} bytes)")]
+    HeaderTruncated {
+        /// Bytes of the header present.
+        got: usize,
+    },
+    /// A block size over [`MAX_BLOCK`]: the framing is lost, the read ends.
+    #[error(
+        "block of {size} bytes exceeds the {} MiB limit: corrupt file, rest not read",
+        MAX_BLOCK >> 20
+    )]
+    TooLarge {
+        /// The size the header claims.
+        size: usize,
+    },
+    /// The file ends inside a block; the read ends.
+    #[error("file truncated: block ends after {got} of {size} bytes")]
+    Truncated {
+        /// Bytes present.
+        got: usize,
+        /// Bytes the header claims.
+        size: usize,
+    },
+    /// An nfdump 1.6 data block.
+    #[error("nfdump 1.6 data block (type 2) is not supported")]
+    Legacy,
+    /// A block type other than 2, 3 and 4.
+    #[error("unknown block type {0}, skipped")]
+    UnknownType(u16),
+    /// A block that cannot be decompressed.
+    #[error("{codec} block: {error}; block skipped")]
+    Decompress {
+        /// The file's compression.
+        codec: Compression,
+        /// What is wrong.
+        #[source]
+        error: CodecError,
+    },
+    /// A block that announces no records but has a payload.
+    #[error("block announces no records but holds {len} bytes")]
+    NoRecords {
+        /// Payload bytes.
+        len: usize,
+    },
+    /// The payload ends before the records the block announces.
+    #[error("block ends after {read} of its {announced} records ({len} bytes)")]
+    RecordsMissing {
+        /// Records read.
+        read: u32,
+        /// Records announced.
+        announced: u32,
+        /// Payload bytes.
+        len: usize,
+    },
+    /// A record whose size is below 4 or runs past the payload; the rest of the block is
+    /// skipped.
+    #[error(
+        "record {record} at byte {offset}: size {size} overruns the block ({len} bytes); rest \
+         of the block skipped"
+    )]
+    RecordOverrun {
+        /// The record.
+        record: u32,
+        /// Its offset.
+        offset: usize,
+        /// Its size field.
+        size: usize,
+        /// Payload bytes.
+        len: usize,
+    },
+    /// A malformed or unsupported record (skipped; the next one is read).
+    #[error("record {record}: {error}")]
+    Record {
+        /// The record.
+        record: u32,
+        /// Its offset in the payload.
+        offset: usize,
+        /// What is wrong with it.
+        #[source]
+        error: RecordError,
+    },
+    /// Fewer blocks than the file header announces (reported after the last block).
+    #[error(
+        "file truncated: the header announces {data} data and {appendix} appendix blocks, the \
+         file holds {blocks} blocks"
+    )]
+    MissingBlocks {
+        /// Data blocks announced.
+        data: u32,
+        /// Appendix blocks announced.
+        appendix: u16,
+        /// Blocks in the file.
+        blocks: u64,
+    },
+}
+
+impl BlockError {
+    /// The byte offset in the block's payload the error is about, for record errors.
+    pub fn offset(&self) -> Option<usize> {
+        match self {
+            BlockError::RecordOverrun { offset, .. } => Some(*offset),
+            BlockError::Record { offset, error, .. } => Some(offset + error.offset()),
+            _ => None,
+        }
+    }
 }
 
 fn invalid(source: &str, msg: impl std::fmt::Display) -> io::Error {
@@ -217,12 +332,12 @@ pub fn read_nfcapd<R: Read>(
     let header = read_header(&mut reader, source)?;
     let mut stats = ReadStats::default();
     let mut block_no = 0u64;
-    let mut report = |stats: &mut ReadStats, block: u64, reason: String| {
+    let mut report = |stats: &mut ReadStats, block: u64, error: BlockError| {
         stats.skipped += 1;
         on_error(ReadError {
             source: source.to_owned(),
             line: block,
-            reason,
+            reason: error.to_string(),
         });
     };
     let mut raw = Vec::new();
@@ -236,9 +351,7 @@ pub fn read_nfcapd<R: Read>(
         }
         block_no += 1;
         if n < BLOCK_HEADER {
-            let reason =
-                format!("file truncated inside a block header ({n} of {BLOCK_HEADER} bytes)");
-            report(&mut stats, block_no, reason);
+            report(&mut stats, block_no, BlockError::HeaderTruncated { got: n });
             return Ok(stats);
         }
         let num_records = u32::from_le_bytes([bh[0], bh[1], bh[2], bh[3]]);
@@ -246,33 +359,23 @@ pub fn read_nfcapd<R: Read>(
         let kind = u16::from_le_bytes([bh[8], bh[9]]);
         let flags = u16::from_le_bytes([bh[10], bh[11]]);
         if size > MAX_BLOCK {
-            let reason = format!(
-                "block of {size} bytes exceeds the {} MiB limit: corrupt file, rest not read",
-                MAX_BLOCK >> 20
-            );
-            report(&mut stats, block_no, reason);
+            report(&mut stats, block_no, BlockError::TooLarge { size });
             return Ok(stats);
         }
         let got = read_block(&mut reader, &mut raw, size)?;
         if got < size {
-            let reason = format!("file truncated: block ends after {got} of {size} bytes");
-            report(&mut stats, block_no, reason);
+            report(&mut stats, block_no, BlockError::Truncated { got, size });
             return Ok(stats);
         }
         match kind {
             BLOCK_TYPE_3 => {}
             BLOCK_TYPE_4 => continue,
             BLOCK_TYPE_2 => {
-                let reason = "nfdump 1.6 data block (type 2) is not supported".to_owned();
-                report(&mut stats, block_no, reason);
+                report(&mut stats, block_no, BlockError::Legacy);
                 continue;
             }
             k => {
-                report(
-                    &mut stats,
-                    block_no,
-                    format!("unknown block type {k}, skipped"),
-                );
+                report(&mut stats, block_no, BlockError::UnknownType(k));
                 continue;
             }
         }
@@ -283,40 +386,38 @@ pub fn read_nfcapd<R: Read>(
             None => &raw[..size],
             Some(c) => match decompressor.run(c, &raw[..size]) {
                 Ok(d) => d,
-                Err(e) => {
-                    report(
-                        &mut stats,
-                        block_no,
-                        format!("{c} block: {e}; block skipped"),
-                    );
+                Err(error) => {
+                    let error = BlockError::Decompress { codec: c, error };
+                    report(&mut stats, block_no, error);
                     continue;
                 }
             },
         };
         if num_records == 0 && !data.is_empty() {
-            let reason = format!("block announces no records but holds {} bytes", data.len());
-            report(&mut stats, block_no, reason);
+            let error = BlockError::NoRecords { len: data.len() };
+            report(&mut stats, block_no, error);
             continue;
         }
         let mut pos = 0usize;
         for i in 0..num_records {
             let Some(rh) = data.get(pos..pos + 4) else {
-                let reason = format!(
-                    "block ends after {i} of its {num_records} records ({} bytes)",
-                    data.len()
-                );
-                report(&mut stats, block_no, reason);
+                let error = BlockError::RecordsMissing {
+                    read: i,
+                    announced: num_records,
+                    len: data.len(),
+                };
+                report(&mut stats, block_no, error);
                 break;
             };
             let rsize = usize::from(u16::from_le_bytes([rh[2], rh[3]]));
             if rsize < 4 || pos + rsize > data.len() {
-                let reason = format!(
-                    "record {} at byte {pos}: size {rsize} overruns the block ({} bytes); rest \
-                     of the block skipped",
-                    i + 1,
-                    data.len()
-                );
-                report(&mut stats, block_no, reason);
+                let error = BlockError::RecordOverrun {
+                    record: i + 1,
+                    offset: pos,
+                    size: rsize,
+                    len: data.len(),
+                };
+                report(&mut stats, block_no, error);
                 break;
             }
             stats.lines += 1;
@@ -326,8 +427,13 @@ pub fn read_nfcapd<R: Read>(
                     on_flow(flow);
                 }
                 Outcome::Meta => {}
-                Outcome::Malformed(reason) => {
-                    report(&mut stats, block_no, format!("record {}: {reason}", i + 1));
+                Outcome::Malformed(error) => {
+                    let error = BlockError::Record {
+                        record: i + 1,
+                        offset: pos,
+                        error,
+                    };
+                    report(&mut stats, block_no, error);
                 }
             }
             pos += rsize;
@@ -336,12 +442,12 @@ pub fn read_nfcapd<R: Read>(
     // A closed file announces its blocks; nfcapd.current (still being written) announces none.
     let announced = u64::from(header.num_blocks) + u64::from(header.appendix_blocks);
     if header.num_blocks > 0 && block_no < announced {
-        let reason = format!(
-            "file truncated: the header announces {} data and {} appendix blocks, the file \
-             holds {block_no} blocks",
-            header.num_blocks, header.appendix_blocks
-        );
-        report(&mut stats, block_no, reason);
+        let error = BlockError::MissingBlocks {
+            data: header.num_blocks,
+            appendix: header.appendix_blocks,
+            blocks: block_no,
+        };
+        report(&mut stats, block_no, error);
     }
     Ok(stats)
 }
