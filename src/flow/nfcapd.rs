@@ -129,8 +129,8 @@ pub enum BlockError {
     Decompress {
         /// The file's compression.
         codec: Compression,
-        /// What is wrong.
-        #[source]
+        /// What is wrong (in the message, not as a source: the chain
+        /// prints once).
         error: CodecError,
     },
     /// A block that announces no records but has a payload.
@@ -172,8 +172,8 @@ pub enum BlockError {
         record: u32,
         /// Its offset in the payload.
         offset: usize,
-        /// What is wrong with it.
-        #[source]
+        /// What is wrong with it (in the message, not as a source: the chain
+        /// prints once).
         error: RecordError,
     },
     /// Fewer blocks than the file header announces (reported after the last block).
@@ -202,8 +202,59 @@ impl BlockError {
     }
 }
 
-fn invalid(source: &str, msg: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("{source}: {msg}"))
+/// Why an input is not a readable nfdump file: its file header.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// Fewer than 4 bytes.
+    #[error("not an nfdump file: only {0} bytes")]
+    Short(usize),
+    /// The magic of a big-endian writer.
+    #[error("nfdump file written on a big-endian machine: not supported")]
+    BigEndian,
+    /// Not the nfdump magic 0xA50C (the value read, little-endian).
+    #[error("not an nfdump file: magic {0:#06x}, expected 0xa50c")]
+    Magic(u16),
+    /// Layout version 1 (nfdump 1.6).
+    #[error(
+        "nfdump 1.6 file (layout version 1) is not supported; rewrite it with nfdump 1.7: \
+         `nfdump -r OLD -w NEW`"
+    )]
+    Layout1,
+    /// Layout version 3 (nfdump 1.8).
+    #[error("nfdump 1.8 file (layout version 3) is not supported, only nfdump 1.7's layout 2")]
+    Layout3,
+    /// Another layout version.
+    #[error("nfdump file layout version {0} is not supported (only version 2, nfdump 1.7)")]
+    Layout(u16),
+    /// The input ends inside the 40-byte header.
+    #[error("file header truncated: {got} of {FILE_HEADER} bytes")]
+    Truncated {
+        /// Bytes present.
+        got: usize,
+    },
+    /// An unknown compression byte (at offset 16).
+    #[error(transparent)]
+    Compression(#[from] CodecError),
+    /// An encrypted file (the encryption byte, at offset 17).
+    #[error("encrypted nfdump file (encryption {0}) is not supported")]
+    Encrypted(u8),
+}
+
+/// The `InvalidData` error [`read_nfcapd`] returns for an unreadable file header, inside the
+/// `io::Error` (`io::Error::get_ref` and `downcast_ref` give it back): the input's name and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{input}: {error}")]
+pub struct FileError {
+    /// The input's name as given to [`read_nfcapd`].
+    pub input: String,
+    /// What is wrong with its header (in the message, not as a source: the chain prints
+    /// once).
+    pub error: HeaderError,
+}
+
+fn invalid(source: &str, error: HeaderError) -> io::Error {
+    let input = source.to_owned();
+    io::Error::new(io::ErrorKind::InvalidData, FileError { input, error })
 }
 
 /// How far [`read_block`] grows its buffer ahead of the data.
@@ -247,66 +298,35 @@ fn read_header<R: Read>(reader: &mut R, source: &str) -> io::Result<Header> {
     let mut h = [0u8; FILE_HEADER];
     let n = read_full(reader, &mut h[..4])?;
     if n < 4 {
-        return Err(invalid(
-            source,
-            format!("not an nfdump file: only {n} bytes"),
-        ));
+        return Err(invalid(source, HeaderError::Short(n)));
     }
     if h[..2] == MAGIC_BE {
-        return Err(invalid(
-            source,
-            "nfdump file written on a big-endian machine: not supported",
-        ));
+        return Err(invalid(source, HeaderError::BigEndian));
     }
     if h[..2] != MAGIC_LE {
-        return Err(invalid(
-            source,
-            format!(
-                "not an nfdump file: magic {:#06x}, expected 0xa50c",
-                u16::from_le_bytes([h[0], h[1]])
-            ),
-        ));
+        let magic = u16::from_le_bytes([h[0], h[1]]);
+        return Err(invalid(source, HeaderError::Magic(magic)));
     }
     match u16::from_le_bytes([h[2], h[3]]) {
         LAYOUT_V2 => {}
         LAYOUT_V1 => {
-            return Err(invalid(
-                source,
-                "nfdump 1.6 file (layout version 1) is not supported; rewrite it with nfdump 1.7: \
-                 `nfdump -r OLD -w NEW`",
-            ));
+            return Err(invalid(source, HeaderError::Layout1));
         }
         LAYOUT_V3 => {
-            return Err(invalid(
-                source,
-                "nfdump 1.8 file (layout version 3) is not supported, only nfdump 1.7's layout 2",
-            ));
+            return Err(invalid(source, HeaderError::Layout3));
         }
         v => {
-            return Err(invalid(
-                source,
-                format!(
-                    "nfdump file layout version {v} is not supported (only version 2, nfdump 1.7)"
-                ),
-            ));
+            return Err(invalid(source, HeaderError::Layout(v)));
         }
     }
     let n = read_full(reader, &mut h[4..])?;
     if n < FILE_HEADER - 4 {
-        return Err(invalid(
-            source,
-            format!("file header truncated: {} of {FILE_HEADER} bytes", n + 4),
-        ));
+        return Err(invalid(source, HeaderError::Truncated { got: n + 4 }));
     }
-    let compression = Compression::from_header(h[16]).map_err(|e| invalid(source, e))?;
+    let compression =
+        Compression::from_header(h[16]).map_err(|e| invalid(source, HeaderError::from(e)))?;
     if h[17] != 0 {
-        return Err(invalid(
-            source,
-            format!(
-                "encrypted nfdump file (encryption {}) is not supported",
-                h[17]
-            ),
-        ));
+        return Err(invalid(source, HeaderError::Encrypted(h[17])));
     }
     Ok(Header {
         compression,

@@ -169,8 +169,8 @@ pub enum CsvError {
         column: usize,
         /// Its header name.
         name: String,
-        /// What is wrong with its value.
-        #[source]
+        /// What is wrong with its value (in the message, not as a source: the chain
+        /// prints once).
         error: FieldError,
     },
     /// A record without a source or destination address.

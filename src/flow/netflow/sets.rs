@@ -90,8 +90,8 @@ pub enum SetError {
         set_id: u16,
         /// Offset of the set header.
         offset: usize,
-        /// What is wrong with the record.
-        #[source]
+        /// What is wrong with the record (in the message, not as a source: the chain
+        /// prints once).
         error: RecordError,
     },
 }

@@ -33,9 +33,10 @@ pub enum CodecError {
     /// The bzip2 stream ends before its end-of-stream marker.
     #[error("bzip2 stream ends before its end marker")]
     Bz2Unterminated,
-    /// A malformed bzip2 stream.
+    /// A malformed bzip2 stream (the error in the message, not as a source: the chain prints
+    /// once).
     #[error("bzip2: {0}")]
-    Bz2(#[source] bzip2::Error),
+    Bz2(bzip2::Error),
 }
 
 /// The compression of an nfdump file's blocks (`compression` byte of the file header).
@@ -139,5 +140,44 @@ fn bz2(input: &[u8], out: &mut [u8]) -> Result<usize, CodecError> {
             }
             Err(e) => return Err(CodecError::Bz2(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codec_errors_have_kinds() {
+        assert_eq!(Compression::from_header(0), Ok(None));
+        assert_eq!(Compression::from_header(3), Ok(Some(Compression::Lz4)));
+        let e = Compression::from_header(9).unwrap_err();
+        assert_eq!(e, CodecError::UnknownCompression(9));
+        assert_eq!(
+            e.to_string(),
+            "unknown block compression 9 in the file header"
+        );
+        let mut d = Decompressor::default();
+        let garbage = [0xffu8; 64];
+        assert!(matches!(
+            d.run(Compression::Lz4, &garbage),
+            Err(CodecError::Lz4(_) | CodecError::TooLarge)
+        ));
+        assert!(matches!(
+            d.run(Compression::Lzo, &garbage),
+            Err(CodecError::Lzo(_))
+        ));
+        assert!(matches!(
+            d.run(Compression::Bz2, &garbage),
+            Err(CodecError::Bz2(_))
+        ));
+        assert!(matches!(
+            d.run(Compression::Bz2, b"BZh9"),
+            Err(CodecError::Bz2Unterminated)
+        ));
+        assert!(matches!(
+            d.run(Compression::Zstd, &garbage),
+            Err(CodecError::Zstd(_))
+        ));
     }
 }

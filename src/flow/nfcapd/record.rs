@@ -371,3 +371,93 @@ impl Decoder {
         Outcome::Meta
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn element(kind: u16, body: &[u8]) -> Vec<u8> {
+        let mut e = kind.to_le_bytes().to_vec();
+        e.extend_from_slice(&(body.len() as u16 + 4).to_le_bytes());
+        e.extend_from_slice(body);
+        e
+    }
+
+    /// A V3 record announcing `announced` elements, holding `elements`.
+    fn v3(announced: u16, elements: &[Vec<u8>]) -> Vec<u8> {
+        let size = 12 + elements.iter().map(Vec::len).sum::<usize>();
+        let mut r = V3_RECORD.to_le_bytes().to_vec();
+        r.extend_from_slice(&(size as u16).to_le_bytes());
+        r.extend_from_slice(&announced.to_le_bytes());
+        r.extend_from_slice(&[0, 0, 1, 0, 0, 0]);
+        for e in elements {
+            r.extend_from_slice(e);
+        }
+        r
+    }
+
+    fn error(rec: &[u8]) -> RecordError {
+        match Decoder::default().record(rec) {
+            Outcome::Malformed(e) => e,
+            Outcome::Flow(f) => panic!("a flow: {f:?}"),
+            Outcome::Meta => panic!("a meta record"),
+        }
+    }
+
+    #[test]
+    fn record_errors_say_what_and_where() {
+        let generic = element(1, &[0; 48]);
+        let v4 = element(2, &[0; 8]);
+        assert!(matches!(
+            Decoder::default().record(&v3(2, &[generic.clone(), v4.clone()])),
+            Outcome::Flow(_)
+        ));
+        assert_eq!(error(&v3(0, &[])[..8]), RecordError::V3Header { len: 8 });
+        assert_eq!(
+            error(&v3(3, &[generic.clone(), v4.clone()])),
+            RecordError::Elements {
+                announced: 3,
+                held: 2
+            }
+        );
+        let mut overrun = v3(2, &[generic.clone(), element(2, &[0; 8])]);
+        let at = 12 + generic.len();
+        overrun[at + 2..at + 4].copy_from_slice(&40u16.to_le_bytes());
+        let e = error(&overrun);
+        assert_eq!(
+            e,
+            RecordError::ElementOverrun {
+                element: 2,
+                kind: 2,
+                len: 40,
+                record_len: overrun.len(),
+                offset: at
+            }
+        );
+        assert_eq!(e.offset(), at);
+        let e = error(&v3(3, &[generic.clone(), v4.clone(), element(42, &[0; 2])]));
+        assert_eq!(
+            e,
+            RecordError::ElementShort {
+                element: "EXipInfo",
+                offset: 12 + generic.len() + v4.len(),
+                len: 2,
+                need: 4
+            }
+        );
+        assert_eq!(e.to_string(), "EXipInfo element has 2 bytes, needs 4");
+        assert_eq!(
+            error(&v3(1, std::slice::from_ref(&v4))),
+            RecordError::NoGeneric
+        );
+        assert_eq!(error(&v3(1, &[generic])), RecordError::NoAddress);
+        let mut legacy = v3(0, &[]);
+        legacy[..2].copy_from_slice(&10u16.to_le_bytes());
+        assert_eq!(error(&legacy), RecordError::Legacy(10));
+        let mut short = vec![0u8; 20];
+        short[..2].copy_from_slice(&EXPORTER_INFO.to_le_bytes());
+        assert_eq!(error(&short), RecordError::ExporterShort { len: 20 });
+        short[..2].copy_from_slice(&SAMPLER.to_le_bytes());
+        assert_eq!(error(&short), RecordError::SamplerShort { len: 20 });
+    }
+}
