@@ -92,6 +92,20 @@ impl fmt::Display for ReadError {
 
 impl std::error::Error for ReadError {}
 
+/// The `InvalidData` error [`read_flows`] returns when the rest of a CSV input cannot be read
+/// (no header, or a header without the address columns), inside the `io::Error`
+/// (`io::Error::get_ref` and `downcast_ref` give it back).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{input}:{line}: {error}")]
+pub struct FormatError {
+    /// The name of the input as given to [`read_flows`].
+    pub input: String,
+    /// 1-based line number.
+    pub line: u64,
+    /// What is wrong (in the message, not as a source: the chain prints once).
+    pub error: CsvError,
+}
+
 /// Counts of one [`read_flows`] call.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadStats {
@@ -175,7 +189,7 @@ enum Outcome {
     /// A malformed line, with the reason.
     Malformed(String),
     /// The rest of the input cannot be read (e.g. a CSV header without addresses).
-    Fatal(String),
+    Fatal(CsvError),
 }
 
 /// The per-format state of one read.
@@ -366,11 +380,13 @@ fn read_any<R: BufRead>(
             }
             Outcome::Skip => {}
             Outcome::Malformed(reason) => report(stats, reason),
-            Outcome::Fatal(reason) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{source}:{}: {reason}", stats.lines),
-                ));
+            Outcome::Fatal(error) => {
+                let error = FormatError {
+                    input: source.to_owned(),
+                    line: stats.lines,
+                    error,
+                };
+                return Err(io::Error::new(io::ErrorKind::InvalidData, error));
             }
         }
     }

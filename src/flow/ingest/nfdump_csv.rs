@@ -324,7 +324,7 @@ impl CsvReader {
                     self.header(line)
                 } else {
                     let found = shown(line).into_owned();
-                    Outcome::Fatal(CsvError::NoHeader { found }.to_string())
+                    Outcome::Fatal(CsvError::NoHeader { found })
                 }
             }
             State::SummaryTitle if line.starts_with("flows,") => {
@@ -372,7 +372,7 @@ impl CsvReader {
                     names: names_of(required),
                     header: shown(line).into_owned(),
                 };
-                return Outcome::Fatal(error.to_string());
+                return Outcome::Fatal(error);
             }
         }
         self.state = State::Data;
@@ -633,9 +633,26 @@ mod tests {
             }
         );
         let mut r = CsvReader::new();
-        assert!(matches!(r.line("ts,sp"), Outcome::Fatal(_)));
+        assert!(matches!(
+            r.line("ts,sp"),
+            Outcome::Fatal(CsvError::HeaderWithout {
+                what: "source address",
+                ..
+            })
+        ));
         let mut r = CsvReader::new();
-        assert!(matches!(r.line("sa,sp"), Outcome::Fatal(_)));
+        assert!(matches!(
+            r.line("sa,sp"),
+            Outcome::Fatal(CsvError::HeaderWithout {
+                what: "destination address",
+                ..
+            })
+        ));
+        let mut r = CsvReader::new();
+        assert!(matches!(
+            r.line("1,2,3"),
+            Outcome::Fatal(CsvError::NoHeader { found }) if found == "1,2,3"
+        ));
         let mut r = CsvReader::new();
         assert!(matches!(r.line("ts,src_ip,dst_ip"), Outcome::Skip));
         assert_eq!(
