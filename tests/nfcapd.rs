@@ -17,7 +17,9 @@ use std::time::Instant;
 
 use flowprint::flow::Flow;
 use flowprint::flow::ingest::{InputFormat, ReadError, ReadStats, read_flows};
-use flowprint::flow::nfcapd::{MAX_BLOCK, is_nfcapd, read_nfcapd};
+use flowprint::flow::nfcapd::{
+    CodecError, FileError, HeaderError, MAX_BLOCK, is_nfcapd, read_nfcapd,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Allocation probe: the largest single allocation made by the current thread.
@@ -612,6 +614,33 @@ fn headers_that_cannot_be_read() {
     assert!(kind(&v3).to_string().contains("version 7"));
     assert!(!is_nfcapd(&v3));
     assert!(is_nfcapd(&header(0, 1)));
+
+    // The io::Error carries the typed error: the input's name and the header's problem.
+    let typed = |bytes: &[u8]| {
+        let e = kind(bytes);
+        let f = e
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<FileError>())
+            .unwrap_or_else(|| panic!("not a FileError: {e:?}"))
+            .clone();
+        assert_eq!(f.to_string(), e.to_string());
+        assert_eq!(f.input, "test");
+        f.error
+    };
+    assert_eq!(typed(b"ts,te,td,sa,da\n"), HeaderError::Magic(0x7374));
+    assert_eq!(typed(&v1), HeaderError::Layout1);
+    assert_eq!(typed(&v3), HeaderError::Layout(7));
+    assert_eq!(typed(&enc), HeaderError::Encrypted(1));
+    assert_eq!(
+        typed(&header(9, 1)),
+        HeaderError::Compression(CodecError::UnknownCompression(9))
+    );
+    assert_eq!(typed(&[0xA5, 0x0C, 0, 2]), HeaderError::BigEndian);
+    assert_eq!(
+        typed(&header(0, 1)[..30]),
+        HeaderError::Truncated { got: 30 }
+    );
+    assert_eq!(typed(&[]), HeaderError::Short(0));
     assert!(is_nfcapd(&v1));
     assert!(!is_nfcapd(b"ts,te"));
     assert!(!is_nfcapd(&[0x0C, 0xA5]));

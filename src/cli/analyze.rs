@@ -75,7 +75,9 @@ pub struct MaybeMs(pub Option<i64>);
 
 /// Parses `30d`, `12h`, `15m`, `30s`, `500ms`, or `none`.
 pub fn parse_duration_opt(s: &str) -> Result<MaybeMs, String> {
-    flowprint::flow::time::parse_duration_ms(s).map(MaybeMs)
+    flowprint::flow::time::parse_duration_ms(s)
+        .map(MaybeMs)
+        .map_err(|e| e.to_string())
 }
 
 /// A duration that must be longer than 0, or `none`: `what` names it in the error, `why` says

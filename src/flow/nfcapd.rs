@@ -36,7 +36,10 @@ use std::io::{self, Read};
 
 use super::Flow;
 use super::ingest::{ReadError, ReadStats};
-use codec::{Compression, Decompressor};
+use codec::Decompressor;
+pub use codec::{CodecError, Compression};
+pub use lzo::Error as LzoError;
+pub use record::RecordError;
 use record::{Decoder, Outcome};
 
 /// The largest block payload accepted, compressed or decompressed: 16 MiB (nfdump writes
@@ -87,8 +90,171 @@ struct Header {
     appendix_blocks: u16,
 }
 
-fn invalid(source: &str, msg: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("{source}: {msg}"))
+/// Why a block of an nfcapd file (or the file after its last block) was skipped in part or in
+/// whole. [`read_nfcapd`] reports it with the block's 1-based number; record numbers are 1-based
+/// and offsets are byte offsets in the block's (decompressed) payload.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockError {
+    /// The file ends inside a block header; the read ends.
+    #[error("file truncated inside a block header ({got} of {BLOCK_HEADER} bytes)")]
+    HeaderTruncated {
+        /// Bytes of the header present.
+        got: usize,
+    },
+    /// A block size over [`MAX_BLOCK`]: the framing is lost, the read ends.
+    #[error(
+        "block of {size} bytes exceeds the {} MiB limit: corrupt file, rest not read",
+        MAX_BLOCK >> 20
+    )]
+    TooLarge {
+        /// The size the header claims.
+        size: usize,
+    },
+    /// The file ends inside a block; the read ends.
+    #[error("file truncated: block ends after {got} of {size} bytes")]
+    Truncated {
+        /// Bytes present.
+        got: usize,
+        /// Bytes the header claims.
+        size: usize,
+    },
+    /// An nfdump 1.6 data block.
+    #[error("nfdump 1.6 data block (type 2) is not supported")]
+    Legacy,
+    /// A block type other than 2, 3 and 4.
+    #[error("unknown block type {0}, skipped")]
+    UnknownType(u16),
+    /// A block that cannot be decompressed.
+    #[error("{codec} block: {error}; block skipped")]
+    Decompress {
+        /// The file's compression.
+        codec: Compression,
+        /// What is wrong (in the message, not as a source: the chain
+        /// prints once).
+        error: CodecError,
+    },
+    /// A block that announces no records but has a payload.
+    #[error("block announces no records but holds {len} bytes")]
+    NoRecords {
+        /// Payload bytes.
+        len: usize,
+    },
+    /// The payload ends before the records the block announces.
+    #[error("block ends after {read} of its {announced} records ({len} bytes)")]
+    RecordsMissing {
+        /// Records read.
+        read: u32,
+        /// Records announced.
+        announced: u32,
+        /// Payload bytes.
+        len: usize,
+    },
+    /// A record whose size is below 4 or runs past the payload; the rest of the block is
+    /// skipped.
+    #[error(
+        "record {record} at byte {offset}: size {size} overruns the block ({len} bytes); rest \
+         of the block skipped"
+    )]
+    RecordOverrun {
+        /// The record.
+        record: u32,
+        /// Its offset.
+        offset: usize,
+        /// Its size field.
+        size: usize,
+        /// Payload bytes.
+        len: usize,
+    },
+    /// A malformed or unsupported record (skipped; the next one is read).
+    #[error("record {record}: {error}")]
+    Record {
+        /// The record.
+        record: u32,
+        /// Its offset in the payload.
+        offset: usize,
+        /// What is wrong with it (in the message, not as a source: the chain
+        /// prints once).
+        error: RecordError,
+    },
+    /// Fewer blocks than the file header announces (reported after the last block).
+    #[error(
+        "file truncated: the header announces {data} data and {appendix} appendix blocks, the \
+         file holds {blocks} blocks"
+    )]
+    MissingBlocks {
+        /// Data blocks announced.
+        data: u32,
+        /// Appendix blocks announced.
+        appendix: u16,
+        /// Blocks in the file.
+        blocks: u64,
+    },
+}
+
+impl BlockError {
+    /// The byte offset in the block's payload the error is about, for record errors.
+    pub fn offset(&self) -> Option<usize> {
+        match self {
+            BlockError::RecordOverrun { offset, .. } => Some(*offset),
+            BlockError::Record { offset, error, .. } => Some(offset + error.offset()),
+            _ => None,
+        }
+    }
+}
+
+/// Why an input is not a readable nfdump file: its file header.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// Fewer than 4 bytes.
+    #[error("not an nfdump file: only {0} bytes")]
+    Short(usize),
+    /// The magic of a big-endian writer.
+    #[error("nfdump file written on a big-endian machine: not supported")]
+    BigEndian,
+    /// Not the nfdump magic 0xA50C (the value read, little-endian).
+    #[error("not an nfdump file: magic {0:#06x}, expected 0xa50c")]
+    Magic(u16),
+    /// Layout version 1 (nfdump 1.6).
+    #[error(
+        "nfdump 1.6 file (layout version 1) is not supported; rewrite it with nfdump 1.7: \
+         `nfdump -r OLD -w NEW`"
+    )]
+    Layout1,
+    /// Layout version 3 (nfdump 1.8).
+    #[error("nfdump 1.8 file (layout version 3) is not supported, only nfdump 1.7's layout 2")]
+    Layout3,
+    /// Another layout version.
+    #[error("nfdump file layout version {0} is not supported (only version 2, nfdump 1.7)")]
+    Layout(u16),
+    /// The input ends inside the 40-byte header.
+    #[error("file header truncated: {got} of {FILE_HEADER} bytes")]
+    Truncated {
+        /// Bytes present.
+        got: usize,
+    },
+    /// An unknown compression byte (at offset 16).
+    #[error(transparent)]
+    Compression(#[from] CodecError),
+    /// An encrypted file (the encryption byte, at offset 17).
+    #[error("encrypted nfdump file (encryption {0}) is not supported")]
+    Encrypted(u8),
+}
+
+/// The `InvalidData` error [`read_nfcapd`] returns for an unreadable file header, inside the
+/// `io::Error` (`io::Error::get_ref` and `downcast_ref` give it back): the input's name and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{input}: {error}")]
+pub struct FileError {
+    /// The input's name as given to [`read_nfcapd`].
+    pub input: String,
+    /// What is wrong with its header (in the message, not as a source: the chain prints
+    /// once).
+    pub error: HeaderError,
+}
+
+fn invalid(source: &str, error: HeaderError) -> io::Error {
+    let input = source.to_owned();
+    io::Error::new(io::ErrorKind::InvalidData, FileError { input, error })
 }
 
 /// How far [`read_block`] grows its buffer ahead of the data.
@@ -132,66 +298,35 @@ fn read_header<R: Read>(reader: &mut R, source: &str) -> io::Result<Header> {
     let mut h = [0u8; FILE_HEADER];
     let n = read_full(reader, &mut h[..4])?;
     if n < 4 {
-        return Err(invalid(
-            source,
-            format!("not an nfdump file: only {n} bytes"),
-        ));
+        return Err(invalid(source, HeaderError::Short(n)));
     }
     if h[..2] == MAGIC_BE {
-        return Err(invalid(
-            source,
-            "nfdump file written on a big-endian machine: not supported",
-        ));
+        return Err(invalid(source, HeaderError::BigEndian));
     }
     if h[..2] != MAGIC_LE {
-        return Err(invalid(
-            source,
-            format!(
-                "not an nfdump file: magic {:#06x}, expected 0xa50c",
-                u16::from_le_bytes([h[0], h[1]])
-            ),
-        ));
+        let magic = u16::from_le_bytes([h[0], h[1]]);
+        return Err(invalid(source, HeaderError::Magic(magic)));
     }
     match u16::from_le_bytes([h[2], h[3]]) {
         LAYOUT_V2 => {}
         LAYOUT_V1 => {
-            return Err(invalid(
-                source,
-                "nfdump 1.6 file (layout version 1) is not supported; rewrite it with nfdump 1.7: \
-                 `nfdump -r OLD -w NEW`",
-            ));
+            return Err(invalid(source, HeaderError::Layout1));
         }
         LAYOUT_V3 => {
-            return Err(invalid(
-                source,
-                "nfdump 1.8 file (layout version 3) is not supported, only nfdump 1.7's layout 2",
-            ));
+            return Err(invalid(source, HeaderError::Layout3));
         }
         v => {
-            return Err(invalid(
-                source,
-                format!(
-                    "nfdump file layout version {v} is not supported (only version 2, nfdump 1.7)"
-                ),
-            ));
+            return Err(invalid(source, HeaderError::Layout(v)));
         }
     }
     let n = read_full(reader, &mut h[4..])?;
     if n < FILE_HEADER - 4 {
-        return Err(invalid(
-            source,
-            format!("file header truncated: {} of {FILE_HEADER} bytes", n + 4),
-        ));
+        return Err(invalid(source, HeaderError::Truncated { got: n + 4 }));
     }
-    let compression = Compression::from_header(h[16]).map_err(|e| invalid(source, e))?;
+    let compression =
+        Compression::from_header(h[16]).map_err(|e| invalid(source, HeaderError::from(e)))?;
     if h[17] != 0 {
-        return Err(invalid(
-            source,
-            format!(
-                "encrypted nfdump file (encryption {}) is not supported",
-                h[17]
-            ),
-        ));
+        return Err(invalid(source, HeaderError::Encrypted(h[17])));
     }
     Ok(Header {
         compression,
@@ -217,12 +352,12 @@ pub fn read_nfcapd<R: Read>(
     let header = read_header(&mut reader, source)?;
     let mut stats = ReadStats::default();
     let mut block_no = 0u64;
-    let mut report = |stats: &mut ReadStats, block: u64, reason: String| {
+    let mut report = |stats: &mut ReadStats, block: u64, error: BlockError| {
         stats.skipped += 1;
         on_error(ReadError {
             source: source.to_owned(),
             line: block,
-            reason,
+            reason: error.to_string(),
         });
     };
     let mut raw = Vec::new();
@@ -236,9 +371,7 @@ pub fn read_nfcapd<R: Read>(
         }
         block_no += 1;
         if n < BLOCK_HEADER {
-            let reason =
-                format!("file truncated inside a block header ({n} of {BLOCK_HEADER} bytes)");
-            report(&mut stats, block_no, reason);
+            report(&mut stats, block_no, BlockError::HeaderTruncated { got: n });
             return Ok(stats);
         }
         let num_records = u32::from_le_bytes([bh[0], bh[1], bh[2], bh[3]]);
@@ -246,33 +379,23 @@ pub fn read_nfcapd<R: Read>(
         let kind = u16::from_le_bytes([bh[8], bh[9]]);
         let flags = u16::from_le_bytes([bh[10], bh[11]]);
         if size > MAX_BLOCK {
-            let reason = format!(
-                "block of {size} bytes exceeds the {} MiB limit: corrupt file, rest not read",
-                MAX_BLOCK >> 20
-            );
-            report(&mut stats, block_no, reason);
+            report(&mut stats, block_no, BlockError::TooLarge { size });
             return Ok(stats);
         }
         let got = read_block(&mut reader, &mut raw, size)?;
         if got < size {
-            let reason = format!("file truncated: block ends after {got} of {size} bytes");
-            report(&mut stats, block_no, reason);
+            report(&mut stats, block_no, BlockError::Truncated { got, size });
             return Ok(stats);
         }
         match kind {
             BLOCK_TYPE_3 => {}
             BLOCK_TYPE_4 => continue,
             BLOCK_TYPE_2 => {
-                let reason = "nfdump 1.6 data block (type 2) is not supported".to_owned();
-                report(&mut stats, block_no, reason);
+                report(&mut stats, block_no, BlockError::Legacy);
                 continue;
             }
             k => {
-                report(
-                    &mut stats,
-                    block_no,
-                    format!("unknown block type {k}, skipped"),
-                );
+                report(&mut stats, block_no, BlockError::UnknownType(k));
                 continue;
             }
         }
@@ -283,40 +406,38 @@ pub fn read_nfcapd<R: Read>(
             None => &raw[..size],
             Some(c) => match decompressor.run(c, &raw[..size]) {
                 Ok(d) => d,
-                Err(e) => {
-                    report(
-                        &mut stats,
-                        block_no,
-                        format!("{c} block: {e}; block skipped"),
-                    );
+                Err(error) => {
+                    let error = BlockError::Decompress { codec: c, error };
+                    report(&mut stats, block_no, error);
                     continue;
                 }
             },
         };
         if num_records == 0 && !data.is_empty() {
-            let reason = format!("block announces no records but holds {} bytes", data.len());
-            report(&mut stats, block_no, reason);
+            let error = BlockError::NoRecords { len: data.len() };
+            report(&mut stats, block_no, error);
             continue;
         }
         let mut pos = 0usize;
         for i in 0..num_records {
             let Some(rh) = data.get(pos..pos + 4) else {
-                let reason = format!(
-                    "block ends after {i} of its {num_records} records ({} bytes)",
-                    data.len()
-                );
-                report(&mut stats, block_no, reason);
+                let error = BlockError::RecordsMissing {
+                    read: i,
+                    announced: num_records,
+                    len: data.len(),
+                };
+                report(&mut stats, block_no, error);
                 break;
             };
             let rsize = usize::from(u16::from_le_bytes([rh[2], rh[3]]));
             if rsize < 4 || pos + rsize > data.len() {
-                let reason = format!(
-                    "record {} at byte {pos}: size {rsize} overruns the block ({} bytes); rest \
-                     of the block skipped",
-                    i + 1,
-                    data.len()
-                );
-                report(&mut stats, block_no, reason);
+                let error = BlockError::RecordOverrun {
+                    record: i + 1,
+                    offset: pos,
+                    size: rsize,
+                    len: data.len(),
+                };
+                report(&mut stats, block_no, error);
                 break;
             }
             stats.lines += 1;
@@ -326,8 +447,13 @@ pub fn read_nfcapd<R: Read>(
                     on_flow(flow);
                 }
                 Outcome::Meta => {}
-                Outcome::Malformed(reason) => {
-                    report(&mut stats, block_no, format!("record {}: {reason}", i + 1));
+                Outcome::Malformed(error) => {
+                    let error = BlockError::Record {
+                        record: i + 1,
+                        offset: pos,
+                        error,
+                    };
+                    report(&mut stats, block_no, error);
                 }
             }
             pos += rsize;
@@ -336,12 +462,12 @@ pub fn read_nfcapd<R: Read>(
     // A closed file announces its blocks; nfcapd.current (still being written) announces none.
     let announced = u64::from(header.num_blocks) + u64::from(header.appendix_blocks);
     if header.num_blocks > 0 && block_no < announced {
-        let reason = format!(
-            "file truncated: the header announces {} data and {} appendix blocks, the file \
-             holds {block_no} blocks",
-            header.num_blocks, header.appendix_blocks
-        );
-        report(&mut stats, block_no, reason);
+        let error = BlockError::MissingBlocks {
+            data: header.num_blocks,
+            appendix: header.appendix_blocks,
+            blocks: block_no,
+        };
+        report(&mut stats, block_no, error);
     }
     Ok(stats)
 }

@@ -218,29 +218,68 @@ pub fn format_rfc3339(ms: i64) -> String {
     }
 }
 
+/// Why a text is not a duration for [`parse_duration_ms`]; `text` is the (trimmed) text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// A number without a unit.
+    #[error("`{text}` needs a unit: ms, s, m, h or d")]
+    NoUnit {
+        /// The text.
+        text: String,
+    },
+    /// The part before the unit is not a number.
+    #[error("`{text}` is not a duration")]
+    Number {
+        /// The text.
+        text: String,
+    },
+    /// A unit other than ms, s, m, h and d.
+    #[error("unknown unit `{unit}` in `{text}`: use ms, s, m, h or d")]
+    Unit {
+        /// The unit as written.
+        unit: String,
+        /// The text.
+        text: String,
+    },
+    /// More than 10^15 ms (about 31,700 years).
+    #[error("`{text}` is too long")]
+    TooLong {
+        /// The text.
+        text: String,
+    },
+}
+
 /// Parses a duration: `30d`, `12h`, `15m`, `30s`, `500ms` (fractions allowed: `1.5s`), or
 /// `none` (`Ok(None)`). Milliseconds.
-pub fn parse_duration_ms(s: &str) -> Result<Option<i64>, String> {
+pub fn parse_duration_ms(s: &str) -> Result<Option<i64>, DurationError> {
     let s = s.trim();
     if s == "none" {
         return Ok(None);
     }
+    let text = || s.to_owned();
     let split = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .ok_or_else(|| format!("`{s}` needs a unit: ms, s, m, h or d"))?;
+        .ok_or_else(|| DurationError::NoUnit { text: text() })?;
     let (n, unit) = s.split_at(split);
-    let n: f64 = n.parse().map_err(|_| format!("`{s}` is not a duration"))?;
+    let n: f64 = n
+        .parse()
+        .map_err(|_| DurationError::Number { text: text() })?;
     let ms = match unit.trim() {
         "ms" => 1.0,
         "s" => 1e3,
         "m" => 6e4,
         "h" => 3.6e6,
         "d" => 8.64e7,
-        u => return Err(format!("unknown unit `{u}` in `{s}`: use ms, s, m, h or d")),
+        u => {
+            return Err(DurationError::Unit {
+                unit: u.to_owned(),
+                text: text(),
+            });
+        }
     };
     let v = n * ms;
     if !v.is_finite() || v > 1e15 {
-        return Err(format!("`{s}` is too long"));
+        return Err(DurationError::TooLong { text: text() });
     }
     Ok(Some(v as i64))
 }
@@ -249,6 +288,42 @@ pub fn parse_duration_ms(s: &str) -> Result<Option<i64>, String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn durations_and_their_error_kinds() {
+        assert_eq!(parse_duration_ms("1.5s"), Ok(Some(1500)));
+        assert_eq!(parse_duration_ms(" 30d "), Ok(Some(2_592_000_000)));
+        assert_eq!(parse_duration_ms("none"), Ok(None));
+        let text = |s: &str| s.to_owned();
+        assert_eq!(
+            parse_duration_ms("30"),
+            Err(DurationError::NoUnit { text: text("30") })
+        );
+        assert_eq!(
+            parse_duration_ms("1.2.3s"),
+            Err(DurationError::Number {
+                text: text("1.2.3s")
+            })
+        );
+        let e = parse_duration_ms("5y").unwrap_err();
+        assert_eq!(
+            e,
+            DurationError::Unit {
+                unit: text("y"),
+                text: text("5y")
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "unknown unit `y` in `5y`: use ms, s, m, h or d"
+        );
+        assert_eq!(
+            parse_duration_ms("99999999999d"),
+            Err(DurationError::TooLong {
+                text: text("99999999999d")
+            })
+        );
+    }
 
     #[test]
     fn known_values() {

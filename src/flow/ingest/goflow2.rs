@@ -7,7 +7,7 @@
 
 use serde::Deserialize;
 
-use super::value::{Scalar, json_error_reason};
+use super::value::{FieldError, JsonError, Scalar};
 use crate::flow::time::parse_timestamp;
 use crate::flow::{Flow, proto};
 
@@ -70,7 +70,7 @@ enum Unit {
 
 /// A time in `unit`: a number or a decimal string, or an RFC 3339 string (what goflow2's
 /// `datetime` renderers write).
-fn time(v: &Scalar, key: &str, unit: Unit) -> Result<i64, String> {
+fn time(v: &Scalar, key: &'static str, unit: Unit) -> Result<i64, FieldError> {
     if let Scalar::Str(s) = v
         && let Some(ms) = parse_timestamp(s.trim())
     {
@@ -85,7 +85,7 @@ fn time(v: &Scalar, key: &str, unit: Unit) -> Result<i64, String> {
 }
 
 /// A protocol; goflow2 renders protocols it has no name for as `""`, read as 0.
-fn protocol(v: &Scalar, key: &str) -> Result<u8, String> {
+fn protocol(v: &Scalar, key: &'static str) -> Result<u8, FieldError> {
     match v {
         Scalar::Str(s) if s.is_empty() || s.as_ref() == "unknown" => Ok(0),
         _ => v.proto(key),
@@ -93,16 +93,16 @@ fn protocol(v: &Scalar, key: &str) -> Result<u8, String> {
 }
 
 /// Parses one goflow2 JSON line into a flow.
-pub(super) fn parse_line(line: &str) -> Result<Flow, String> {
+pub(super) fn parse_line(line: &str) -> Result<Flow, JsonError> {
     if !line.trim_start().starts_with('{') {
-        return Err("not a JSON object (a record line starts with `{`)".into());
+        return Err(JsonError::NotObject);
     }
-    let r: Record = serde_json::from_str(line).map_err(|e| json_error_reason(&e))?;
+    let r: Record = serde_json::from_str(line)?;
     let src = get(&r.src_addr)
-        .ok_or("missing `src_addr`")?
+        .ok_or(JsonError::Missing { key: "src_addr" })?
         .addr("src_addr")?;
     let dst = get(&r.dst_addr)
-        .ok_or("missing `dst_addr`")?
+        .ok_or(JsonError::Missing { key: "dst_addr" })?
         .addr("dst_addr")?;
     let start = if let Some(v) = get(&r.time_flow_start_ns) {
         Some(time(v, "time_flow_start_ns", Unit::Nanos)?)
@@ -123,11 +123,13 @@ pub(super) fn parse_line(line: &str) -> Result<Flow, String> {
         None
     };
     let start_ms = start.or(end).unwrap_or(0);
-    let u64_of = |v: &Option<Scalar>, key| {
+    let u64_of = |v: &Option<Scalar>, key: &'static str| {
         get(v).map_or(Ok(0), |s| s.uint::<u64>(key, "a non-negative integer"))
     };
-    let u8_of = |v: &Option<Scalar>, key| get(v).map_or(Ok(0), |s| s.uint::<u8>(key, "0-255"));
-    let port_of = |v: &Option<Scalar>, key| {
+    let u8_of = |v: &Option<Scalar>, key: &'static str| {
+        get(v).map_or(Ok(0), |s| s.uint::<u8>(key, "0-255"))
+    };
+    let port_of = |v: &Option<Scalar>, key: &'static str| {
         get(v).map_or(Ok(0), |s| s.uint::<u16>(key, "a port number 0-65535"))
     };
     let proto = get(&r.proto).map_or(Ok(0), |v| protocol(v, "proto"))?;
@@ -224,18 +226,37 @@ mod tests {
     fn unnamed_protocol_and_errors() {
         let f = parse_line(r#"{"src_addr":"10.0.0.1","dst_addr":"10.0.0.2","proto":""}"#).unwrap();
         assert_eq!(f.proto, 0);
+        let e = parse_line(r#"{"src_addr":"10.0.0.1"}"#).unwrap_err();
+        assert_eq!(e, JsonError::Missing { key: "dst_addr" });
+        assert_eq!(e.to_string(), "missing `dst_addr`");
+        let e = parse_line(r#"{"src_addr":"10.0.0.1","dst_addr":"","bytes":1}"#).unwrap_err();
         assert_eq!(
-            parse_line(r#"{"src_addr":"10.0.0.1"}"#).unwrap_err(),
-            "missing `dst_addr`"
+            e,
+            JsonError::Field(FieldError::JsonText {
+                key: "dst_addr",
+                text: String::new(),
+                expected: "an IP address"
+            })
         );
         assert_eq!(
-            parse_line(r#"{"src_addr":"10.0.0.1","dst_addr":"","bytes":1}"#).unwrap_err(),
+            e.to_string(),
             "bad `dst_addr` value ``: expected an IP address"
         );
+        let e = parse_line(r#"{"src_addr":"10.0.0.1","dst_addr":"10.0.0.2","bytes":"many"}"#)
+            .unwrap_err();
         assert_eq!(
-            parse_line(r#"{"src_addr":"10.0.0.1","dst_addr":"10.0.0.2","bytes":"many"}"#)
-                .unwrap_err(),
+            e,
+            JsonError::Field(FieldError::JsonText {
+                key: "bytes",
+                text: "many".into(),
+                expected: "a non-negative integer"
+            })
+        );
+        assert_eq!(
+            e.to_string(),
             "bad `bytes` value `many`: expected a non-negative integer"
         );
+        let e = parse_line("[]").unwrap_err();
+        assert_eq!(e, JsonError::NotObject);
     }
 }

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::value::{Scalar, json_error_reason};
+use super::value::{FieldError, JsonError, Scalar};
 use crate::flow::time::format_rfc3339;
 use crate::flow::{Flow, proto, tcp_flags};
 
@@ -53,8 +53,8 @@ struct Record<'a> {
 /// `Some(f(value))` for a present, non-null key.
 fn opt<'a, T>(
     v: &Option<Scalar<'a>>,
-    f: impl FnOnce(&Scalar<'a>) -> Result<T, String>,
-) -> Result<Option<T>, String> {
+    f: impl FnOnce(&Scalar<'a>) -> Result<T, FieldError>,
+) -> Result<Option<T>, FieldError> {
     match v {
         None | Some(Scalar::Null) => Ok(None),
         Some(s) => f(s).map(Some),
@@ -66,17 +66,17 @@ const COUNT: &str = "a non-negative integer";
 const TTL: &str = "a TTL 0-255";
 
 /// Parses one line of flowprint JSON into a flow.
-pub(super) fn parse_line(line: &str) -> Result<Flow, String> {
+pub(super) fn parse_line(line: &str) -> Result<Flow, JsonError> {
     if !line.trim_start().starts_with('{') {
-        return Err("not a JSON object (a record line starts with `{`)".into());
+        return Err(JsonError::NotObject);
     }
-    let r: Record = serde_json::from_str(line).map_err(|e| json_error_reason(&e))?;
-    let src = opt(&r.src, |v| v.addr("src"))?.ok_or("missing `src`")?;
-    let dst = opt(&r.dst, |v| v.addr("dst"))?.ok_or("missing `dst`")?;
+    let r: Record = serde_json::from_str(line)?;
+    let src = opt(&r.src, |v| v.addr("src"))?.ok_or(JsonError::Missing { key: "src" })?;
+    let dst = opt(&r.dst, |v| v.addr("dst"))?.ok_or(JsonError::Missing { key: "dst" })?;
     let start = opt(&r.start, |v| v.time_ms("start"))?.unwrap_or(0);
     let end = opt(&r.end, |v| v.time_ms("end"))?.unwrap_or(start);
-    let count = |v: &Option<Scalar>, key: &str| opt(v, |s| s.uint::<u64>(key, COUNT));
-    let ttl = |v: &Option<Scalar>, key: &str| opt(v, |s| s.uint::<u8>(key, TTL));
+    let count = |v: &Option<Scalar>, key: &'static str| opt(v, |s| s.uint::<u64>(key, COUNT));
+    let ttl = |v: &Option<Scalar>, key: &'static str| opt(v, |s| s.uint::<u8>(key, TTL));
     Ok(Flow {
         start_ms: start,
         end_ms: end,
@@ -198,45 +198,85 @@ mod tests {
 
     #[test]
     fn precise_errors() {
+        let text = |key, text: &str, expected| {
+            JsonError::Field(FieldError::JsonText {
+                key,
+                text: text.into(),
+                expected,
+            })
+        };
+        let number = |key, number: &str, expected| {
+            JsonError::Field(FieldError::JsonNumber {
+                key,
+                number: number.into(),
+                expected,
+            })
+        };
+        let syntax = |column, message: &str| JsonError::Syntax {
+            column,
+            message: message.into(),
+        };
         let cases = [
-            (r#"{"dst":"10.0.0.2"}"#, "missing `src`"),
+            (
+                r#"{"dst":"10.0.0.2"}"#,
+                JsonError::Missing { key: "src" },
+                "missing `src`",
+            ),
             (
                 r#"{"src":"1.2.3","dst":"10.0.0.2"}"#,
+                text("src", "1.2.3", "an IP address"),
                 "bad `src` value `1.2.3`: expected an IP address",
             ),
             (
                 r#"{"src":"10.0.0.1","dst":"10.0.0.2","dst_port":70000}"#,
+                number("dst_port", "70000", PORT),
                 "bad `dst_port` value 70000: expected a port number 0-65535",
             ),
             (
                 r#"{"src":"10.0.0.1","dst":"10.0.0.2","proto":"tcpx"}"#,
+                text("proto", "tcpx", "a protocol name or number"),
                 "bad `proto` value `tcpx`: expected a protocol name or number",
             ),
             (
                 r#"{"src":"10.0.0.1","dst":"10.0.0.2","tcp_flags":["syn","nope"]}"#,
+                text("tcp_flags", "nope", "a TCP flag name like `syn`"),
                 "bad `tcp_flags` value `nope`: expected a TCP flag name like `syn`",
             ),
             (
                 r#"{"src":"10.0.0.1","dst":"10.0.0.2","start":"2019-13-01T00:00:00Z"}"#,
+                text(
+                    "start",
+                    "2019-13-01T00:00:00Z",
+                    "an RFC 3339 time or integer milliseconds",
+                ),
                 "bad `start` value `2019-13-01T00:00:00Z`: expected an RFC 3339 time or \
                  integer milliseconds",
             ),
             (
                 r#"{"src":"10.0.0.1","dst":"10.0.0.2","bytes":-1}"#,
+                number("bytes", "-1", COUNT),
                 "bad `bytes` value -1: expected a non-negative integer",
             ),
             (
                 r#"{"src":"10.0.0.1","src":"10.0.0.1"}"#,
+                syntax(23, "duplicate field `src`"),
                 "invalid JSON at column 23: duplicate field `src`",
             ),
             (
                 r#"{"src":"10.0.0.1""#,
+                syntax(17, "EOF while parsing an object"),
                 "invalid JSON at column 17: EOF while parsing an object",
             ),
-            ("[1]", "not a JSON object (a record line starts with `{`)"),
+            (
+                "[1]",
+                JsonError::NotObject,
+                "not a JSON object (a record line starts with `{`)",
+            ),
         ];
-        for (line, want) in cases {
-            assert_eq!(parse_line(line).unwrap_err(), want, "{line}");
+        for (line, kind, message) in cases {
+            let e = parse_line(line).unwrap_err();
+            assert_eq!(e, kind, "{line}");
+            assert_eq!(e.to_string(), message, "{line}");
         }
     }
 

@@ -35,6 +35,8 @@ use serde::de::IgnoredAny;
 use super::Flow;
 pub use jsonl::flow_to_json;
 use lines::Line;
+pub use nfdump_csv::{CsvError, QuoteError};
+pub use value::{FieldError, JsonError};
 
 /// The longest line accepted, in bytes; a longer line is reported and skipped.
 pub const MAX_LINE: usize = 1 << 20;
@@ -89,6 +91,20 @@ impl fmt::Display for ReadError {
 }
 
 impl std::error::Error for ReadError {}
+
+/// The `InvalidData` error [`read_flows`] returns when the rest of a CSV input cannot be read
+/// (no header, or a header without the address columns), inside the `io::Error`
+/// (`io::Error::get_ref` and `downcast_ref` give it back).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{input}:{line}: {error}")]
+pub struct FormatError {
+    /// The name of the input as given to [`read_flows`].
+    pub input: String,
+    /// 1-based line number.
+    pub line: u64,
+    /// What is wrong (in the message, not as a source: the chain prints once).
+    pub error: CsvError,
+}
 
 /// Counts of one [`read_flows`] call.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -173,7 +189,7 @@ enum Outcome {
     /// A malformed line, with the reason.
     Malformed(String),
     /// The rest of the input cannot be read (e.g. a CSV header without addresses).
-    Fatal(String),
+    Fatal(CsvError),
 }
 
 /// The per-format state of one read.
@@ -192,7 +208,7 @@ impl Reader {
                 if line.starts_with('{') {
                     match json_kind(line) {
                         Ok(kind) => *self = kind,
-                        Err(reason) => return Outcome::Malformed(reason),
+                        Err(error) => return Outcome::Malformed(error.to_string()),
                     }
                 } else {
                     *self = Reader::Csv(nfdump_csv::CsvReader::new());
@@ -202,11 +218,11 @@ impl Reader {
             Reader::Csv(csv) => csv.line(line),
             Reader::Goflow2 => match goflow2::parse_line(line) {
                 Ok(flow) => Outcome::Flow(flow),
-                Err(reason) => Outcome::Malformed(reason),
+                Err(error) => Outcome::Malformed(error.to_string()),
             },
             Reader::Jsonl => match jsonl::parse_line(line) {
                 Ok(flow) => Outcome::Flow(flow),
-                Err(reason) => Outcome::Malformed(reason),
+                Err(error) => Outcome::Malformed(error.to_string()),
             },
         }
     }
@@ -224,9 +240,8 @@ struct GoflowProbe {
 }
 
 /// Which JSON reader fits a first line, from its keys.
-fn json_kind(line: &str) -> Result<Reader, String> {
-    let probe: GoflowProbe =
-        serde_json::from_str(line).map_err(|e| value::json_error_reason(&e))?;
+fn json_kind(line: &str) -> Result<Reader, JsonError> {
+    let probe: GoflowProbe = serde_json::from_str(line)?;
     let goflow = probe.src_addr.is_some()
         || probe.src_addr_v1.is_some()
         || probe.dst_addr.is_some()
@@ -365,11 +380,13 @@ fn read_any<R: BufRead>(
             }
             Outcome::Skip => {}
             Outcome::Malformed(reason) => report(stats, reason),
-            Outcome::Fatal(reason) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{source}:{}: {reason}", stats.lines),
-                ));
+            Outcome::Fatal(error) => {
+                let error = FormatError {
+                    input: source.to_owned(),
+                    line: stats.lines,
+                    error,
+                };
+                return Err(io::Error::new(io::ErrorKind::InvalidData, error));
             }
         }
     }

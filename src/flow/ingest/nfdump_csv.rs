@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use super::Outcome;
 use super::value::{
-    parse_addr, parse_dst_port, parse_proto, parse_seconds, parse_tcp_flags, parse_time,
-    parse_uint, shown,
+    FieldError, parse_addr, parse_dst_port, parse_proto, parse_seconds, parse_tcp_flags,
+    parse_time, parse_uint, shown,
 };
 use crate::flow::{Flow, normalize_name, proto};
 
@@ -131,6 +131,72 @@ fn names_of(col: Column) -> String {
     names.join(", ")
 }
 
+/// What is wrong with a quoted CSV field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum QuoteError {
+    /// The line ends inside the quotes.
+    #[error("unterminated quoted field")]
+    Unterminated,
+    /// Something other than `,` or the end of the line follows the closing quote.
+    #[error("text after the closing quote of a field")]
+    AfterQuote,
+}
+
+/// Why a CSV line is not a record, or (for the header kinds) why the rest of the input cannot
+/// be read. Columns are 1-based; header names and quoted input are cut for display.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CsvError {
+    /// A malformed quoted field.
+    #[error("{error} in column {column}")]
+    Quote {
+        /// The column.
+        column: usize,
+        /// What is wrong with it.
+        error: QuoteError,
+    },
+    /// A record with more or fewer fields than the header.
+    #[error("{count} fields where the header has {columns}")]
+    FieldCount {
+        /// Fields of the record.
+        count: usize,
+        /// Columns of the header.
+        columns: usize,
+    },
+    /// A field that cannot be read (the first one of the record).
+    #[error("{error} in column {column} `{name}`")]
+    Field {
+        /// The column.
+        column: usize,
+        /// Its header name.
+        name: String,
+        /// What is wrong with its value (in the message, not as a source: the chain
+        /// prints once).
+        error: FieldError,
+    },
+    /// A record without a source or destination address.
+    #[error("missing source or destination address")]
+    MissingAddress,
+    /// The first line is not a header.
+    #[error(
+        "expected a CSV header line naming the columns (like `ts,te,td,sa,da,sp,dp,pr,...`), \
+         found `{found}`"
+    )]
+    NoHeader {
+        /// The line, cut for display.
+        found: String,
+    },
+    /// A header without a source or destination address column.
+    #[error("the CSV header has no {what} column (one of {names}): `{header}`")]
+    HeaderWithout {
+        /// "source address" or "destination address".
+        what: &'static str,
+        /// The header names that would do, quoted.
+        names: String,
+        /// The header line, cut for display.
+        header: String,
+    },
+}
+
 /// Splits a CSV line into fields: `,`-separated, RFC 4180 quotes (`"a,b"`, `"say ""hi"""`),
 /// surrounding spaces trimmed. Yields `Err` for an unterminated or malformed quoted field.
 struct Fields<'a> {
@@ -148,7 +214,7 @@ impl<'a> Fields<'a> {
 }
 
 impl<'a> Iterator for Fields<'a> {
-    type Item = Result<Cow<'a, str>, &'static str>;
+    type Item = Result<Cow<'a, str>, QuoteError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
@@ -164,7 +230,7 @@ impl<'a> Iterator for Fields<'a> {
                 match bytes[i..].iter().position(|&b| b == b'"') {
                     None => {
                         self.done = true;
-                        return Some(Err("unterminated quoted field"));
+                        return Some(Err(QuoteError::Unterminated));
                     }
                     Some(j) if bytes.get(i + j + 1) == Some(&b'"') => {
                         escaped = true;
@@ -184,7 +250,7 @@ impl<'a> Iterator for Fields<'a> {
                 self.rest = rest;
             } else {
                 self.done = true;
-                return Some(Err("text after the closing quote of a field"));
+                return Some(Err(QuoteError::AfterQuote));
             }
             let field = if escaped {
                 Cow::Owned(content.replace("\"\"", "\""))
@@ -257,11 +323,8 @@ impl CsvReader {
                 if looks_like_header(line) {
                     self.header(line)
                 } else {
-                    Outcome::Fatal(format!(
-                        "expected a CSV header line naming the columns (like \
-                         `ts,te,td,sa,da,sp,dp,pr,...`), found `{}`",
-                        shown(line)
-                    ))
+                    let found = shown(line).into_owned();
+                    Outcome::Fatal(CsvError::NoHeader { found })
                 }
             }
             State::SummaryTitle if line.starts_with("flows,") => {
@@ -282,7 +345,7 @@ impl CsvReader {
                 } else {
                     match self.record(line) {
                         Ok(flow) => Outcome::Flow(flow),
-                        Err(reason) => Outcome::Malformed(reason),
+                        Err(error) => Outcome::Malformed(error.to_string()),
                     }
                 }
             }
@@ -304,11 +367,12 @@ impl CsvReader {
         ] {
             if !self.columns.contains(&Some(required)) {
                 self.state = State::NeedHeader;
-                return Outcome::Fatal(format!(
-                    "the CSV header has no {what} column (one of {}): `{}`",
-                    names_of(required),
-                    shown(line)
-                ));
+                let error = CsvError::HeaderWithout {
+                    what,
+                    names: names_of(required),
+                    header: shown(line).into_owned(),
+                };
+                return Outcome::Fatal(error);
             }
         }
         self.state = State::Data;
@@ -316,25 +380,32 @@ impl CsvReader {
     }
 
     /// Parses one record with the current header.
-    fn record(&self, line: &str) -> Result<Flow, String> {
+    fn record(&self, line: &str) -> Result<Flow, CsvError> {
         let mut row = Row::default();
-        let mut first_error: Option<String> = None;
+        let mut first_error: Option<CsvError> = None;
         let mut count = 0usize;
         for (i, field) in Fields::new(line).enumerate() {
             count = i + 1;
-            let field = field.map_err(|e| format!("{e} in column {}", i + 1))?;
+            let field = field.map_err(|error| CsvError::Quote {
+                column: i + 1,
+                error,
+            })?;
             if first_error.is_none()
                 && let Some(Some(col)) = self.columns.get(i)
-                && let Err(e) = row.set(*col, &field)
+                && let Err(error) = row.set(*col, &field)
             {
-                first_error = Some(format!("{e} in column {} `{}`", i + 1, self.names[i]));
+                first_error = Some(CsvError::Field {
+                    column: i + 1,
+                    name: shown(&self.names[i]).into_owned(),
+                    error,
+                });
             }
         }
         if count != self.columns.len() {
-            return Err(format!(
-                "{count} fields where the header has {}",
-                self.columns.len()
-            ));
+            return Err(CsvError::FieldCount {
+                count,
+                columns: self.columns.len(),
+            });
         }
         match first_error {
             Some(e) => Err(e),
@@ -379,7 +450,7 @@ struct Row {
 }
 
 /// A TTL of 0 means "not exported".
-fn ttl(v: &str, what: &str) -> Result<Option<u8>, String> {
+fn ttl(v: &str, what: &'static str) -> Result<Option<u8>, FieldError> {
     Ok(Some(parse_uint::<u8>(v, what)?).filter(|&t| t != 0))
 }
 
@@ -390,11 +461,15 @@ fn name(v: &str) -> Option<Arc<str>> {
 
 impl Row {
     /// Parses one field into its slot. Empty fields leave optional slots unset.
-    fn set(&mut self, col: Column, v: &str) -> Result<(), String> {
+    fn set(&mut self, col: Column, v: &str) -> Result<(), FieldError> {
         if v.is_empty() {
             return match col {
-                Column::Src => Err("missing source address".into()),
-                Column::Dst => Err("missing destination address".into()),
+                Column::Src => Err(FieldError::Missing {
+                    field: "source address",
+                }),
+                Column::Dst => Err(FieldError::Missing {
+                    field: "destination address",
+                }),
                 _ => Ok(()),
             };
         }
@@ -430,9 +505,9 @@ impl Row {
         Ok(())
     }
 
-    fn finish(self) -> Result<Flow, String> {
+    fn finish(self) -> Result<Flow, CsvError> {
         let (Some(src), Some(dst)) = (self.src, self.dst) else {
-            return Err("missing source or destination address".into());
+            return Err(CsvError::MissingAddress);
         };
         let start = self
             .start
@@ -487,7 +562,7 @@ impl Row {
 mod tests {
     use super::*;
 
-    fn fields(line: &str) -> Vec<Result<String, &'static str>> {
+    fn fields(line: &str) -> Vec<Result<String, QuoteError>> {
         Fields::new(line)
             .map(|f| f.map(|c| c.into_owned()))
             .collect()
@@ -505,11 +580,90 @@ mod tests {
         assert_eq!(fields(r#""""#), ok(&[""]));
         assert_eq!(
             fields(r#"a,"open"#),
-            vec![Ok("a".into()), Err("unterminated quoted field")]
+            vec![Ok("a".into()), Err(QuoteError::Unterminated)]
+        );
+        assert_eq!(fields(r#""a"b,c"#), vec![Err(QuoteError::AfterQuote)]);
+    }
+
+    #[test]
+    fn record_errors_carry_the_column_and_kind() {
+        let mut r = CsvReader::new();
+        assert!(matches!(r.line("ts,sa,da,dp"), Outcome::Skip));
+        let e = r
+            .record("2020-02-07 21:03:54,1.2.3,10.0.0.1,80")
+            .unwrap_err();
+        assert_eq!(
+            e,
+            CsvError::Field {
+                column: 2,
+                name: "sa".into(),
+                error: FieldError::Text {
+                    field: "source address",
+                    text: "1.2.3".into()
+                }
+            }
+        );
+        assert_eq!(e.to_string(), "bad source address `1.2.3` in column 2 `sa`");
+        let e = r.record("0,10.0.0.1,,80").unwrap_err();
+        assert_eq!(
+            e,
+            CsvError::Field {
+                column: 3,
+                name: "da".into(),
+                error: FieldError::Missing {
+                    field: "destination address"
+                }
+            }
+        );
+        // The first bad field is the one reported.
+        let e = r.record("x,10.0.0.1,10.0.0.2,y").unwrap_err();
+        assert!(matches!(e, CsvError::Field { column: 1, .. }), "{e:?}");
+        assert_eq!(
+            r.record("0,10.0.0.1,10.0.0.2").unwrap_err(),
+            CsvError::FieldCount {
+                count: 3,
+                columns: 4
+            }
         );
         assert_eq!(
-            fields(r#""a"b,c"#),
-            vec![Err("text after the closing quote of a field")]
+            r.record(r#"0,10.0.0.1,"10.0.0.2"x,1"#).unwrap_err(),
+            CsvError::Quote {
+                column: 3,
+                error: QuoteError::AfterQuote
+            }
+        );
+        let mut r = CsvReader::new();
+        assert!(matches!(
+            r.line("ts,sp"),
+            Outcome::Fatal(CsvError::HeaderWithout {
+                what: "source address",
+                ..
+            })
+        ));
+        let mut r = CsvReader::new();
+        assert!(matches!(
+            r.line("sa,sp"),
+            Outcome::Fatal(CsvError::HeaderWithout {
+                what: "destination address",
+                ..
+            })
+        ));
+        let mut r = CsvReader::new();
+        assert!(matches!(
+            r.line("1,2,3"),
+            Outcome::Fatal(CsvError::NoHeader { found }) if found == "1,2,3"
+        ));
+        let mut r = CsvReader::new();
+        assert!(matches!(r.line("ts,src_ip,dst_ip"), Outcome::Skip));
+        assert_eq!(
+            r.record("0,,").unwrap_err(),
+            CsvError::Field {
+                column: 2,
+                name: "src_ip".into(),
+                error: FieldError::Missing {
+                    field: "source address"
+                }
+            }
         );
     }
 

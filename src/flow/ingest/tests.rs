@@ -169,6 +169,24 @@ fn header_without_addresses_is_fatal() {
         "x.csv:2: the CSV header has no destination address column (one of `da`, `dstAddr`, \
          `dst_ip`, `dst`): `ts,te,sa,dp`"
     );
+    let typed = err
+        .error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<FormatError>());
+    assert!(
+        matches!(
+            typed,
+            Some(FormatError {
+                line: 2,
+                error: CsvError::HeaderWithout {
+                    what: "destination address",
+                    ..
+                },
+                ..
+            })
+        ),
+        "{typed:?}"
+    );
     let err = read_flows(
         &b"1,2,3\n"[..],
         "y.csv",
@@ -181,6 +199,20 @@ fn header_without_addresses_is_fatal() {
         err.to_string()
             .starts_with("y.csv:1: expected a CSV header line"),
         "{err}"
+    );
+    let typed = err
+        .error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<FormatError>());
+    assert_eq!(
+        typed,
+        Some(&FormatError {
+            input: "y.csv".into(),
+            line: 1,
+            error: CsvError::NoHeader {
+                found: "1,2,3".into()
+            }
+        })
     );
 }
 

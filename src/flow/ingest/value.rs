@@ -1,8 +1,10 @@
 //! Field value parsers shared by the readers: addresses, ports, protocols, TCP flags, times,
 //! and a borrowed JSON scalar that any key may hold.
 //!
-//! Every parser returns a precise reason on failure, e.g. ``bad source address `1.2.3` ``;
-//! quoted input is cut to a few dozen characters so one huge field cannot flood a log.
+//! Every parser returns a [`FieldError`] on failure: which field, the bad text (cut to a few
+//! dozen characters, so one huge field cannot flood a log or be kept whole) and what was
+//! expected; its message reads e.g. ``bad source address `1.2.3` ``. A JSON line that cannot
+//! be read as a record at all is a [`JsonError`].
 
 use std::borrow::Cow;
 use std::fmt;
@@ -29,8 +31,104 @@ pub(super) fn shown(s: &str) -> Cow<'_, str> {
     Cow::Owned(format!("{}…", &s[..end]))
 }
 
-fn bad(what: &str, value: &str) -> String {
-    format!("bad {what} `{}`", shown(value))
+/// Why one field of a record could not be read. The bad text is kept cut to a few dozen
+/// characters (as it is shown), so an error never holds more than that of the input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldError {
+    /// A text field (a CSV column) that does not read as `field`.
+    #[error("bad {field} `{text}`")]
+    Text {
+        /// What the field is, e.g. "source address", "TCP flags".
+        field: &'static str,
+        /// The text, cut for display.
+        text: String,
+    },
+    /// A required text field that is empty.
+    #[error("missing {field}")]
+    Missing {
+        /// What the field is, e.g. "source address".
+        field: &'static str,
+    },
+    /// A JSON string value that does not read as what the key holds.
+    #[error("bad `{key}` value `{text}`: expected {expected}")]
+    JsonText {
+        /// The JSON key.
+        key: &'static str,
+        /// The string, cut for display.
+        text: String,
+        /// What the key holds, e.g. "an IP address".
+        expected: &'static str,
+    },
+    /// A JSON number out of range or of the wrong sort (negative, fractional) for the key.
+    #[error("bad `{key}` value {number}: expected {expected}")]
+    JsonNumber {
+        /// The JSON key.
+        key: &'static str,
+        /// The number as JSON wrote it (as Rust prints it).
+        number: String,
+        /// What the key holds, e.g. "a port number 0-65535".
+        expected: &'static str,
+    },
+    /// A JSON value of the wrong type for the key (an object where a number was expected...).
+    #[error("bad `{key}`: expected {expected}, found {found}")]
+    JsonType {
+        /// The JSON key.
+        key: &'static str,
+        /// What the key holds.
+        expected: &'static str,
+        /// What was found: "null", "a boolean", "a list", "an object"...
+        found: &'static str,
+    },
+}
+
+impl FieldError {
+    /// The field's name: the JSON key, or what a text field is ("source address").
+    pub fn field(&self) -> &'static str {
+        match self {
+            FieldError::Text { field, .. } | FieldError::Missing { field } => field,
+            FieldError::JsonText { key, .. }
+            | FieldError::JsonNumber { key, .. }
+            | FieldError::JsonType { key, .. } => key,
+        }
+    }
+}
+
+fn bad(field: &'static str, value: &str) -> FieldError {
+    FieldError::Text {
+        field,
+        text: shown(value).into_owned(),
+    }
+}
+
+/// Why a JSON line (flowprint's schema or goflow2's) is not a flow record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JsonError {
+    /// The line does not start with `{`.
+    #[error("not a JSON object (a record line starts with `{{`)")]
+    NotObject,
+    /// The line is not valid JSON, or not an object of the expected shape.
+    #[error("invalid JSON at column {column}: {message}")]
+    Syntax {
+        /// 1-based column (byte) of the line where the JSON reader stopped.
+        column: usize,
+        /// The JSON reader's message, without its position.
+        message: String,
+    },
+    /// Invalid JSON where the reader gave no position.
+    #[error("invalid JSON: {message}")]
+    SyntaxAnywhere {
+        /// The JSON reader's message.
+        message: String,
+    },
+    /// A required key is absent or null.
+    #[error("missing `{key}`")]
+    Missing {
+        /// The key, e.g. `src`.
+        key: &'static str,
+    },
+    /// A key's value cannot be read.
+    #[error(transparent)]
+    Field(#[from] FieldError),
 }
 
 /// Protocol names nfdump prints (`nfdump -o csv`) beyond the ones rules know.
@@ -61,7 +159,7 @@ const NFDUMP_PROTO_NAMES: &[(&str, u8)] = &[
 ];
 
 /// A protocol given as a number (`6`) or a name (`TCP`, `ICMP6`, `IPv6`; case-insensitive).
-pub(super) fn parse_proto(s: &str) -> Result<u8, String> {
+pub(super) fn parse_proto(s: &str) -> Result<u8, FieldError> {
     if let Ok(n) = s.parse::<u8>() {
         return Ok(n);
     }
@@ -76,7 +174,7 @@ pub(super) fn parse_proto(s: &str) -> Result<u8, String> {
 }
 
 /// TCP flags as a number (`18`, `0x12`) or nfdump letters (`...AP.S.`, `.AP.SF`, `AS`).
-pub(super) fn parse_tcp_flags(s: &str) -> Result<u8, String> {
+pub(super) fn parse_tcp_flags(s: &str) -> Result<u8, FieldError> {
     if s.is_empty() {
         return Err(bad("TCP flags", s));
     }
@@ -105,19 +203,22 @@ pub(super) fn parse_tcp_flags(s: &str) -> Result<u8, String> {
 }
 
 /// An IP address; IPv4-mapped IPv6 addresses become IPv4.
-pub(super) fn parse_addr(s: &str, what: &str) -> Result<IpAddr, String> {
+pub(super) fn parse_addr(s: &str, what: &'static str) -> Result<IpAddr, FieldError> {
     s.parse::<IpAddr>()
         .map(|a| a.to_canonical())
         .map_err(|_| bad(what, s))
 }
 
 /// An unsigned integer of type `T`.
-pub(super) fn parse_uint<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, String> {
+pub(super) fn parse_uint<T: std::str::FromStr>(
+    s: &str,
+    what: &'static str,
+) -> Result<T, FieldError> {
     s.parse::<T>().map_err(|_| bad(what, s))
 }
 
 /// A destination port, also nfdump's ICMP `type.code` form (`8.0` → 8*256+0).
-pub(super) fn parse_dst_port(s: &str) -> Result<u16, String> {
+pub(super) fn parse_dst_port(s: &str) -> Result<u16, FieldError> {
     if let Ok(p) = s.parse::<u16>() {
         return Ok(p);
     }
@@ -133,7 +234,7 @@ pub(super) fn parse_dst_port(s: &str) -> Result<u16, String> {
 /// A time in a text file: integer milliseconds since the epoch, decimal seconds since the
 /// epoch (`1581109434.123`, nfdump's raw form), or a [`parse_timestamp`] date. nfdump's
 /// "no time" value `0000-00-00 00:00:00.000` is 0.
-pub(super) fn parse_time(s: &str, what: &str) -> Result<i64, String> {
+pub(super) fn parse_time(s: &str, what: &'static str) -> Result<i64, FieldError> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
     }
@@ -206,18 +307,35 @@ impl<'a> Scalar<'a> {
         }
     }
 
-    fn wrong(&self, key: &str, expected: &str) -> String {
+    fn wrong(&self, key: &'static str, expected: &'static str) -> FieldError {
+        let number = |number: String| FieldError::JsonNumber {
+            key,
+            number,
+            expected,
+        };
         match self {
-            Scalar::Str(s) => format!("bad `{key}` value `{}`: expected {expected}", shown(s)),
-            Scalar::U64(n) => format!("bad `{key}` value {n}: expected {expected}"),
-            Scalar::I64(n) => format!("bad `{key}` value {n}: expected {expected}"),
-            Scalar::F64(n) => format!("bad `{key}` value {n}: expected {expected}"),
-            other => format!("bad `{key}`: expected {expected}, found {}", other.kind()),
+            Scalar::Str(s) => FieldError::JsonText {
+                key,
+                text: shown(s).into_owned(),
+                expected,
+            },
+            Scalar::U64(n) => number(n.to_string()),
+            Scalar::I64(n) => number(n.to_string()),
+            Scalar::F64(n) => number(n.to_string()),
+            other => FieldError::JsonType {
+                key,
+                expected,
+                found: other.kind(),
+            },
         }
     }
 
     /// An unsigned integer that fits `T`, from a number or a decimal string.
-    pub(super) fn uint<T: TryFrom<u64>>(&self, key: &str, expected: &str) -> Result<T, String> {
+    pub(super) fn uint<T: TryFrom<u64>>(
+        &self,
+        key: &'static str,
+        expected: &'static str,
+    ) -> Result<T, FieldError> {
         let n = match self {
             Scalar::U64(n) => Some(*n),
             Scalar::F64(f) if f.fract() == 0.0 && *f >= 0.0 && *f < 9.007_199_254_740_992e15 => {
@@ -231,7 +349,7 @@ impl<'a> Scalar<'a> {
     }
 
     /// A signed integer, from a number or a decimal string.
-    pub(super) fn int(&self, key: &str, expected: &str) -> Result<i64, String> {
+    pub(super) fn int(&self, key: &'static str, expected: &'static str) -> Result<i64, FieldError> {
         let n = match self {
             Scalar::U64(n) => i64::try_from(*n).ok(),
             Scalar::I64(n) => Some(*n),
@@ -245,7 +363,7 @@ impl<'a> Scalar<'a> {
     }
 
     /// A time: an RFC 3339 / nfdump string, or integer milliseconds (number or string).
-    pub(super) fn time_ms(&self, key: &str) -> Result<i64, String> {
+    pub(super) fn time_ms(&self, key: &'static str) -> Result<i64, FieldError> {
         const EXPECTED: &str = "an RFC 3339 time or integer milliseconds";
         match self {
             Scalar::Str(s) => {
@@ -260,7 +378,7 @@ impl<'a> Scalar<'a> {
     }
 
     /// An IP address string.
-    pub(super) fn addr(&self, key: &str) -> Result<IpAddr, String> {
+    pub(super) fn addr(&self, key: &'static str) -> Result<IpAddr, FieldError> {
         match self {
             Scalar::Str(s) => s
                 .trim()
@@ -272,7 +390,7 @@ impl<'a> Scalar<'a> {
     }
 
     /// A protocol number or name.
-    pub(super) fn proto(&self, key: &str) -> Result<u8, String> {
+    pub(super) fn proto(&self, key: &'static str) -> Result<u8, FieldError> {
         match self {
             Scalar::Str(s) => {
                 parse_proto(s.trim()).map_err(|_| self.wrong(key, "a protocol name or number"))
@@ -282,7 +400,7 @@ impl<'a> Scalar<'a> {
     }
 
     /// TCP flags: a number, nfdump letters (`...AP.S.`), or a list of names (`["syn","ack"]`).
-    pub(super) fn tcp_flags(&self, key: &str) -> Result<u8, String> {
+    pub(super) fn tcp_flags(&self, key: &'static str) -> Result<u8, FieldError> {
         const EXPECTED: &str = "a number, nfdump letters like `...AP.S.`, or flag names";
         match self {
             Scalar::Str(s) => parse_tcp_flags(s.trim()).map_err(|_| self.wrong(key, EXPECTED)),
@@ -302,7 +420,7 @@ impl<'a> Scalar<'a> {
     }
 
     /// A host name (normalized), or `None` for null / an empty string.
-    pub(super) fn name(&self, key: &str) -> Result<Option<Arc<str>>, String> {
+    pub(super) fn name(&self, key: &'static str) -> Result<Option<Arc<str>>, FieldError> {
         match self {
             Scalar::Null => Ok(None),
             Scalar::Str(s) => Ok(normalize_name(s)),
@@ -375,17 +493,22 @@ impl<'de: 'a, 'a> Visitor<'de> for ScalarVisitor<'a> {
     }
 }
 
-/// A `serde_json` error as a line-level reason: the column is kept, the (always 1) line dropped.
-pub(super) fn json_error_reason(e: &serde_json::Error) -> String {
-    let msg = e.to_string();
-    let msg = match msg.rfind(" at line ") {
-        Some(i) => &msg[..i],
-        None => &msg,
-    };
-    if e.column() > 0 {
-        format!("invalid JSON at column {}: {msg}", e.column())
-    } else {
-        format!("invalid JSON: {msg}")
+impl From<serde_json::Error> for JsonError {
+    /// A `serde_json` error of one line: the column is kept, the (always 1) line dropped.
+    fn from(e: serde_json::Error) -> JsonError {
+        let msg = e.to_string();
+        let message = match msg.rfind(" at line ") {
+            Some(i) => msg[..i].to_owned(),
+            None => msg,
+        };
+        if e.column() > 0 {
+            JsonError::Syntax {
+                column: e.column(),
+                message,
+            }
+        } else {
+            JsonError::SyntaxAnywhere { message }
+        }
     }
 }
 
@@ -399,7 +522,17 @@ mod tests {
         assert_eq!(parse_proto("ICMP6"), Ok(58));
         assert_eq!(parse_proto("IPv6"), Ok(41));
         assert_eq!(parse_proto("17"), Ok(17));
-        assert_eq!(parse_proto("256"), Err("bad protocol `256`".into()));
+        assert_eq!(
+            parse_proto("256"),
+            Err(FieldError::Text {
+                field: "protocol",
+                text: "256".into()
+            })
+        );
+        assert_eq!(
+            parse_proto("256").unwrap_err().to_string(),
+            "bad protocol `256`"
+        );
         assert!(parse_proto("").is_err());
     }
 
@@ -434,7 +567,14 @@ mod tests {
         assert_eq!(parse_time("0000-00-00 00:00:00.000", "t"), Ok(0));
         assert_eq!(
             parse_time("x", "start time"),
-            Err("bad start time `x`".into())
+            Err(FieldError::Text {
+                field: "start time",
+                text: "x".into()
+            })
+        );
+        assert_eq!(
+            parse_time("x", "start time").unwrap_err().to_string(),
+            "bad start time `x`"
         );
         assert_eq!(parse_seconds("8.439"), Some(8439));
         assert_eq!(parse_seconds("0.5"), Some(500));
@@ -447,9 +587,21 @@ mod tests {
     #[test]
     fn long_values_are_cut_in_messages() {
         let long = "é".repeat(100);
-        let msg = parse_addr(&long, "source address").unwrap_err();
+        let e = parse_addr(&long, "source address").unwrap_err();
+        let FieldError::Text { field, text } = &e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(*field, "source address");
+        assert!(text.len() <= SHOWN_MAX + '…'.len_utf8(), "{text}");
+        assert!(text.ends_with('…'));
+        let msg = e.to_string();
         assert!(msg.len() < 100, "{msg}");
         assert!(msg.ends_with("…`"));
+        let e = Scalar::Str(Cow::Owned(long)).addr("src").unwrap_err();
+        assert!(
+            matches!(&e, FieldError::JsonText { key: "src", text, .. } if text.ends_with('…')),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -463,13 +615,29 @@ mod tests {
         assert_eq!(v[3], Scalar::Str(Cow::Owned("x\"y".into())));
         assert_eq!(v[6], Scalar::Object);
         assert_eq!(v[7].tcp_flags("f"), Ok(0x12));
+        let e = v[1].uint::<u16>("src_port", "a port").unwrap_err();
         assert_eq!(
-            v[1].uint::<u16>("src_port", "a port"),
-            Err("bad `src_port` value -2: expected a port".into())
+            e,
+            FieldError::JsonNumber {
+                key: "src_port",
+                number: "-2".into(),
+                expected: "a port"
+            }
+        );
+        assert_eq!(e.to_string(), "bad `src_port` value -2: expected a port");
+        assert_eq!(e.field(), "src_port");
+        let e = v[6].addr("src").unwrap_err();
+        assert_eq!(
+            e,
+            FieldError::JsonType {
+                key: "src",
+                expected: "an IP address",
+                found: "an object"
+            }
         );
         assert_eq!(
-            v[6].addr("src"),
-            Err("bad `src`: expected an IP address, found an object".into())
+            e.to_string(),
+            "bad `src`: expected an IP address, found an object"
         );
         let text = format!("[{}1]", "1,".repeat(100));
         let long: Scalar = serde_json::from_str(&text).unwrap();

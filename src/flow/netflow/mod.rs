@@ -20,6 +20,8 @@ mod sets;
 mod state;
 
 use crate::flow::Flow;
+pub use records::RecordError;
+pub use sets::SetError;
 use sets::{decode_sets, track_sequence};
 use state::State;
 pub use state::{MAX_TEMPLATE_FIELDS, StateStats};
@@ -130,8 +132,8 @@ pub enum DecodeError {
         len: usize,
     },
     /// No set of a v9 or IPFIX datagram was usable: the first set's problem.
-    #[error("{0}")]
-    Sets(String),
+    #[error(transparent)]
+    Sets(SetError),
 }
 
 /// Settings of a [`Decoder`]: the template timeout and the caps on what datagrams can make

@@ -18,6 +18,63 @@ fn ntp_to_ms(v: u64) -> i64 {
     secs * 1000 + frac as i64
 }
 
+/// Why a data set ended in a broken record (the records before it were decoded). `record` is
+/// 1-based; `at` is the record's byte offset in the data set's body (after the 4-byte set
+/// header).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The template's records have no bytes at all.
+    #[error("template describes zero-length records")]
+    ZeroLength,
+    /// A variable-length field's length byte(s) are past the end of the set.
+    #[error("record {record} at byte {at}: variable-length field runs past the set")]
+    VarLength {
+        /// The record.
+        record: u64,
+        /// Its offset in the set.
+        at: usize,
+    },
+    /// A field's value runs past the end of the set.
+    #[error(
+        "record {record} at byte {at}: field of {len} bytes runs past the set ({left} bytes left)"
+    )]
+    Field {
+        /// The record.
+        record: u64,
+        /// Its offset in the set.
+        at: usize,
+        /// The field's length.
+        len: usize,
+        /// The bytes left in the set where the field starts.
+        left: usize,
+    },
+    /// Non-zero bytes after the last record, too few for another one (templates with
+    /// variable-length fields only; fixed-length records are padded).
+    #[error("record {record} at byte {at}: {left} bytes left, a record needs at least {need}")]
+    Short {
+        /// The record.
+        record: u64,
+        /// Its offset in the set.
+        at: usize,
+        /// The bytes left.
+        left: usize,
+        /// The smallest record of the template.
+        need: usize,
+    },
+}
+
+impl RecordError {
+    /// The offset of the broken record in the data set's body (0 for [`RecordError::ZeroLength`]).
+    pub fn at(&self) -> usize {
+        match self {
+            RecordError::ZeroLength => 0,
+            RecordError::VarLength { at, .. }
+            | RecordError::Field { at, .. }
+            | RecordError::Short { at, .. } => *at,
+        }
+    }
+}
+
 /// The values of one data record before they become a [`Flow`].
 #[derive(Default)]
 struct Raw {
@@ -208,9 +265,9 @@ pub(super) fn decode_records(
     ctx: &Ctx,
     session: &mut SessionView,
     out: &mut dyn FnMut(Flow),
-) -> (u64, Option<String>) {
+) -> (u64, Option<RecordError>) {
     if plan.fixed_len == Some(0) {
-        return (0, Some("template describes zero-length records".into()));
+        return (0, Some(RecordError::ZeroLength));
     }
     let mut pos = 0usize;
     let mut n = 0;
@@ -221,24 +278,26 @@ pub(super) fn decode_records(
             break;
         }
         let start = pos;
-        let truncated = |what: String| {
+        let record = n + 1;
+        let truncated = |error: RecordError| {
             if data[start..].iter().all(|&b| b == 0) {
                 (n, None)
             } else {
-                (n, Some(format!("record {} at byte {start}: {what}", n + 1)))
+                (n, Some(error))
             }
         };
+        let varlen = RecordError::VarLength { record, at: start };
         let mut raw = Raw::default();
         for &Step { target, len } in &plan.steps {
             let len = if len == VARLEN {
                 // RFC 7011 §7: one length byte; 255 means a two-byte length follows.
                 let Some(&l) = data.get(pos) else {
-                    return truncated("variable-length field runs past the set".into());
+                    return truncated(varlen);
                 };
                 pos += 1;
                 if l == 255 {
                     let Some(l2) = data.get(pos..pos + 2) else {
-                        return truncated("variable-length field runs past the set".into());
+                        return truncated(varlen);
                     };
                     pos += 2;
                     usize::from(u16::from_be_bytes([l2[0], l2[1]]))
@@ -250,10 +309,12 @@ pub(super) fn decode_records(
             };
             let Some(v) = data.get(pos..pos + len) else {
                 // Fixed templates never get here (checked above).
-                return truncated(format!(
-                    "field of {len} bytes runs past the set ({} bytes left)",
-                    data.len() - pos
-                ));
+                return truncated(RecordError::Field {
+                    record,
+                    at: start,
+                    len,
+                    left: data.len() - pos,
+                });
             };
             raw.set(target, v);
             pos += len;
@@ -279,11 +340,12 @@ pub(super) fn decode_records(
         let left = data.len() - pos;
         return (
             n,
-            Some(format!(
-                "record {} at byte {pos}: {left} bytes left, a record needs at least {}",
-                n + 1,
-                plan.min_len
-            )),
+            Some(RecordError::Short {
+                record: n + 1,
+                at: pos,
+                left,
+                need: plan.min_len,
+            }),
         );
     }
     (n, None)

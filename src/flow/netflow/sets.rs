@@ -2,13 +2,141 @@
 //! data sets (decoded, or held until their template comes) and sequence numbers.
 
 use super::fields::{Plan, REVERSE_PEN, Target, enterprise_target, iana_target};
-use super::records::{SessionView, decode_records};
+use super::records::{RecordError, SessionView, decode_records};
 use super::state::{MAX_TEMPLATE_FIELDS, Pending, Session};
 use super::{Ctx, DecoderConfig, ExporterStats, u16_at, u32_at};
 use crate::flow::Flow;
 use std::sync::Arc;
 
-/// Decodes the sets of one v9 or IPFIX message of `session`.
+/// What was wrong with one set of a v9 or IPFIX message. `set_id` is the set's id (0/1 v9
+/// templates, 2/3 IPFIX templates, 256 and up data) and `offset` the byte offset of its header
+/// in the message (the datagram for v9); detail offsets (`at`) count from the set's body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetError {
+    /// A set length below 4 or beyond the message; the rest of the message is not read.
+    #[error("set {set_id} claims {len} bytes, {left} remain")]
+    Length {
+        /// The set id.
+        set_id: u16,
+        /// Offset of the set header.
+        offset: usize,
+        /// The length it claims.
+        len: usize,
+        /// The bytes left in the message from its header on.
+        left: usize,
+    },
+    /// A set id that is neither a template set nor a data set (v9 2..=255, IPFIX 0, 1, 4..=255).
+    #[error("reserved set id {set_id}")]
+    Reserved {
+        /// The set id.
+        set_id: u16,
+        /// Offset of the set header.
+        offset: usize,
+    },
+    /// A template set that ends inside a template.
+    #[error("template set truncated at byte {at}")]
+    TemplateTruncated {
+        /// The set id.
+        set_id: u16,
+        /// Offset of the set header.
+        offset: usize,
+        /// Where in the set's body the template's next field would start.
+        at: usize,
+    },
+    /// A v9 options template whose scope or option length is not a multiple of 4.
+    #[error(
+        "options template {template_id}: lengths {scope_len}/{options_len} are not multiples of 4"
+    )]
+    OptionsLengths {
+        /// The set id.
+        set_id: u16,
+        /// Offset of the set header.
+        offset: usize,
+        /// The template id.
+        template_id: u16,
+        /// Bytes of scope fields.
+        scope_len: usize,
+        /// Bytes of option fields.
+        options_len: usize,
+    },
+    /// A template id below 256 (those are set ids).
+    #[error("template id {template_id} is below 256")]
+    TemplateId {
+        /// The set id.
+        set_id: u16,
+        /// Offset of the set header.
+        offset: usize,
+        /// The template id.
+        template_id: u16,
+    },
+    /// A template with more fields than [`MAX_TEMPLATE_FIELDS`].
+    #[error(
+        "template {template_id} has {fields} fields, more than the {MAX_TEMPLATE_FIELDS} accepted"
+    )]
+    TemplateFields {
+        /// The set id.
+        set_id: u16,
+        /// Offset of the set header.
+        offset: usize,
+        /// The template id.
+        template_id: u16,
+        /// Its field count.
+        fields: usize,
+    },
+    /// A data set that ends in a broken record (the set id is its template id).
+    #[error("data set {set_id}: {error}")]
+    Data {
+        /// The set id, which is its template's id.
+        set_id: u16,
+        /// Offset of the set header.
+        offset: usize,
+        /// What is wrong with the record (in the message, not as a source: the chain
+        /// prints once).
+        error: RecordError,
+    },
+}
+
+impl SetError {
+    /// The id of the set the error is about.
+    pub fn set_id(&self) -> u16 {
+        match self {
+            SetError::Length { set_id, .. }
+            | SetError::Reserved { set_id, .. }
+            | SetError::TemplateTruncated { set_id, .. }
+            | SetError::OptionsLengths { set_id, .. }
+            | SetError::TemplateId { set_id, .. }
+            | SetError::TemplateFields { set_id, .. }
+            | SetError::Data { set_id, .. } => *set_id,
+        }
+    }
+
+    /// The byte offset of the set's header in the message.
+    pub fn offset(&self) -> usize {
+        match self {
+            SetError::Length { offset, .. }
+            | SetError::Reserved { offset, .. }
+            | SetError::TemplateTruncated { offset, .. }
+            | SetError::OptionsLengths { offset, .. }
+            | SetError::TemplateId { offset, .. }
+            | SetError::TemplateFields { offset, .. }
+            | SetError::Data { offset, .. } => *offset,
+        }
+    }
+
+    /// The template the error is about, when there is one (for a data set, its template).
+    pub fn template_id(&self) -> Option<u16> {
+        match self {
+            SetError::OptionsLengths { template_id, .. }
+            | SetError::TemplateId { template_id, .. }
+            | SetError::TemplateFields { template_id, .. } => Some(*template_id),
+            SetError::Data { set_id, .. } => Some(*set_id),
+            _ => None,
+        }
+    }
+}
+
+/// Decodes the sets of one v9 or IPFIX message of `session`. `body` follows the message
+/// header (20 bytes for v9, 16 for IPFIX); error offsets count from the message's start.
 pub(super) fn decode_sets(
     session: &mut Session,
     stats: &mut ExporterStats,
@@ -17,24 +145,29 @@ pub(super) fn decode_sets(
     ctx: Ctx,
     ipfix: bool,
     out: &mut dyn FnMut(Flow),
-) -> Result<u64, String> {
+) -> Result<u64, SetError> {
     let timeout = config.template_timeout_ms.unwrap_or(i64::MAX);
+    let header = if ipfix { 16 } else { 20 };
+    let end = header + body.len();
     let mut flows = 0u64;
     let mut first_error = None;
     let mut usable = false;
     while body.len() >= 4 {
         let id = u16_at(body, 0);
         let len = usize::from(u16_at(body, 2));
+        let offset = end - body.len();
         if len < 4 || len > body.len() {
             // Padding at the end of a v9 packet is zeros; anything else is malformed.
             if body.iter().all(|&b| b == 0) {
                 break;
             }
             stats.malformed += 1;
-            first_error.get_or_insert(format!(
-                "set {id} claims {len} bytes, {} remain",
-                body.len()
-            ));
+            first_error.get_or_insert(SetError::Length {
+                set_id: id,
+                offset,
+                len,
+                left: body.len(),
+            });
             break;
         }
         let set = &body[4..len];
@@ -46,7 +179,7 @@ pub(super) fn decode_sets(
         };
         if is_template {
             let options = if ipfix { id == 3 } else { id == 1 };
-            let (list, error) = parse_templates(set, ipfix, options);
+            let (list, error) = parse_templates(set, ipfix, options, id, offset);
             if let Some(e) = error {
                 stats.malformed += 1;
                 first_error.get_or_insert(e);
@@ -97,9 +230,13 @@ pub(super) fn decode_sets(
                     let (n, error) = decode_records(&plan, set, &ctx, &mut view, out);
                     flows += n;
                     usable |= n > 0 || error.is_none();
-                    if let Some(e) = error {
+                    if let Some(error) = error {
                         stats.malformed += 1;
-                        first_error.get_or_insert(format!("data set {id}: {e}"));
+                        first_error.get_or_insert(SetError::Data {
+                            set_id: id,
+                            offset,
+                            error,
+                        });
                     }
                 }
                 None => {
@@ -114,7 +251,7 @@ pub(super) fn decode_sets(
             }
         } else {
             stats.malformed += 1;
-            first_error.get_or_insert(format!("reserved set id {id}"));
+            first_error.get_or_insert(SetError::Reserved { set_id: id, offset });
         }
     }
     // Pending data whose template did not come in time is given up.
@@ -147,14 +284,17 @@ pub(super) fn track_sequence(
 }
 
 /// Parses a template or options-template set: the templates (`None` plans are withdrawals)
-/// up to the first broken one, and what was wrong with it.
+/// up to the first broken one, and what was wrong with it. `set` is the body of set `set_id`,
+/// whose header is at `offset` in the message.
 fn parse_templates(
     set: &[u8],
     ipfix: bool,
     options: bool,
-) -> (Vec<(u16, Option<Plan>)>, Option<String>) {
+    set_id: u16,
+    offset: usize,
+) -> (Vec<(u16, Option<Plan>)>, Option<SetError>) {
     let mut out = Vec::new();
-    let error = parse_templates_into(set, ipfix, options, &mut out).err();
+    let error = parse_templates_into(set, ipfix, options, set_id, offset, &mut out).err();
     (out, error)
 }
 
@@ -162,12 +302,18 @@ fn parse_templates_into(
     set: &[u8],
     ipfix: bool,
     options: bool,
+    set_id: u16,
+    offset: usize,
     out: &mut Vec<(u16, Option<Plan>)>,
-) -> Result<(), String> {
+) -> Result<(), SetError> {
     let mut p = 0usize;
-    let need = |p: usize, n: usize| -> Result<(), String> {
+    let need = |p: usize, n: usize| -> Result<(), SetError> {
         if p + n > set.len() {
-            Err(format!("template set truncated at byte {p}"))
+            Err(SetError::TemplateTruncated {
+                set_id,
+                offset,
+                at: p,
+            })
         } else {
             Ok(())
         }
@@ -199,9 +345,13 @@ fn parse_templates_into(
             let opt_len = usize::from(u16_at(set, p + 4));
             p += 6;
             if scope_len % 4 != 0 || opt_len % 4 != 0 {
-                return Err(format!(
-                    "options template {tid}: lengths {scope_len}/{opt_len} are not multiples of 4"
-                ));
+                return Err(SetError::OptionsLengths {
+                    set_id,
+                    offset,
+                    template_id: tid,
+                    scope_len,
+                    options_len: opt_len,
+                });
             }
             ((scope_len + opt_len) / 4, (scope_len / 4) as u16)
         } else {
@@ -210,12 +360,19 @@ fn parse_templates_into(
             (usize::from(fc), 0)
         };
         if tid < 256 {
-            return Err(format!("template id {tid} is below 256"));
+            return Err(SetError::TemplateId {
+                set_id,
+                offset,
+                template_id: tid,
+            });
         }
         if field_count > MAX_TEMPLATE_FIELDS {
-            return Err(format!(
-                "template {tid} has {field_count} fields, more than the {MAX_TEMPLATE_FIELDS} accepted"
-            ));
+            return Err(SetError::TemplateFields {
+                set_id,
+                offset,
+                template_id: tid,
+                fields: field_count,
+            });
         }
         let mut fields = Vec::with_capacity(field_count);
         let mut unknown = 0u16;

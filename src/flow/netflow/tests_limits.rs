@@ -200,10 +200,16 @@ fn templates_with_too_many_fields_are_refused() {
     let mut dec = Decoder::new();
     let m = v9(0, 100, 0, &[(0, template(256, &fields))]);
     let e = dec.decode(exporter(), &m, &mut |_| {}).unwrap_err();
-    assert!(
-        matches!(&e, DecodeError::Sets(m) if m.contains("1025 fields")),
-        "{e}"
+    assert_eq!(
+        e,
+        DecodeError::Sets(SetError::TemplateFields {
+            set_id: 0,
+            offset: 20,
+            template_id: 256,
+            fields: 1025
+        })
     );
+    assert!(e.to_string().contains("1025 fields"), "{e}");
     assert_eq!(dec.state_stats().templates, 0);
 }
 
@@ -288,10 +294,20 @@ fn truncated_v9_variable_length_fields_are_counted_errors() {
     let e = dec
         .decode(exporter(), &v9(1, 100, 5, &[(260, cut)]), &mut |_| {})
         .unwrap_err();
-    assert!(
-        matches!(&e, DecodeError::Sets(m) if m.contains("runs past the set")),
-        "{e}"
+    assert_eq!(
+        e,
+        DecodeError::Sets(SetError::Data {
+            set_id: 260,
+            offset: 20,
+            error: RecordError::Field {
+                record: 1,
+                at: 0,
+                len: 40,
+                left: 10
+            }
+        })
     );
+    assert!(e.to_string().contains("runs past the set"), "{e}");
 }
 
 #[test]
@@ -331,5 +347,85 @@ fn header_errors_say_what_in_their_kind() {
             length: 40,
             len: 16
         })
+    );
+}
+
+#[test]
+fn set_errors_carry_the_set_id_template_id_and_offset() {
+    let decode = |m: &[u8]| Decoder::new().decode(exporter(), m, &mut |_| {});
+    let sets = |e: Result<u64, DecodeError>| match e {
+        Err(DecodeError::Sets(s)) => s,
+        other => panic!("{other:?}"),
+    };
+    // IPFIX: a set claiming more than the message holds, after an unusable reserved set.
+    let mut m = ipfix(0, 1, &[(7, vec![0; 4])]);
+    m.extend_from_slice(&[1, 0, 0xff, 0xff, 1, 2]);
+    let len = m.len() as u16;
+    m[2..4].copy_from_slice(&len.to_be_bytes());
+    let e = sets(decode(&m));
+    assert_eq!(
+        e,
+        SetError::Reserved {
+            set_id: 7,
+            offset: 16
+        }
+    );
+    assert_eq!(e.to_string(), "reserved set id 7");
+    let mut m = ipfix(0, 1, &[]);
+    m.extend_from_slice(&[1, 0, 0xff, 0xff, 1, 2]);
+    let len = m.len() as u16;
+    m[2..4].copy_from_slice(&len.to_be_bytes());
+    let e = sets(decode(&m));
+    assert_eq!(
+        e,
+        SetError::Length {
+            set_id: 256,
+            offset: 16,
+            len: 0xffff,
+            left: 6
+        }
+    );
+    assert_eq!((e.set_id(), e.offset(), e.template_id()), (256, 16, None));
+    // v9: the second set's offset is after the first (20 + 4 + 8).
+    let e = sets(decode(&v9(
+        0,
+        100,
+        0,
+        &[(0, vec![0; 8]), (0, template(255, BASIC))],
+    )));
+    assert_eq!(
+        e,
+        SetError::TemplateId {
+            set_id: 0,
+            offset: 32,
+            template_id: 255
+        }
+    );
+    assert_eq!(e.template_id(), Some(255));
+    // A template cut inside its field list.
+    let cut = template(256, BASIC)[..10].to_vec();
+    let e = sets(decode(&v9(0, 100, 0, &[(0, cut)])));
+    assert_eq!(
+        e,
+        SetError::TemplateTruncated {
+            set_id: 0,
+            offset: 20,
+            at: 8
+        }
+    );
+    assert_eq!(e.to_string(), "template set truncated at byte 8");
+    // A v9 options template whose lengths are not multiples of 4.
+    let mut opt = 256u16.to_be_bytes().to_vec();
+    opt.extend_from_slice(&[0, 3, 0, 4]);
+    let e = sets(decode(&v9(0, 100, 0, &[(1, opt)])));
+    assert_eq!(
+        e,
+        SetError::OptionsLengths {
+            set_id: 1,
+            offset: 20,
+            template_id: 256,
+            scope_len: 3,
+            options_len: 4
+        }
     );
 }

@@ -49,6 +49,8 @@ impl fmt::Display for Error {
     }
 }
 
+impl std::error::Error for Error {}
+
 /// A cursor over the compressed bytes.
 struct Input<'a> {
     data: &'a [u8],

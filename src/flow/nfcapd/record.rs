@@ -55,7 +55,94 @@ pub enum Outcome {
     /// A record that is not a flow (exporter, sampler, statistics, ident...).
     Meta,
     /// A malformed or unsupported record, with the reason.
-    Malformed(String),
+    Malformed(RecordError),
+}
+
+/// Why one record of a data block is malformed or unsupported. Offsets are byte offsets in the
+/// record (its 4-byte `type, size` header at 0).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// A V3 record shorter than its 12-byte header.
+    #[error("V3 record of {len} bytes is shorter than its 12-byte header")]
+    V3Header {
+        /// The record's size.
+        len: usize,
+    },
+    /// Fewer elements than the header announces before the record ends.
+    #[error("V3 record announces {announced} elements but holds {held}")]
+    Elements {
+        /// Elements announced.
+        announced: u16,
+        /// Elements found.
+        held: u16,
+    },
+    /// An element whose length is below 4 or runs past the record.
+    #[error(
+        "element {element} (type {kind}) of length {len} overruns its record ({record_len} \
+         bytes at offset {offset})"
+    )]
+    ElementOverrun {
+        /// 1-based element number.
+        element: u16,
+        /// Element type.
+        kind: u16,
+        /// Its length field.
+        len: usize,
+        /// The record's size.
+        record_len: usize,
+        /// The element's offset.
+        offset: usize,
+    },
+    /// An element too short for the fields read from it.
+    #[error("{element} element has {len} bytes, needs {need}")]
+    ElementShort {
+        /// The element's name, e.g. `EXipInfo`.
+        element: &'static str,
+        /// The element's offset (of its header).
+        offset: usize,
+        /// Bytes of its body.
+        len: usize,
+        /// Bytes needed.
+        need: usize,
+    },
+    /// A V3 record without the generic flow element (times, counters, ports).
+    #[error("V3 record without EXgenericFlow element")]
+    NoGeneric,
+    /// A V3 record without an address element.
+    #[error("V3 record without IPv4 or IPv6 address element")]
+    NoAddress,
+    /// An nfdump 1.6 flow record.
+    #[error(
+        "nfdump 1.6 flow record (type {0}) is not supported; rewrite the file with nfdump 1.7 \
+         (`nfdump -r OLD -w NEW`)"
+    )]
+    Legacy(u16),
+    /// An exporter record too short.
+    #[error("exporter record of {len} bytes, needs at least 28")]
+    ExporterShort {
+        /// The record's size.
+        len: usize,
+    },
+    /// A sampler record too short.
+    #[error("sampler record of {len} bytes, needs 24")]
+    SamplerShort {
+        /// The record's size.
+        len: usize,
+    },
+    /// A sampler beyond the [`MAX_SAMPLERS`] kept per file (ignored).
+    #[error("more than {MAX_SAMPLERS} sampler records: sampler ignored")]
+    TooManySamplers,
+}
+
+impl RecordError {
+    /// The byte offset in the record the error is about (0 when it is about the whole record).
+    pub fn offset(&self) -> usize {
+        match self {
+            RecordError::ElementOverrun { offset, .. }
+            | RecordError::ElementShort { offset, .. } => *offset,
+            _ => 0,
+        }
+    }
 }
 
 /// Per-file state: exporters and samplers announced by earlier records.
@@ -93,15 +180,21 @@ fn ms(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// An element body with at least `need` bytes, or the reason it is too short.
+/// An element body (found at `offset` in its record) with at least `need` bytes, or why not.
 #[inline(always)]
-fn sized<'a>(body: Option<&'a [u8]>, need: usize, name: &str) -> Result<Option<&'a [u8]>, String> {
-    match body {
-        Some(b) if b.len() < need => Err(format!(
-            "{name} element has {} bytes, needs {need}",
-            b.len()
-        )),
-        b => Ok(b),
+fn sized<'a>(
+    element: Option<(usize, &'a [u8])>,
+    need: usize,
+    name: &'static str,
+) -> Result<Option<&'a [u8]>, RecordError> {
+    match element {
+        Some((offset, b)) if b.len() < need => Err(RecordError::ElementShort {
+            element: name,
+            offset,
+            len: b.len(),
+            need,
+        }),
+        e => Ok(e.map(|(_, b)| b)),
     }
 }
 
@@ -116,21 +209,15 @@ impl Decoder {
             },
             EXPORTER_INFO => self.exporter(rec),
             SAMPLER => self.sampler(rec),
-            t if LEGACY_FLOW.contains(&t) => Outcome::Malformed(format!(
-                "nfdump 1.6 flow record (type {t}) is not supported; rewrite the file with \
-                 nfdump 1.7 (`nfdump -r OLD -w NEW`)"
-            )),
+            t if LEGACY_FLOW.contains(&t) => Outcome::Malformed(RecordError::Legacy(t)),
             _ => Outcome::Meta,
         }
     }
 
     #[inline(always)]
-    fn v3(&self, rec: &[u8]) -> Result<Flow, String> {
+    fn v3(&self, rec: &[u8]) -> Result<Flow, RecordError> {
         if rec.len() < 12 {
-            return Err(format!(
-                "V3 record of {} bytes is shorter than its 12-byte header",
-                rec.len()
-            ));
+            return Err(RecordError::V3Header { len: rec.len() });
         }
         let elements = le16(rec, 4);
         let exporter_id = le16(rec, 8);
@@ -140,35 +227,37 @@ impl Decoder {
         let mut pos = 12;
         for i in 0..elements {
             let Some(h) = rec.get(pos..pos + 4) else {
-                return Err(format!(
-                    "V3 record announces {elements} elements but holds {i}"
-                ));
+                return Err(RecordError::Elements {
+                    announced: elements,
+                    held: i,
+                });
             };
             let (kind, len) = (le16(h, 0), usize::from(le16(h, 2)));
             if len < 4 || pos + len > rec.len() {
-                return Err(format!(
-                    "element {} (type {kind}) of length {len} overruns its record ({} bytes at \
-                     offset {pos})",
-                    i + 1,
-                    rec.len()
-                ));
+                return Err(RecordError::ElementOverrun {
+                    element: i + 1,
+                    kind,
+                    len,
+                    record_len: rec.len(),
+                    offset: pos,
+                });
             }
-            let body = &rec[pos + 4..pos + len];
+            let body = Some((pos, &rec[pos + 4..pos + len]));
             match kind {
-                1 => generic = Some(body),
-                2 => v4 = Some(body),
-                3 => v6 = Some(body),
-                5 => counters = Some(body),
-                12 => recv4 = Some(body),
-                13 => recv6 = Some(body),
-                18 => sampler = Some(body),
-                42 => ip_info = Some(body),
+                1 => generic = body,
+                2 => v4 = body,
+                3 => v6 = body,
+                5 => counters = body,
+                12 => recv4 = body,
+                13 => recv6 = body,
+                18 => sampler = body,
+                42 => ip_info = body,
                 _ => {}
             }
             pos += len;
         }
         let Some(g) = sized(generic, 48, "EXgenericFlow")? else {
-            return Err("V3 record without EXgenericFlow element".into());
+            return Err(RecordError::NoGeneric);
         };
         let (src, dst) = if let Some(b) = sized(v4, 8, "EXipv4Flow")? {
             (
@@ -178,7 +267,7 @@ impl Decoder {
         } else if let Some(b) = sized(v6, 32, "EXipv6Flow")? {
             (IpAddr::V6(ipv6(b, 0)), IpAddr::V6(ipv6(b, 16)))
         } else {
-            return Err("V3 record without IPv4 or IPv6 address element".into());
+            return Err(RecordError::NoAddress);
         };
         let (rev_packets, rev_bytes) = match sized(counters, 24, "EXcntFlow")? {
             Some(c) => (le64(c, 8), le64(c, 16)),
@@ -243,10 +332,7 @@ impl Decoder {
     /// `exporter_info_record_t`: version u32 @4, ip[16] @8, sa_family u16 @24, sysid u16 @26.
     fn exporter(&mut self, rec: &[u8]) -> Outcome {
         if rec.len() < 28 {
-            return Outcome::Malformed(format!(
-                "exporter record of {} bytes, needs at least 28",
-                rec.len()
-            ));
+            return Outcome::Malformed(RecordError::ExporterShort { len: rec.len() });
         }
         let family = le16(rec, 24);
         let ip = match family {
@@ -270,7 +356,7 @@ impl Decoder {
     /// spaceInterval u32 @20. The interval is (packet + space) / packet.
     fn sampler(&mut self, rec: &[u8]) -> Outcome {
         if rec.len() < 24 {
-            return Outcome::Malformed(format!("sampler record of {} bytes, needs 24", rec.len()));
+            return Outcome::Malformed(RecordError::SamplerShort { len: rec.len() });
         }
         let key = (le16(rec, 4), le64(rec, 8) as i64);
         let (packet, space) = (u64::from(le32(rec, 16)), u64::from(le32(rec, 20)));
@@ -278,12 +364,100 @@ impl Decoder {
             return Outcome::Meta;
         }
         if self.samplers.len() >= MAX_SAMPLERS && !self.samplers.contains_key(&key) {
-            return Outcome::Malformed(format!(
-                "more than {MAX_SAMPLERS} sampler records: sampler ignored"
-            ));
+            return Outcome::Malformed(RecordError::TooManySamplers);
         }
         let interval = ((packet + space) / packet).clamp(1, u64::from(u32::MAX)) as u32;
         self.samplers.insert(key, interval);
         Outcome::Meta
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn element(kind: u16, body: &[u8]) -> Vec<u8> {
+        let mut e = kind.to_le_bytes().to_vec();
+        e.extend_from_slice(&(body.len() as u16 + 4).to_le_bytes());
+        e.extend_from_slice(body);
+        e
+    }
+
+    /// A V3 record announcing `announced` elements, holding `elements`.
+    fn v3(announced: u16, elements: &[Vec<u8>]) -> Vec<u8> {
+        let size = 12 + elements.iter().map(Vec::len).sum::<usize>();
+        let mut r = V3_RECORD.to_le_bytes().to_vec();
+        r.extend_from_slice(&(size as u16).to_le_bytes());
+        r.extend_from_slice(&announced.to_le_bytes());
+        r.extend_from_slice(&[0, 0, 1, 0, 0, 0]);
+        for e in elements {
+            r.extend_from_slice(e);
+        }
+        r
+    }
+
+    fn error(rec: &[u8]) -> RecordError {
+        match Decoder::default().record(rec) {
+            Outcome::Malformed(e) => e,
+            Outcome::Flow(f) => panic!("a flow: {f:?}"),
+            Outcome::Meta => panic!("a meta record"),
+        }
+    }
+
+    #[test]
+    fn record_errors_say_what_and_where() {
+        let generic = element(1, &[0; 48]);
+        let v4 = element(2, &[0; 8]);
+        assert!(matches!(
+            Decoder::default().record(&v3(2, &[generic.clone(), v4.clone()])),
+            Outcome::Flow(_)
+        ));
+        assert_eq!(error(&v3(0, &[])[..8]), RecordError::V3Header { len: 8 });
+        assert_eq!(
+            error(&v3(3, &[generic.clone(), v4.clone()])),
+            RecordError::Elements {
+                announced: 3,
+                held: 2
+            }
+        );
+        let mut overrun = v3(2, &[generic.clone(), element(2, &[0; 8])]);
+        let at = 12 + generic.len();
+        overrun[at + 2..at + 4].copy_from_slice(&40u16.to_le_bytes());
+        let e = error(&overrun);
+        assert_eq!(
+            e,
+            RecordError::ElementOverrun {
+                element: 2,
+                kind: 2,
+                len: 40,
+                record_len: overrun.len(),
+                offset: at
+            }
+        );
+        assert_eq!(e.offset(), at);
+        let e = error(&v3(3, &[generic.clone(), v4.clone(), element(42, &[0; 2])]));
+        assert_eq!(
+            e,
+            RecordError::ElementShort {
+                element: "EXipInfo",
+                offset: 12 + generic.len() + v4.len(),
+                len: 2,
+                need: 4
+            }
+        );
+        assert_eq!(e.to_string(), "EXipInfo element has 2 bytes, needs 4");
+        assert_eq!(
+            error(&v3(1, std::slice::from_ref(&v4))),
+            RecordError::NoGeneric
+        );
+        assert_eq!(error(&v3(1, &[generic])), RecordError::NoAddress);
+        let mut legacy = v3(0, &[]);
+        legacy[..2].copy_from_slice(&10u16.to_le_bytes());
+        assert_eq!(error(&legacy), RecordError::Legacy(10));
+        let mut short = vec![0u8; 20];
+        short[..2].copy_from_slice(&EXPORTER_INFO.to_le_bytes());
+        assert_eq!(error(&short), RecordError::ExporterShort { len: 20 });
+        short[..2].copy_from_slice(&SAMPLER.to_le_bytes());
+        assert_eq!(error(&short), RecordError::SamplerShort { len: 20 });
     }
 }
