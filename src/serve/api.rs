@@ -247,8 +247,7 @@ async fn guard(State(daemon): State<Arc<Daemon>>, request: Request, next: Next) 
 }
 
 async fn health(State(d): State<Arc<Daemon>>) -> Response {
-    let snap = d.store.current();
-    let last = d.store.last_report();
+    let (snap, last) = d.store.running();
     let retry = d.retry.pending();
     let watch = d.watch.get();
     let mut problems: Vec<String> = Vec::new();
@@ -366,7 +365,7 @@ async fn host(State(d): State<Arc<Daemon>>, Path(addr): Path<String>) -> Respons
 }
 
 async fn rules(State(d): State<Arc<Daemon>>) -> Response {
-    let snap = d.store.current();
+    let (snap, last) = d.store.running();
     let (reloads, failed) = d.store.reload_counts();
     Json(json!({
         "generation": snap.generation,
@@ -378,7 +377,7 @@ async fn rules(State(d): State<Arc<Daemon>>) -> Response {
         "warnings": snap.warnings.len(),
         "reloads": reloads,
         "failed_reloads": failed,
-        "last_reload": d.store.last_report(),
+        "last_reload": last,
         "fleet": d.fleet.as_ref().map(|f| json!({
             "shards_owned": f.owned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
             "packs": f.packs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),

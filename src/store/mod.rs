@@ -459,6 +459,13 @@ impl RuleStore {
         &self.boot
     }
 
+    /// The running set and the report of the reload that swapped it in (or of the last
+    /// reload since, which kept it), read together.
+    pub fn running(&self) -> (Arc<Snapshot>, ReloadReport) {
+        let last = lock(&self.last);
+        (self.current.load_full(), last.clone())
+    }
+
     /// The last reload's report (the boot's, before any reload).
     pub fn last_report(&self) -> ReloadReport {
         lock(&self.last).clone()
@@ -498,6 +505,7 @@ impl RuleStore {
             trigger: trigger.to_string(),
             ..Default::default()
         };
+        let mut swap_in = None;
         if sources.unreadable() == 0 && sources.digest() == old.digest && !old.from_last_good {
             report.ok = true;
             report.unchanged = true;
@@ -512,8 +520,7 @@ impl RuleStore {
                     report.rules = new.ruleset.len();
                     report.diagnostics = new.warnings.clone();
                     save_last_good(&self.config, &sources);
-                    let replaced = self.current.swap(Arc::new(new));
-                    lock(&self.retired).push(replaced);
+                    swap_in = Some(new);
                 }
                 Err((errors, diagnostics)) => {
                     self.failed.fetch_add(1, Ordering::Relaxed);
@@ -528,7 +535,14 @@ impl RuleStore {
         }
         report.compile_ms = started.elapsed().as_secs_f64() * 1e3;
         report.at = crate::flow::time::format_rfc3339(now_ms());
-        *lock(&self.last) = report.clone();
+        // The set and its report change together: whoever reads both under this lock
+        // ([`RuleStore::running`]) never sees a new set with the report of the one before.
+        let mut last = lock(&self.last);
+        if let Some(new) = swap_in {
+            let replaced = self.current.swap(Arc::new(new));
+            lock(&self.retired).push(replaced);
+        }
+        *last = report.clone();
         report
     }
 }
