@@ -59,7 +59,6 @@ pub mod eval;
 pub mod evaluate;
 pub mod fleet;
 pub mod flow;
-pub mod index;
 pub mod infer;
 pub mod inventory;
 pub mod limits;

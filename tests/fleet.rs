@@ -482,7 +482,7 @@ fn pack_archive(
         )
         .unwrap();
         flowprint::pack::integrity::write_manifest(&pack, None).unwrap();
-        flowprint::pack::integrity::write_archive(&pack, &format!("{name}-{version}"), &archive)
+        flowprint::pack::archive::write_archive(&pack, &format!("{name}-{version}"), &archive)
             .unwrap();
     } else {
         let out = flowprint(&[

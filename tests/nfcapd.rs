@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use flowprint::flow::Flow;
 use flowprint::flow::ingest::{InputFormat, ReadError, ReadStats, read_flows};
-use flowprint::flow::nfcapd::{
+use flowprint::flow::ingest::nfcapd::{
     CodecError, FileError, HeaderError, MAX_BLOCK, is_nfcapd, read_nfcapd,
 };
 

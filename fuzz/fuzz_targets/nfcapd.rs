@@ -3,7 +3,7 @@
 //! give the same flows, errors and counts.
 #![no_main]
 
-use flowprint::flow::nfcapd::{is_nfcapd, read_nfcapd};
+use flowprint::flow::ingest::nfcapd::{is_nfcapd, read_nfcapd};
 use libfuzzer_sys::fuzz_target;
 
 mod common;

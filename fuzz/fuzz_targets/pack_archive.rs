@@ -1,4 +1,4 @@
-//! Pack archives: `pack::integrity::extract_archive`, then, when it extracts, `verify_dir`,
+//! Pack archives: `pack::archive::extract_archive`, then, when it extracts, `verify_dir`,
 //! `verify_copy` and `Manifest::read` (YAML pre-check + parse) of what came out. Byte 0 picks
 //! the form: even, the rest is a tar stream that the target gzips (so the fuzzer works on tar
 //! headers, not on gzip checksums); odd, the rest is the `.tar.gz` file itself.
@@ -6,7 +6,8 @@
 //! file, nor more than `MAX_ARCHIVE_BYTES` of files, nor anything outside its directory.
 #![no_main]
 
-use flowprint::pack::integrity::{self, MAX_ARCHIVE_BYTES};
+use flowprint::pack::archive::{self, MAX_ARCHIVE_BYTES};
+use flowprint::pack::integrity;
 use flowprint::sources::{loadable_name, manifest::Manifest};
 use libfuzzer_sys::fuzz_target;
 use std::io::Write;
@@ -55,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         std::fs::write(&archive, rest).unwrap();
     }
-    if let Ok(top) = integrity::extract_archive(&archive, &into) {
+    if let Ok(top) = archive::extract_archive(&archive, &into) {
         assert!(top.starts_with(&into), "{}", top.display());
         // Nothing next to `into`: only `in.tar.gz` and `x` in the scratch directory.
         let beside = std::fs::read_dir(&base).unwrap().count();

@@ -95,7 +95,7 @@ fn parse_server(s: &str) -> Result<std::net::SocketAddr, String> {
 }
 
 fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
-    match super::analyze::parse_duration_opt(s)?.0 {
+    match super::args::parse_duration_opt(s)?.0 {
         Some(ms) if ms > 0 => Ok(std::time::Duration::from_millis(ms as u64)),
         _ => Err("the timeout must be a positive duration (`2s`, `500ms`)".into()),
     }

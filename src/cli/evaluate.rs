@@ -1,7 +1,7 @@
 //! `flowprint evaluate`: score the OS verdicts against labelled hosts.
 
 use super::RuleArgs;
-use super::analyze::{MaybeMs, parse_half_life};
+use super::args::{MaybeMs, parse_half_life};
 use flowprint::eval::LocalNets;
 use flowprint::evaluate::{Label, parse_labels, scope_matches, score};
 use flowprint::flow::ingest::InputFormat;

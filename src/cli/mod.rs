@@ -1,6 +1,7 @@
 //! Subcommands of the `flowprint` binary.
 
 mod analyze;
+mod args;
 mod bench;
 mod check;
 mod collect;

@@ -2,6 +2,7 @@
 
 use super::pack_gen;
 use flowprint::pack::integrity;
+use flowprint::pack::install;
 use flowprint::pack::ops::{self, Context};
 use std::path::{Path, PathBuf};
 
@@ -256,7 +257,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             packs_dir,
             trust,
             allow_unsigned,
-        } => match ops::install_pack(&pack, &packs_dir, &trust.keys()?, allow_unsigned) {
+        } => match install::install_pack(&pack, &packs_dir, &trust.keys()?, allow_unsigned) {
             Ok(r) => {
                 println!(
                     "installed {} {} into {} ({})",
@@ -294,7 +295,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             // Installed into a scratch directory: the checks a worker makes, made here first.
             let scratch =
                 std::env::temp_dir().join(format!("flowprint-publish-{}", std::process::id()));
-            let checked = ops::install_pack(&pack, &scratch, &trust.keys()?, allow_unsigned);
+            let checked = install::install_pack(&pack, &scratch, &trust.keys()?, allow_unsigned);
             let _ = std::fs::remove_dir_all(&scratch);
             let rec = match checked {
                 Ok(r) => r,
@@ -325,7 +326,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             Ok(0)
         }
         What::List { packs_dir, json } => {
-            let packs = ops::list_packs(&packs_dir)?;
+            let packs = install::list_packs(&packs_dir)?;
             if json {
                 for p in &packs {
                     println!("{}", serde_json::to_string(p)?);

@@ -7,7 +7,6 @@
 pub mod capture;
 pub mod ingest;
 pub mod netflow;
-pub mod nfcapd;
 pub mod sflow;
 pub mod time;
 

@@ -78,8 +78,7 @@ impl Default for InferConfig {
     }
 }
 
-/// Confidence at which a family conclusion can open a new epoch or flag several machines.
-pub const STRONG: f64 = 0.7;
+pub use crate::ruleset::STRONG;
 
 /// What one rule matched for one host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

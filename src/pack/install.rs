@@ -9,6 +9,7 @@
 
 use super::integrity::{self, DIGESTS, SIGNATURE};
 use super::ops::{Context, PackError, compile_pack, io, open_pack, require_clean, unique};
+use crate::compiler::{Compiled, Compiler};
 use crate::sources::manifest::{self, Manifest};
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
@@ -238,4 +239,71 @@ fn remove_old_copies(packs_dir: &Path, store: &Path, name: &str, keep: [Option<P
             let _ = std::fs::remove_dir_all(&path);
         }
     }
+}
+
+/// An installed or bundled pack, for `pack list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Rules it compiles to.
+    pub rules: usize,
+    /// `bundled`, or where it was installed from.
+    pub origin: String,
+    /// Signing key, when installed signed.
+    pub signed_by: Option<String>,
+    /// When installed.
+    pub installed_at: Option<String>,
+}
+
+/// The bundled packs and those installed in `packs_dir`.
+pub fn list_packs(packs_dir: &Path) -> Result<Vec<Listed>, PackError> {
+    let mut out = Vec::new();
+    let mut c = Compiler::new();
+    c.add_sources(&crate::sources::Sources::embedded());
+    let compiled = c.compile();
+    for (name, text) in crate::embedded::PACK_MANIFESTS {
+        let version = Manifest::parse(text, name).map_or("?".into(), |m| m.version.to_string());
+        out.push(Listed {
+            name: name.to_string(),
+            version,
+            rules: count_rules(&compiled, name),
+            origin: "bundled".into(),
+            signed_by: None,
+            installed_at: None,
+        });
+    }
+    for p in crate::sources::installed_packs(packs_dir).map_err(io(packs_dir))? {
+        let (m, compiled) = compile_pack(
+            &p,
+            &Context {
+                bundled: true,
+                packs_dir: Some(packs_dir.to_path_buf()),
+            },
+        )?;
+        let record = read_record(&p);
+        out.push(Listed {
+            rules: count_rules(&compiled, &m.name),
+            name: m.name,
+            version: m.version.to_string(),
+            origin: record
+                .as_ref()
+                .map_or_else(|| p.display().to_string(), |r| r.source.clone()),
+            signed_by: record.as_ref().and_then(|r| r.signed_by.clone()),
+            installed_at: record.map(|r| r.installed_at),
+        });
+    }
+    Ok(out)
+}
+
+fn count_rules(compiled: &Compiled, pack: &str) -> usize {
+    let prefix = format!("{pack}/");
+    compiled
+        .ruleset
+        .rules()
+        .iter()
+        .filter(|r| r.id.starts_with(&prefix))
+        .count()
 }

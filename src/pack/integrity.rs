@@ -22,10 +22,6 @@ use std::path::{Component, Path, PathBuf};
 pub const DIGESTS: &str = "MANIFEST.sha256";
 /// The signature's file name.
 pub const SIGNATURE: &str = "MANIFEST.sig";
-pub use super::archive::{
-    MAX_ARCHIVE_BYTES, MAX_ARCHIVE_ENTRIES, MAX_ARCHIVE_HEADER, MAX_ARCHIVE_PATH,
-    MAX_ARCHIVE_RATIO, extract_archive, write_archive,
-};
 
 /// What went wrong with a pack's integrity.
 #[derive(Debug, thiserror::Error)]
@@ -513,6 +509,7 @@ pub fn safe_relative(p: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pack::archive::{extract_archive, write_archive};
 
     fn tmp(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("fp-integrity-{tag}-{}", std::process::id()));

@@ -383,7 +383,7 @@ pub fn build_pack(
     }
     let files = integrity::write_manifest(dir, key)?;
     if let Some(out) = out {
-        integrity::write_archive(dir, &format!("{}-{}", m.name, m.version), out)?;
+        super::archive::write_archive(dir, &format!("{}-{}", m.name, m.version), out)?;
     }
     Ok(Built {
         name: m.name,
@@ -433,7 +433,7 @@ pub fn open_pack(source: &Path, scratch: &Path) -> Result<Opened, PackError> {
         dir: temp.clone(),
         temp: Some(temp.clone()),
     };
-    opened.dir = integrity::extract_archive(source, &temp)?;
+    opened.dir = super::archive::extract_archive(source, &temp)?;
     Ok(opened)
 }
 
@@ -450,75 +450,6 @@ pub fn verify_pack(
     let v = integrity::verify_dir(&opened.dir, trusted, require_signature)?;
     let m = Manifest::read(&opened.dir)?;
     Ok((m, v))
-}
-
-pub use super::install::{InstallRecord, install_pack};
-
-/// An installed or bundled pack, for `pack list`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Listed {
-    /// Name.
-    pub name: String,
-    /// Version.
-    pub version: String,
-    /// Rules it compiles to.
-    pub rules: usize,
-    /// `bundled`, or where it was installed from.
-    pub origin: String,
-    /// Signing key, when installed signed.
-    pub signed_by: Option<String>,
-    /// When installed.
-    pub installed_at: Option<String>,
-}
-
-/// The bundled packs and those installed in `packs_dir`.
-pub fn list_packs(packs_dir: &Path) -> Result<Vec<Listed>, PackError> {
-    let mut out = Vec::new();
-    let mut c = Compiler::new();
-    c.add_sources(&crate::sources::Sources::embedded());
-    let compiled = c.compile();
-    for (name, text) in crate::embedded::PACK_MANIFESTS {
-        let version = Manifest::parse(text, name).map_or("?".into(), |m| m.version.to_string());
-        out.push(Listed {
-            name: name.to_string(),
-            version,
-            rules: count_rules(&compiled, name),
-            origin: "bundled".into(),
-            signed_by: None,
-            installed_at: None,
-        });
-    }
-    for p in crate::sources::installed_packs(packs_dir).map_err(io(packs_dir))? {
-        let (m, compiled) = compile_pack(
-            &p,
-            &Context {
-                bundled: true,
-                packs_dir: Some(packs_dir.to_path_buf()),
-            },
-        )?;
-        let record = super::install::read_record(&p);
-        out.push(Listed {
-            rules: count_rules(&compiled, &m.name),
-            name: m.name,
-            version: m.version.to_string(),
-            origin: record
-                .as_ref()
-                .map_or_else(|| p.display().to_string(), |r| r.source.clone()),
-            signed_by: record.as_ref().and_then(|r| r.signed_by.clone()),
-            installed_at: record.map(|r| r.installed_at),
-        });
-    }
-    Ok(out)
-}
-
-fn count_rules(compiled: &Compiled, pack: &str) -> usize {
-    let prefix = format!("{pack}/");
-    compiled
-        .ruleset
-        .rules()
-        .iter()
-        .filter(|r| r.id.starts_with(&prefix))
-        .count()
 }
 
 /// Creates a new pack directory `<parent>/<name>` that passes `pack test` and `pack lint`.

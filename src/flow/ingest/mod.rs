@@ -19,6 +19,7 @@
 //! ```
 
 pub mod binary;
+pub mod nfcapd;
 mod goflow2;
 mod jsonl;
 pub(crate) mod lines;
@@ -312,7 +313,7 @@ fn read_any<R: BufRead>(
             let head = reader.fill_buf()?;
             if crate::flow::capture::is_capture(head) {
                 InputFormat::Pcap
-            } else if crate::flow::nfcapd::is_nfcapd(head) {
+            } else if nfcapd::is_nfcapd(head) {
                 InputFormat::Nfcapd
             } else if binary::is_ipfix_file(head) {
                 InputFormat::Ipfix
@@ -326,7 +327,7 @@ fn read_any<R: BufRead>(
         InputFormat::Pcap => return binary::read_capture_flows(reader, source, on_flow, on_error),
         InputFormat::Ipfix => return binary::read_ipfix_file(reader, source, on_flow, on_error),
         InputFormat::Nfcapd => {
-            return crate::flow::nfcapd::read_nfcapd(reader, source, on_flow, on_error);
+            return nfcapd::read_nfcapd(reader, source, on_flow, on_error);
         }
         _ => {}
     }

@@ -5,7 +5,7 @@
 //! under its most selective indexable part; a disjunction under all of its branches. Rules
 //! without any anchor are checked against every flow (and the compiler warns about them).
 
-use crate::ruleset::{Cond, DomainSet};
+use super::{Cond, DomainSet};
 use crate::schema::{NUM_SLOTS, NumField, Side, View, addr_key};
 use rustc_hash::FxHashMap;
 use std::sync::Arc;

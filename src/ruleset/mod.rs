@@ -1,7 +1,13 @@
 //! The compiled, immutable [`Ruleset`]: rules lowered to typed conditions, plus the indexes
 //! that pick a short list of candidate rules for each flow. `Send + Sync`; share it behind `Arc`.
 
-use crate::index::Index;
+pub mod index;
+
+use index::Index;
+
+/// Confidence at which a family conclusion can open a new epoch or flag several machines (a
+/// strong rule, in [`crate::infer`]'s terms).
+pub const STRONG: f64 = 0.7;
 use crate::schema::{NumField, Side, View, addr_key};
 use regex::Regex;
 use rustc_hash::FxHashSet;
@@ -370,7 +376,7 @@ pub struct TransferGroup {
     /// What a record must satisfy to count towards a transfer of any of the group's rules.
     pub gate: Cond,
     /// The rules by window `[bytes - tolerance, bytes + tolerance]`.
-    pub windows: crate::index::IntervalIndex<u64>,
+    pub windows: crate::ruleset::index::IntervalIndex<u64>,
     /// `(expected bytes, tolerance, rule)`, sorted: the windows of sampled records are wider.
     pub sizes: Vec<(u64, u64, u32)>,
 }
@@ -517,7 +523,7 @@ impl Ruleset {
                 sizes.sort_unstable();
                 TransferGroup {
                     gate,
-                    windows: crate::index::IntervalIndex::build(&windows),
+                    windows: crate::ruleset::index::IntervalIndex::build(&windows),
                     sizes,
                 }
             })
@@ -526,7 +532,7 @@ impl Ruleset {
             .iter()
             .map(|r| {
                 r.conclusions.iter().any(|c| {
-                    c.attribute == Attribute::OsFamily && c.confidence >= crate::infer::STRONG
+                    c.attribute == Attribute::OsFamily && c.confidence >= STRONG
                 })
             })
             .collect();
