@@ -45,6 +45,49 @@
 
 #![warn(missing_docs)]
 
+/// Gives a fieldless enum the names its values are written with (in command-line arguments and
+/// configuration files) and a line of help for each: `VALUES`, `name()` and `FromStr` (whose
+/// error, [`UnknownName`], lists the names). The command line builds its parsers from
+/// `VALUES`, so the library needs no argument parser of its own.
+macro_rules! named_values {
+    ($ty:ident { $($variant:ident = $name:literal: $help:literal),+ $(,)? }) => {
+        impl $ty {
+            /// Every value: its name and one line of help.
+            pub const VALUES: &'static [(&'static str, &'static str)] = &[$(($name, $help)),+];
+
+            /// The name of this value.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = $crate::UnknownName;
+            fn from_str(s: &str) -> Result<$ty, $crate::UnknownName> {
+                match s {
+                    $($name => Ok($ty::$variant),)+
+                    _ => Err($crate::UnknownName {
+                        name: $crate::text::printable(s).into_owned(),
+                        values: $ty::VALUES.iter().map(|(n, _)| *n).collect(),
+                    }),
+                }
+            }
+        }
+    };
+}
+
+/// A name that is none of a set's values (`named_values!`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{name}` is not one of {}", values.join(", "))]
+pub struct UnknownName {
+    /// The name given.
+    pub name: String,
+    /// The names there are.
+    pub values: Vec<&'static str>,
+}
+
 pub mod ast;
 pub mod bench;
 pub mod collect;
@@ -74,3 +117,31 @@ pub mod span;
 pub mod store;
 pub mod text;
 pub mod walk;
+
+#[cfg(test)]
+mod tests {
+    use crate::flow::ingest::InputFormat;
+    use crate::pack::generate::{Matching, Scheme, Transport};
+
+    fn round_trip<T>(values: &[(&str, &str)], name: impl Fn(T) -> &'static str)
+    where
+        T: std::str::FromStr<Err = crate::UnknownName> + std::fmt::Debug,
+    {
+        for (n, _) in values {
+            let v: T = n.parse().unwrap();
+            assert_eq!(name(v), *n);
+        }
+        let e = "no\u{1b}such".parse::<T>().unwrap_err();
+        assert_eq!(e.values, values.iter().map(|(n, _)| *n).collect::<Vec<_>>());
+        assert!(!e.to_string().contains('\u{1b}'), "{e}");
+    }
+
+    #[test]
+    fn named_values_parse_back_and_list_the_names() {
+        round_trip(InputFormat::VALUES, InputFormat::name);
+        round_trip(Transport::VALUES, Transport::name);
+        round_trip(Scheme::VALUES, Scheme::name);
+        round_trip(Matching::VALUES, Matching::name);
+        assert_eq!("nfdump-csv".parse(), Ok(InputFormat::NfdumpCsv));
+    }
+}

@@ -16,10 +16,10 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use flowprint::flow::Flow;
-use flowprint::flow::ingest::{InputFormat, ReadError, ReadStats, read_flows};
 use flowprint::flow::ingest::nfcapd::{
     CodecError, FileError, HeaderError, MAX_BLOCK, is_nfcapd, read_nfcapd,
 };
+use flowprint::flow::ingest::{InputFormat, ReadError, ReadStats, read_flows};
 
 // ---------------------------------------------------------------------------------------------
 // Allocation probe: the largest single allocation made by the current thread.

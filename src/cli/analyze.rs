@@ -1,6 +1,6 @@
 //! `flowprint analyze`
 
-use super::args::{MaybeMs, parse_half_life, parse_idle};
+use super::args::{MaybeMs, one_of, parse_half_life, parse_idle};
 use super::{DiagFormat, RuleArgs, has_errors, print_diagnostics};
 use flowprint::eval::LocalNets;
 use flowprint::flow::ingest::InputFormat;
@@ -63,7 +63,7 @@ pub struct Args {
     #[arg(long, requires = "db")]
     pub prune_unknown_rules: bool,
     /// Format of the inputs (detected from content by default).
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = one_of::<InputFormat>(InputFormat::VALUES), default_value = "auto")]
     pub input_format: InputFormat,
     /// Flow files, captures or directories (read recursively in time order); `-` for stdin.
     #[arg(required_unless_present = "prune_unknown_rules", value_name = "INPUT")]

@@ -1,4 +1,18 @@
-//! Values of command-line arguments shared by several commands: durations.
+//! Values of command-line arguments shared by several commands: durations, and the library's
+//! named values.
+
+/// A parser of one of a library enum's named values (its `VALUES` and `FromStr`): `--help`
+/// lists them with their help, anything else is refused with the list.
+pub fn one_of<T>(
+    values: &'static [(&'static str, &'static str)],
+) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr<Err = flowprint::UnknownName> + Clone + Send + Sync + 'static,
+{
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(values.iter().map(|(n, h)| PossibleValue::new(*n).help(*h)))
+        .try_map(|s: String| s.parse::<T>())
+}
 
 /// A duration in milliseconds, or none.
 #[derive(Debug, Clone, Copy)]

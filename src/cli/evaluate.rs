@@ -1,7 +1,7 @@
 //! `flowprint evaluate`: score the OS verdicts against labelled hosts.
 
 use super::RuleArgs;
-use super::args::{MaybeMs, parse_half_life};
+use super::args::{MaybeMs, one_of, parse_half_life};
 use flowprint::eval::LocalNets;
 use flowprint::evaluate::{Label, parse_labels, scope_matches, score};
 use flowprint::flow::ingest::InputFormat;
@@ -31,7 +31,7 @@ pub struct Args {
     #[arg(long, default_value = "none", value_parser = parse_half_life)]
     half_life: MaybeMs,
     /// Format of the inputs.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = one_of::<InputFormat>(InputFormat::VALUES), default_value = "auto")]
     input_format: InputFormat,
     /// `table` or `json`.
     #[arg(long, default_value = "table")]

@@ -24,7 +24,7 @@ pub struct Args {
     #[arg(long)]
     pub count: bool,
     /// Format of the inputs (detected from content by default).
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = super::args::one_of::<InputFormat>(InputFormat::VALUES), default_value = "auto")]
     pub input_format: InputFormat,
     /// Flow files or directories (read recursively in time order); `-` for stdin.
     #[arg(required = true, value_name = "INPUT")]

@@ -1,8 +1,8 @@
 //! `flowprint pack`: create, test, lint, build, sign, verify, install and list rule packs.
 
 use super::pack_gen;
-use flowprint::pack::integrity;
 use flowprint::pack::install;
+use flowprint::pack::integrity;
 use flowprint::pack::ops::{self, Context};
 use std::path::{Path, PathBuf};
 

@@ -79,10 +79,10 @@ struct Common {
     #[arg(long, default_value = "NOASSERTION")]
     license: String,
     /// Network of the downloads (sets the per-packet overhead; see docs/pack-gen.md).
-    #[arg(long, value_enum, default_value = "ipv4")]
+    #[arg(long, value_parser = super::args::one_of::<Transport>(Transport::VALUES), default_value = "ipv4")]
     transport: Transport,
     /// Protocol of the downloads (sets the constant overhead).
-    #[arg(long, value_enum, default_value = "both")]
+    #[arg(long, value_parser = super::args::one_of::<Scheme>(Scheme::VALUES), default_value = "both")]
     scheme: Scheme,
     /// Overhead in percent of the file size (overrides --transport).
     #[arg(long, value_name = "PERCENT")]
@@ -103,7 +103,7 @@ struct Common {
     #[arg(long, default_value_t = 10)]
     max_products: usize,
     /// Sum the records of one connection (`transfer`) or match single records (`record`).
-    #[arg(long = "match", value_enum, default_value = "transfer")]
+    #[arg(long = "match", value_parser = super::args::one_of::<Matching>(Matching::VALUES), default_value = "transfer")]
     matching: Matching,
     /// Window of transfer rules.
     #[arg(long, default_value = "1h")]

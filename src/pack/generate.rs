@@ -670,7 +670,7 @@ pub struct Model {
 }
 
 /// The network the downloads cross, for [`Model::preset`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     /// IPv4, with or without TCP timestamps, MTU 1500: 2.6–4.2 % (headers per packet, TLS records).
     Ipv4,
@@ -680,8 +680,14 @@ pub enum Transport {
     Any,
 }
 
+named_values!(Transport {
+    Ipv4 = "ipv4": "downloads over IPv4",
+    Ipv6 = "ipv6": "downloads over IPv6",
+    Any = "any": "either",
+});
+
 /// The protocol the downloads use, for [`Model::preset`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
     /// Plain HTTP: 200–900 bytes of response header and control packets.
     Http,
@@ -690,6 +696,12 @@ pub enum Scheme {
     /// Either: 200 bytes – 6.5 kB.
     Both,
 }
+
+named_values!(Scheme {
+    Http = "http": "plain HTTP",
+    Https = "https": "HTTPS",
+    Both = "both": "either",
+});
 
 impl Model {
     /// The measured preset for a transport and scheme.
@@ -742,7 +754,7 @@ impl Default for Model {
 // ------------------------------------------------------------------ generation
 
 /// How a download must appear in the flow records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Matching {
     /// Stateful `transfer ~ S +- T`: the peer's bytes summed over the records of one
     /// connection (downloads split by the exporter's active timeout are found).
@@ -751,6 +763,11 @@ pub enum Matching {
     /// but misses downloads split over several records.
     Record,
 }
+
+named_values!(Matching {
+    Transfer = "transfer": "sum the records of one connection, sizes looked up by interval",
+    Record = "record": "match single records, one rule per file",
+});
 
 /// What [`generate`] makes and from what.
 #[derive(Debug, Clone)]

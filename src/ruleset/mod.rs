@@ -531,9 +531,9 @@ impl Ruleset {
         let strong_family = rules
             .iter()
             .map(|r| {
-                r.conclusions.iter().any(|c| {
-                    c.attribute == Attribute::OsFamily && c.confidence >= STRONG
-                })
+                r.conclusions
+                    .iter()
+                    .any(|c| c.attribute == Attribute::OsFamily && c.confidence >= STRONG)
             })
             .collect();
         let needs_state = rules

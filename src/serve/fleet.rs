@@ -1169,8 +1169,12 @@ fn install_published(
     if let Err(e) = std::fs::write(&path, &bytes) {
         return rejected(format!("{}: {e}", path.display()));
     }
-    match crate::pack::install::install_pack(&path, packs_dir, keys, daemon.config.fleet.allow_unsigned)
-    {
+    match crate::pack::install::install_pack(
+        &path,
+        packs_dir,
+        keys,
+        daemon.config.fleet.allow_unsigned,
+    ) {
         Ok(rec) => {
             let r = daemon.reload(&format!("fleet pack {} {}", rec.name, rec.version));
             if !r.ok {

@@ -19,10 +19,10 @@
 //! ```
 
 pub mod binary;
-pub mod nfcapd;
 mod goflow2;
 mod jsonl;
 pub(crate) mod lines;
+pub mod nfcapd;
 mod nfdump_csv;
 mod value;
 
@@ -46,7 +46,7 @@ pub const MAX_LINE: usize = 1 << 20;
 const INPUT_BUFFER: usize = 256 * 1024;
 
 /// The format of a flow file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputFormat {
     /// Detect from the first non-empty line: `{` starts JSON lines (goflow2 when the first
     /// object has goflow2 keys such as `src_addr`, else flowprint's schema), anything else is CSV.
@@ -64,6 +64,16 @@ pub enum InputFormat {
     /// nfdump's binary `nfcapd.*` file.
     Nfcapd,
 }
+
+named_values!(InputFormat {
+    Auto = "auto": "detect from the content",
+    NfdumpCsv = "nfdump-csv": "header-driven CSV: nfdump -o csv, -o csv-fast, NFStream",
+    Goflow2 = "goflow2": "goflow2 JSON lines",
+    Jsonl = "jsonl": "flowprint's JSON lines schema",
+    Pcap = "pcap": "a pcap or pcapng capture",
+    Ipfix = "ipfix": "an IPFIX file (RFC 5655)",
+    Nfcapd = "nfcapd": "nfdump's binary nfcapd file",
+});
 
 /// One malformed line of an input.
 #[derive(Debug, Clone, PartialEq, Eq)]

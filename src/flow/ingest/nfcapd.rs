@@ -34,8 +34,8 @@ mod record;
 
 use std::io::{self, Read};
 
-use crate::flow::Flow;
 use super::{ReadError, ReadStats};
+use crate::flow::Flow;
 use codec::Decompressor;
 pub use codec::{CodecError, Compression};
 pub use lzo::Error as LzoError;
