@@ -88,9 +88,20 @@ pub struct UnknownName {
     pub values: Vec<&'static str>,
 }
 
-pub mod ast;
-pub mod bench;
-pub mod collect;
+// The library's surface: what a program that embeds flowprint needs, re-exported here. The
+// modules below hold the rest of each stage's types.
+pub use compiler::{Compiled, Compiler};
+pub use diagnostic::{Code, Diagnostic, Severity};
+pub use dns::DnsMap;
+pub use eval::LocalNets;
+pub use flow::Flow;
+pub use flow::ingest::{InputFormat, read_flows};
+pub use infer::{HostSummary, Inventory};
+pub use ruleset::Ruleset;
+pub use scan::Scanner;
+pub use sources::{Selection, Sources};
+pub use store::RuleStore;
+
 pub mod compiler;
 pub mod diagnostic;
 pub mod dns;
@@ -99,23 +110,40 @@ pub mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
 }
 pub mod eval;
-pub mod evaluate;
-pub mod fleet;
 pub mod flow;
 pub mod infer;
 pub mod inventory;
-pub mod limits;
 pub mod pack;
-mod par;
 pub mod parser;
 pub mod ruleset;
 pub mod scan;
-pub mod schema;
-pub mod serve;
 pub mod sources;
 pub mod span;
 pub mod store;
+
+// Parts of the flowprint binary (its commands, its daemon, its benchmarks) and of its tests:
+// public so that the binary and the tests can reach them, not an interface for others, and
+// left out of the documentation.
+#[doc(hidden)]
+pub mod accuracy;
+#[doc(hidden)]
+pub mod ast;
+#[doc(hidden)]
+pub mod bench;
+#[doc(hidden)]
+pub mod collect;
+#[doc(hidden)]
+pub mod fleet;
+#[doc(hidden)]
+pub mod limits;
+mod par;
+#[doc(hidden)]
+pub mod schema;
+#[doc(hidden)]
+pub mod serve;
+#[doc(hidden)]
 pub mod text;
+#[doc(hidden)]
 pub mod walk;
 
 #[cfg(test)]

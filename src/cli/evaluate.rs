@@ -2,8 +2,8 @@
 
 use super::RuleArgs;
 use super::args::{MaybeMs, one_of, parse_half_life};
+use flowprint::accuracy::{Label, parse_labels, scope_matches, score};
 use flowprint::eval::LocalNets;
-use flowprint::evaluate::{Label, parse_labels, scope_matches, score};
 use flowprint::flow::ingest::InputFormat;
 use flowprint::infer::{InferConfig, Inventory};
 use flowprint::scan::Scanner;

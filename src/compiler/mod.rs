@@ -1,5 +1,5 @@
 //! Rule sources → [`Ruleset`]. Resolves names, type-checks, lowers conditions to typed
-//! [`Cond`]s and builds the indexes.
+//! [`Cond`](crate::ruleset::Cond)s and builds the indexes.
 //!
 //! All problems of all files are collected; a rule with an error is left out and every other
 //! rule still compiles (yara-x / tera style).

@@ -116,7 +116,7 @@ impl Restored {
 impl Inventory {
     /// Restores hosts saved by [`Inventory::to_stored`]. Evidence of rules that are not loaded
     /// is kept as stored, unscored, and saved back with its host ([`crate::infer::kept`]); the returned
-    /// [`Restored`] counts it. Beyond [`InferConfig::max_hosts`], the least recently seen hosts
+    /// [`Restored`] counts it. Beyond [`InferConfig::max_hosts`](super::InferConfig::max_hosts), the least recently seen hosts
     /// are evicted (and counted) as when flows arrive; they stay in the store as they are.
     pub fn restore(&mut self, stored: &[StoredHost], rules: &Ruleset) -> Restored {
         let index: FxHashMap<&str, u32> = rules

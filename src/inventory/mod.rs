@@ -139,7 +139,7 @@ pub struct HostQuery {
 }
 
 /// A failure of the inventory database (`inventory` is the database; the rule store's errors
-/// are [`crate::store::DbError`]).
+/// are [`DbError`]).
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// The database failed or refused, with what was being done.

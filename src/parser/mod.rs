@@ -1,4 +1,4 @@
-//! Rule text → [`ast::File`]. The only module that knows pest; its errors are turned into our
+//! Rule text → [`ast::File`](crate::ast::File). The only module that knows pest; its errors are turned into our
 //! own [`Diagnostic`]s here, in one place.
 
 use crate::ast::*;

@@ -27,7 +27,7 @@
 //! A shard's hosts in memory are always the database's plus the batches after its mark, each
 //! applied once, in order: a batch is applied only when its delivery follows the last one
 //! (consumer sequence), is its first, and comes after the last applied in the stream; any doubt
-//! sends the shard back to its last write ([`Member::rewind`]). Each takeover is a tenure with a
+//! sends the shard back to its last write (`Member::rewind`). Each takeover is a tenure with a
 //! token kept with the hosts ([`ShardState::owner`]): a member that lost the shard never applies
 //! to, writes or clears the hosts another member of the process took over.
 

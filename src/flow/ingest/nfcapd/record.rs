@@ -129,7 +129,7 @@ pub enum RecordError {
         /// The record's size.
         len: usize,
     },
-    /// A sampler beyond the [`MAX_SAMPLERS`] kept per file (ignored).
+    /// A sampler beyond the `MAX_SAMPLERS` kept per file (ignored).
     #[error("more than {MAX_SAMPLERS} sampler records: sampler ignored")]
     TooManySamplers,
 }
