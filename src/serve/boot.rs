@@ -40,7 +40,7 @@ pub(super) struct Booted {
 
 /// Checks `config` and completes it for its role.
 pub(super) fn prepare(mut config: ServeConfig) -> Result<ServeConfig, ServeError> {
-    config.validate().map_err(ServeError::Config)?;
+    config.validate()?;
     let worker_role = config.fleet.consume.is_some();
     if worker_role && config.fleet.packs && config.rules.packs_dir.is_none() {
         // Published packs are installed here, and loaded like any installed pack.

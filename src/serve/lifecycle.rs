@@ -244,7 +244,7 @@ fn fleet_members(
         Some(id) => id.clone(),
         None => default_member_id()?,
     };
-    let set = config.fleet.owned_set().map_err(ServeError::Config)?;
+    let set = config.fleet.owned_set()?;
     let local = Arc::new(boot::local_nets(config));
     let members = fleet::start(
         daemon.clone(),
