@@ -213,3 +213,38 @@ fn requests_naming_another_host_are_refused() {
     assert_eq!(refused, Some(24), "{m}");
     serve.stop();
 }
+
+#[test]
+fn only_readers_of_the_host_list_have_it_computed() {
+    let tmp = common::TempDir::new("web-history");
+    let serve = Serve::start(&tmp.0, &["--no-db", "--workers", "1"]);
+    let flows: Vec<([u8; 4], [u8; 4], u16)> = (1..=20u8)
+        .map(|i| ([10, 9, 0, i], [17, 57, 144, i], 5223))
+        .collect();
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(&common::v5_now(0, &flows), serve.udp).unwrap();
+    let computed = || {
+        common::serve::metric(
+            &get(&serve, "/metrics").1,
+            "flowprint_host_summaries_computed_total",
+        )
+    };
+    common::serve::wait_until("flows evaluated", Duration::from_secs(10), || {
+        common::serve::metric(
+            &get(&serve, "/metrics").1,
+            "flowprint_flows_evaluated_total",
+        ) >= 20
+    });
+    // The history is sampled every 10 s; a sample counts the labelled hosts of the list last
+    // computed and never scores the hosts itself.
+    std::thread::sleep(Duration::from_millis(10_500));
+    assert_eq!(computed(), 0, "nobody read the host list");
+    // A reader has it computed; the overview's counts come from that same list.
+    let (status, page) = get(&serve, "/");
+    assert_eq!(status, 200);
+    assert!(page.contains("20</span> hosts seen"), "{page}");
+    assert_eq!(computed(), 1);
+    let (_, hosts) = get(&serve, "/ui/hosts");
+    assert!(hosts.contains("20 of 20 hosts"), "{hosts}");
+    assert_eq!(computed(), 1, "the pages share one list");
+}

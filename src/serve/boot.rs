@@ -142,6 +142,7 @@ pub(super) fn start(config: &ServeConfig, store: Arc<RuleStore>) -> Result<Boote
         fleet: worker_role.then(|| Arc::new(fleet::FleetStatus::default())),
         summary_cache: Default::default(),
         history: Mutex::new(Default::default()),
+        history_counted: Default::default(),
         inventory_db: Mutex::new(db),
         flushes: Mutex::new((0, 0)),
         dns_saved: Default::default(),

@@ -1,8 +1,9 @@
 //! What the daemon's parts share ([`Daemon`]) and the queries over it that the API and the pages
 //! ask: one host, its epochs, the history the overview charts, a reload.
 //!
-//! A query takes one shard's lock at a time and never two; every list of all hosts comes from
-//! the cached summaries ([`super::summaries`]), never from a pass of its own over the shards.
+//! A query takes one shard's lock at a time and never two; every list of all hosts, and every
+//! count over them, comes from the cached summaries ([`super::summaries`]), never from a pass
+//! of its own over the shards.
 
 use super::config::ServeConfig;
 use super::pipeline::{Counters, Shard};
@@ -52,8 +53,11 @@ pub struct Daemon {
     pub fleet: Option<Arc<fleet::FleetStatus>>,
     /// Every host's summary, for the pages and `/hosts` ([`summaries`]).
     pub(super) summary_cache: summaries::SummaryCache,
-    /// (ms, flows evaluated, hosts labelled) every [`HISTORY_EVERY`], the last day at most.
-    pub(super) history: Mutex<VecDeque<(i64, u64, usize)>>,
+    /// Every [`HISTORY_EVERY`], the last day at most: (ms, flows evaluated, hosts labelled
+    /// in the summaries computed since the sample before, if any were).
+    pub(super) history: Mutex<VecDeque<(i64, u64, Option<usize>)>>,
+    /// When the summaries counted by the last sample were computed (ms).
+    pub(super) history_counted: std::sync::atomic::AtomicI64,
     /// The inventory database, when there is one ([`super::flush`]).
     pub(super) inventory_db: Mutex<Option<Box<dyn crate::inventory::Store>>>,
     /// Flushes (succeeded, failed).
@@ -98,14 +102,15 @@ impl Daemon {
         }
     }
 
-    /// Takes a sample of the history the overview charts (called by the flusher).
-    pub fn sample_history(self: &Arc<Self>) {
-        let labelled = self
-            .cached_summaries()
-            .hosts
-            .iter()
-            .filter(|h| h.os.is_some() || !h.software.is_empty() || h.device.is_some())
-            .count();
+    /// Takes a sample of the history the overview charts (called by the flusher): the flows
+    /// evaluated so far, and the count of labelled hosts of the summaries computed since the
+    /// last sample (the pages and `/hosts` compute them while they are read; nothing is scored
+    /// for the sample).
+    pub fn sample_history(&self) {
+        let labelled = self.summary_cache.peek().and_then(|s| {
+            let before = self.history_counted.swap(s.at_ms, Ordering::Relaxed);
+            (before != s.at_ms).then_some(s.labelled)
+        });
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
@@ -120,8 +125,9 @@ impl Daemon {
         }
     }
 
-    /// The samples of the history, oldest first.
-    pub fn history(&self) -> Vec<(i64, u64, usize)> {
+    /// The samples of the history, oldest first: (ms, flows evaluated, hosts labelled when
+    /// the summaries were computed since the sample before).
+    pub fn history(&self) -> Vec<(i64, u64, Option<usize>)> {
         self.history
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

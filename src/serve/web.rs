@@ -195,11 +195,8 @@ async fn overview(State(d): State<Arc<Daemon>>) -> Response {
 }
 
 fn overview_page(d: &Arc<Daemon>) -> Response {
-    let all = d.cached_summaries().hosts;
-    let labelled = all
-        .iter()
-        .filter(|h| h.os.is_some() || !h.software.is_empty() || h.device.is_some())
-        .count();
+    let cached = d.cached_summaries();
+    let (all, labelled) = (cached.hosts, cached.labelled);
     let by_family = counts(all.iter().filter_map(family), 12);
     let by_software = counts(
         all.iter()
@@ -214,8 +211,11 @@ fn overview_page(d: &Arc<Daemon>) -> Response {
             (w[1].0, w[1].1.saturating_sub(w[0].1) as f64 / dt)
         })
         .collect();
-    let labels_over_time: Vec<(i64, f64)> =
-        history.iter().map(|&(t, _, l)| (t, l as f64)).collect();
+    // A point for each sample after which the summaries had been computed again.
+    let labels_over_time: Vec<(i64, f64)> = history
+        .iter()
+        .filter_map(|&(t, _, l)| Some((t, l? as f64)))
+        .collect();
     let c = &d.counters;
     let collector = d
         .collector
