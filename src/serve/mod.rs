@@ -11,10 +11,10 @@
 //! Every stage is bounded; what a full queue drops is counted (`/metrics`). SIGINT/SIGTERM stop
 //! intake, drain the queues, write the inventory and exit. SIGHUP reloads the rules.
 //!
-//! The parts: [`state`] (what they share, [`Daemon`], and the queries over it), [`boot`]
-//! (configuration, rules, inventory, workers, sockets), [`intake`] (the collector's loop and
-//! where its flows go), [`lifecycle`] (the other threads and the order they stop in),
-//! [`flush`] (writing the inventory), [`summaries`] (every host's summary, computed once for
+//! The parts: `state` (what they share, [`Daemon`], and the queries over it), `boot`
+//! (configuration, rules, inventory, workers, sockets), `intake` (the collector's loop and
+//! where its flows go), `lifecycle` (the other threads and the order they stop in),
+//! `flush` (writing the inventory), [`summaries`] (every host's summary, computed once for
 //! every reader), [`prom`] (metrics), [`api`] and [`web`] (HTTP), [`pipeline`] (the workers),
 //! [`fleet`] and [`outbox`] (the fleet's two roles).
 
@@ -47,8 +47,8 @@ use std::sync::atomic::AtomicBool;
 ///
 /// The steps, each a part of its own: boot (configuration, rules, inventory, workers,
 /// sockets); the threads; the collector on this thread until stopped; then the shutdown, in
-/// order: intake drained, the workers' queues finished, the threads stopped (fleet members
-/// write and confirm) and the inventory written, the API last.
+/// order: intake drained, the workers' queues finished, the background threads stopped (fleet
+/// members write and confirm), the inventory written, then the API and the signal thread.
 pub fn run(config: ServeConfig, stop: Arc<AtomicBool>) -> Result<(), ServeError> {
     let config = boot::prepare(config)?;
     // Rules first: without good rules there is nothing to run.
