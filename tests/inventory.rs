@@ -4,7 +4,7 @@
 //! `FLOWPRINT_INVENTORY_HOSTS=100000` sizes the timing test (10,000 by default).
 
 use flowprint::inventory::{
-    self, DbError, HostQuery, Store, StoredEpoch, StoredEvidence, StoredHost, StoredLabel,
+    self, DbError, HostFilter, Store, StoredEpoch, StoredEvidence, StoredHost, StoredLabel,
     host_order,
 };
 use serde_json::{Value, json};
@@ -291,9 +291,10 @@ fn load(store: &mut dyn Store) -> Vec<StoredHost> {
 
 fn query(store: &mut dyn Store, label: Option<&str>, min_confidence: Option<f64>) -> Vec<Value> {
     store
-        .query(&HostQuery {
+        .query(&HostFilter {
             label: label.map(String::from),
             min_confidence,
+            ..HostFilter::default()
         })
         .unwrap()
 }

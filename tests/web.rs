@@ -213,3 +213,185 @@ fn requests_naming_another_host_are_refused() {
     assert_eq!(refused, Some(24), "{m}");
     serve.stop();
 }
+
+/// The hosts a page lists (its rows' links).
+fn hosts_on_page(page: &str) -> Vec<String> {
+    page.split("<td><a href=\"/ui/hosts/")
+        .skip(1)
+        .filter_map(|s| s.split('"').next().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn the_api_and_the_pages_filter_hosts_alike() {
+    let tmp = common::TempDir::new("web-filter");
+    let rules = tmp.0.join("mine");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("filter.rules"),
+        r#"
+rule linux {
+    when peer.port == 4441 and proto == tcp
+    then os.family = "Linux" confidence 0.6
+}
+rule ubuntu {
+    when peer.port == 4442 and proto == tcp
+    then os.family = "Linux" confidence 0.9, os.name = "Ubuntu" confidence 0.9
+}
+rule firefox {
+    when peer.port == 4443 and proto == tcp
+    then software = "Firefox" confidence 0.9
+}
+"#,
+    )
+    .unwrap();
+    let db = tmp.0.join("inv.db");
+    let serve = Serve::start(
+        &tmp.0,
+        &[
+            "--db",
+            db.to_str().unwrap(),
+            "--workers",
+            "2",
+            "--no-default-rules",
+            "--rules",
+            rules.to_str().unwrap(),
+        ],
+    );
+    // 10.8.0.0/24: Linux (0.6); 10.8.1.0/24: Linux, Ubuntu (0.9); 10.8.2.0/24: Firefox only;
+    // 10.8.3.0/24: nothing.
+    let mut flows: Vec<([u8; 4], [u8; 4], u16)> = Vec::new();
+    for (net, port, n) in [
+        (0u8, 4441u16, 10u8),
+        (1, 4442, 10),
+        (2, 4443, 10),
+        (3, 9, 5),
+    ] {
+        for i in 1..=n {
+            flows.push(([10, 8, net, i], [198, 51, 100, net], port));
+        }
+    }
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for (i, c) in flows.chunks(10).enumerate() {
+        sock.send_to(&common::v5_now(i as u32 * 10, c), serve.udp)
+            .unwrap();
+    }
+    common::serve::wait_until(
+        "the hosts page shows every host",
+        Duration::from_secs(15),
+        || get(&serve, "/ui/hosts").1.contains("35 of 35 hosts"),
+    );
+    let filters = [
+        ("", 35),
+        ("os=linux", 20),
+        // `os` is the family or the name, in the API and on the pages alike.
+        ("os=UBUNTU", 10),
+        ("os=linux&min_confidence=0.8", 10),
+        ("software=firefox", 10),
+        ("label=Ubuntu", 10),
+        ("label=firefox&min=0.95", 0),
+        ("min_confidence=0.8", 20),
+        ("q=fire", 10),
+        ("q=10.8.3.", 5),
+        ("subnet=10.8.1.0%2F24", 10),
+        ("subnet=10.8.0.0%2F23&os=ubuntu", 10),
+        ("os=&software=&q=&subnet=&min=", 35),
+    ];
+    let mut answers = Vec::new();
+    for (filter, want) in filters {
+        let api = common::serve::get_json(serve.api, &format!("/hosts?{filter}&limit=1000"));
+        let from_api: Vec<String> = api["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["host"].as_str().unwrap().to_string())
+            .collect();
+        let (status, page) = get(&serve, &format!("/ui/hosts?{filter}"));
+        assert_eq!(status, 200, "{filter}: {page}");
+        assert_eq!(from_api, hosts_on_page(&page), "{filter}");
+        assert_eq!(api["total"], want, "{filter}: {api}");
+        assert!(
+            page.contains(&format!("{want} of 35 hosts")),
+            "{filter}: {page}"
+        );
+        answers.push((filter, from_api));
+    }
+    // A bad filter is refused by both.
+    assert_eq!(get(&serve, "/hosts?subnet=nope").0, 400);
+    assert_eq!(get(&serve, "/ui/hosts?subnet=nope").0, 400);
+    assert_eq!(get(&serve, "/hosts?min_confidence=high").0, 400);
+
+    // `flowprint hosts` on the inventory the daemon wrote when it stopped: the same hosts.
+    serve.stop();
+    for (filter, from_api) in answers {
+        let mut args = vec!["hosts", "--db", db.to_str().unwrap(), "--format", "json"];
+        let pairs: Vec<(String, String)> = filter
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| {
+                let flag = match k {
+                    "q" => "--text",
+                    "min" | "min_confidence" => "--min-confidence",
+                    other => return (format!("--{other}"), v.replace("%2F", "/")),
+                };
+                (flag.to_string(), v.replace("%2F", "/"))
+            })
+            .collect();
+        for (k, v) in &pairs {
+            args.push(k);
+            args.push(v);
+        }
+        let out = common::cli::run(&tmp.0, &args);
+        let stdout = common::cli::text(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            common::cli::text(&out.stderr)
+        );
+        let from_cli: Vec<String> = stdout
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["host"].as_str().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(from_cli, from_api, "{args:?}");
+    }
+}
+
+#[test]
+fn only_readers_of_the_host_list_have_it_computed() {
+    let tmp = common::TempDir::new("web-history");
+    let serve = Serve::start(&tmp.0, &["--no-db", "--workers", "1"]);
+    let flows: Vec<([u8; 4], [u8; 4], u16)> = (1..=20u8)
+        .map(|i| ([10, 9, 0, i], [17, 57, 144, i], 5223))
+        .collect();
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(&common::v5_now(0, &flows), serve.udp).unwrap();
+    let computed = || {
+        common::serve::metric(
+            &get(&serve, "/metrics").1,
+            "flowprint_host_summaries_computed_total",
+        )
+    };
+    common::serve::wait_until("flows evaluated", Duration::from_secs(10), || {
+        common::serve::metric(
+            &get(&serve, "/metrics").1,
+            "flowprint_flows_evaluated_total",
+        ) >= 20
+    });
+    // The history is sampled every 10 s; a sample counts the labelled hosts of the list last
+    // computed and never scores the hosts itself.
+    std::thread::sleep(Duration::from_millis(10_500));
+    assert_eq!(computed(), 0, "nobody read the host list");
+    // A reader has it computed; the overview's counts come from that same list.
+    let (status, page) = get(&serve, "/");
+    assert_eq!(status, 200);
+    assert!(page.contains("20</span> hosts seen"), "{page}");
+    assert_eq!(computed(), 1);
+    let (_, hosts) = get(&serve, "/ui/hosts");
+    assert!(hosts.contains("20 of 20 hosts"), "{hosts}");
+    assert_eq!(computed(), 1, "the pages share one list");
+}

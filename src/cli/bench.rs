@@ -954,10 +954,7 @@ fn web(n: u32, passes: usize) -> anyhow::Result<()> {
         let mut bytes = 0;
         for _ in 0..passes.max(1) {
             let t = Instant::now();
-            let html = page_html(
-                "Hosts",
-                hosts_body(&all, &q).map_err(|e| anyhow::anyhow!(e))?,
-            );
+            let html = page_html("Hosts", hosts_body(&all, &q)?);
             times.push(t.elapsed().as_secs_f64());
             bytes = html.len();
         }

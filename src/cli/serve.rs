@@ -365,7 +365,7 @@ impl Args {
         if let Some(v) = &self.api_request_timeout {
             c.api.request_timeout = dur("api-request-timeout", v)?;
         }
-        c.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        c.validate()?;
         Ok((c, self.check))
     }
 }

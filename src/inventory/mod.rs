@@ -8,6 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod filter;
+pub use filter::{FilterError, FilterParams, HostFilter};
+
 /// One rule's accumulated evidence about a host, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredEvidence {
@@ -126,16 +129,6 @@ impl<'de> Deserialize<'de> for SummaryJson {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SummaryJson, D::Error> {
         serde_json::Value::deserialize(d).map(SummaryJson::from)
     }
-}
-
-/// Filters of `flowprint hosts`.
-#[derive(Debug, Clone, Default)]
-pub struct HostQuery {
-    /// Only hosts with a winning label equal to this value (any attribute), case-insensitive.
-    pub label: Option<String>,
-    /// Only hosts whose winning label (the one matched by `label`, or any) has at least this
-    /// confidence.
-    pub min_confidence: Option<f64>,
 }
 
 /// A failure of the inventory database (`inventory` is the database; the rule store's errors
@@ -258,8 +251,10 @@ pub trait Store: Send {
     /// deleted. Only on an explicit request (`analyze --prune-unknown-rules`): evidence of rules
     /// that are not loaded is otherwise kept.
     fn delete_rule_evidence(&mut self, rules: &[String]) -> Result<u64, DbError>;
-    /// The summaries of the hosts matching `query`, ordered by address.
-    fn query(&mut self, query: &HostQuery) -> Result<Vec<serde_json::Value>, DbError>;
+    /// The summaries of the hosts that `query` passes ([`filter`]), ordered by address. The
+    /// label table (each summary's labels, written with it) answers `label` and
+    /// `min_confidence`; the other parameters are checked on the summaries.
+    fn query(&mut self, query: &HostFilter) -> Result<Vec<serde_json::Value>, DbError>;
 }
 
 pub mod postgres;
@@ -729,7 +724,7 @@ pub fn host_order(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 /// Whether a query has no filter (every host matches, labelled or not).
-fn query_is_unfiltered(query: &HostQuery) -> bool {
+fn query_is_unfiltered(query: &HostFilter) -> bool {
     query.label.is_none() && query.min_confidence.is_none()
 }
 
@@ -738,7 +733,7 @@ fn query_is_unfiltered(query: &HostQuery) -> bool {
 /// the confidence bound is inclusive and applies to the label that matched.
 fn select_hosts(
     winners: impl IntoIterator<Item = (String, String, f64)>,
-    query: &HostQuery,
+    query: &HostFilter,
 ) -> Vec<String> {
     let lower = |s: &str| {
         s.chars()
@@ -764,10 +759,24 @@ fn select_hosts(
     hosts
 }
 
-/// Summaries `(host, JSON text)` parsed and ordered by address.
-fn summaries_in_order(mut rows: Vec<(String, String)>) -> Result<Vec<serde_json::Value>, DbError> {
+/// Summaries `(host, JSON text)` parsed and ordered by address; those `query` does not pass
+/// left out when it asks more than the label table answered.
+fn summaries_in_order(
+    mut rows: Vec<(String, String)>,
+    query: &HostFilter,
+) -> Result<Vec<serde_json::Value>, DbError> {
     rows.sort_by(|a, b| host_order(&a.0, &b.0));
-    rows.iter()
-        .map(|(host, text)| parse_summary(host, text).map_err(|e| e.during("query")))
-        .collect()
+    let mut out = Vec::with_capacity(rows.len());
+    for (host, text) in &rows {
+        let value = parse_summary(host, text).map_err(|e| e.during("query"))?;
+        if query.beyond_labels() {
+            let summary: crate::infer::HostSummary = serde_json::from_value(value.clone())
+                .map_err(|e| store_error("query", format!("the summary of {host}: {e}")))?;
+            if !query.matches(&summary) {
+                continue;
+            }
+        }
+        out.push(value);
+    }
+    Ok(out)
 }

@@ -5,7 +5,7 @@
 use ::postgres::{Client, NoTls, Statement, Transaction};
 
 use super::{
-    DbError, HostQuery, HostRecord, HostSave, LOAD_EPOCHS, LOAD_EVIDENCE, LOAD_LABELS, MIGRATIONS,
+    DbError, HostFilter, HostRecord, HostSave, LOAD_EPOCHS, LOAD_EVIDENCE, LOAD_LABELS, MIGRATIONS,
     MigrationError, QUERY_WINNERS, SCHEMA_VERSION_TABLE, SqlTypes, Store, StoredEpoch,
     StoredEvidence, StoredHost, StoredLabel, assemble, column_u32, column_u64, migration, now_ms,
     query_is_unfiltered, save_batch, save_sql, select_hosts, store_error, summaries_in_order,
@@ -467,7 +467,7 @@ impl Store for PostgresStore {
         assemble(hosts, evidence, labels, epochs)
     }
 
-    fn query(&mut self, query: &HostQuery) -> Result<Vec<serde_json::Value>, DbError> {
+    fn query(&mut self, query: &HostFilter) -> Result<Vec<serde_json::Value>, DbError> {
         let fail = |e: ::postgres::Error| store_error("query", e);
         let mut tx = self
             .client
@@ -486,7 +486,7 @@ impl Store for PostgresStore {
         }
         .map_err(fail)?;
         tx.commit().map_err(fail)?;
-        summaries_in_order(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        summaries_in_order(rows.iter().map(|r| (r.get(0), r.get(1))).collect(), query)
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    DbError, HostQuery, HostRecord, LOAD_EPOCHS, LOAD_EVIDENCE, LOAD_LABELS, MIGRATIONS,
+    DbError, HostFilter, HostRecord, LOAD_EPOCHS, LOAD_EVIDENCE, LOAD_LABELS, MIGRATIONS,
     MigrationError, QUERY_WINNERS, SCHEMA_VERSION_TABLE, SqlTypes, Store, StoredEpoch,
     StoredEvidence, StoredHost, StoredLabel, assemble, column_u32, column_u64, migration, now_ms,
     query_is_unfiltered, save_batch, save_sql, select_hosts, store_error, summaries_in_order,
@@ -558,7 +558,7 @@ impl Store for SqliteStore {
         assemble(hosts, evidence, labels, epochs)
     }
 
-    fn query(&mut self, query: &HostQuery) -> Result<Vec<serde_json::Value>, DbError> {
+    fn query(&mut self, query: &HostFilter) -> Result<Vec<serde_json::Value>, DbError> {
         let fail = |e: rusqlite::Error| store_error("query", e);
         let tx = self.conn.transaction().map_err(fail)?;
         let rows = if query_is_unfiltered(query) {
@@ -581,7 +581,7 @@ impl Store for SqliteStore {
                 .collect::<Result<Vec<_>, DbError>>()?
         };
         tx.finish().map_err(fail)?;
-        summaries_in_order(rows)
+        summaries_in_order(rows, query)
     }
 }
 

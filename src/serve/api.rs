@@ -3,7 +3,7 @@
 //! | | |
 //! |---|---|
 //! | `GET /health` | `{"status":"ok"|"degraded", "problems": [...], ...}`: degraded when booted from the last good rules, the last reload failed, a reload is waiting for a retry, or a rules directory is not watched |
-//! | `GET /hosts?os=&software=&q=&limit=&offset=` | host summaries, by address, at most a few seconds old ([`super::summaries`]) |
+//! | `GET /hosts?q=&os=&software=&label=&subnet=&min_confidence=&limit=&offset=` | host summaries, by address, at most a few seconds old ([`super::summaries`]), filtered as the hosts page and `flowprint hosts` filter ([`crate::inventory::filter`]) |
 //! | `GET /hosts/{addr}` | one host's summary and explanation |
 //! | `GET /rules` | packs, versions, generation, last reload and its diagnostics |
 //! | `POST /reload` | reloads the rules now; the report (422 when it failed) |
@@ -21,6 +21,7 @@
 //! refusals are counted (`flowprint_api_requests_rejected_total{reason}`).
 
 use super::Daemon;
+use crate::inventory::{FilterParams, HostFilter};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
@@ -295,9 +296,13 @@ async fn health(State(d): State<Arc<Daemon>>) -> Response {
 
 #[derive(Deserialize)]
 struct HostsQuery {
+    q: Option<String>,
     os: Option<String>,
     software: Option<String>,
-    q: Option<String>,
+    label: Option<String>,
+    subnet: Option<String>,
+    #[serde(alias = "min")]
+    min_confidence: Option<String>,
     limit: Option<usize>,
     offset: Option<usize>,
 }
@@ -310,28 +315,23 @@ async fn hosts(State(d): State<Arc<Daemon>>, Query(q): Query<HostsQuery>) -> Res
             format!("limit: at most {MAX_LIMIT}"),
         );
     }
+    let filter = match HostFilter::parse(&FilterParams {
+        q: q.q,
+        os: q.os,
+        software: q.software,
+        label: q.label,
+        subnet: q.subnet,
+        min_confidence: q.min_confidence,
+    }) {
+        Ok(f) => f,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let offset = q.offset.unwrap_or(0);
     expensive(&d, move |d| {
         let cached = d.cached_summaries();
-        let matches = |h: &&crate::infer::HostSummary| {
-            q.os.as_deref().is_none_or(|os| {
-                h.os.as_ref().is_some_and(|v| {
-                    v.family
-                        .as_deref()
-                        .is_some_and(|f| f.eq_ignore_ascii_case(os))
-                        || v.name
-                            .as_deref()
-                            .is_some_and(|n| n.eq_ignore_ascii_case(os))
-                })
-            }) && q
-                .software
-                .as_deref()
-                .is_none_or(|s| h.software.iter().any(|v| v.name.eq_ignore_ascii_case(s)))
-                && q.q.as_deref().is_none_or(|t| h.host.contains(t))
-        };
         let mut total = 0;
         let mut page = Vec::new();
-        let offset = q.offset.unwrap_or(0);
-        for h in cached.hosts.iter().filter(matches) {
+        for h in cached.hosts.iter().filter(|h| filter.matches(h)) {
             if total >= offset && page.len() < limit {
                 page.push(h);
             }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 pub enum ServeError {
     /// The configuration is not valid: what, and where.
     #[error("configuration: {0}")]
-    Config(String),
+    Config(#[from] super::config::ConfigError),
     /// A file or directory it needs could not be read or written.
     #[error("{what} {}: {error}", path.display())]
     File {
@@ -88,6 +88,18 @@ impl ServeError {
 mod tests {
     use super::*;
 
+    /// An error and its sources, `: `-separated, as the binary prints an error chain.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            source = s.source();
+        }
+        out
+    }
+
     #[test]
     fn an_error_chain_says_each_thing_once() {
         let e = ServeError::Listen {
@@ -95,7 +107,7 @@ mod tests {
             addr: "127.0.0.1:1".into(),
             error: std::io::Error::from(std::io::ErrorKind::AddrInUse),
         };
-        let chain = format!("{:#}", anyhow::Error::from(e));
+        let chain = chain(&e);
         assert_eq!(chain.matches("in use").count(), 1, "{chain}");
         assert!(chain.starts_with("API on 127.0.0.1:1: "), "{chain}");
         let started: Result<(), _> = Err("no fleet status").part("fleet");

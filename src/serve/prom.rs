@@ -1,7 +1,27 @@
-//! The Prometheus text of `/metrics` (docs/serve.md lists the series).
+//! The daemon's metrics: the process's one Prometheus recorder, and the text of `/metrics`
+//! (docs/serve.md lists the series).
+//!
+//! The daemon's parts count with plain atomics on their hot paths; the counts are copied into
+//! the recorder only when `/metrics` is read, so a series is exactly as fresh as the request.
+//! The names and labels are part of the interface: a series is never renamed.
 
-use super::{Daemon, prometheus};
+use super::Daemon;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
+
+/// The process's Prometheus recorder: only the first daemon of a process installs it as the
+/// global recorder; every later one renders the same.
+pub(super) fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Only the first daemon of a process installs the global recorder.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
 
 impl Daemon {
     /// The Prometheus text of `/metrics`.

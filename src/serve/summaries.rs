@@ -8,6 +8,11 @@
 //! compute (at most [`MAX_TTL`]), so that a stream of requests spends at most about a tenth of
 //! one core on it; a request that finds it older gets it as it is and has it recomputed in the
 //! background. Only the first request ever waits for a computation.
+//!
+//! Everything derived from the list is computed with it, once: `GET /hosts`, the hosts page,
+//! the overview's cards and charts all read the same [`Summaries`], and the history's count of
+//! labelled hosts is that of the last list computed ([`SummaryCache::peek`]): nothing is
+//! scored only to be counted.
 
 use super::Daemon;
 use crate::infer::HostSummary;
@@ -34,12 +39,21 @@ pub struct Summaries {
     pub took: Duration,
     /// Every host's summary, by address.
     pub hosts: Arc<Vec<HostSummary>>,
+    /// How many of them carry a label (an OS, software or a device).
+    pub labelled: usize,
 }
 
 impl Summaries {
     /// Whether it should be recomputed.
     fn stale(&self) -> bool {
         self.at.elapsed() >= SUMMARY_TTL.max(self.took * 10).min(MAX_TTL)
+    }
+}
+
+impl SummaryCache {
+    /// The list last computed, as it is: never computes one (`None` before the first).
+    pub fn peek(&self) -> Option<Summaries> {
+        lock(&self.current).clone()
     }
 }
 
@@ -118,12 +132,14 @@ impl Daemon {
     fn compute_locked(&self) -> Summaries {
         let started = Instant::now();
         let hosts = Arc::new(self.summaries());
+        let labelled = hosts.iter().filter(|h| is_labelled(h)).count();
         let took = started.elapsed();
         let s = Summaries {
             at: Instant::now(),
             at_ms: crate::dns::resolve::now_ms(),
             took,
             hosts,
+            labelled,
         };
         let cache = &self.summary_cache;
         cache.computed.fetch_add(1, Ordering::Relaxed);
@@ -133,6 +149,12 @@ impl Daemon {
         *lock(&cache.current) = Some(s.clone());
         s
     }
+}
+
+/// Whether a summary carries a label (an OS, software or a device): the overview's "hosts
+/// labelled" and its history.
+pub fn is_labelled(h: &HostSummary) -> bool {
+    h.os.is_some() || !h.software.is_empty() || h.device.is_some()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -11,6 +11,7 @@
 
 use super::Daemon;
 use crate::infer::HostSummary;
+use crate::inventory::{FilterError, FilterParams, HostFilter};
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -195,11 +196,8 @@ async fn overview(State(d): State<Arc<Daemon>>) -> Response {
 }
 
 fn overview_page(d: &Arc<Daemon>) -> Response {
-    let all = d.cached_summaries().hosts;
-    let labelled = all
-        .iter()
-        .filter(|h| h.os.is_some() || !h.software.is_empty() || h.device.is_some())
-        .count();
+    let cached = d.cached_summaries();
+    let (all, labelled) = (cached.hosts, cached.labelled);
     let by_family = counts(all.iter().filter_map(family), 12);
     let by_software = counts(
         all.iter()
@@ -214,8 +212,11 @@ fn overview_page(d: &Arc<Daemon>) -> Response {
             (w[1].0, w[1].1.saturating_sub(w[0].1) as f64 / dt)
         })
         .collect();
-    let labels_over_time: Vec<(i64, f64)> =
-        history.iter().map(|&(t, _, l)| (t, l as f64)).collect();
+    // A point for each sample after which the summaries had been computed again.
+    let labels_over_time: Vec<(i64, f64)> = history
+        .iter()
+        .filter_map(|&(t, _, l)| Some((t, l? as f64)))
+        .collect();
     let c = &d.counters;
     let collector = d
         .collector
@@ -257,17 +258,22 @@ fn overview_page(d: &Arc<Daemon>) -> Response {
     respond(layout("Overview", Some(10), body))
 }
 
-/// The hosts page's query.
+/// The hosts page's query: the filter of every host list ([`HostFilter`], the same as
+/// `GET /hosts`), the order and the page.
 #[derive(Debug, Default, Deserialize)]
 pub struct HostsQuery {
     /// Free text: address, OS, software, device, rule.
     pub q: Option<String>,
-    /// OS family, exactly (case-insensitive).
+    /// OS family or name (case-insensitive).
     pub os: Option<String>,
-    /// Software name, exactly (case-insensitive).
+    /// Software name (case-insensitive).
     pub software: Option<String>,
-    /// Lowest confidence of the best label (empty: any; a form sends empty fields).
-    pub min: Option<String>,
+    /// Any winning label (case-insensitive).
+    pub label: Option<String>,
+    /// Lowest confidence of the labels named, or of the best label (empty: any; a form sends
+    /// empty fields).
+    #[serde(alias = "min")]
+    pub min_confidence: Option<String>,
     /// Subnet (CIDR).
     pub subnet: Option<String>,
     /// `host`, `os`, `confidence`, `flows`, `last` (prefix `-` to reverse).
@@ -276,72 +282,27 @@ pub struct HostsQuery {
     pub page: Option<usize>,
 }
 
+impl HostsQuery {
+    /// The filter it asks for.
+    pub fn filter(&self) -> Result<HostFilter, FilterError> {
+        HostFilter::parse(&FilterParams {
+            q: self.q.clone(),
+            os: self.os.clone(),
+            software: self.software.clone(),
+            label: self.label.clone(),
+            subnet: self.subnet.clone(),
+            min_confidence: self.min_confidence.clone(),
+        })
+    }
+}
+
 /// The rows of a page of hosts, and how many matched.
 pub fn select<'a>(
     all: &'a [HostSummary],
     q: &HostsQuery,
-) -> Result<(Vec<&'a HostSummary>, usize), String> {
-    let subnet: Option<ipnet::IpNet> =
-        match q.subnet.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-            Some(s) => Some(
-                s.parse()
-                    .map_err(|_| format!("`{s}` is not a subnet (10.0.0.0/8)"))?,
-            ),
-            None => None,
-        };
-    let min: Option<f64> = match q.min.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        Some(m) => Some(
-            m.parse()
-                .map_err(|_| format!("`{m}` is not a confidence (0 to 1)"))?,
-        ),
-        None => None,
-    };
-    let text =
-        q.q.as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_lowercase);
-    let eq = |a: Option<&str>, b: &Option<String>| match b
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        None => true,
-        Some(b) => a.is_some_and(|a| a.eq_ignore_ascii_case(b)),
-    };
-    let mut rows: Vec<&HostSummary> = all
-        .iter()
-        .filter(|h| eq(family(h), &q.os))
-        .filter(|h| {
-            q.software
-                .as_deref()
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .is_none()
-                || h.software.iter().any(|s| eq(Some(&s.name), &q.software))
-        })
-        .filter(|h| min.is_none_or(|m| confidence(h) >= m))
-        .filter(|h| subnet.is_none_or(|n| h.host.parse::<IpAddr>().is_ok_and(|a| n.contains(&a))))
-        .filter(|h| match &text {
-            None => true,
-            Some(t) => {
-                h.host.contains(t.as_str())
-                    || h.os.as_ref().is_some_and(|o| {
-                        [&o.family, &o.name, &o.version].iter().any(|v| {
-                            v.as_deref()
-                                .is_some_and(|v| v.to_lowercase().contains(t.as_str()))
-                        })
-                    })
-                    || h.software
-                        .iter()
-                        .any(|s| s.name.to_lowercase().contains(t.as_str()))
-                    || h.device
-                        .as_ref()
-                        .is_some_and(|d| d.kind.to_lowercase().contains(t.as_str()))
-                    || h.evidence.iter().any(|e| e.rule.contains(t.as_str()))
-            }
-        })
-        .collect();
+) -> Result<(Vec<&'a HostSummary>, usize), FilterError> {
+    let filter = q.filter()?;
+    let mut rows: Vec<&HostSummary> = all.iter().filter(|h| filter.matches(h)).collect();
     let sort = q.sort.as_deref().unwrap_or("host");
     let (key, reverse) = match sort.strip_prefix('-') {
         Some(k) => (k, true),
@@ -377,7 +338,8 @@ fn link(q: &HostsQuery, sort: Option<&str>, page: Option<usize>) -> String {
     push("q", q.q.clone());
     push("os", q.os.clone());
     push("software", q.software.clone());
-    push("min", q.min.clone());
+    push("label", q.label.clone());
+    push("min_confidence", q.min_confidence.clone());
     push("subnet", q.subnet.clone());
     push("sort", sort.map(str::to_string).or_else(|| q.sort.clone()));
     push("page", page.map(|p| p.to_string()));
@@ -413,7 +375,7 @@ async fn hosts(
         match hosts_body(&all, &q) {
             Ok(body) => page("Hosts", body),
             Err(e) => {
-                let mut r = page("Hosts", html! { p.error { (e) } });
+                let mut r = page("Hosts", html! { p.error { (e.to_string()) } });
                 *r.status_mut() = StatusCode::BAD_REQUEST;
                 r
             }
@@ -423,7 +385,7 @@ async fn hosts(
 }
 
 /// The hosts page's body for a query over `all` (the summaries, by address).
-pub fn hosts_body(all: &[HostSummary], q: &HostsQuery) -> Result<Markup, String> {
+pub fn hosts_body(all: &[HostSummary], q: &HostsQuery) -> Result<Markup, FilterError> {
     let (rows, total) = select(all, q)?;
     let page_no = q.page.unwrap_or(1).max(1);
     let pages = total.div_ceil(PAGE_ROWS).max(1);
@@ -439,10 +401,11 @@ pub fn hosts_body(all: &[HostSummary], q: &HostsQuery) -> Result<Markup, String>
     let body = html! {
         form method="get" action="/ui/hosts" class="filters" {
             input type="search" name="q" placeholder="address, OS, software, rule" value=[q.q.as_deref()];
-            input type="text" name="os" placeholder="OS family" value=[q.os.as_deref()];
+            input type="text" name="os" placeholder="OS family or name" value=[q.os.as_deref()];
             input type="text" name="software" placeholder="software" value=[q.software.as_deref()];
+            input type="text" name="label" placeholder="any label" value=[q.label.as_deref()];
             input type="text" name="subnet" placeholder="subnet, e.g. 10.0.0.0/8" value=[q.subnet.as_deref()];
-            input type="number" name="min" step="0.05" min="0" max="1" placeholder="min confidence" value=[q.min.as_deref()];
+            input type="number" name="min_confidence" step="0.05" min="0" max="1" placeholder="min confidence" value=[q.min_confidence.as_deref()];
             button type="submit" { "Filter" }
         }
         p.muted { (total) " of " (all.len()) " hosts; page " (page_no) " of " (pages) }

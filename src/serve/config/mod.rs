@@ -60,6 +60,10 @@
 //!   request_timeout: 30s          # to answer one request
 //! ```
 
+mod error;
+pub use error::ConfigError;
+use error::{invalid, locate};
+
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 use std::net::SocketAddr;
@@ -271,9 +275,11 @@ impl FleetConfig {
     }
 
     /// The shards this worker may own.
-    pub fn owned_set(&self) -> Result<crate::fleet::lease::ShardSet, String> {
+    pub fn owned_set(&self) -> Result<crate::fleet::lease::ShardSet, ConfigError> {
         match &self.owns {
-            Some(s) => s.parse().map_err(|e| format!("fleet.owns: {e}")),
+            Some(s) => s
+                .parse::<crate::fleet::lease::ShardSet>()
+                .map_err(|e| invalid("fleet.owns", e.to_string())),
             None => Ok(crate::fleet::lease::ShardSet::all(self.shards)),
         }
     }
@@ -342,7 +348,7 @@ impl CollectorLimits {
         }
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), ConfigError> {
         for (key, v) in [
             ("max_exporters", self.max_exporters),
             ("max_sessions", self.max_sessions),
@@ -351,23 +357,30 @@ impl CollectorLimits {
             ("max_pending_sets", self.max_pending_sets),
         ] {
             if v == 0 {
-                return Err(format!("collector.{key}: must be at least 1"));
+                return Err(invalid(format!("collector.{key}"), "must be at least 1"));
             }
         }
         if self.max_pending_bytes < 65_536 {
-            return Err(
-                "collector.max_pending_bytes: must be at least 65536 (one largest data set)".into(),
-            );
+            return Err(invalid(
+                "collector.max_pending_bytes",
+                "must be at least 65536 (one largest data set)",
+            ));
         }
         if self.max_state_bytes < self.max_pending_bytes {
-            return Err("collector.max_state_bytes: is below collector.max_pending_bytes".into());
+            return Err(invalid(
+                "collector.max_state_bytes",
+                "is below collector.max_pending_bytes",
+            ));
         }
         if self
             .template_timeout
             .0
             .is_some_and(|d| d < Duration::from_secs(1))
         {
-            return Err("collector.template_timeout: must be at least 1s, or none".into());
+            return Err(invalid(
+                "collector.template_timeout",
+                "must be at least 1s, or none",
+            ));
         }
         Ok(())
     }
@@ -451,49 +464,6 @@ pub fn valid_host_name(h: &str) -> bool {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_'))
 }
 
-/// A configuration file that could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// Unreadable.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Not valid: the message names the key and the line.
-    #[error("{path}: {message}")]
-    Invalid {
-        /// The file.
-        path: String,
-        /// yaml_serde's message (`key: what, at line L column C`).
-        message: String,
-    },
-}
-
-/// yaml_serde's message, which names the line and column where the parser knows them; errors
-/// raised by our own value parsers carry no position: add the line (and the key) of the value
-/// they quote.
-fn locate(text: &str, e: yaml_serde::Error) -> String {
-    let message = e.to_string();
-    // A value parser's error gets the position of the document's start (shown as none).
-    if e.location().is_some_and(|l| l.index() > 0) {
-        return message;
-    }
-    let quoted = message.split('`').nth(1).filter(|q| !q.is_empty());
-    let found = quoted.and_then(|q| {
-        text.lines()
-            .enumerate()
-            .find(|(_, l)| l.contains(q))
-            .map(|(i, l)| (i + 1, l.split(':').next().unwrap_or("").trim().to_string()))
-    });
-    match found {
-        Some((line, key)) => format!("{key}: {message} at line {line}"),
-        None => message,
-    }
-}
-
 impl ServeConfig {
     /// Reads and validates a config file.
     pub fn from_file(path: &Path) -> Result<ServeConfig, ConfigError> {
@@ -506,59 +476,59 @@ impl ServeConfig {
                     source,
                 });
             }
-            Err(e) => {
-                return Err(ConfigError::Invalid {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                });
-            }
+            Err(e) => return Err(ConfigError::Read(e)),
         };
-        ServeConfig::from_yaml(&text).map_err(|message| ConfigError::Invalid {
+        ServeConfig::from_yaml(&text).map_err(|error| ConfigError::File {
             path: path.display().to_string(),
-            message,
+            error: Box::new(error),
         })
     }
 
     /// Parses and validates YAML text.
-    pub fn from_yaml(text: &str) -> Result<ServeConfig, String> {
+    pub fn from_yaml(text: &str) -> Result<ServeConfig, ConfigError> {
         if text.trim().is_empty() {
             return Ok(ServeConfig::default());
         }
-        crate::limits::check_yaml(text, crate::limits::MAX_YAML_NESTING)
-            .map_err(|e| e.to_string())?;
+        crate::limits::check_yaml(text, crate::limits::MAX_YAML_NESTING)?;
         let c: ServeConfig = yaml_serde::from_str(text).map_err(|e| locate(text, e))?;
         c.validate()?;
         Ok(c)
     }
 
     /// Checks what types cannot.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.workers == 0 || self.workers > 256 {
-            return Err("workers: must be between 1 and 256".into());
+            return Err(invalid("workers", "must be between 1 and 256"));
         }
         if self.queue == 0 {
-            return Err("queue: must be at least 1".into());
+            return Err(invalid("queue", "must be at least 1"));
         }
         if self.max_hosts == 0 {
-            return Err("max_hosts: must be at least 1".into());
+            return Err(invalid("max_hosts", "must be at least 1"));
         }
         if self.half_life.0 == Some(Duration::ZERO) {
-            return Err("half_life: must be longer than 0 (`none` means no decay)".into());
+            return Err(invalid(
+                "half_life",
+                "must be longer than 0 (`none` means no decay)",
+            ));
         }
         if self.idle.0 == Some(Duration::ZERO) {
-            return Err(
-                "idle: must be longer than 0 (it would evict every host at once; `none` means never)"
-                    .into(),
-            );
+            return Err(invalid(
+                "idle",
+                "must be longer than 0 (it would evict every host at once; `none` means never)",
+            ));
         }
         if self.api.max_body == 0 {
-            return Err("api.max_body: must be at least 1".into());
+            return Err(invalid("api.max_body", "must be at least 1"));
         }
         if self.api.max_connections == 0 || self.api.max_connections > 1_000_000 {
-            return Err("api.max_connections: must be between 1 and 1000000".into());
+            return Err(invalid(
+                "api.max_connections",
+                "must be between 1 and 1000000",
+            ));
         }
         if self.api.max_concurrent == 0 || self.api.max_concurrent > 1024 {
-            return Err("api.max_concurrent: must be between 1 and 1024".into());
+            return Err(invalid("api.max_concurrent", "must be between 1 and 1024"));
         }
         for (key, d) in [
             ("api.header_timeout", self.api.header_timeout),
@@ -566,54 +536,64 @@ impl ServeConfig {
             ("api.request_timeout", self.api.request_timeout),
         ] {
             if d.0 < MIN_TIMEOUT {
-                return Err(format!(
-                    "{key}: must be at least {} ms (got {} ms)",
-                    MIN_TIMEOUT.as_millis(),
-                    d.0.as_millis()
+                return Err(invalid(
+                    key,
+                    format!(
+                        "must be at least {} ms (got {} ms)",
+                        MIN_TIMEOUT.as_millis(),
+                        d.0.as_millis()
+                    ),
                 ));
             }
         }
         if let Some(h) = self.api.hosts.iter().find(|h| !valid_host_name(h)) {
-            return Err(format!(
-                "api.hosts: `{h}` is not a host name (letters, digits, `-`, `.`; no port)"
+            return Err(invalid(
+                "api.hosts",
+                format!("`{h}` is not a host name (letters, digits, `-`, `.`; no port)"),
             ));
         }
         if let Some(p) = self.rules.poll.0
             && p < MIN_POLL
         {
-            return Err(format!(
-                "rules.poll (--poll): must be at least {} ms (got {} ms); `none` uses inotify",
-                MIN_POLL.as_millis(),
-                p.as_millis()
+            return Err(invalid(
+                "rules.poll (--poll)",
+                format!(
+                    "must be at least {} ms (got {} ms); `none` uses inotify",
+                    MIN_POLL.as_millis(),
+                    p.as_millis()
+                ),
             ));
         }
         if self.api.token.as_deref().is_some_and(|t| t.len() < 16) {
-            return Err("api.token: use at least 16 characters".into());
+            return Err(invalid("api.token", "use at least 16 characters"));
         }
         if self.fleet.shards == 0 || self.fleet.shards > 4096 {
-            return Err("fleet.shards: must be between 1 and 4096".into());
+            return Err(invalid("fleet.shards", "must be between 1 and 4096"));
         }
         if self.fleet.publish.is_some() && self.fleet.consume.is_some() {
-            return Err(
-                "fleet.publish and fleet.consume: a daemon is a collector or a worker, not both"
-                    .into(),
-            );
+            return Err(invalid(
+                "fleet.publish and fleet.consume",
+                "a daemon is a collector or a worker, not both",
+            ));
         }
         let set = self.fleet.owned_set()?;
         if set.shards(self.fleet.shards).is_empty() {
-            return Err(format!(
-                "fleet.owns: `{set}` has no shard below fleet.shards ({})",
-                self.fleet.shards
+            return Err(invalid(
+                "fleet.owns",
+                format!(
+                    "`{set}` has no shard below fleet.shards ({})",
+                    self.fleet.shards
+                ),
             ));
         }
         if self.fleet.lease.0 < Duration::from_secs(1) {
-            return Err("fleet.lease: must be at least 1s".into());
+            return Err(invalid("fleet.lease", "must be at least 1s"));
         }
         if self.fleet.confirm_wait.0 < Duration::from_secs(1) {
-            return Err("fleet.confirm_wait: must be at least 1s".into());
+            return Err(invalid("fleet.confirm_wait", "must be at least 1s"));
         }
         if self.fleet.replicas == 0 || self.fleet.replicas > 5 {
-            return Err("fleet.replicas: must be between 1 and 5".into());
+            return Err(invalid("fleet.replicas", "must be between 1 and 5"));
         }
         if self.fleet.id.as_deref().is_some_and(|id| {
             id.is_empty()
@@ -621,10 +601,10 @@ impl ServeConfig {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         }) {
-            return Err("fleet.id: use letters, digits, `-` and `_`".into());
+            return Err(invalid("fleet.id", "use letters, digits, `-` and `_`"));
         }
         if self.dns.min_ttl.0 > self.dns.max_ttl.0 {
-            return Err("dns.min_ttl: is longer than dns.max_ttl".into());
+            return Err(invalid("dns.min_ttl", "is longer than dns.max_ttl"));
         }
         self.collector.validate()
     }
@@ -656,31 +636,65 @@ mod tests {
 
     #[test]
     fn errors_name_the_key_and_the_line() {
-        let e = ServeConfig::from_yaml("workers: 2\nrules:\n  pathz: [a]\n").unwrap_err();
+        let e = ServeConfig::from_yaml("workers: 2\nrules:\n  pathz: [a]\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("pathz") && e.contains("line 3"), "{e}");
-        let e = ServeConfig::from_yaml("workers: two\n").unwrap_err();
+        let e = ServeConfig::from_yaml("workers: two\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("workers") && e.contains("line 1"), "{e}");
-        let e = ServeConfig::from_yaml("flush_interval: 30 parsecs\n").unwrap_err();
+        let e = ServeConfig::from_yaml("flush_interval: 30 parsecs\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("flush_interval") && e.contains("parsecs"), "{e}");
-        let e = ServeConfig::from_yaml("workers: 0\n").unwrap_err();
+        let e = ServeConfig::from_yaml("workers: 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("workers"), "{e}");
     }
 
     #[test]
+    fn errors_are_typed_and_keep_their_line() {
+        let e = ServeConfig::from_yaml("workers: 2\nrules:\n  pathz: [a]\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Yaml { .. }), "{e:?}");
+        assert_eq!(e.line(), Some(3));
+        // A value parser's error: the line of the value it quotes.
+        let e = ServeConfig::from_yaml("workers: 2\nflush_interval: 30 parsecs\n").unwrap_err();
+        assert_eq!(e.line(), Some(2), "{e}");
+        let e = ServeConfig::from_yaml("workers: 0\n").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid { key, .. } if key == "workers"),
+            "{e:?}"
+        );
+        assert_eq!(e.line(), None);
+    }
+
+    #[test]
     fn polling_and_api_limits_are_checked() {
-        let e = ServeConfig::from_yaml("rules:\n  poll: 0s\n").unwrap_err();
+        let e = ServeConfig::from_yaml("rules:\n  poll: 0s\n")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("rules.poll") && e.contains("at least 100 ms"),
             "{e}"
         );
-        let e = ServeConfig::from_yaml("rules:\n  poll: 10ms\n").unwrap_err();
+        let e = ServeConfig::from_yaml("rules:\n  poll: 10ms\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("got 10 ms"), "{e}");
         assert!(ServeConfig::from_yaml("rules:\n  poll: 100ms\n").is_ok());
-        let e = ServeConfig::from_yaml("api:\n  idle_timeout: 0s\n").unwrap_err();
+        let e = ServeConfig::from_yaml("api:\n  idle_timeout: 0s\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("api.idle_timeout"), "{e}");
-        let e = ServeConfig::from_yaml("api:\n  max_connections: 0\n").unwrap_err();
+        let e = ServeConfig::from_yaml("api:\n  max_connections: 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("api.max_connections"), "{e}");
-        let e = ServeConfig::from_yaml("api:\n  hosts: [\"a.example:80\"]\n").unwrap_err();
+        let e = ServeConfig::from_yaml("api:\n  hosts: [\"a.example:80\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("api.hosts"), "{e}");
         let c = ServeConfig::from_yaml("api:\n  hosts: [flowprint.lan]\n  max_concurrent: 4\n")
             .unwrap();
@@ -705,9 +719,13 @@ mod tests {
                 .template_timeout_ms,
             Some(3_600_000)
         );
-        let e = ServeConfig::from_yaml("collector:\n  max_exporters: 0\n").unwrap_err();
+        let e = ServeConfig::from_yaml("collector:\n  max_exporters: 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("collector.max_exporters"), "{e}");
-        let e = ServeConfig::from_yaml("collector:\n  max_sesions: 5\n").unwrap_err();
+        let e = ServeConfig::from_yaml("collector:\n  max_sesions: 5\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_sesions") && e.contains("line 2"), "{e}");
     }
 
@@ -720,13 +738,20 @@ mod tests {
         assert_eq!(c.fleet.owned_set().unwrap().shards(16), vec![0, 1, 2, 3, 8]);
         assert_eq!(c.fleet.bus().lease, Duration::from_secs(10));
         let e = ServeConfig::from_yaml("fleet:\n  publish: nats://a\n  consume: nats://b\n")
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not both"), "{e}");
-        let e = ServeConfig::from_yaml("fleet:\n  owns: 3-x\n").unwrap_err();
+        let e = ServeConfig::from_yaml("fleet:\n  owns: 3-x\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("fleet.owns") && e.contains("3-x"), "{e}");
-        let e = ServeConfig::from_yaml("fleet:\n  shards: 4\n  owns: 8-9\n").unwrap_err();
+        let e = ServeConfig::from_yaml("fleet:\n  shards: 4\n  owns: 8-9\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no shard below"), "{e}");
-        let e = ServeConfig::from_yaml("fleet:\n  id: \"a b\"\n").unwrap_err();
+        let e = ServeConfig::from_yaml("fleet:\n  id: \"a b\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("fleet.id"), "{e}");
     }
 }
