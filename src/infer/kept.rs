@@ -10,8 +10,8 @@
 //! Here too: carrying an inventory over from one ruleset to another, from the store
 //! ([`Inventory::restore`]) or across a reload ([`Inventory::remap_rules`]).
 
+use super::stored::{StoredEvidence, StoredHost};
 use super::{EpochChange, EvidenceAgg, HostState, Inventory};
-use crate::inventory::{StoredEvidence, StoredHost};
 use crate::ruleset::Ruleset;
 use crate::schema::addr_key;
 use rustc_hash::FxHashMap;

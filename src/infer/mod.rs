@@ -20,14 +20,15 @@
 pub mod kept;
 pub mod score;
 pub mod state;
+pub mod stored;
 mod table;
 
 use crate::eval::{HostView, Match};
 use crate::flow::Flow;
-use crate::inventory::{StoredEpoch, StoredEvidence, StoredHost};
 use crate::ruleset::{Attribute, Ruleset};
 use crate::schema::addr_key;
 use state::RuleState;
+use stored::{StoredEpoch, StoredEvidence, StoredHost};
 
 /// The address of an [`addr_key`].
 fn key_addr(k: u128) -> IpAddr {
@@ -228,7 +229,7 @@ fn stored_host(
             .collect(),
         labels: score::labels(&summary),
         epochs,
-        summary: crate::inventory::SummaryJson::of(&summary),
+        summary: stored::SummaryJson::of(&summary),
     }
 }
 

@@ -14,9 +14,9 @@
 //! - Two strong families active at the same time flag the host as `several-machines` (NAT,
 //!   proxy).
 
+use super::stored::StoredLabel;
 use super::{EvidenceAgg, HostState, STRONG};
 use crate::flow::time::format_rfc3339;
-use crate::inventory::StoredLabel;
 use crate::ruleset::{Attribute, Conclusion, Ruleset};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -550,7 +550,7 @@ impl<'r> Scorer<'r> {
 }
 
 /// The labels of a summary as stored rows (winners and alternatives).
-pub fn labels(s: &HostSummary) -> Vec<crate::inventory::StoredLabel> {
+pub fn labels(s: &HostSummary) -> Vec<StoredLabel> {
     let mut v = Vec::new();
     let mut push = |attribute: &str, value: &Option<String>, version: Option<String>, c: f64| {
         if let Some(value) = value {

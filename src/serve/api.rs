@@ -42,8 +42,9 @@ pub const MAX_LIMIT: usize = 10_000;
 /// How long an expensive request waits for a free slot before its 503.
 pub const BUSY_WAIT: Duration = Duration::from_millis(250);
 
-/// The router over a daemon.
-pub fn router(daemon: Arc<Daemon>) -> Router {
+/// The router over a daemon: the API's routes and `pages` (the web pages, [`super::web::routes`]),
+/// behind one guard.
+pub fn router(daemon: Arc<Daemon>, pages: Router<Arc<Daemon>>) -> Router {
     let max_body = daemon.config.api.max_body;
     Router::new()
         .route("/health", get(health))
@@ -52,7 +53,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/rules", get(rules))
         .route("/reload", post(reload))
         .route("/metrics", get(metrics))
-        .merge(super::web::routes())
+        .merge(pages)
         .layer(axum::middleware::from_fn_with_state(daemon.clone(), guard))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(daemon)

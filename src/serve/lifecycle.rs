@@ -221,7 +221,14 @@ fn api_thread(
                     idle_timeout: d.config.api.idle_timeout.0,
                 };
                 let stats = d.http.clone();
-                http::serve(listener, api::router(d), limits, stats, api_stop_rx).await;
+                http::serve(
+                    listener,
+                    api::router(d, super::web::routes()),
+                    limits,
+                    stats,
+                    api_stop_rx,
+                )
+                .await;
                 Ok::<(), std::io::Error>(())
             })
         })

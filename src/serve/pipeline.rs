@@ -1,5 +1,5 @@
 //! The daemon's flow path: collector → dispatcher → N evaluator workers, each owning a shard of
-//! the hosts (by [`shard_of`] their address), connected by bounded queues whose drops are
+//! the hosts (by [`shard_of`](crate::eval::shard_of) their address), connected by bounded queues whose drops are
 //! counted.
 //!
 //! A flow goes to the shard of each of its local endpoints (one queue entry per shard, marked
