@@ -6,7 +6,7 @@ use flowprint::compiler::Compiler;
 use flowprint::dns::DnsMap;
 use flowprint::eval::LocalNets;
 use flowprint::flow::Flow;
-use flowprint::infer::Inventory;
+use flowprint::infer::HostTable;
 use flowprint::scan::Scanner;
 use std::sync::Arc;
 
@@ -41,11 +41,11 @@ fn main() {
     let mut scanner = Scanner::new(
         compiled.ruleset.clone(),
         Arc::new(LocalNets::default()),
-        Inventory::new(),
+        HostTable::new(),
     );
     let mut dns = DnsMap::new();
     scanner.apply_learning(&flow, &mut dns);
-    for host in scanner.inventory().summaries(scanner.rules()) {
+    for host in scanner.hosts().summaries(scanner.rules()) {
         println!("{}", serde_json::to_string_pretty(&host).unwrap());
     }
 }

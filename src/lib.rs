@@ -6,7 +6,7 @@
 //! ```text
 //! rule files ──parser──▶ AST (spans) ──compiler──▶ Ruleset (immutable, indexed, Send + Sync)
 //!                                                        │
-//! flow records ──flow::ingest──▶ Flow ──scan::Scanner (eval::Matcher ▶ Match ▶ infer::Inventory)──▶ HostSummary
+//! flow records ──flow::ingest──▶ Flow ──scan::Scanner (eval::Matcher ▶ Match ▶ infer::HostTable)──▶ HostSummary
 //! ```
 //!
 //! [`scan::Scanner`] is the one per-flow path: everything that applies flows goes through it.
@@ -16,7 +16,7 @@
 //! use flowprint::dns::DnsMap;
 //! use flowprint::eval::LocalNets;
 //! use flowprint::flow::{Flow, normalize_name, proto};
-//! use flowprint::infer::Inventory;
+//! use flowprint::infer::HostTable;
 //! use flowprint::scan::Scanner;
 //! use std::sync::Arc;
 //!
@@ -35,10 +35,10 @@
 //! flow.dst_name = normalize_name("captive.apple.com");
 //!
 //! let mut scanner = Scanner::new(compiled.ruleset.clone(), Arc::new(LocalNets::default()),
-//!                                Inventory::new());
+//!                                HostTable::new());
 //! let mut dns = DnsMap::new();
 //! scanner.apply_learning(&flow, &mut dns);
-//! let hosts = scanner.inventory().summaries(scanner.rules());
+//! let hosts = scanner.hosts().summaries(scanner.rules());
 //! assert_eq!(hosts[0].host, "192.168.1.20");
 //! assert_eq!(hosts[0].evidence[0].rule, "mine/apple-captive");
 //! ```
@@ -96,7 +96,7 @@ pub use dns::DnsMap;
 pub use eval::LocalNets;
 pub use flow::Flow;
 pub use flow::ingest::{InputFormat, read_flows};
-pub use infer::{HostSummary, Inventory};
+pub use infer::{HostSummary, HostTable};
 pub use ruleset::Ruleset;
 pub use scan::Scanner;
 pub use sources::{Selection, Sources};

@@ -6,7 +6,7 @@
 //! The model is yara-x's `Scanner`: one reusable object per worker. It owns
 //! - the matching state for the current ruleset ([`Matcher`]; kept across flows and batches,
 //!   changed only when the rules are replaced, [`Scanner::replace_rules`]);
-//! - the host table ([`Inventory`]);
+//! - the host table ([`HostTable`]);
 //! - the name-learning policy ([`learned_name`]): which records' names are learned. A learned
 //!   name counts for `peer.domain` from the next flow on, wherever the map lives: the scanner
 //!   looks its own recent names up with the map until the owner writes them into it
@@ -18,7 +18,7 @@
 use crate::dns::DnsMap;
 use crate::eval::{LocalNets, Matcher, Scanned, Scope};
 use crate::flow::Flow;
-use crate::infer::Inventory;
+use crate::infer::HostTable;
 use crate::ruleset::Ruleset;
 use crate::schema::addr_key;
 use std::net::IpAddr;
@@ -83,7 +83,7 @@ pub struct Scanner {
     local: Arc<LocalNets>,
     shard: Option<(u32, u32)>,
     matcher: Matcher,
-    inventory: Inventory,
+    inventory: HostTable,
     /// The names learned since they were last taken, looked up with the shared map until
     /// they are written into it, so that a name is visible to the very next flow whoever owns
     /// the map.
@@ -100,7 +100,7 @@ pub struct Scanner {
 impl Scanner {
     /// A scanner over `rules`, with `local` deciding which endpoints are hosts, recording into
     /// `inventory`.
-    pub fn new(rules: Arc<Ruleset>, local: Arc<LocalNets>, inventory: Inventory) -> Scanner {
+    pub fn new(rules: Arc<Ruleset>, local: Arc<LocalNets>, inventory: HostTable) -> Scanner {
         Scanner {
             matcher: Matcher::new(&rules),
             rules,
@@ -129,17 +129,17 @@ impl Scanner {
     }
 
     /// The hosts.
-    pub fn inventory(&self) -> &Inventory {
+    pub fn hosts(&self) -> &HostTable {
         &self.inventory
     }
 
     /// The hosts, to change (restore, evict, take the changed ones).
-    pub fn inventory_mut(&mut self) -> &mut Inventory {
+    pub fn hosts_mut(&mut self) -> &mut HostTable {
         &mut self.inventory
     }
 
     /// The hosts and the rules their evidence refers to, given up.
-    pub fn into_parts(self) -> (Inventory, Arc<Ruleset>) {
+    pub fn into_parts(self) -> (HostTable, Arc<Ruleset>) {
         (self.inventory, self.rules)
     }
 
@@ -320,11 +320,11 @@ mod tests {
         }
         let dns = DnsMap::new();
         let local = Arc::new(LocalNets::default());
-        let mut one = Scanner::new(r.clone(), local.clone(), Inventory::new());
+        let mut one = Scanner::new(r.clone(), local.clone(), HostTable::new());
         for f in &flows {
             one.apply(f, &dns);
         }
-        let mut all = Scanner::new(r.clone(), local, Inventory::new());
+        let mut all = Scanner::new(r.clone(), local, HostTable::new());
         for chunk in flows.chunks(256) {
             all.apply_all(chunk, &dns);
         }
@@ -339,7 +339,7 @@ mod tests {
         let r = rules(
             r#"rule cdn { when peer.domain == "updates.example.com" then os.family = "X" confidence 0.5 }"#,
         );
-        let mut s = Scanner::new(r, Arc::new(LocalNets::default()), Inventory::new());
+        let mut s = Scanner::new(r, Arc::new(LocalNets::default()), HostTable::new());
         let mut dns = DnsMap::new();
         let peer: IpAddr = "203.0.113.5".parse().unwrap();
         let mut named = Flow::new("10.0.0.1".parse().unwrap(), 40000, peer, 443, 6);
@@ -358,7 +358,7 @@ mod tests {
         assert_eq!(dns.len(), 1);
         s.apply_learning(&plain("10.0.0.4"), &mut dns);
         let hit = |h: &str| {
-            s.inventory()
+            s.hosts()
                 .summaries(s.rules())
                 .iter()
                 .find(|x| x.host == h)
@@ -376,7 +376,7 @@ mod tests {
         let r = rules(r#"rule web { when peer.port == 443 then os.family = "X" confidence 0.5 }"#);
         let local = Arc::new(LocalNets::default());
         let mut scanners: Vec<Scanner> = (0..4)
-            .map(|i| Scanner::new(r.clone(), local.clone(), Inventory::new()).with_shard(4, i))
+            .map(|i| Scanner::new(r.clone(), local.clone(), HostTable::new()).with_shard(4, i))
             .collect();
         let dns = DnsMap::new();
         let mut hosts_seen = 0;

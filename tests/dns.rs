@@ -8,7 +8,7 @@ use flowprint::dns::passive::{load_into, read_capture_answers, read_log};
 use flowprint::dns::{DnsMap, Source};
 use flowprint::eval::LocalNets;
 use flowprint::flow::ingest::{InputFormat, open_input, read_flows};
-use flowprint::infer::Inventory;
+use flowprint::infer::HostTable;
 use flowprint::scan::Scanner;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -82,12 +82,12 @@ fn peer_domain_matches_plain_netflow_through_passive_dns_at_the_right_time() {
     let mut inv = Scanner::new(
         compiled.ruleset.clone(),
         Arc::new(local.clone()),
-        Inventory::new(),
+        HostTable::new(),
     );
     inv.apply(&flow_at(1_000_100, "10.0.0.1"), &dns); // just after the answer
     inv.apply(&flow_at(1_000_000 - 60_000, "10.0.0.2"), &dns); // a minute before it
     inv.apply(&flow_at(1_000_000 + 60_000 + 16 * 60_000, "10.0.0.3"), &dns); // after TTL + grace
-    let s = inv.inventory().summaries(&compiled.ruleset);
+    let s = inv.hosts().summaries(&compiled.ruleset);
     let fam = |h: &str| {
         s.iter()
             .find(|x| x.host == h)
@@ -144,7 +144,7 @@ fn labelled_hosts_get_their_os_from_exports_plus_passive_dns() {
         let mut inv = Scanner::new(
             compiled.ruleset.clone(),
             Arc::new(local.clone()),
-            Inventory::new(),
+            HostTable::new(),
         );
         let stem = capture.trim_end_matches(".pcap");
         let export = exports.join(format!("{stem}.nfv9-export.pcap"));
@@ -158,7 +158,7 @@ fn labelled_hosts_get_their_os_from_exports_plus_passive_dns() {
             &mut |e| panic!("{e}"),
         )
         .unwrap();
-        let s = inv.inventory().summaries(&compiled.ruleset);
+        let s = inv.hosts().summaries(&compiled.ruleset);
         let h = s
             .iter()
             .find(|x| x.host == host)
@@ -203,7 +203,7 @@ fn evidence_resting_on_a_shared_address_weighs_less() {
     let mut inv = Scanner::new(
         compiled.ruleset.clone(),
         Arc::new(local.clone()),
-        Inventory::new(),
+        HostTable::new(),
     );
     let mut via_dns = flowprint::flow::Flow::new("10.0.0.1".parse().unwrap(), 50000, cdn, 80, 6);
     via_dns.start_ms = 1000;
@@ -213,7 +213,7 @@ fn evidence_resting_on_a_shared_address_weighs_less() {
     via_record.dst_name = flowprint::flow::normalize_name("www.msftconnecttest.com");
     inv.apply(&via_dns, &dns);
     inv.apply(&via_record, &dns);
-    let s = inv.inventory().summaries(&compiled.ruleset);
+    let s = inv.hosts().summaries(&compiled.ruleset);
     let conf = |h: &str| {
         s.iter()
             .find(|x| x.host == h)
@@ -438,7 +438,7 @@ fn stateful_domain_counts_use_names_from_dns() {
         let mut inv = Scanner::new(
             compiled.ruleset.clone(),
             Arc::new(local.clone()),
-            Inventory::new(),
+            HostTable::new(),
         );
         for (i, p) in peers.iter().enumerate() {
             let mut f = flowprint::flow::Flow::new(
@@ -452,9 +452,7 @@ fn stateful_domain_counts_use_names_from_dns() {
             f.end_ms = f.start_ms + 10;
             inv.apply(&f, dns);
         }
-        inv.inventory().summaries(&compiled.ruleset)[0]
-            .software
-            .len()
+        inv.hosts().summaries(&compiled.ruleset)[0].software.len()
     };
     assert_eq!(run(&dns, &[1, 2, 3]), 1, "three names via DNS");
     assert_eq!(run(&dns, &[1, 1, 2, 2]), 0, "two names only");

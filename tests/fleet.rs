@@ -9,7 +9,7 @@ use flowprint::compiler::Compiler;
 use flowprint::eval::{LocalNets, flow_shards};
 use flowprint::fleet::{Bus, BusConfig, Publisher, codec};
 use flowprint::flow::Flow;
-use flowprint::infer::Inventory;
+use flowprint::infer::HostTable;
 use flowprint::scan::Scanner;
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command, Stdio};
@@ -129,7 +129,7 @@ impl Worker {
             scanners: shards
                 .iter()
                 .map(|&s| {
-                    let scanner = Scanner::new(ruleset.clone(), local.clone(), Inventory::new())
+                    let scanner = Scanner::new(ruleset.clone(), local.clone(), HostTable::new())
                         .with_shard(SHARDS, s);
                     (s, scanner)
                 })
@@ -238,7 +238,7 @@ fn sharded_flows_are_evaluated_once_even_when_a_worker_dies() {
     let mut seen: HashMap<String, u64> = HashMap::new();
     for (w, _) in &workers {
         for scanner in w.scanners.values() {
-            for h in scanner.inventory().summaries(&w.ruleset) {
+            for h in scanner.hosts().summaries(&w.ruleset) {
                 assert!(
                     seen.insert(h.host.clone(), h.flows).is_none(),
                     "{} in two places",

@@ -14,7 +14,7 @@ use common::postgres::PgSchema;
 
 use flowprint::eval::LocalNets;
 use flowprint::fleet::BusConfig;
-use flowprint::infer::Inventory;
+use flowprint::infer::HostTable;
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -296,7 +296,7 @@ fn one_process(streams: &[Vec<Vec<u8>>]) -> BTreeMap<String, HostView> {
     let mut reference = flowprint::scan::Scanner::new(
         ruleset.clone(),
         std::sync::Arc::new(LocalNets::default()),
-        Inventory::with_config(flowprint::infer::InferConfig {
+        HostTable::with_config(flowprint::infer::InferConfig {
             half_life_ms: None,
             ..Default::default()
         }),
@@ -319,7 +319,7 @@ fn one_process(streams: &[Vec<Vec<u8>>]) -> BTreeMap<String, HostView> {
             .unwrap();
         }
     }
-    view(&reference.inventory_mut().take_dirty(&ruleset, usize::MAX))
+    view(&reference.hosts_mut().take_dirty(&ruleset, usize::MAX))
 }
 
 /// Two collectors and three workers (`flowprint serve --publish` / `--consume`) on a 3-node

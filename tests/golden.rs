@@ -8,7 +8,7 @@
 use flowprint::compiler::Compiler;
 use flowprint::eval::LocalNets;
 use flowprint::flow::ingest::{InputFormat, read_flows};
-use flowprint::infer::Inventory;
+use flowprint::infer::HostTable;
 use flowprint::scan::Scanner;
 use flowprint::span::SourceMap;
 use std::path::{Path, PathBuf};
@@ -111,7 +111,7 @@ fn eval_golden() {
         let mut inv = Scanner::new(
             compiled.ruleset.clone(),
             std::sync::Arc::new(LocalNets::default()),
-            Inventory::new(),
+            HostTable::new(),
         );
         let mut dns = flowprint::dns::DnsMap::new();
         let mut errors = Vec::new();
@@ -129,7 +129,7 @@ fn eval_golden() {
         for e in errors {
             actual.push_str(&format!("skipped: {e}\n"));
         }
-        for s in inv.inventory().summaries(&compiled.ruleset) {
+        for s in inv.hosts().summaries(&compiled.ruleset) {
             actual.push_str(&serde_json::to_string(&s).unwrap());
             actual.push('\n');
         }

@@ -495,7 +495,7 @@ fn a_fixture_that_rests_on_a_learned_name_behaves_as_the_daemon() {
     let counters = Arc::new(flowprint::serve::pipeline::Counters::default());
     let (mut dispatcher, workers) = flowprint::serve::pipeline::start(
         store,
-        (0..3).map(|_| flowprint::infer::Inventory::new()).collect(),
+        (0..3).map(|_| flowprint::infer::HostTable::new()).collect(),
         Arc::new(flowprint::eval::LocalNets::default()),
         Arc::new(RwLock::new(flowprint::dns::DnsMap::new())),
         counters.clone(),
@@ -530,7 +530,7 @@ fn a_fixture_that_rests_on_a_learned_name_behaves_as_the_daemon() {
     let mut evidence = Vec::new();
     for s in &shards {
         let g = s.lock();
-        for h in g.inventory().summaries(&g.snapshot.ruleset) {
+        for h in g.hosts().summaries(&g.snapshot.ruleset) {
             if h.host == "10.9.0.2" {
                 evidence.extend(h.evidence.iter().map(|e| e.rule.clone()));
                 assert_eq!(h.software[0].name, "Agent");

@@ -4,7 +4,7 @@ use super::args::{MaybeMs, one_of, parse_half_life, parse_idle};
 use super::{DiagFormat, RuleArgs, has_errors, print_diagnostics};
 use flowprint::eval::LocalNets;
 use flowprint::flow::ingest::InputFormat;
-use flowprint::infer::{HostSummary, InferConfig, Inventory};
+use flowprint::infer::{HostSummary, HostTable, InferConfig};
 use flowprint::scan::Scanner;
 use ipnet::IpNet;
 use std::io::Write;
@@ -91,7 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     if let Some(store) = store.as_mut() {
         super::dns::load_stored(&mut dns, store.as_mut())?;
     }
-    let mut inventory = Inventory::with_config(InferConfig {
+    let mut inventory = HostTable::with_config(InferConfig {
         half_life_ms: args.half_life.0,
         max_hosts: args.max_hosts.max(1),
         idle_ms: args.idle.0,

@@ -344,7 +344,7 @@ fn collect(rate: u64, seconds: f64, also: Option<u16>) -> anyhow::Result<()> {
 /// `bench transfers`.
 fn transfers(rules: usize, flows: usize, passes: usize) -> anyhow::Result<()> {
     use flowprint::bench::{MIRROR, generate_flows, generate_transfer_rules};
-    use flowprint::infer::{InferConfig, Inventory};
+    use flowprint::infer::{HostTable, InferConfig};
     let (text, sizes) = generate_transfer_rules(rules, 42);
     let t = Instant::now();
     let mut c = Compiler::new();
@@ -387,7 +387,7 @@ fn transfers(rules: usize, flows: usize, passes: usize) -> anyhow::Result<()> {
         let mut scanner = Scanner::new(
             compiled.ruleset.clone(),
             Arc::new(LocalNets::default()),
-            Inventory::with_config(InferConfig {
+            HostTable::with_config(InferConfig {
                 record_samples: false,
                 ..Default::default()
             }),
@@ -397,7 +397,7 @@ fn transfers(rules: usize, flows: usize, passes: usize) -> anyhow::Result<()> {
             scanner.apply(f, &dns);
         }
         times.push(t.elapsed().as_secs_f64());
-        found = scanner.inventory().matches;
+        found = scanner.hosts().matches;
     }
     let m = median(times);
     println!(
@@ -423,7 +423,7 @@ fn bundled() -> anyhow::Result<flowprint::compiler::Compiled> {
 
 /// `bench pipeline`.
 fn pipeline(flows: usize, hosts: u32, db: Option<String>) -> anyhow::Result<()> {
-    use flowprint::infer::{InferConfig, Inventory};
+    use flowprint::infer::{HostTable, InferConfig};
     let compiled = bundled()?;
     let rules = &compiled.ruleset;
     // 1,000,020 flows of generated IPFIX (30 records per message) replayed until `flows`.
@@ -434,7 +434,7 @@ fn pipeline(flows: usize, hosts: u32, db: Option<String>) -> anyhow::Result<()> 
     let mut scanner = Scanner::new(
         rules.clone(),
         Arc::new(LocalNets::default()),
-        Inventory::with_config(InferConfig {
+        HostTable::with_config(InferConfig {
             record_samples: false,
             ..Default::default()
         }),
@@ -524,13 +524,13 @@ fn rss_bytes() -> u64 {
 /// `bench hosts`.
 fn host_memory(hosts: u32) -> anyhow::Result<()> {
     use flowprint::flow::{Flow, normalize_name, proto};
-    use flowprint::infer::{InferConfig, Inventory};
+    use flowprint::infer::{HostTable, InferConfig};
     let compiled = bundled()?;
     let rules = &compiled.ruleset;
     let mut scanner = Scanner::new(
         rules.clone(),
         Arc::new(LocalNets::default()),
-        Inventory::with_config(InferConfig {
+        HostTable::with_config(InferConfig {
             record_samples: false,
             max_hosts: hosts as usize + 1,
             ..Default::default()
@@ -558,7 +558,7 @@ fn host_memory(hosts: u32) -> anyhow::Result<()> {
         scanner.apply(&f, &dns);
     }
     let after = rss_bytes();
-    let inv = scanner.inventory();
+    let inv = scanner.hosts();
     let with_evidence = inv
         .to_stored(rules)
         .iter()
@@ -644,7 +644,7 @@ fn dns_refresh(
     let mut scanner = Scanner::new(
         rules.clone(),
         Arc::new(LocalNets::default()),
-        flowprint::infer::Inventory::with_config(flowprint::infer::InferConfig {
+        flowprint::infer::HostTable::with_config(flowprint::infer::InferConfig {
             record_samples: false,
             ..Default::default()
         }),
@@ -673,11 +673,11 @@ fn dns_refresh(
         while started.elapsed().as_secs_f64() < seconds {
             for chunk in data.chunks(65_536) {
                 let guard = map.read().expect("map lock");
-                let before = scanner.inventory().matches;
+                let before = scanner.hosts().matches;
                 for f in chunk {
                     scanner.apply(f, &guard);
                 }
-                matches += scanner.inventory().matches - before;
+                matches += scanner.hosts().matches - before;
                 flows += chunk.len() as u64;
             }
         }
@@ -746,7 +746,7 @@ fn reload(rules: usize, reloads: usize) -> anyhow::Result<()> {
         std::thread::spawn(move || {
             let dns = flowprint::dns::DnsMap::new();
             let mut state = flowprint::serve::pipeline::ShardState::new(
-                flowprint::infer::Inventory::with_config(flowprint::infer::InferConfig {
+                flowprint::infer::HostTable::with_config(flowprint::infer::InferConfig {
                     record_samples: false,
                     ..Default::default()
                 }),
@@ -769,7 +769,7 @@ fn reload(rules: usize, reloads: usize) -> anyhow::Result<()> {
                     // reload, moving the hosts to the new rules), as in serve's workers.
                     state.sync(&store.current());
                     let mut last = t0;
-                    let before = state.inventory().matches;
+                    let before = state.hosts().matches;
                     for f in chunk {
                         state.scanner.apply(f, &dns);
                         let now = Instant::now();
@@ -777,7 +777,7 @@ fn reload(rules: usize, reloads: usize) -> anyhow::Result<()> {
                         last = now;
                         if during { busy.push(ns) } else { idle.push(ns) }
                     }
-                    matches += state.inventory().matches - before;
+                    matches += state.hosts().matches - before;
                 }
             }
             std::hint::black_box(matches);
@@ -911,7 +911,7 @@ fn web(n: u32, passes: usize) -> anyhow::Result<()> {
     let mut scanner = Scanner::new(
         ruleset.clone(),
         Arc::new(LocalNets::default()),
-        flowprint::infer::Inventory::new(),
+        flowprint::infer::HostTable::new(),
     );
     let dns = flowprint::dns::DnsMap::new();
     for i in 0..n {
@@ -929,7 +929,7 @@ fn web(n: u32, passes: usize) -> anyhow::Result<()> {
             scanner.apply(&f, &dns);
         }
     }
-    let inv = scanner.inventory();
+    let inv = scanner.hosts();
     let t = Instant::now();
     let mut all = inv.summaries(&ruleset);
     all.sort_by_key(|h| h.host.parse::<std::net::IpAddr>().ok());

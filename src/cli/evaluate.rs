@@ -5,7 +5,7 @@ use super::args::{MaybeMs, one_of, parse_half_life};
 use flowprint::accuracy::{Label, parse_labels, scope_matches, score};
 use flowprint::eval::LocalNets;
 use flowprint::flow::ingest::InputFormat;
-use flowprint::infer::{InferConfig, Inventory};
+use flowprint::infer::{HostTable, InferConfig};
 use flowprint::scan::Scanner;
 use ipnet::IpNet;
 use std::collections::BTreeMap;
@@ -72,7 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     // An input unreadable or cut short is reported and makes the exit code 2 (as `analyze`).
     let unreadable = std::cell::Cell::new(false);
     let analyse = |files: &[String]| -> anyhow::Result<Vec<flowprint::infer::HostSummary>> {
-        let inventory = Inventory::with_config(InferConfig {
+        let inventory = HostTable::with_config(InferConfig {
             half_life_ms: args.half_life.0,
             record_samples: false,
             ..Default::default()
@@ -86,7 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         if totals.unreadable {
             unreadable.set(true);
         }
-        Ok(scanner.inventory().summaries(&compiled.ruleset))
+        Ok(scanner.hosts().summaries(&compiled.ruleset))
     };
     let family = |summaries: &[flowprint::infer::HostSummary], host: &str| {
         summaries

@@ -2,16 +2,16 @@
 //! (another pack, a pack since removed, the daemon's own rules), or left by a reload that
 //! removed a rule. It is kept exactly as stored — not scored, never changed — and written back
 //! with its host on every save, so that no run with fewer rules loses it. When a rule of the same
-//! id is loaded again, its evidence counts again ([`Inventory::restore`],
-//! [`Inventory::remap_rules`]). Only an explicit request removes it
+//! id is loaded again, its evidence counts again ([`HostTable::restore`],
+//! [`HostTable::remap_rules`]). Only an explicit request removes it
 //! (`analyze --db INV --prune-unknown-rules`). Like all evidence of an epoch, it is left behind
 //! when the address starts a new epoch (another machine).
 //!
 //! Here too: carrying an inventory over from one ruleset to another, from the store
-//! ([`Inventory::restore`]) or across a reload ([`Inventory::remap_rules`]).
+//! ([`HostTable::restore`]) or across a reload ([`HostTable::remap_rules`]).
 
 use super::stored::{StoredEvidence, StoredHost};
-use super::{EpochChange, EvidenceAgg, HostState, Inventory};
+use super::{EpochChange, EvidenceAgg, HostState, HostTable};
 use crate::ruleset::Ruleset;
 use crate::schema::addr_key;
 use rustc_hash::FxHashMap;
@@ -73,7 +73,7 @@ impl Interner {
     }
 }
 
-/// What [`super::Inventory::restore`] did.
+/// What [`super::HostTable::restore`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Restored {
     /// Hosts restored.
@@ -113,8 +113,8 @@ impl Restored {
     }
 }
 
-impl Inventory {
-    /// Restores hosts saved by [`Inventory::to_stored`]. Evidence of rules that are not loaded
+impl HostTable {
+    /// Restores hosts saved by [`HostTable::to_stored`]. Evidence of rules that are not loaded
     /// is kept as stored, unscored, and saved back with its host ([`crate::infer::kept`]); the returned
     /// [`Restored`] counts it. Beyond [`InferConfig::max_hosts`](super::InferConfig::max_hosts), the least recently seen hosts
     /// are evicted (and counted) as when flows arrive; they stay in the store as they are.

@@ -1,6 +1,6 @@
 //! Host inference: per-host evidence accumulated over time, scored into a verdict.
 //!
-//! For each local host the [`Inventory`] keeps the rules that matched (stateless rules on every
+//! For each local host the [`HostTable`] keeps the rules that matched (stateless rules on every
 //! matching flow; stateful rules when their aggregates hold, see [`state`]), with counts and
 //! first/last times. [`score`] turns that evidence into labels with confidences.
 //!
@@ -13,7 +13,7 @@
 //! beyond the limit first evicts the least recently seen tenth of the table (amortised: one
 //! pass over the table per `max_hosts / 10` new hosts); hosts idle longer than
 //! [`InferConfig::idle_ms`] are evicted every 65,536 flows. Both are counted in
-//! [`Inventory::evicted`].
+//! [`HostTable::evicted`].
 //!
 //! Evidence of rules that are not loaded is kept as stored, unscored ([`crate::infer::kept`]).
 
@@ -40,7 +40,7 @@ fn key_addr(k: u128) -> IpAddr {
 }
 use std::net::IpAddr;
 
-/// Hosts from which [`Inventory::summaries`] scores on several threads.
+/// Hosts from which [`HostTable::summaries`] scores on several threads.
 const PARALLEL_SUMMARIES: usize = 8192;
 
 pub use kept::{KeptEvidence, Restored};
@@ -130,7 +130,7 @@ pub struct HostState {
     pub last_seen: i64,
     /// Current epoch (0 for the first).
     pub epoch: u32,
-    /// Changed since last taken by [`Inventory::take_dirty`].
+    /// Changed since last taken by [`HostTable::take_dirty`].
     dirty: bool,
     /// Evidence, one entry per rule.
     pub evidence: Vec<EvidenceAgg>,
@@ -165,9 +165,9 @@ impl HostState {
 
 /// All hosts seen so far.
 #[derive(Debug, Default)]
-pub struct Inventory {
+pub struct HostTable {
     /// Keyed by [`addr_key`]: a `u128` hashes much faster than an `IpAddr`.
-    hosts: table::HostTable,
+    hosts: table::SlotIndex,
     config: InferConfig,
     /// Flows observed.
     pub flows: u64,
@@ -183,7 +183,7 @@ pub struct Inventory {
     pub now_ms: i64,
     /// Matches per rule (by position in the ruleset), for hit counts.
     pub rule_hits: Vec<u64>,
-    /// Keys of the hosts changed since [`Inventory::take_dirty`] last took them, oldest
+    /// Keys of the hosts changed since [`HostTable::take_dirty`] last took them, oldest
     /// change first: taken in that order, so that hosts changed again and again while a write
     /// runs cannot keep the others from being written.
     dirty: std::collections::VecDeque<u128>,
@@ -233,7 +233,7 @@ fn stored_host(
     }
 }
 
-/// Hosts copied out of an [`Inventory`] ([`Inventory::copy_hosts`]), to be scored without it.
+/// Hosts copied out of an [`HostTable`] ([`HostTable::copy_hosts`]), to be scored without it.
 #[derive(Debug, Clone, Default)]
 pub struct HostsCopy {
     hosts: Vec<(IpAddr, HostState)>,
@@ -515,15 +515,15 @@ fn maybe_new_epoch(h: &mut HostState, m: &Match, flow: &Flow, rules: &Ruleset, g
     true
 }
 
-impl Inventory {
+impl HostTable {
     /// An empty inventory with default settings.
-    pub fn new() -> Inventory {
-        Inventory::default()
+    pub fn new() -> HostTable {
+        HostTable::default()
     }
 
     /// An empty inventory with these settings.
-    pub fn with_config(config: InferConfig) -> Inventory {
-        Inventory {
+    pub fn with_config(config: InferConfig) -> HostTable {
+        HostTable {
             config,
             ..Default::default()
         }
@@ -543,13 +543,13 @@ impl Inventory {
 
     /// Asks the processor for the state of the host keyed `key` ([`addr_key`]), ahead of
     /// the flow that needs it ([`crate::scan::Scanner::apply_all`]): a hint, it changes
-    /// nothing. Best a step after [`Inventory::prefetch_index`] for the same key.
+    /// nothing. Best a step after [`HostTable::prefetch_index`] for the same key.
     #[inline]
     pub(crate) fn prefetch(&self, key: u128) {
         self.hosts.prefetch(key);
     }
 
-    /// The first step of [`Inventory::prefetch`]: the index entry of the key.
+    /// The first step of [`HostTable::prefetch`]: the index entry of the key.
     #[inline]
     pub(crate) fn prefetch_index(&self, key: u128) {
         self.hosts.prefetch_index(key);
@@ -636,8 +636,8 @@ impl Inventory {
 
     /// Moves the hosts for which `keep` is false out of this inventory (for splitting a
     /// restored inventory into shards).
-    pub fn split_off(&mut self, mut keep: impl FnMut(IpAddr) -> bool) -> Inventory {
-        let mut other = Inventory::with_config(self.config.clone());
+    pub fn split_off(&mut self, mut keep: impl FnMut(IpAddr) -> bool) -> HostTable {
+        let mut other = HostTable::with_config(self.config.clone());
         other.now_ms = self.now_ms;
         let keys: Vec<u128> = self.hosts.keys().filter(|k| !keep(key_addr(*k))).collect();
         for k in keys {
@@ -735,7 +735,7 @@ impl Inventory {
         crate::par::map_in_order(&sorted, threads, |(a, h)| scorer.summarize(*a, h))
     }
 
-    /// Every host's address, in no order: what [`Inventory::copy_hosts`] takes a chunk at a
+    /// Every host's address, in no order: what [`HostTable::copy_hosts`] takes a chunk at a
     /// time, so that a reader holding the inventory's lock holds it briefly.
     pub fn addrs(&self) -> Vec<IpAddr> {
         self.hosts.keys().map(key_addr).collect()
@@ -799,7 +799,7 @@ impl Inventory {
     }
 
     /// Marks a host changed again (after a write of it failed), so that the next
-    /// [`Inventory::take_dirty`] takes it.
+    /// [`HostTable::take_dirty`] takes it.
     pub fn mark_dirty(&mut self, addr: IpAddr) {
         let k = addr_key(addr);
         if let Some(h) = self.hosts.get_mut(k)
@@ -810,7 +810,7 @@ impl Inventory {
         }
     }
 
-    /// Hosts changed since last taken by [`Inventory::take_dirty`].
+    /// Hosts changed since last taken by [`HostTable::take_dirty`].
     pub fn dirty_len(&self) -> usize {
         self.dirty.len()
     }

@@ -5,8 +5,8 @@
 //! thousands of hosts in random order each flow's host is a cache miss, two with an index in
 //! front. Both are taken off the path by reading ahead: the index of IPv4 hosts is a small
 //! open-addressing table (8 bytes a host, linear probing, at most half full) whose bucket for
-//! an address is known from its hash alone, so that [`HostTable::prefetch_index`] can ask
-//! for it two steps ahead and [`HostTable::prefetch`] for the host's state one step ahead,
+//! an address is known from its hash alone, so that [`SlotIndex::prefetch_index`] can ask
+//! for it two steps ahead and [`SlotIndex::prefetch`] for the host's state one step ahead,
 //! while earlier flows are still being applied ([`crate::scan::Scanner::apply_all`]). No
 //! hash map crate exposes where a key's bucket is, which is why this one is written here.
 //! IPv6 hosts, rarer, are in a hash map.
@@ -22,7 +22,7 @@ use rustc_hash::FxHashMap;
 
 /// Hosts keyed by [`crate::schema::addr_key`], in a dense array.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct HostTable {
+pub(crate) struct SlotIndex {
     /// IPv4 hosts (keys `::ffff:a.b.c.d`) by their 32-bit address.
     v4: V4Index,
     /// The other hosts by their whole key.
@@ -38,7 +38,7 @@ fn v4_of(key: u128) -> Option<u32> {
     (key >> 32 == 0xffff).then_some(key as u32)
 }
 
-impl HostTable {
+impl SlotIndex {
     /// The slot of `key`, if the table holds it.
     #[inline]
     pub fn slot(&self, key: u128) -> Option<u32> {
@@ -165,7 +165,7 @@ impl HostTable {
     }
 
     /// Asks the processor to bring `key`'s state into cache, if the table holds it: a hint,
-    /// with no effect on what the table holds. Best after [`HostTable::prefetch_index`] for
+    /// with no effect on what the table holds. Best after [`SlotIndex::prefetch_index`] for
     /// the same key, a step earlier.
     #[inline]
     pub fn prefetch(&self, key: u128) {
@@ -373,7 +373,7 @@ mod tests {
 
     #[test]
     fn insert_remove_and_retain_keep_the_index_true() {
-        let mut t = HostTable::default();
+        let mut t = SlotIndex::default();
         let addrs = [
             "10.0.0.1",
             "10.0.0.2",
@@ -451,7 +451,7 @@ mod tests {
 
     #[test]
     fn many_removals_in_any_order_agree_with_a_map() {
-        let mut t = HostTable::default();
+        let mut t = SlotIndex::default();
         let mut m = std::collections::HashMap::new();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for step in 0..20_000u64 {

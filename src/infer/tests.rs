@@ -7,7 +7,7 @@ use crate::scan::Scanner;
 use std::sync::Arc;
 
 /// Applies `flows` through the one per-flow path into `inv`.
-fn apply(inv: &mut Inventory, rules: &Arc<Ruleset>, flows: impl IntoIterator<Item = Flow>) {
+fn apply(inv: &mut HostTable, rules: &Arc<Ruleset>, flows: impl IntoIterator<Item = Flow>) {
     let mut s = Scanner::new(
         rules.clone(),
         Arc::new(LocalNets::default()),
@@ -61,7 +61,7 @@ fn max_hosts_holds_after_every_flow() {
         let mut s = Scanner::new(
             rules.clone(),
             Arc::new(LocalNets::default()),
-            Inventory::with_config(InferConfig {
+            HostTable::with_config(InferConfig {
                 max_hosts: max,
                 ..Default::default()
             }),
@@ -70,14 +70,14 @@ fn max_hosts_holds_after_every_flow() {
         let mut most = 0;
         for i in 0..2500u32 {
             s.apply(&flow(i, 4444, i64::from(i)), &dns);
-            let inv = s.inventory();
+            let inv = s.hosts();
             most = most.max(inv.len());
             assert!(inv.len() <= max, "{} hosts held with max {max}", inv.len());
             assert!(inv.dirty_len() <= inv.len(), "{}", inv.dirty_len());
             // The newest host is never the one evicted.
             assert!(inv.host(flow(i, 4444, 0).src).is_some());
         }
-        let inv = s.inventory();
+        let inv = s.hosts();
         assert_eq!(most, max);
         assert_eq!(inv.evicted, 2500 - inv.len() as u64, "max {max}");
         // Eviction runs once per tenth of the limit: the table stays above 90 % of it.
@@ -92,7 +92,7 @@ fn max_hosts_holds_after_every_flow() {
 #[test]
 fn restore_keeps_the_evidence_of_rules_not_loaded() {
     let both = ruleset(&[ALPHA, BETA]);
-    let mut inv = Inventory::new();
+    let mut inv = HostTable::new();
     apply(
         &mut inv,
         &both,
@@ -106,7 +106,7 @@ fn restore_keeps_the_evidence_of_rules_not_loaded() {
     );
     let stored = inv.to_stored(&both);
     let alpha = ruleset(&[ALPHA]);
-    let mut only_a = Inventory::new();
+    let mut only_a = HostTable::new();
     let r = only_a.restore(&stored, &alpha);
     assert_eq!((r.hosts, r.kept_rows, r.bad_hosts), (3, 3, 0));
     assert_eq!(r.kept_rules, vec![("beta/b".to_string(), 3)]);
@@ -129,7 +129,7 @@ fn restore_keeps_the_evidence_of_rules_not_loaded() {
     assert_eq!(s.unscored[0].rule, "beta/b");
     assert_eq!(s.unscored[0].flows, 2);
     // Both again: it counts again.
-    let mut again = Inventory::new();
+    let mut again = HostTable::new();
     let r = again.restore(&only_a.to_stored(&alpha), &both);
     assert_eq!(r.kept_rows, 0);
     assert_eq!(again.summaries(&both)[0].software[0].name, "Beta");
@@ -146,7 +146,7 @@ fn restore_keeps_the_evidence_of_rules_not_loaded() {
 fn a_reload_without_a_rule_keeps_its_evidence_and_a_reload_with_it_counts_it_again() {
     let both = ruleset(&[ALPHA, BETA]);
     let alpha = ruleset(&[ALPHA]);
-    let mut inv = Inventory::new();
+    let mut inv = HostTable::new();
     apply(&mut inv, &both, [flow(1, 4444, 1000), flow(1, 5555, 2000)]);
     let before = inv.to_stored(&both);
     let pos = |from: &Ruleset, to: &Ruleset| -> Vec<Option<u32>> {
@@ -201,7 +201,7 @@ fn catalogue_transfer_rules_share_one_total_per_connection() {
     };
     let k = 1234 % sizes.len();
     let size = sizes[k];
-    let mut inv = Inventory::new();
+    let mut inv = HostTable::new();
     apply(
         &mut inv,
         &rules,
@@ -265,7 +265,7 @@ fn a_large_inventory_is_summarized_in_address_order_as_one_thread_would() {
     // More hosts than PARALLEL_SUMMARIES, IPv4 and IPv6 mixed (also IPv6 keys on either side
     // of the IPv4-mapped range), applied in no order.
     let rules = ruleset(&[ALPHA]);
-    let mut inv = Inventory::new();
+    let mut inv = HostTable::new();
     let mut flows = Vec::new();
     for i in 0..(PARALLEL_SUMMARIES as u32 + 1000) {
         let h = i.wrapping_mul(2_654_435_761) % 50_000;

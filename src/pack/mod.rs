@@ -13,7 +13,7 @@ pub mod ops;
 
 use crate::eval::LocalNets;
 use crate::flow::ingest::{InputFormat, read_flows};
-use crate::infer::Inventory;
+use crate::infer::HostTable;
 use crate::ruleset::Ruleset;
 use crate::scan::Scanner;
 use serde::Deserialize;
@@ -110,7 +110,7 @@ fn run_case(pack: &str, ruleset: &Arc<Ruleset>, case: &Case) -> CaseResult {
     let mut scanner = Scanner::new(
         ruleset.clone(),
         Arc::new(LocalNets::default()),
-        Inventory::new(),
+        HostTable::new(),
     );
     let mut dns = crate::dns::DnsMap::new();
     let text: String = case.flows.iter().map(|f| format!("{f}\n")).collect();
@@ -123,7 +123,7 @@ fn run_case(pack: &str, ruleset: &Arc<Ruleset>, case: &Case) -> CaseResult {
         },
         &mut |e| failures.push(format!("bad flow: {e}")),
     );
-    let inventory = scanner.inventory();
+    let inventory = scanner.hosts();
     if let Err(e) = result {
         failures.push(format!("flows unreadable: {e}"));
     }

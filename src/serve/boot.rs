@@ -12,12 +12,12 @@
 use super::config::ServeConfig;
 use super::error::Part;
 use super::pipeline::{self, Counters, Dispatcher, Workers};
-use super::{Daemon, ServeError, fleet, prom, store_config, token};
+use super::{Daemon, ServeError, member, prom, store_config, token};
 use crate::collect::{Collector, CollectorConfig};
 use crate::dns::DnsMap;
 use crate::dns::resolve::{HickoryResolver, RefreshSettings, Refresher, ResolverSettings};
 use crate::eval::{LocalNets, shard_of};
-use crate::infer::{InferConfig, Inventory};
+use crate::infer::{HostTable, InferConfig};
 use crate::store::{RuleStore, Snapshot};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
@@ -139,7 +139,7 @@ pub(super) fn start(config: &ServeConfig, store: Arc<RuleStore>) -> Result<Boote
         started: Instant::now(),
         collector: Mutex::new(collector.stats()),
         api_addr,
-        fleet: worker_role.then(|| Arc::new(fleet::FleetStatus::default())),
+        fleet: worker_role.then(|| Arc::new(member::FleetStatus::default())),
         summary_cache: Default::default(),
         history: Mutex::new(Default::default()),
         history_counted: Default::default(),
@@ -172,7 +172,7 @@ pub(super) fn local_nets(config: &ServeConfig) -> LocalNets {
     }
 }
 
-type Restored = (Option<Box<dyn crate::inventory::Store>>, Inventory, DnsMap);
+type Restored = (Option<Box<dyn crate::inventory::Store>>, HostTable, DnsMap);
 
 /// The inventory database opened, its hosts (not in the worker role: each shard's hosts are
 /// read when its lease is taken) and DNS pairs read back, then the passive DNS logs.
@@ -187,7 +187,7 @@ fn restore(
         None => None,
     };
     let mut dns = DnsMap::new();
-    let mut full = Inventory::with_config(infer.clone());
+    let mut full = HostTable::with_config(infer.clone());
     if let Some(db) = db.as_mut() {
         let stored = if worker_role {
             Vec::new()
@@ -234,7 +234,7 @@ fn restore(
 
 /// The hosts split by shard: one part per worker, each bounded by its share of `max_hosts`;
 /// worker role: one (empty until owned) per shard of the fleet.
-fn split(config: &ServeConfig, mut full: Inventory) -> Vec<Inventory> {
+fn split(config: &ServeConfig, mut full: HostTable) -> Vec<HostTable> {
     let worker_role = config.fleet.consume.is_some();
     let n = if worker_role {
         config.fleet.shards as usize

@@ -44,7 +44,7 @@ impl Daemon {
         };
         let mut left: Vec<usize> = shards
             .iter()
-            .map(|s| s.lock().inventory().dirty_len())
+            .map(|s| s.lock().hosts().dirty_len())
             .collect();
         'rounds: while left.iter().any(|&n| n > 0) {
             for (s, left) in shards.iter().zip(left.iter_mut()) {
@@ -57,7 +57,7 @@ impl Daemon {
                     let ShardState {
                         scanner, snapshot, ..
                     } = &mut *g;
-                    scanner.inventory_mut().take_dirty(&snapshot.ruleset, take)
+                    scanner.hosts_mut().take_dirty(&snapshot.ruleset, take)
                 };
                 *left = if rows.len() < take { 0 } else { *left - take };
                 if rows.is_empty() {
@@ -69,7 +69,7 @@ impl Daemon {
                     let mut g = s.lock();
                     for r in &rows {
                         if let Ok(a) = r.host.parse() {
-                            g.inventory_mut().mark_dirty(a);
+                            g.hosts_mut().mark_dirty(a);
                         }
                     }
                     result = Err(e);

@@ -13,7 +13,7 @@
 //! answers until the inventory is written), and the signal thread last.
 
 use super::error::Part;
-use super::{Daemon, ServeError, api, boot, fleet, flush, http, log_reload, random_bytes};
+use super::{Daemon, ServeError, api, boot, flush, http, log_reload, member, random_bytes};
 use crate::infer::InferConfig;
 use crate::store::watch::{WatchConfig, Watcher};
 use std::sync::Arc;
@@ -253,7 +253,7 @@ fn fleet_members(
     };
     let set = config.fleet.owned_set()?;
     let local = Arc::new(boot::local_nets(config));
-    let members = fleet::start(
+    let members = member::start(
         daemon.clone(),
         url,
         config.fleet.bus(),
@@ -266,7 +266,7 @@ fn fleet_members(
     )?;
     tracing::info!(url, id, shards = %set, threads = config.workers, "fleet worker");
     let packs = if config.fleet.packs {
-        Some(fleet::follow_packs(daemon.clone(), url, stop.clone())?)
+        Some(member::follow_packs(daemon.clone(), url, stop.clone())?)
     } else {
         None
     };

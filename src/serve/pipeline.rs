@@ -6,12 +6,12 @@
 //! primary for the first), or to shard 0 when it has none, so that every flow is evaluated once
 //! and each host's evidence is gathered by one worker. A worker takes the running rule snapshot
 //! once per batch; when the generation changed since its last batch it first moves its hosts'
-//! evidence to the new rule positions ([`Inventory::remap_rules`]).
+//! evidence to the new rule positions ([`HostTable::remap_rules`]).
 
 use crate::dns::DnsMap;
 use crate::eval::{LocalNets, flow_shards};
 use crate::flow::Flow;
-use crate::infer::Inventory;
+use crate::infer::HostTable;
 use crate::scan::Scanner;
 use crate::store::{RuleStore, Snapshot};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -37,7 +37,7 @@ impl ShardState {
     /// A shard's state: `inventory` applied to by a scanner over `snapshot`'s rules, for
     /// shard `index` of `count`.
     pub fn new(
-        inventory: Inventory,
+        inventory: HostTable,
         snapshot: Arc<Snapshot>,
         local: Arc<LocalNets>,
         count: u32,
@@ -53,13 +53,13 @@ impl ShardState {
     }
 
     /// The hosts.
-    pub fn inventory(&self) -> &Inventory {
-        self.scanner.inventory()
+    pub fn hosts(&self) -> &HostTable {
+        self.scanner.hosts()
     }
 
     /// The hosts, to change.
-    pub fn inventory_mut(&mut self) -> &mut Inventory {
-        self.scanner.inventory_mut()
+    pub fn hosts_mut(&mut self) -> &mut HostTable {
+        self.scanner.hosts_mut()
     }
 
     /// Moves the inventory to `snap` when it is newer (the scanner's matching state is kept
@@ -76,7 +76,7 @@ impl ShardState {
 impl std::fmt::Debug for ShardState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShardState")
-            .field("hosts", &self.inventory().len())
+            .field("hosts", &self.hosts().len())
             .field("generation", &self.snapshot.generation)
             .field("owner", &self.owner)
             .finish()
@@ -252,7 +252,7 @@ impl Workers {
 /// Starts `inventories.len()` workers (one per shard) and the dispatcher that feeds them.
 pub fn start(
     store: Arc<RuleStore>,
-    inventories: Vec<Inventory>,
+    inventories: Vec<HostTable>,
     local: Arc<LocalNets>,
     dns: Arc<RwLock<DnsMap>>,
     counters: Arc<Counters>,
@@ -382,7 +382,7 @@ mod tests {
         let counters = Arc::new(Counters::default());
         let (mut d, workers) = start(
             store,
-            (0..3).map(|_| Inventory::new()).collect(),
+            (0..3).map(|_| HostTable::new()).collect(),
             Arc::new(LocalNets::default()),
             Arc::new(RwLock::new(DnsMap::new())),
             counters.clone(),
@@ -416,7 +416,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for (i, s) in shards.iter().enumerate() {
             let g = s.lock();
-            for h in g.inventory().summaries(&g.snapshot.ruleset) {
+            for h in g.hosts().summaries(&g.snapshot.ruleset) {
                 let a: IpAddr = h.host.parse().unwrap();
                 assert_eq!(shard_of(a, 3), i as u32, "{a}");
                 assert!(seen.insert(a), "{a} twice");

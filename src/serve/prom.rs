@@ -114,9 +114,9 @@ impl Daemon {
             gauge!("flowprint_queue_batches", "worker" => i.to_string())
                 .set(s.queued.load(Ordering::Relaxed).max(0) as f64);
             let g = s.lock();
-            hosts += g.inventory().len();
-            evicted += g.inventory().evicted;
-            for (r, &n) in g.inventory().rule_hits.iter().enumerate() {
+            hosts += g.hosts().len();
+            evicted += g.hosts().evicted;
+            for (r, &n) in g.hosts().rule_hits.iter().enumerate() {
                 if n > 0
                     && let Some(rule) = g.snapshot.ruleset.rules().get(r)
                 {

@@ -7,7 +7,7 @@
 
 use super::config::ServeConfig;
 use super::pipeline::{Counters, Shard};
-use super::{fleet, http, log_reload, retry, summaries};
+use super::{http, log_reload, member, retry, summaries};
 use crate::dns::DnsMap;
 use crate::dns::resolve::Refresher;
 use crate::eval::shard_of;
@@ -50,7 +50,7 @@ pub struct Daemon {
     /// The bound API address.
     pub api_addr: SocketAddr,
     /// Worker role: what the fleet members report.
-    pub fleet: Option<Arc<fleet::FleetStatus>>,
+    pub fleet: Option<Arc<member::FleetStatus>>,
     /// Every host's summary, for the pages and `/hosts` ([`summaries`]).
     pub(super) summary_cache: summaries::SummaryCache,
     /// Every [`HISTORY_EVERY`], the last day at most: (ms, flows evaluated, hosts labelled
@@ -140,7 +140,7 @@ impl Daemon {
     pub fn host_epochs(&self, addr: IpAddr) -> Vec<(u32, String, String)> {
         let n = self.shards.len() as u32;
         let g = self.shards[shard_of(addr, n) as usize].lock();
-        let Some(h) = g.inventory().host(addr) else {
+        let Some(h) = g.hosts().host(addr) else {
             return Vec::new();
         };
         let mut out = vec![(
@@ -163,9 +163,9 @@ impl Daemon {
     pub fn host(&self, addr: IpAddr) -> Option<(HostSummary, String)> {
         let n = self.shards.len() as u32;
         let g = self.shards[shard_of(addr, n) as usize].lock();
-        let summary = g.inventory().summary(&g.snapshot.ruleset, addr)?;
+        let summary = g.hosts().summary(&g.snapshot.ruleset, addr)?;
         let explanation = g
-            .inventory()
+            .hosts()
             .explain(&g.snapshot.ruleset, addr)
             .unwrap_or_default();
         Some((summary, explanation))

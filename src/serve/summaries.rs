@@ -77,11 +77,11 @@ impl Daemon {
     pub fn summaries(&self) -> Vec<HostSummary> {
         let mut all = Vec::new();
         for s in &self.shards {
-            let addrs: Vec<IpAddr> = s.lock().inventory().addrs();
+            let addrs: Vec<IpAddr> = s.lock().hosts().addrs();
             for chunk in addrs.chunks(CHUNK) {
                 let (copy, snapshot) = {
                     let g = s.lock();
-                    (g.inventory().copy_hosts(chunk), g.snapshot.clone())
+                    (g.hosts().copy_hosts(chunk), g.snapshot.clone())
                 };
                 all.extend(copy.summaries(&snapshot.ruleset));
             }

@@ -570,7 +570,7 @@ fn rules_page(d: &Arc<Daemon>) -> Response {
     let mut hits: BTreeMap<String, u64> = BTreeMap::new();
     for s in &d.shards {
         let g = s.lock();
-        for (r, &n) in g.inventory().rule_hits.iter().enumerate() {
+        for (r, &n) in g.hosts().rule_hits.iter().enumerate() {
             if n > 0
                 && let Some(rule) = g.snapshot.ruleset.rules().get(r)
             {

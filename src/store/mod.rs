@@ -73,7 +73,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Where each rule of `old` went in this set: the new position when a rule of the same id
     /// with the same condition exists, `None` otherwise (see
-    /// [`crate::infer::Inventory::remap_rules`]).
+    /// [`crate::infer::HostTable::remap_rules`]).
     pub fn remap_from(&self, old: &Snapshot) -> Vec<Option<u32>> {
         let pos: HashMap<&str, u32> = self
             .ruleset

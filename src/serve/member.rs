@@ -37,7 +37,7 @@ use super::pipeline::{Counters, Shard, ShardState};
 use crate::eval::{LocalNets, shard_of};
 use crate::fleet::lease::{Change, Held, Membership, ShardSet};
 use crate::fleet::{Bus, BusConfig, Delivered, ShardConsumer, codec};
-use crate::infer::{InferConfig, Inventory};
+use crate::infer::{HostTable, InferConfig};
 use crate::inventory::{FleetMark, Store};
 
 use serde::Serialize;
@@ -648,7 +648,7 @@ impl Member {
             {
                 let snap = self.daemon.store.current();
                 let mut g = self.shard(s).lock();
-                let mut inv = Inventory::with_config(self.infer.clone());
+                let mut inv = HostTable::with_config(self.infer.clone());
                 let restored = inv.restore(&mine, &snap.ruleset);
                 if let Some(note) = restored.kept_note() {
                     tracing::info!(shard = s, "{note}");
@@ -707,7 +707,7 @@ impl Member {
             let mut g = self.shard(s).lock();
             if g.owner == a.token {
                 *g = ShardState::new(
-                    Inventory::with_config(self.infer.clone()),
+                    HostTable::with_config(self.infer.clone()),
                     snap,
                     self.local.clone(),
                     self.total,
@@ -926,7 +926,7 @@ impl Member {
                 } = &mut *g;
                 (*owner == a.token).then(|| {
                     scanner
-                        .inventory_mut()
+                        .hosts_mut()
                         .take_dirty(&snapshot.ruleset, usize::MAX)
                 })
             };
@@ -1050,7 +1050,7 @@ impl Member {
         }
         for r in rows {
             if let Ok(a) = r.host.parse() {
-                g.inventory_mut().mark_dirty(a);
+                g.hosts_mut().mark_dirty(a);
             }
         }
     }
