@@ -3,6 +3,7 @@
 //! Deterministic (seeded xorshift), so `flowprint bench` figures are reproducible.
 
 use crate::flow::Flow;
+use crate::flow::netflow::build;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -170,27 +171,11 @@ pub fn generate_ipfix(n: usize, records: usize, seed: u64) -> Vec<Vec<u8>> {
 pub fn generate_ipfix_hosts(n: usize, records: usize, hosts: u32, seed: u64) -> Vec<Vec<u8>> {
     let mut rng = Rng::new(seed ^ 0x1f1f);
     let rec_len: usize = IPFIX_FIELDS.iter().map(|&(_, l)| usize::from(l)).sum();
+    let template: Vec<(u16, u16, u32)> = IPFIX_FIELDS.iter().map(|&(id, l)| (id, l, 0)).collect();
     let mut seq = 0u32;
     (0..n)
         .map(|i| {
-            let mut m = Vec::with_capacity(16 + 8 + IPFIX_FIELDS.len() * 4 + 4 + records * rec_len);
-            m.extend_from_slice(&[0, 10, 0, 0]);
-            m.extend_from_slice(&1_700_000_000u32.to_be_bytes());
-            m.extend_from_slice(&seq.to_be_bytes());
-            m.extend_from_slice(&1u32.to_be_bytes());
-            if i == 0 {
-                let len = 4 + 4 + IPFIX_FIELDS.len() * 4;
-                m.extend_from_slice(&2u16.to_be_bytes());
-                m.extend_from_slice(&(len as u16).to_be_bytes());
-                m.extend_from_slice(&256u16.to_be_bytes());
-                m.extend_from_slice(&(IPFIX_FIELDS.len() as u16).to_be_bytes());
-                for &(id, l) in IPFIX_FIELDS {
-                    m.extend_from_slice(&id.to_be_bytes());
-                    m.extend_from_slice(&l.to_be_bytes());
-                }
-            }
-            m.extend_from_slice(&256u16.to_be_bytes());
-            m.extend_from_slice(&((4 + records * rec_len) as u16).to_be_bytes());
+            let mut m = Vec::with_capacity(records * rec_len);
             for _ in 0..records {
                 let host = 0x0a00_0000u32 + rng.below(u64::from(hosts.max(1))) as u32;
                 // A tenth of the peers are Apple push servers (TCP 5223 in 17.0.0.0/8), which
@@ -231,10 +216,14 @@ pub fn generate_ipfix_hosts(n: usize, records: usize, hosts: u32, seed: u64) -> 
                 m.extend_from_slice(&start.to_be_bytes());
                 m.extend_from_slice(&(start + rng.below(30_000)).to_be_bytes());
             }
-            let len = m.len() as u16;
-            m[2..4].copy_from_slice(&len.to_be_bytes());
+            let mut sets = Vec::with_capacity(2);
+            if i == 0 {
+                sets.push((2, build::template(256, &template)));
+            }
+            sets.push((256, m));
+            let message = build::ipfix(seq, 1_700_000_000, 1, &sets);
             seq = seq.wrapping_add(records as u32);
-            m
+            message
         })
         .collect()
 }
@@ -253,29 +242,11 @@ pub fn generate_v9(n: usize, records: usize, seed: u64) -> Vec<Vec<u8>> {
         })
         .collect();
     let rec_len: usize = fields.iter().map(|&(_, l)| usize::from(l)).sum();
+    let template: Vec<(u16, u16, u32)> = fields.iter().map(|&(id, l)| (id, l, 0)).collect();
     (0..n)
         .map(|i| {
-            let mut m = Vec::new();
-            m.extend_from_slice(&9u16.to_be_bytes());
-            m.extend_from_slice(&((records + usize::from(i == 0)) as u16).to_be_bytes());
-            m.extend_from_slice(&3_600_000u32.to_be_bytes());
-            m.extend_from_slice(&1_700_000_000u32.to_be_bytes());
-            m.extend_from_slice(&(i as u32).to_be_bytes());
-            m.extend_from_slice(&1u32.to_be_bytes());
-            if i == 0 {
-                m.extend_from_slice(&0u16.to_be_bytes());
-                m.extend_from_slice(&((8 + fields.len() * 4) as u16).to_be_bytes());
-                m.extend_from_slice(&256u16.to_be_bytes());
-                m.extend_from_slice(&(fields.len() as u16).to_be_bytes());
-                for &(id, l) in &fields {
-                    m.extend_from_slice(&id.to_be_bytes());
-                    m.extend_from_slice(&l.to_be_bytes());
-                }
-            }
             let body = records * rec_len;
-            let pad = (4 - body % 4) % 4;
-            m.extend_from_slice(&256u16.to_be_bytes());
-            m.extend_from_slice(&((4 + body + pad) as u16).to_be_bytes());
+            let mut m = Vec::with_capacity(body + 3);
             for _ in 0..records {
                 let host = 0x0a00_0000u32 | rng.below(1 << 16) as u32;
                 let peer = u32::from(peer_addr(rng.below(1 << 20)));
@@ -293,8 +264,19 @@ pub fn generate_v9(n: usize, records: usize, seed: u64) -> Vec<Vec<u8>> {
                 m.extend_from_slice(&first.to_be_bytes());
                 m.extend_from_slice(&(first + rng.below(60_000) as u32).to_be_bytes());
             }
-            m.extend(std::iter::repeat_n(0u8, pad));
-            m
+            let mut sets = Vec::with_capacity(2);
+            if i == 0 {
+                sets.push((0, build::template(256, &template)));
+            }
+            sets.push((256, build::padded(m)));
+            let header = build::V9Header {
+                count: (records + usize::from(i == 0)) as u16,
+                uptime_ms: 3_600_000,
+                secs: 1_700_000_000,
+                seq: i as u32,
+                source_id: 1,
+            };
+            build::v9(&header, &sets)
         })
         .collect()
 }

@@ -2,44 +2,44 @@
 //! bounded, evictions are counted in `/metrics`, and an exporter active throughout keeps
 //! decoding. Datagrams go over loopback UDP from 127.0.0.x addresses; nothing leaves 127/8.
 
+use flowprint::flow::netflow::build;
+
 mod common;
 
 use common::serve::{Serve, http, metric, wait_until};
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-/// A NetFlow v9 export packet with the given flowsets (id, body).
+/// A NetFlow v9 export packet of now with the given flowsets (id, body).
 fn v9(seq: u32, source_id: u32, sets: &[(u16, Vec<u8>)]) -> Vec<u8> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as u32;
-    let mut m = Vec::new();
-    m.extend_from_slice(&9u16.to_be_bytes());
-    m.extend_from_slice(&(sets.len() as u16).to_be_bytes());
-    m.extend_from_slice(&100_000u32.to_be_bytes()); // sysUpTime
-    m.extend_from_slice(&now.to_be_bytes());
-    m.extend_from_slice(&seq.to_be_bytes());
-    m.extend_from_slice(&source_id.to_be_bytes());
-    for (id, body) in sets {
-        m.extend_from_slice(&id.to_be_bytes());
-        m.extend_from_slice(&((body.len() + 4) as u16).to_be_bytes());
-        m.extend_from_slice(body);
-    }
-    m
+    let header = build::V9Header {
+        count: sets.len() as u16,
+        uptime_ms: 100_000,
+        secs: now,
+        seq,
+        source_id,
+    };
+    build::v9(&header, sets)
 }
 
 /// Template `id`: src/dst IPv4, ports, protocol, bytes, packets.
 fn template(id: u16) -> Vec<u8> {
-    let fields: [(u16, u16); 7] = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (1, 4), (2, 4)];
-    let mut b = Vec::new();
-    b.extend_from_slice(&id.to_be_bytes());
-    b.extend_from_slice(&(fields.len() as u16).to_be_bytes());
-    for (ie, len) in fields {
-        b.extend_from_slice(&ie.to_be_bytes());
-        b.extend_from_slice(&len.to_be_bytes());
-    }
-    b
+    build::template(
+        id,
+        &[
+            (8, 4, 0),
+            (12, 4, 0),
+            (7, 2, 0),
+            (11, 2, 0),
+            (4, 1, 0),
+            (1, 4, 0),
+            (2, 4, 0),
+        ],
+    )
 }
 
 fn record() -> Vec<u8> {

@@ -16,43 +16,22 @@ use std::time::{Duration, Instant};
 /// A NetFlow v5 datagram of `records` flows: the first from the probe host 10.9.0.1 to
 /// 198.51.100.1:4444, the others from 10.X.Y.Z hosts to port 443 of public peers.
 fn v5_datagram(seq: u32, records: usize, salt: u32) -> Vec<u8> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    let mut d = Vec::with_capacity(24 + 48 * records);
-    d.extend_from_slice(&5u16.to_be_bytes());
-    d.extend_from_slice(&(records as u16).to_be_bytes());
-    d.extend_from_slice(&100_000u32.to_be_bytes()); // uptime, ms
-    d.extend_from_slice(&(now.as_secs() as u32).to_be_bytes());
-    d.extend_from_slice(&0u32.to_be_bytes());
-    d.extend_from_slice(&seq.to_be_bytes());
-    d.extend_from_slice(&[0, 0, 0, 0]);
-    for i in 0..records as u32 {
-        let (src, dst, dport) = if i == 0 {
-            ([10, 9, 0, 1], [198, 51, 100, 1], 4444u16)
-        } else {
-            // 4,096 hosts of 10.0.0.0/20, as a real network's hosts repeat.
-            let h = salt.wrapping_mul(2_654_435_761).wrapping_add(i * 40_503);
-            (
-                [10, 0, (h >> 8) as u8 & 15, h as u8],
-                [203, 0, 113, (h >> 3) as u8],
-                443,
-            )
-        };
-        d.extend_from_slice(&src);
-        d.extend_from_slice(&dst);
-        d.extend_from_slice(&[0; 4]); // next hop
-        d.extend_from_slice(&[0; 4]); // interfaces
-        d.extend_from_slice(&3u32.to_be_bytes()); // packets
-        d.extend_from_slice(&500u32.to_be_bytes()); // bytes
-        d.extend_from_slice(&99_000u32.to_be_bytes()); // first
-        d.extend_from_slice(&99_500u32.to_be_bytes()); // last
-        d.extend_from_slice(&40_000u16.to_be_bytes());
-        d.extend_from_slice(&dport.to_be_bytes());
-        d.extend_from_slice(&[0, 0x1b, 6, 0]); // pad, flags, proto tcp, tos
-        d.extend_from_slice(&[0; 8]); // AS, masks, pad
-    }
-    d
+    let flows: Vec<([u8; 4], [u8; 4], u16)> = (0..records as u32)
+        .map(|i| {
+            if i == 0 {
+                ([10, 9, 0, 1], [198, 51, 100, 1], 4444u16)
+            } else {
+                // 4,096 hosts of 10.0.0.0/20, as a real network's hosts repeat.
+                let h = salt.wrapping_mul(2_654_435_761).wrapping_add(i * 40_503);
+                (
+                    [10, 0, (h >> 8) as u8 & 15, h as u8],
+                    [203, 0, 113, (h >> 3) as u8],
+                    443,
+                )
+            }
+        })
+        .collect();
+    common::v5_now(seq, &flows)
 }
 
 /// Sends v5 datagrams of 30 flows at `rate` flows/s until `stop`; counts flows sent.

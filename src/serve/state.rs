@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 
 /// How often the overview's history is sampled.
 pub const HISTORY_EVERY: Duration = Duration::from_secs(10);
+/// How old the last list of host summaries may get before a history sample has it computed
+/// (nobody reading the pages or `/hosts` meanwhile).
+pub const HISTORY_REFRESH: Duration = Duration::from_secs(60);
 /// Samples kept (a day at one every 10 s).
 const HISTORY_SAMPLES: usize = 8640;
 
@@ -104,9 +107,15 @@ impl Daemon {
 
     /// Takes a sample of the history the overview charts (called by the flusher): the flows
     /// evaluated so far, and the count of labelled hosts of the summaries computed since the
-    /// last sample (the pages and `/hosts` compute them while they are read; nothing is scored
-    /// for the sample).
-    pub fn sample_history(&self) {
+    /// last sample. The pages and `/hosts` compute them while they are read; when nobody has
+    /// for [`HISTORY_REFRESH`], the sample has them computed in the background (for a later
+    /// sample), so that the chart of a daemon nobody watches still gets a point a minute
+    /// without every host being scored every 10 s.
+    pub fn sample_history(self: &Arc<Self>) {
+        let last = self.summary_cache.peek().map_or(self.started, |s| s.at);
+        if last.elapsed() >= HISTORY_REFRESH {
+            self.refresh_summaries_in_background();
+        }
         let labelled = self.summary_cache.peek().and_then(|s| {
             let before = self.history_counted.swap(s.at_ms, Ordering::Relaxed);
             (before != s.at_ms).then_some(s.labelled)

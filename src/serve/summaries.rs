@@ -11,8 +11,9 @@
 //!
 //! Everything derived from the list is computed with it, once: `GET /hosts`, the hosts page,
 //! the overview's cards and charts all read the same [`Summaries`], and the history's count of
-//! labelled hosts is that of the last list computed ([`SummaryCache::peek`]): nothing is
-//! scored only to be counted.
+//! labelled hosts is that of the last list computed ([`SummaryCache::peek`]). Nothing is scored
+//! every 10 s only to be counted: when no reader has had the list computed for a minute, the
+//! history has it computed once (`Daemon::sample_history`).
 
 use super::Daemon;
 use crate::infer::HostSummary;
@@ -97,18 +98,8 @@ impl Daemon {
         let current = lock(&cache.current).clone();
         match current {
             Some(s) => {
-                if s.stale() && !cache.refreshing.swap(true, Ordering::SeqCst) {
-                    let d = self.clone();
-                    let spawned =
-                        std::thread::Builder::new()
-                            .name("summaries".into())
-                            .spawn(move || {
-                                d.refresh_summaries();
-                                d.summary_cache.refreshing.store(false, Ordering::SeqCst);
-                            });
-                    if spawned.is_err() {
-                        cache.refreshing.store(false, Ordering::SeqCst);
-                    }
+                if s.stale() {
+                    self.refresh_summaries_in_background();
                 }
                 s
             }
@@ -120,6 +111,24 @@ impl Daemon {
                 }
                 self.compute_locked()
             }
+        }
+    }
+
+    /// Has the list recomputed on a thread of its own, unless that is already under way.
+    pub fn refresh_summaries_in_background(self: &Arc<Self>) {
+        let cache = &self.summary_cache;
+        if cache.refreshing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let d = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("summaries".into())
+            .spawn(move || {
+                d.refresh_summaries();
+                d.summary_cache.refreshing.store(false, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            cache.refreshing.store(false, Ordering::SeqCst);
         }
     }
 

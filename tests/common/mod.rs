@@ -196,31 +196,32 @@ pub fn key_scaled(f: &Flow, rate: u64) -> (String, String, u16, u16, u8, u64, u6
 /// A NetFlow v5 datagram of TCP flows `(src, dst, dst port)` that happened just now (3 packets,
 /// 500 bytes each, source port 40000).
 pub fn v5_now(seq: u32, flows: &[([u8; 4], [u8; 4], u16)]) -> Vec<u8> {
+    use flowprint::flow::netflow::build::{V5Header, V5Record, v5};
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
-    let mut d = Vec::new();
-    d.extend_from_slice(&5u16.to_be_bytes());
-    d.extend_from_slice(&(flows.len() as u16).to_be_bytes());
-    d.extend_from_slice(&100_000u32.to_be_bytes());
-    d.extend_from_slice(&(now.as_secs() as u32).to_be_bytes());
-    d.extend_from_slice(&0u32.to_be_bytes());
-    d.extend_from_slice(&seq.to_be_bytes());
-    d.extend_from_slice(&[0, 0, 0, 0]);
-    for (src, dst, dport) in flows {
-        d.extend_from_slice(src);
-        d.extend_from_slice(dst);
-        d.extend_from_slice(&[0; 8]);
-        d.extend_from_slice(&3u32.to_be_bytes());
-        d.extend_from_slice(&500u32.to_be_bytes());
-        d.extend_from_slice(&99_000u32.to_be_bytes());
-        d.extend_from_slice(&99_500u32.to_be_bytes());
-        d.extend_from_slice(&40_000u16.to_be_bytes());
-        d.extend_from_slice(&dport.to_be_bytes());
-        d.extend_from_slice(&[0, 0x1b, 6, 0]);
-        d.extend_from_slice(&[0; 8]);
-    }
-    d
+    let header = V5Header {
+        seq,
+        uptime_ms: 100_000,
+        secs: now.as_secs() as u32,
+        sampling: 0,
+    };
+    let records: Vec<V5Record> = flows
+        .iter()
+        .map(|&(src, dst, dst_port)| V5Record {
+            src,
+            dst,
+            src_port: 40_000,
+            dst_port,
+            proto: 6,
+            tcp_flags: 0x1b,
+            packets: 3,
+            bytes: 500,
+            first_ms: 99_000,
+            last_ms: 99_500,
+        })
+        .collect();
+    v5(&header, &records)
 }
 
 /// Waits until something listens on 127.0.0.1:`port` (a server the test started), at most

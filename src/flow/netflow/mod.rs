@@ -14,6 +14,8 @@
 //! silently on zero-length variable fields, loses a datagram on one bad set, leaves uptime
 //! arithmetic to the caller and decodes below the 3 M records/s flowprint needs.
 
+#[doc(hidden)]
+pub mod build;
 pub mod fields;
 mod records;
 mod sets;

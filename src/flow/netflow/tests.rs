@@ -7,37 +7,12 @@ pub(super) fn exporter() -> IpAddr {
     EXP.parse().unwrap()
 }
 
-/// An IPFIX message with the given sets (id, body).
+/// An IPFIX message with the given sets (id, body), observation domain 7.
 pub(super) fn ipfix(seq: u32, export_secs: u32, sets: &[(u16, Vec<u8>)]) -> Vec<u8> {
-    let mut m = vec![0, 10, 0, 0];
-    m.extend_from_slice(&export_secs.to_be_bytes());
-    m.extend_from_slice(&seq.to_be_bytes());
-    m.extend_from_slice(&7u32.to_be_bytes());
-    for (id, body) in sets {
-        m.extend_from_slice(&id.to_be_bytes());
-        m.extend_from_slice(&((body.len() + 4) as u16).to_be_bytes());
-        m.extend_from_slice(body);
-    }
-    let len = m.len() as u16;
-    m[2..4].copy_from_slice(&len.to_be_bytes());
-    m
+    build::ipfix(seq, export_secs, 7, sets)
 }
 
-/// Template body: id, then (ie, len, pen) fields.
-pub(super) fn template(id: u16, fields: &[(u16, u16, u32)]) -> Vec<u8> {
-    let mut b = Vec::new();
-    b.extend_from_slice(&id.to_be_bytes());
-    b.extend_from_slice(&(fields.len() as u16).to_be_bytes());
-    for &(ie, len, pen) in fields {
-        let ie = if pen != 0 { ie | 0x8000 } else { ie };
-        b.extend_from_slice(&ie.to_be_bytes());
-        b.extend_from_slice(&len.to_be_bytes());
-        if pen != 0 {
-            b.extend_from_slice(&pen.to_be_bytes());
-        }
-    }
-    b
-}
+pub(super) use build::template;
 
 pub(super) const BASIC: &[(u16, u16, u32)] = &[
     (8, 4, 0),
@@ -235,27 +210,26 @@ fn sampling_from_options_records_scales_counters() {
 }
 
 fn v5(seq: u32, uptime: u32, secs: u32, records: &[(u32, u32)], sampling: u16) -> Vec<u8> {
-    let mut m = Vec::new();
-    m.extend_from_slice(&5u16.to_be_bytes());
-    m.extend_from_slice(&(records.len() as u16).to_be_bytes());
-    m.extend_from_slice(&uptime.to_be_bytes());
-    m.extend_from_slice(&secs.to_be_bytes());
-    m.extend_from_slice(&0u32.to_be_bytes());
-    m.extend_from_slice(&seq.to_be_bytes());
-    m.extend_from_slice(&[0, 0]);
-    m.extend_from_slice(&sampling.to_be_bytes());
-    for &(first, last) in records {
-        let mut r = [0u8; 48];
-        r[0..4].copy_from_slice(&[10, 0, 0, 5]);
-        r[4..8].copy_from_slice(&[9, 9, 9, 9]);
-        r[16..20].copy_from_slice(&2u32.to_be_bytes());
-        r[20..24].copy_from_slice(&100u32.to_be_bytes());
-        r[24..28].copy_from_slice(&first.to_be_bytes());
-        r[28..32].copy_from_slice(&last.to_be_bytes());
-        r[38] = 17;
-        m.extend_from_slice(&r);
-    }
-    m
+    let header = build::V5Header {
+        seq,
+        uptime_ms: uptime,
+        secs,
+        sampling,
+    };
+    let records: Vec<build::V5Record> = records
+        .iter()
+        .map(|&(first, last)| build::V5Record {
+            src: [10, 0, 0, 5],
+            dst: [9, 9, 9, 9],
+            packets: 2,
+            bytes: 100,
+            first_ms: first,
+            last_ms: last,
+            proto: 17,
+            ..Default::default()
+        })
+        .collect();
+    build::v5(&header, &records)
 }
 
 #[test]

@@ -5,19 +5,14 @@ use super::*;
 
 /// A NetFlow v9 export packet with the given flowsets (id, body).
 fn v9(seq: u32, secs: u32, source_id: u32, sets: &[(u16, Vec<u8>)]) -> Vec<u8> {
-    let mut m = Vec::new();
-    m.extend_from_slice(&9u16.to_be_bytes());
-    m.extend_from_slice(&(sets.len() as u16).to_be_bytes());
-    m.extend_from_slice(&1_000u32.to_be_bytes()); // sysUpTime
-    m.extend_from_slice(&secs.to_be_bytes());
-    m.extend_from_slice(&seq.to_be_bytes());
-    m.extend_from_slice(&source_id.to_be_bytes());
-    for (id, body) in sets {
-        m.extend_from_slice(&id.to_be_bytes());
-        m.extend_from_slice(&((body.len() + 4) as u16).to_be_bytes());
-        m.extend_from_slice(body);
-    }
-    m
+    let header = build::V9Header {
+        count: sets.len() as u16,
+        uptime_ms: 1_000,
+        secs,
+        seq,
+        source_id,
+    };
+    build::v9(&header, sets)
 }
 
 fn ip(i: u32) -> IpAddr {
