@@ -1,11 +1,15 @@
 //! Diagnostics: stable codes, labelled spans, hints; rendered rustc-style or as JSON.
 //!
-//! Every problem the parser or compiler finds becomes a [`Diagnostic`]. Codes are stable and
-//! never reused; `docs/errors.md` lists each with an example and a fix.
+//! Every problem the parser or compiler finds becomes a [`Diagnostic`], built from a
+//! [`DiagnosticKind`]: the kinds' messages and hints are written once, in `messages.rs`. Codes
+//! are stable and never reused; `docs/errors.md` lists each with an example and a fix.
 
 use crate::span::{SourceMap, Span};
 use codespan_reporting::diagnostic as cs;
 use serde::Serialize;
+
+mod messages;
+pub use messages::{DiagnosticKind, SyntaxHint};
 
 /// Whether a diagnostic stops a rule from compiling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -122,7 +126,8 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    /// A diagnostic with a primary label at `span`.
+    /// A diagnostic with a primary label at `span`. The parser and the compiler build theirs
+    /// from a [`DiagnosticKind`] ([`DiagnosticKind::at`]), whose texts are declared once.
     pub fn new(code: Code, span: Span, message: impl Into<String>) -> Diagnostic {
         Diagnostic {
             code,

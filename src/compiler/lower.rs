@@ -1,9 +1,9 @@
 //! Conditions: field resolution, type checking and lowering to [`Cond`].
 
-use super::values::{self, describe, family_desc};
+use super::values::{self, describe};
 use super::{ListEntry, ListValue};
 use crate::ast::{CmpOp, Expr, Ident, PredOp, Predicate, SetRef, Value, ValueKind};
-use crate::diagnostic::{Code, Diagnostic, did_you_mean};
+use crate::diagnostic::{Diagnostic, DiagnosticKind, did_you_mean};
 use crate::ruleset::{AddrSet, Cond, DomainSet, merge_ranges};
 use crate::schema::{FIELDS, Field, NumField, NumUnit, Side};
 use std::collections::HashMap;
@@ -46,7 +46,8 @@ fn lower_expr(expr: &Expr, lists: &Lists, errs: &mut Vec<Diagnostic>) -> Option<
 }
 
 /// Maps words people bring from other tools onto ours, for "did you mean" hints.
-fn field_hint(name: &str) -> Option<String> {
+/// The field likely meant, and whether it was found by renaming such words.
+fn field_hint(name: &str) -> Option<(&'static str, bool)> {
     let normalized = name
         .replace("destination", "peer")
         .replace("source", "host")
@@ -59,27 +60,20 @@ fn field_hint(name: &str) -> Option<String> {
         .replace('_', ".");
     let names = FIELDS.iter().map(|(n, _)| *n);
     if let Some(s) = did_you_mean(&normalized, names.clone()) {
-        let note = if normalized != name.replace('_', ".") {
-            " (rules speak of the local `host` and the remote `peer`, whichever direction a record was exported in)"
-        } else {
-            ""
-        };
-        return Some(format!("did you mean `{s}`?{note}"));
+        return Some((s, normalized != name.replace('_', ".")));
     }
-    did_you_mean(name, names).map(|s| format!("did you mean `{s}`?"))
+    did_you_mean(name, names).map(|s| (s, false))
 }
 
 fn unknown_field(f: &Ident) -> Diagnostic {
-    let d = Diagnostic::new(
-        Code::UnknownField,
-        f.span,
-        format!("unknown field `{}`", f.name),
-    )
-    .label("not a field");
-    match field_hint(&f.name) {
-        Some(h) => d.hint(h),
-        None => d.hint("see docs/rule-language.md for the fields: host.addr, peer.port, bytes, peer.domain, ..."),
+    let hint = field_hint(&f.name);
+    DiagnosticKind::UnknownField {
+        name: &f.name,
+        suggestion: hint.map(|(s, _)| s),
+        renamed: hint.is_some_and(|(_, r)| r),
     }
+    .at(f.span)
+    .label("not a field")
 }
 
 fn lower_pred(p: &Predicate, lists: &Lists) -> Result<Cond, Diagnostic> {
@@ -92,14 +86,6 @@ fn lower_pred(p: &Predicate, lists: &Lists) -> Result<Cond, Diagnostic> {
     }
 }
 
-fn op_mismatch(p: &Predicate, what: &str) -> Diagnostic {
-    Diagnostic::new(
-        Code::TypeMismatch,
-        p.span,
-        format!("`{}` {what}", p.field.name),
-    )
-}
-
 fn use_list<'a>(
     name: &Ident,
     lists: &'a Lists,
@@ -110,48 +96,26 @@ fn use_list<'a>(
             entry.used.set(true);
             Ok(entry.value.as_ref())
         }
-        None => {
-            let mut d = Diagnostic::new(
-                Code::UndefinedList,
-                name.span,
-                format!("list `{}` is not defined in this pack", name.name),
-            );
-            d = match did_you_mean(&name.name, lists.keys().map(String::as_str)) {
-                Some(s) => d.hint(format!("did you mean `{s}`?")),
-                None => d.hint(format!(
-                    "define it in any file of the pack: `list {} = {} {{ ... }}`",
-                    name.name,
-                    match field {
-                        "addr" => "addresses",
-                        "domain" => "domains",
-                        "port" => "ports",
-                        _ => "numbers",
-                    }
-                )),
-            };
-            Err(d)
+        None => Err(DiagnosticKind::UndefinedList {
+            name: &name.name,
+            suggestion: did_you_mean(&name.name, lists.keys().map(String::as_str)),
+            field,
         }
+        .at(name.span)),
     }
 }
 
 /// A list used with a field of the wrong kind, or broken by its own errors.
 fn wrong_list(name: &Ident, list: Option<&ListValue>, want: &str) -> Diagnostic {
     match list {
-        Some(l) => Diagnostic::new(
-            Code::TypeMismatch,
-            name.span,
-            format!(
-                "list `{}` holds {}, but this field needs {want}",
-                name.name,
-                l.kind()
-            ),
-        ),
+        Some(l) => DiagnosticKind::ListKindMismatch {
+            name: &name.name,
+            holds: l.kind(),
+            needs: want,
+        }
+        .at(name.span),
         // The list's own errors were reported where it is defined.
-        None => Diagnostic::new(
-            Code::InvalidList,
-            name.span,
-            format!("list `{}` has errors (see above)", name.name),
-        ),
+        None => DiagnosticKind::BrokenList { name: &name.name }.at(name.span),
     }
 }
 
@@ -183,10 +147,10 @@ fn lower_addr(p: &Predicate, side: Side, lists: &Lists) -> Result<Cond, Diagnost
             }
         }
         _ => {
-            return Err(op_mismatch(
-                p,
-                "is an address: use `==`, `!=`, `in` or `not in`",
-            ));
+            return Err(DiagnosticKind::AddressOperator {
+                field: &p.field.name,
+            }
+            .at(p.span));
         }
     };
     Ok(Cond::Addr {
@@ -212,20 +176,12 @@ fn lower_num(p: &Predicate, field: NumField, lists: &Lists) -> Result<Cond, Diag
                 CmpOp::Eq => (vec![(x, x)], false),
                 CmpOp::Ne => (vec![(x, x)], true),
                 CmpOp::Lt if x == 0 => {
-                    return Err(Diagnostic::new(
-                        Code::InvalidRange,
-                        p.span,
-                        "nothing is below 0",
-                    ));
+                    return Err(DiagnosticKind::NothingBelowZero.at(p.span));
                 }
                 CmpOp::Lt => (vec![(0, x - 1)], false),
                 CmpOp::Le => (vec![(0, x)], false),
                 CmpOp::Gt if x == u64::MAX => {
-                    return Err(Diagnostic::new(
-                        Code::InvalidRange,
-                        p.span,
-                        "nothing is above this value",
-                    ));
+                    return Err(DiagnosticKind::NothingAbove.at(p.span));
                 }
                 CmpOp::Gt => (vec![(x + 1, u64::MAX)], false),
                 CmpOp::Ge => (vec![(x, u64::MAX)], false),
@@ -236,11 +192,7 @@ fn lower_num(p: &Predicate, field: NumField, lists: &Lists) -> Result<Cond, Diag
             let ranges = match s {
                 SetRef::Literal(vals, span) => {
                     if vals.is_empty() {
-                        return Err(Diagnostic::new(
-                            Code::InvalidRange,
-                            *span,
-                            "an empty set matches nothing",
-                        ));
+                        return Err(DiagnosticKind::EmptySet.at(*span));
                     }
                     num_ranges_of(vals, unit)?
                 }
@@ -278,15 +230,18 @@ fn lower_num(p: &Predicate, field: NumField, lists: &Lists) -> Result<Cond, Diag
             (vec![(c.saturating_sub(t), c.saturating_add(t))], false)
         }
         PredOp::Matches(..) => {
-            return Err(op_mismatch(
-                p,
-                &format!(
-                    "is a number; `matches` applies to names ({})",
-                    family_desc(unit)
-                ),
-            ));
+            return Err(DiagnosticKind::NumberMatches {
+                field: &p.field.name,
+                unit,
+            }
+            .at(p.span));
         }
-        PredOp::Has(_) => return Err(op_mismatch(p, "is a number; `has` applies to `tcp.flags`")),
+        PredOp::Has(_) => {
+            return Err(DiagnosticKind::NumberHas {
+                field: &p.field.name,
+            }
+            .at(p.span));
+        }
     };
     Ok(Cond::Num {
         field,
@@ -320,11 +275,7 @@ fn lower_domain(p: &Predicate, side: Side, lists: &Lists) -> Result<Cond, Diagno
                     }
                 }
                 SetRef::Single(v) => {
-                    return Err(Diagnostic::new(
-                        Code::TypeMismatch,
-                        v.span,
-                        "domain names have no ranges",
-                    ));
+                    return Err(DiagnosticKind::DomainRange.at(v.span));
                 }
                 SetRef::Named(n) => match use_list(n, lists, "domain")? {
                     Some(ListValue::Domains(set)) => {
@@ -346,26 +297,22 @@ fn lower_domain(p: &Predicate, side: Side, lists: &Lists) -> Result<Cond, Diagno
                 .map_err(|e| {
                     let msg = e.to_string();
                     let last = msg.lines().last().unwrap_or("invalid").trim().to_string();
-                    Diagnostic::new(
-                        Code::InvalidRegex,
-                        *span,
-                        format!("invalid regular expression: {last}"),
-                    )
-                    .hint("the syntax is that of the Rust `regex` crate; escape `.` as `\\.`")
+                    DiagnosticKind::InvalidRegex { error: &last }.at(*span)
                 })?;
             return Ok(Cond::Regex { side, re });
         }
         PredOp::Cmp(_, v) => {
-            return Err(
-                op_mismatch(p, "is a name: use `==`, `!=`, `in`, `not in` or `matches`")
-                    .secondary(v.span, format!("{} here", describe(v))),
-            );
+            return Err(DiagnosticKind::NameOperator {
+                field: &p.field.name,
+            }
+            .at(p.span)
+            .secondary(v.span, format!("{} here", describe(v))));
         }
         PredOp::About { .. } | PredOp::Has(_) => {
-            return Err(op_mismatch(
-                p,
-                "is a name: use `==`, `!=`, `in`, `not in` or `matches`",
-            ));
+            return Err(DiagnosticKind::NameOperator {
+                field: &p.field.name,
+            }
+            .at(p.span));
         }
     };
     Ok(Cond::Domain {
@@ -385,12 +332,10 @@ fn flag_bits(vals: &[Value]) -> Result<u8, Diagnostic> {
         match bit {
             Some(b) => mask |= b,
             None => {
-                return Err(Diagnostic::new(
-                    Code::TypeMismatch,
-                    v.span,
-                    format!("expected a TCP flag, found {}", describe(v)),
-                )
-                .hint("flags are fin, syn, rst, psh, ack, urg, ece, cwr"));
+                return Err(DiagnosticKind::NotAFlag {
+                    found: &describe(v),
+                }
+                .at(v.span));
             }
         }
     }
@@ -409,9 +354,9 @@ fn lower_flags(p: &Predicate) -> Result<Cond, Diagnostic> {
             exact: true,
             negate: *op == CmpOp::Ne,
         }),
-        _ => Err(op_mismatch(
-            p,
-            "is a set of flags: use `has syn`, `has { syn, ack }` or `== syn`",
-        )),
+        _ => Err(DiagnosticKind::FlagsOperator {
+            field: &p.field.name,
+        }
+        .at(p.span)),
     }
 }

@@ -9,7 +9,7 @@ mod stateful;
 pub mod values;
 
 use crate::ast::{self, Item, MetaValue};
-use crate::diagnostic::{Code, Diagnostic, Severity, did_you_mean};
+use crate::diagnostic::{Diagnostic, DiagnosticKind, Severity, did_you_mean};
 use crate::ruleset::{AddrSet, Attribute, Conclusion, DomainSet, Rule, Ruleset, Status};
 use crate::schema::NumUnit;
 use crate::sources::{ManifestSource, Problem, Sources};
@@ -150,22 +150,13 @@ impl Compiler {
         match p {
             Problem::Unreadable { path, reason } => {
                 let id = self.sources.add(path.clone(), "");
-                self.diagnostics.push(Diagnostic::new(
-                    Code::Io,
-                    Span::new(id, 0, 0),
-                    reason.clone(),
-                ));
+                self.diagnostics
+                    .push(DiagnosticKind::Unreadable { reason }.at(Span::new(id, 0, 0)));
             }
             Problem::Skipped { path, reason } => {
                 let id = self.sources.add(path.clone(), "");
-                self.diagnostics.push(
-                    Diagnostic::new(
-                        Code::SkippedPath,
-                        Span::new(id, 0, 0),
-                        format!("{path} not read: {reason}"),
-                    )
-                    .hint("each file and directory is read once; hidden files are never read"),
-                );
+                self.diagnostics
+                    .push(DiagnosticKind::Skipped { path, reason }.at(Span::new(id, 0, 0)));
             }
         }
     }
@@ -181,12 +172,10 @@ impl Compiler {
                 // Where the YAML parser stopped (or the entry at fault).
                 let start = e.offset.unwrap_or(0).min(text.len());
                 self.diagnostics.push(
-                    Diagnostic::new(
-                        Code::InvalidOverrides,
-                        Span::new(id, start, start),
-                        format!("overrides not applied: {e}"),
-                    )
-                    .hint("`disable:` is a list of `pack/id` or `pack/*`; `modify:` maps ids to `{confidence: C}`"),
+                    DiagnosticKind::InvalidOverrides {
+                        error: &e.to_string(),
+                    }
+                    .at(Span::new(id, start, start)),
                 );
             }
         }
@@ -203,18 +192,12 @@ impl Compiler {
                 if !m.engine_ok() {
                     let start = text.find("flowprint:").unwrap_or(0);
                     self.diagnostics.push(
-                        Diagnostic::new(
-                            Code::InvalidPack,
-                            Span::new(id, start, start),
-                            format!(
-                                "pack `{}` {} needs flowprint {}, this is {}",
-                                m.name,
-                                m.version,
-                                m.flowprint,
-                                env!("CARGO_PKG_VERSION")
-                            ),
-                        )
-                        .hint("use a version of the pack made for this flowprint, or upgrade flowprint"),
+                        DiagnosticKind::PackNeedsFlowprint {
+                            pack: &m.name,
+                            version: &m.version.to_string(),
+                            needs: &m.flowprint.to_string(),
+                        }
+                        .at(Span::new(id, start, start)),
                     );
                 }
                 self.manifests.push((id, m.clone()));
@@ -227,11 +210,8 @@ impl Compiler {
     /// loads the pack, as an FP0024 error on `file` (usually its `pack.yaml`).
     pub fn add_pack_error(&mut self, file: &str, text: &str, message: String) {
         let id = self.sources.add(file, text);
-        self.diagnostics.push(Diagnostic::new(
-            Code::InvalidPack,
-            Span::new(id, 0, 0),
-            message,
-        ));
+        self.diagnostics
+            .push(DiagnosticKind::InvalidManifest { message: &message }.at(Span::new(id, 0, 0)));
     }
 
     /// Checks and lowers everything added so far.
@@ -273,14 +253,8 @@ impl Compiler {
         unused.sort_by_key(|(_, l)| (l.span.file, l.span.start));
         for (name, l) in unused {
             let plain = name.split_once('/').map_or(name.as_str(), |(_, n)| n);
-            self.diagnostics.push(
-                Diagnostic::new(
-                    Code::UnusedList,
-                    l.span,
-                    format!("list `{plain}` is never used"),
-                )
-                .hint("remove it, or refer to it from a rule: `peer.domain in NAME` (from another pack: `PACK/NAME`)"),
-            );
+            self.diagnostics
+                .push(DiagnosticKind::UnusedList { name: plain }.at(l.span));
         }
         self.check_dependencies();
         if let Some((file, o)) = self.overrides.take() {
@@ -297,14 +271,8 @@ impl Compiler {
                     .map_or(0, |&(_, _, r)| r),
             };
             let rule = &ruleset.rules[r as usize];
-            self.diagnostics.push(
-                Diagnostic::new(
-                    Code::NotIndexable,
-                    rule_spans[r as usize],
-                    format!("rule `{}` cannot be indexed and is checked against every flow", rule.id),
-                )
-                .hint("add a condition on `peer.addr`, `peer.domain`, `peer.port`, or a bounded byte count, joined with `and`"),
-            );
+            self.diagnostics
+                .push(DiagnosticKind::NotIndexable { rule: &rule.id }.at(rule_spans[r as usize]));
         }
         let sources = self.sources;
         let mut diagnostics = self.diagnostics;
@@ -332,16 +300,12 @@ impl Compiler {
                 if let Item::List(decl) = item {
                     if let Some(prev) = lists.get(&decl.name.name) {
                         self.diagnostics.push(
-                            Diagnostic::new(
-                                Code::DuplicateList,
-                                decl.name.span,
-                                format!(
-                                    "list `{}` is defined twice in pack `{}`",
-                                    decl.name.name, pack.name
-                                ),
-                            )
-                            .secondary(prev.span, "first defined here")
-                            .hint("rename one of them; lists are shared by all files of a pack"),
+                            DiagnosticKind::DuplicateList {
+                                name: &decl.name.name,
+                                pack: &pack.name,
+                            }
+                            .at(decl.name.span)
+                            .secondary(prev.span, "first defined here"),
                         );
                         continue;
                     }
@@ -374,16 +338,12 @@ impl Compiler {
                 let Item::Rule(decl) = item else { continue };
                 if let Some(prev) = ids.get(&decl.id.name) {
                     self.diagnostics.push(
-                        Diagnostic::new(
-                            Code::DuplicateRule,
-                            decl.id.span,
-                            format!(
-                                "rule id `{}` is used twice in pack `{}`",
-                                decl.id.name, pack.name
-                            ),
-                        )
-                        .secondary(*prev, "first used here")
-                        .hint("ids name the evidence a rule produces; give each rule its own"),
+                        DiagnosticKind::DuplicateRule {
+                            id: &decl.id.name,
+                            pack: &pack.name,
+                        }
+                        .at(decl.id.span)
+                        .secondary(*prev, "first used here"),
                     );
                     continue;
                 }
@@ -407,23 +367,26 @@ impl Compiler {
             for (dep, req) in &m.depends {
                 let start = text.find(dep.as_str()).unwrap_or(0);
                 let span = Span::new(*file, start, start + if start == 0 { 0 } else { dep.len() });
-                let message = match manifests.iter().find(|(_, o)| o.name == *dep) {
-                    None => format!(
-                        "pack `{}` needs pack `{dep}` ({req}), which is not loaded",
-                        m.name
-                    ),
+                let req_text = &req.to_string();
+                let d = match manifests.iter().find(|(_, o)| o.name == *dep) {
+                    None => DiagnosticKind::MissingDependency {
+                        pack: &m.name,
+                        dep,
+                        req: req_text,
+                    }
+                    .at(span),
                     Some((_, o)) if !crate::sources::manifest::req_matches(req, &o.version) => {
-                        format!(
-                            "pack `{}` needs pack `{dep}` {req}, but {} is loaded",
-                            m.name, o.version
-                        )
+                        DiagnosticKind::DependencyVersion {
+                            pack: &m.name,
+                            dep,
+                            req: req_text,
+                            loaded: &o.version.to_string(),
+                        }
+                        .at(span)
                     }
                     Some(_) => continue,
                 };
-                self.diagnostics.push(
-                    Diagnostic::new(Code::InvalidPack, span, message)
-                        .hint("install the pack it depends on (`flowprint pack install`), in a version it accepts"),
-                );
+                self.diagnostics.push(d);
             }
         }
         self.manifests = manifests;
@@ -451,16 +414,12 @@ impl Compiler {
         }
         for u in unmatched {
             let start = text.find(u).unwrap_or(0);
-            self.diagnostics.push(
-                Diagnostic::new(
-                    Code::UnmatchedOverride,
-                    Span::new(file, start, start + if start == 0 { 0 } else { u.len() }),
-                    format!("override `{u}` names no loaded rule"),
-                )
-                .hint(
-                    "rule ids are `pack/id`; `flowprint check --format json` lists what is loaded",
-                ),
-            );
+            self.diagnostics
+                .push(DiagnosticKind::UnmatchedOverride { entry: u }.at(Span::new(
+                    file,
+                    start,
+                    start + if start == 0 { 0 } else { u.len() },
+                )));
         }
         let mut keep = Vec::with_capacity(rules.len());
         for (rule, span) in rules.drain(..).zip(spans.drain(..)) {
@@ -523,41 +482,34 @@ impl Compiler {
                         &v.kind,
                         ast::ValueKind::Quantity { .. } | ast::ValueKind::Range(..)
                     ) {
-                        errs.push(Diagnostic::new(
-                            Code::InvalidList,
-                            v.span,
-                            format!(
-                                "a `numbers` list holds numbers and ranges, found {}",
-                                values::describe(v)
-                            ),
-                        ));
+                        errs.push(
+                            DiagnosticKind::NumbersListValue {
+                                found: &values::describe(v),
+                            }
+                            .at(v.span),
+                        );
                     }
                 }
                 ListValue::Numbers(decl.values.clone())
             }
             other => {
-                let mut d = Diagnostic::new(
-                    Code::InvalidList,
-                    decl.kind.span,
-                    format!("unknown list kind `{other}`"),
+                errs.push(
+                    DiagnosticKind::UnknownListKind {
+                        kind: other,
+                        suggestion: did_you_mean(other, kinds),
+                    }
+                    .at(decl.kind.span),
                 );
-                d = match did_you_mean(other, kinds) {
-                    Some(k) => d.hint(format!("did you mean `{k}`?")),
-                    None => d.hint("list kinds are `addresses`, `domains`, `ports` and `numbers`"),
-                };
-                errs.push(d);
                 self.diagnostics.extend(errs);
                 return None;
             }
         };
         if decl.values.is_empty() {
             errs.push(
-                Diagnostic::new(
-                    Code::InvalidRange,
-                    decl.span,
-                    format!("list `{}` is empty", decl.name.name),
-                )
-                .hint("an empty list matches nothing"),
+                DiagnosticKind::EmptyList {
+                    name: &decl.name.name,
+                }
+                .at(decl.span),
             );
         }
         let ok = errs.is_empty();
@@ -569,12 +521,7 @@ impl Compiler {
 fn parse_confidence(text: &str, span: Span) -> Result<f64, Diagnostic> {
     match text.parse::<f64>() {
         Ok(c) if c > 0.0 && c <= 1.0 => Ok(c),
-        _ => Err(Diagnostic::new(
-            Code::InvalidConfidence,
-            span,
-            format!("confidence `{text}` is not in (0, 1]"),
-        )
-        .hint("a confidence is a probability, e.g. `0.8`")),
+        _ => Err(DiagnosticKind::ConfidenceOutOfRange { text }.at(span)),
     }
 }
 
@@ -606,22 +553,13 @@ fn rule_from_decl(
         let key = m.key.name.as_str();
         if let Some(prev) = seen.insert(key, m.key.span) {
             errs.push(
-                Diagnostic::new(
-                    Code::InvalidMetadata,
-                    m.key.span,
-                    format!("`{key}` is given twice"),
-                )
-                .secondary(prev, "first given here"),
+                DiagnosticKind::MetadataTwice { key }
+                    .at(m.key.span)
+                    .secondary(prev, "first given here"),
             );
             continue;
         }
-        let want = |what: &str| {
-            Diagnostic::new(
-                Code::InvalidMetadata,
-                m.value_span,
-                format!("`{key}` takes {what}"),
-            )
-        };
+        let wrong_value = || DiagnosticKind::MetadataValue { key }.at(m.value_span);
         match (key, &m.value) {
             ("title", MetaValue::Str(s)) => rule.title = Some(s.clone()),
             ("description", MetaValue::Str(s)) => rule.description = Some(s.clone()),
@@ -631,7 +569,7 @@ fn rule_from_decl(
                 "experimental" => rule.status = Status::Experimental,
                 "test" => rule.status = Status::Test,
                 "stable" => rule.status = Status::Stable,
-                _ => errs.push(want("`experimental`, `test` or `stable`")),
+                _ => errs.push(wrong_value()),
             },
             ("references", MetaValue::List(l)) => {
                 rule.references = l.iter().map(|(s, _)| s.clone()).collect()
@@ -642,23 +580,19 @@ fn rule_from_decl(
                 Ok(c) => default_confidence = Some(c),
                 Err(e) => errs.push(e),
             },
-            ("title" | "description" | "author", _) => errs.push(want("a string in double quotes")),
-            ("version", _) => errs.push(want("a string or a number")),
-            ("status", _) => errs.push(want("`experimental`, `test` or `stable`")),
-            ("references" | "tags", _) => errs.push(want("a list of strings: [\"...\", \"...\"]")),
-            ("confidence", _) => errs.push(want("a number in (0, 1]")),
-            _ => {
-                let mut d = Diagnostic::new(
-                    Code::InvalidMetadata,
-                    m.key.span,
-                    format!("unknown metadata key `{key}`"),
-                );
-                d = match did_you_mean(key, META_KEYS.iter().copied()) {
-                    Some(k) => d.hint(format!("did you mean `{k}`?")),
-                    None => d.hint(format!("known keys: {}", META_KEYS.join(", "))),
-                };
-                errs.push(d);
-            }
+            (
+                "title" | "description" | "author" | "version" | "status" | "references" | "tags"
+                | "confidence",
+                _,
+            ) => errs.push(wrong_value()),
+            _ => errs.push(
+                DiagnosticKind::UnknownMetadataKey {
+                    key,
+                    suggestion: did_you_mean(key, META_KEYS.iter().copied()),
+                    known: META_KEYS,
+                }
+                .at(m.key.span),
+            ),
         }
     }
     if let Some(over) = &decl.over {
@@ -673,38 +607,22 @@ fn rule_from_decl(
             .find(|(n, _)| *n == c.target.name)
             .map(|&(_, a)| a)
         else {
-            let mut d = Diagnostic::new(
-                Code::UnknownConclusion,
-                c.target.span,
-                format!("unknown conclusion `{}`", c.target.name),
-            );
             let names = Attribute::NAMES.iter().map(|(n, _)| *n);
-            d = match did_you_mean(&c.target.name, names) {
-                Some(n) => d.hint(format!("did you mean `{n}`?")),
-                None => d.hint(
-                    "a rule concludes `os.family`, `os.name`, `os.version`, `software` or `device`",
-                ),
-            };
-            errs.push(d);
+            errs.push(
+                DiagnosticKind::UnknownConclusion {
+                    name: &c.target.name,
+                    suggestion: did_you_mean(&c.target.name, names),
+                }
+                .at(c.target.span),
+            );
             continue;
         };
         if let (Some((_, vspan)), false) = (&c.version, attribute == Attribute::Software) {
-            errs.push(
-                Diagnostic::new(
-                    Code::UnknownConclusion,
-                    *vspan,
-                    "`version` only qualifies `software`",
-                )
-                .hint("for an operating system, conclude `os.version = \"...\"`"),
-            );
+            errs.push(DiagnosticKind::VersionNotSoftware.at(*vspan));
             continue;
         }
         if c.value.trim().is_empty() {
-            errs.push(Diagnostic::new(
-                Code::UnknownConclusion,
-                c.value_span,
-                "a conclusion needs a non-empty label",
-            ));
+            errs.push(DiagnosticKind::EmptyConclusion.at(c.value_span));
             continue;
         }
         let confidence = match &c.confidence {
@@ -718,10 +636,7 @@ fn rule_from_decl(
             None => match default_confidence {
                 Some(x) => x,
                 None => {
-                    errs.push(
-                        Diagnostic::new(Code::InvalidConfidence, c.span, "this conclusion has no confidence")
-                            .hint("add `confidence 0.8` after the conclusion, or a `confidence` entry to the rule"),
-                    );
+                    errs.push(DiagnosticKind::MissingConfidence.at(c.span));
                     continue;
                 }
             },

@@ -2,7 +2,7 @@
 
 use super::values::{self, describe};
 use crate::ast::{AggOp, CmpOp, Over, Value};
-use crate::diagnostic::{Code, Diagnostic, did_you_mean};
+use crate::diagnostic::{Diagnostic, DiagnosticKind, did_you_mean};
 use crate::ruleset::{Period, Stateful, Transfer};
 use crate::schema::NumUnit;
 
@@ -17,19 +17,10 @@ fn range(op: CmpOp, v: &Value) -> Result<(u64, u64), Diagnostic> {
         CmpOp::Le => (0, x),
         CmpOp::Lt if x > 0 => (0, x - 1),
         CmpOp::Lt => {
-            return Err(Diagnostic::new(
-                Code::InvalidRange,
-                v.span,
-                "nothing is below 0",
-            ));
+            return Err(DiagnosticKind::NothingBelowZero.at(v.span));
         }
         CmpOp::Ne => {
-            return Err(Diagnostic::new(
-                Code::InvalidAggregate,
-                v.span,
-                "`!=` is not available for aggregates",
-            )
-            .hint("use `>=`, `>`, `<=`, `<` or `==`"));
+            return Err(DiagnosticKind::AggregateNe.at(v.span));
         }
     })
 }
@@ -39,11 +30,7 @@ pub(super) fn lower_over(over: &Over) -> Result<Stateful, Vec<Diagnostic>> {
     let mut errs = Vec::new();
     let mut s = Stateful::default();
     match values::number(&over.window, NumUnit::Duration) {
-        Ok(0) => errs.push(Diagnostic::new(
-            Code::InvalidNumber,
-            over.window.span,
-            "the window must be longer than 0",
-        )),
+        Ok(0) => errs.push(DiagnosticKind::EmptyWindow.at(over.window.span)),
         Ok(w) => s.window_ms = w,
         Err(e) => errs.push(e),
     }
@@ -59,11 +46,7 @@ pub(super) fn lower_over(over: &Over) -> Result<Stateful, Vec<Diagnostic>> {
                         _ => &mut s.domains,
                     };
                     if slot.is_some() {
-                        return Err(Diagnostic::new(
-                            Code::InvalidAggregate,
-                            a.span,
-                            format!("`{name}` is given twice"),
-                        ));
+                        return Err(DiagnosticKind::AggregateTwice { name }.at(a.span));
                     }
                     *slot = r;
                 }
@@ -71,19 +54,10 @@ pub(super) fn lower_over(over: &Over) -> Result<Stateful, Vec<Diagnostic>> {
                     let (every_ms, tolerance_ms) =
                         values::about(center, tolerance, NumUnit::Duration)?;
                     if every_ms == 0 {
-                        return Err(Diagnostic::new(
-                            Code::InvalidNumber,
-                            center.span,
-                            "a period must be longer than 0",
-                        ));
+                        return Err(DiagnosticKind::EmptyPeriod.at(center.span));
                     }
                     if tolerance_ms * 2 >= every_ms {
-                        return Err(Diagnostic::new(
-                            Code::InvalidNumber,
-                            tolerance.span,
-                            "the tolerance must be under half the period",
-                        )
-                        .hint("e.g. `period ~ 15m +- 10%`"));
+                        return Err(DiagnosticKind::ToleranceOverHalfPeriod.at(tolerance.span));
                     }
                     s.period = Some(Period {
                         every_ms,
@@ -95,37 +69,20 @@ pub(super) fn lower_over(over: &Over) -> Result<Stateful, Vec<Diagnostic>> {
                     s.transfer = Some(Transfer { bytes, tolerance });
                 }
                 ("count" | "peers" | "domains", AggOp::About { .. }) => {
-                    return Err(Diagnostic::new(
-                        Code::InvalidAggregate,
-                        a.span,
-                        format!("`{name}` is compared with a number"),
-                    )
-                    .hint(format!("e.g. `{name} >= 3`")));
+                    return Err(DiagnosticKind::AggregateNeedsComparison { name }.at(a.span));
                 }
                 ("period" | "transfer", AggOp::Cmp(_, v)) => {
-                    return Err(Diagnostic::new(
-                        Code::InvalidAggregate,
-                        a.span,
-                        format!("`{name}` takes `~ value +- tolerance`"),
-                    )
-                    .secondary(v.span, format!("{} here", describe(v)))
-                    .hint(if name == "period" {
-                        "e.g. `period ~ 15m +- 10%`"
-                    } else {
-                        "e.g. `transfer ~ 58.3 MB +- 0.5%`"
-                    }));
+                    return Err(DiagnosticKind::AggregateNeedsAbout { name }
+                        .at(a.span)
+                        .secondary(v.span, format!("{} here", describe(v))));
                 }
                 _ => {
-                    let mut d = Diagnostic::new(
-                        Code::InvalidAggregate,
-                        a.name.span,
-                        format!("unknown aggregate `{name}`"),
-                    );
-                    d = match did_you_mean(name, AGGREGATES.iter().copied()) {
-                        Some(n) => d.hint(format!("did you mean `{n}`?")),
-                        None => d.hint(format!("aggregates are {}", AGGREGATES.join(", "))),
-                    };
-                    return Err(d);
+                    return Err(DiagnosticKind::UnknownAggregate {
+                        name,
+                        suggestion: did_you_mean(name, AGGREGATES.iter().copied()),
+                        known: AGGREGATES,
+                    }
+                    .at(a.name.span));
                 }
             }
             Ok(())
@@ -137,14 +94,7 @@ pub(super) fn lower_over(over: &Over) -> Result<Stateful, Vec<Diagnostic>> {
     if let Some(p) = s.period
         && p.every_ms > s.window_ms
     {
-        errs.push(
-            Diagnostic::new(
-                Code::InvalidAggregate,
-                over.window.span,
-                "the window is shorter than the period",
-            )
-            .hint("the window must hold several periods, e.g. `over 2h ... period ~ 15m +- 10%`"),
-        );
+        errs.push(DiagnosticKind::WindowShorterThanPeriod.at(over.window.span));
     }
     if errs.is_empty() { Ok(s) } else { Err(errs) }
 }

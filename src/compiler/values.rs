@@ -1,26 +1,13 @@
 //! Literal conversion: quantities with units, addresses, networks, ranges, domain patterns.
 
 use crate::ast::{Value, ValueKind};
-use crate::diagnostic::{Code, Diagnostic};
+use crate::diagnostic::{Diagnostic, DiagnosticKind};
 use crate::schema::{NumUnit, addr_key};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
-/// A unit that does not fit the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-enum UnitError {
-    #[error("a duration needs a unit: `ms`, `s`, `m`, `h` or `d`")]
-    DurationNeedsUnit,
-    #[error("`{0}` is not a size unit; use B, KB, KiB, MB, MiB, GB, GiB")]
-    NotASize(String),
-    #[error("`{0}` is not a time unit; use ms, s, m, h, d")]
-    NotATime(String),
-    #[error("this field takes a plain number, not `{0}`")]
-    PlainNumber(String),
-}
-
 /// Multiplier of a unit for a unit family, or why the unit does not fit.
-fn unit_factor(unit: Option<&str>, family: NumUnit) -> Result<u128, UnitError> {
+fn unit_factor(unit: Option<&str>, family: NumUnit) -> Result<u128, DiagnosticKind<'_>> {
     let f = match (family, unit) {
         (NumUnit::Bytes, None | Some("B")) => 1,
         (NumUnit::Bytes, Some("KB" | "kB")) => 1_000,
@@ -37,16 +24,16 @@ fn unit_factor(unit: Option<&str>, family: NumUnit) -> Result<u128, UnitError> {
         (NumUnit::Duration, Some("h")) => 3_600_000,
         (NumUnit::Duration, Some("d")) => 86_400_000,
         (NumUnit::Duration, None) => {
-            return Err(UnitError::DurationNeedsUnit);
+            return Err(DiagnosticKind::DurationNeedsUnit);
         }
         (NumUnit::Bytes, Some(u)) => {
-            return Err(UnitError::NotASize(u.to_string()));
+            return Err(DiagnosticKind::NotASizeUnit { unit: u });
         }
         (NumUnit::Duration, Some(u)) => {
-            return Err(UnitError::NotATime(u.to_string()));
+            return Err(DiagnosticKind::NotATimeUnit { unit: u });
         }
         (_, None) => 1,
-        (_, Some(u)) => return Err(UnitError::PlainNumber(u.to_string())),
+        (_, Some(u)) => return Err(DiagnosticKind::PlainNumberUnit { unit: u }),
     };
     Ok(f)
 }
@@ -79,60 +66,39 @@ pub fn number(v: &Value, family: NumUnit) -> Result<u64, Diagnostic> {
     match &v.kind {
         ValueKind::Quantity { number, unit } => {
             if unit.as_deref() == Some("%") {
-                return Err(Diagnostic::new(
-                    Code::InvalidNumber,
-                    v.span,
-                    "a percentage is only valid as a tolerance",
-                )
-                .hint("write `field ~ value +- 5%`"));
+                return Err(DiagnosticKind::PercentOutsideTolerance.at(v.span));
             }
-            let factor = unit_factor(unit.as_deref(), family)
-                .map_err(|m| Diagnostic::new(Code::InvalidNumber, v.span, m.to_string()))?;
+            let factor = unit_factor(unit.as_deref(), family).map_err(|kind| kind.at(v.span))?;
             if number.contains('.')
                 && matches!(
                     family,
                     NumUnit::Port | NumUnit::Proto | NumUnit::Ttl | NumUnit::Count
                 )
             {
-                return Err(Diagnostic::new(
-                    Code::InvalidNumber,
-                    v.span,
-                    "expected a whole number",
-                ));
+                return Err(DiagnosticKind::WholeNumber.at(v.span));
             }
             let max = family_max(family);
             match scaled(number, factor) {
                 Some(x) if x <= u128::from(max) => Ok(x as u64),
-                _ => Err(Diagnostic::new(
-                    Code::InvalidNumber,
-                    v.span,
-                    format!("`{}` is out of range (at most {max})", number),
-                )),
+                _ => Err(DiagnosticKind::OutOfRange { number, max }.at(v.span)),
             }
         }
         ValueKind::Word(w) if family == NumUnit::Proto => crate::flow::proto::from_name(w)
             .map(u64::from)
             .ok_or_else(|| {
                 let names: Vec<&str> = crate::flow::proto::NAMES.iter().map(|(n, _)| *n).collect();
-                let mut d = Diagnostic::new(
-                    Code::TypeMismatch,
-                    v.span,
-                    format!("unknown protocol `{w}`"),
-                );
-                d = match crate::diagnostic::did_you_mean(w, names.iter().copied()) {
-                    Some(s) => d.hint(format!("did you mean `{s}`? Or write the protocol number")),
-                    None => d.hint(format!(
-                        "known names: {}; or write the protocol number",
-                        names.join(", ")
-                    )),
-                };
-                d
+                DiagnosticKind::UnknownProtocol {
+                    name: w,
+                    suggestion: crate::diagnostic::did_you_mean(w, names.iter().copied()),
+                    known: &names,
+                }
+                .at(v.span)
             }),
-        _ => Err(Diagnostic::new(
-            Code::TypeMismatch,
-            v.span,
-            format!("expected {}, found {}", family_desc(family), describe(v)),
-        )),
+        _ => Err(DiagnosticKind::ExpectedNumber {
+            unit: family,
+            found: &describe(v),
+        }
+        .at(v.span)),
     }
 }
 
@@ -141,29 +107,12 @@ pub fn number_range(v: &Value, family: NumUnit) -> Result<(u64, u64), Diagnostic
     if let ValueKind::Range(lo, hi) = &v.kind {
         let (a, b) = (number(lo, family)?, number(hi, family)?);
         if a > b {
-            return Err(Diagnostic::new(
-                Code::InvalidRange,
-                v.span,
-                "the lower end is above the upper end",
-            )
-            .hint("write ranges as `low .. high`"));
+            return Err(DiagnosticKind::InvertedRange.at(v.span));
         }
         return Ok((a, b));
     }
     let x = number(v, family)?;
     Ok((x, x))
-}
-
-/// Describes the expected literal of a unit family.
-pub fn family_desc(family: NumUnit) -> &'static str {
-    match family {
-        NumUnit::Port => "a port number",
-        NumUnit::Proto => "a protocol (`tcp`, `udp`, ... or a number)",
-        NumUnit::Bytes => "a size (`1500`, `4 KiB`, `58.3 MB`)",
-        NumUnit::Count => "a number",
-        NumUnit::Duration => "a duration (`30 s`, `5 m`)",
-        NumUnit::Ttl => "a TTL (0..255)",
-    }
 }
 
 /// Describes a literal for "found ..." messages.
@@ -183,13 +132,8 @@ pub fn describe(v: &Value) -> String {
 }
 
 fn parse_addr(v: &Value, text: &str) -> Result<IpAddr, Diagnostic> {
-    text.parse::<IpAddr>().map_err(|_| {
-        Diagnostic::new(
-            Code::InvalidAddress,
-            v.span,
-            format!("`{text}` is not a valid IP address"),
-        )
-    })
+    text.parse::<IpAddr>()
+        .map_err(|_| DiagnosticKind::InvalidIp { text }.at(v.span))
 }
 
 /// The inclusive key range of an address, network or address range literal.
@@ -200,21 +144,15 @@ pub fn addr_range(v: &Value) -> Result<(u128, u128), Diagnostic> {
             Ok((k, k))
         }
         ValueKind::Cidr(s) => {
-            let net: IpNet = s.parse().map_err(|_| {
-                Diagnostic::new(
-                    Code::InvalidAddress,
-                    v.span,
-                    format!("`{s}` is not a valid network"),
-                )
-                .hint("write networks as `10.0.0.0/8` or `2001:db8::/32`")
-            })?;
+            let net: IpNet = s
+                .parse()
+                .map_err(|_| DiagnosticKind::InvalidNetwork { text: s }.at(v.span))?;
             if net.network() != net.addr() {
-                return Err(Diagnostic::new(
-                    Code::InvalidAddress,
-                    v.span,
-                    format!("`{s}` has host bits set"),
-                )
-                .hint(format!("did you mean `{}`?", net.trunc())));
+                return Err(DiagnosticKind::HostBits {
+                    text: s,
+                    network: &net.trunc().to_string(),
+                }
+                .at(v.span));
             }
             Ok((addr_key(net.network()), addr_key(net.broadcast())))
         }
@@ -229,40 +167,27 @@ pub fn addr_range(v: &Value) -> Result<(u128, u128), Diagnostic> {
                 || !matches!(lo.kind, ValueKind::Ipv4(_) | ValueKind::Ipv6(_))
                 || !matches!(hi.kind, ValueKind::Ipv4(_) | ValueKind::Ipv6(_))
             {
-                return Err(Diagnostic::new(
-                    Code::InvalidAddress,
-                    v.span,
-                    "an address range needs two addresses of the same family",
-                ));
+                return Err(DiagnosticKind::MixedFamilies.at(v.span));
             }
             if a > b {
-                return Err(Diagnostic::new(
-                    Code::InvalidRange,
-                    v.span,
-                    "the first address is above the second",
-                ));
+                return Err(DiagnosticKind::InvertedAddressRange.at(v.span));
             }
             Ok((a, b))
         }
-        _ => Err(Diagnostic::new(
-            Code::TypeMismatch,
-            v.span,
-            format!(
-                "expected an address, network or address range, found {}",
-                describe(v)
-            ),
-        )),
+        _ => Err(DiagnosticKind::ExpectedAddress {
+            found: &describe(v),
+        }
+        .at(v.span)),
     }
 }
 
 /// A domain pattern: `(is_suffix, lower-case name)`; `*.example.com` is a suffix.
 pub fn domain_pattern(v: &Value) -> Result<(bool, String), Diagnostic> {
     let ValueKind::Str(s) = &v.kind else {
-        return Err(Diagnostic::new(
-            Code::TypeMismatch,
-            v.span,
-            format!("expected a domain name in quotes, found {}", describe(v)),
-        ));
+        return Err(DiagnosticKind::ExpectedDomain {
+            found: &describe(v),
+        }
+        .at(v.span));
     };
     let lower = s.trim_end_matches('.').to_ascii_lowercase();
     let (suffix, name) = match lower.strip_prefix("*.") {
@@ -278,17 +203,11 @@ pub fn domain_pattern(v: &Value) -> Result<(bool, String), Diagnostic> {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
     if !valid {
-        let mut d = Diagnostic::new(
-            Code::InvalidDomain,
-            v.span,
-            format!("\"{s}\" is not a domain name or `*.suffix` pattern"),
-        );
-        if name.contains('*') {
-            d = d.hint("a wildcard may only stand first, as `*.example.com`");
-        } else if name.contains('/') || name.contains(':') {
-            d = d.hint("write the host name only, without scheme, port or path");
+        return Err(DiagnosticKind::InvalidDomain {
+            pattern: s,
+            name: &name,
         }
-        return Err(d);
+        .at(v.span));
     }
     Ok((suffix, name))
 }
@@ -302,20 +221,11 @@ pub fn about(center: &Value, tolerance: &Value, family: NumUnit) -> Result<(u64,
             number: n,
             unit: Some(u),
         } if u == "%" => {
-            let pct: f64 = n.parse().map_err(|_| {
-                Diagnostic::new(
-                    Code::InvalidNumber,
-                    tolerance.span,
-                    "not a valid percentage",
-                )
-            })?;
+            let pct: f64 = n
+                .parse()
+                .map_err(|_| DiagnosticKind::InvalidPercentage.at(tolerance.span))?;
             if pct >= 100.0 {
-                return Err(Diagnostic::new(
-                    Code::InvalidNumber,
-                    tolerance.span,
-                    "a tolerance of 100% or more matches almost anything",
-                )
-                .hint("use a range instead: `field in low .. high`"));
+                return Err(DiagnosticKind::ToleranceTooWide.at(tolerance.span));
             }
             (c as f64 * pct / 100.0).round() as u64
         }

@@ -2,7 +2,7 @@
 //! own [`Diagnostic`]s here, in one place.
 
 use crate::ast::*;
-use crate::diagnostic::{Code, Diagnostic};
+use crate::diagnostic::{Diagnostic, DiagnosticKind, SyntaxHint};
 use crate::span::{FileId, Span};
 use pest::Parser as _;
 use pest::iterators::Pair;
@@ -63,11 +63,9 @@ pub fn parse_recovering(file: FileId, text: &str) -> (File, Vec<Diagnostic>) {
                     Err(e) => syntax_error(file, text, chunk.start, e),
                     // The grammar is deterministic; should the two parses ever disagree, still
                     // say so.
-                    Ok(_) => Diagnostic::new(
-                        Code::Syntax,
-                        Span::new(file, chunk.start, chunk.start),
-                        "syntax error",
-                    ),
+                    Ok(_) => {
+                        DiagnosticKind::SyntaxError.at(Span::new(file, chunk.start, chunk.start))
+                    }
                 });
             }
         }
@@ -91,36 +89,21 @@ enum Parsed {
 fn parse_chunk(file: FileId, text: &str, chunk: &split::Chunk) -> Parsed {
     if let Some((s, e)) = chunk.too_deep {
         return Parsed::Refused(
-            Diagnostic::new(
-                Code::Syntax,
-                Span::new(file, s, e),
-                format!(
-                    "nested more than {} levels deep",
-                    crate::limits::MAX_RULE_NESTING
-                ),
-            )
-            .label("one level too deep")
-            .hint("split the condition into simpler rules or a list (`peer.port in { ... }`)"),
+            DiagnosticKind::TooDeep {
+                max: crate::limits::MAX_RULE_NESTING,
+            }
+            .at(Span::new(file, s, e))
+            .label("one level too deep"),
         );
     }
     if let Some((s, e)) = chunk.stray_char {
         let ch = text[s..e].chars().next().unwrap_or(' ');
-        let (message, hint) = if ch.is_control() {
-            (
-                format!("control character U+{:04X} outside a string", ch as u32),
-                "remove it; in a string write it as an escape (`\\0`, `\\u{...}`)",
-            )
+        let kind = if ch.is_control() {
+            DiagnosticKind::ControlCharacter { ch }
         } else {
-            (
-                format!("`{ch}` cannot appear outside a string"),
-                "names are ASCII letters, digits, `_` and `-`; other text goes in double quotes",
-            )
+            DiagnosticKind::StrayCharacter { ch }
         };
-        return Parsed::Refused(
-            Diagnostic::new(Code::Syntax, Span::new(file, s, e), message)
-                .label("unexpected here")
-                .hint(hint),
-        );
+        return Parsed::Refused(kind.at(Span::new(file, s, e)).label("unexpected here"));
     }
     let piece = &text[chunk.start..chunk.end];
     let Ok(mut pairs) = Grammar::parse(Rule::file, piece) else {
@@ -219,7 +202,8 @@ fn syntax_error(file: FileId, text: &str, base: usize, e: pest::error::Error<Rul
     } else {
         format!("`{}`", crate::text::printable(found))
     };
-    let (message, hint) = match &e.variant {
+    let span = Span::new(file, start, end);
+    let d = match &e.variant {
         ErrorVariant::ParsingError { positives, .. } => {
             let mut names: Vec<String> = positives.iter().map(rule_name).collect();
             names.sort();
@@ -235,50 +219,44 @@ fn syntax_error(file: FileId, text: &str, base: usize, e: pest::error::Error<Rul
                     format!("{} or {last}", names.join(", "))
                 }
             };
-            let hint = syntax_hint(found, &positives[..]);
-            (format!("expected {expected}, found {found_desc}"), hint)
+            DiagnosticKind::Expected {
+                expected: &expected,
+                found: &found_desc,
+                hint: syntax_hint(found, &positives[..]),
+            }
+            .at(span)
         }
-        ErrorVariant::CustomError { message } => (message.clone(), None),
+        ErrorVariant::CustomError { message } => DiagnosticKind::Grammar { message }.at(span),
     };
-    let mut d = Diagnostic::new(Code::Syntax, Span::new(file, start, end), message)
-        .label("unexpected here");
-    if let Some(h) = hint {
-        d = d.hint(h);
-    }
-    d
+    d.label("unexpected here")
 }
 
-fn syntax_hint(found: &str, positives: &[Rule]) -> Option<String> {
+fn syntax_hint(found: &str, positives: &[Rule]) -> Option<SyntaxHint> {
     if found == "=" && positives.contains(&Rule::cmp_op) {
-        return Some("comparisons use `==`".into());
+        return Some(SyntaxHint::Equals);
     }
     if found.starts_with('\'') {
-        return Some("strings are written in double quotes: \"...\"".into());
+        return Some(SyntaxHint::SingleQuotes);
     }
     if found == "&&" || found == "||" {
-        return Some("use `and` / `or`".into());
+        return Some(SyntaxHint::AndOr);
     }
     if found.starts_with('-')
         && positives
             .iter()
             .any(|r| matches!(r, Rule::set_literal | Rule::cmp_op))
     {
-        return Some("ranges are written `lo .. hi`, e.g. `8000 .. 8100`".into());
+        return Some(SyntaxHint::NegativeRange);
     }
     if positives.contains(&Rule::rule_end)
         && found.starts_with(|c: char| c.is_ascii_alphabetic())
         && !found.starts_with("version")
         && !found.starts_with("confidence")
     {
-        return Some(
-            "the conclusions end the rule: metadata (`title`, `status`, ...) goes first, before `when`"
-                .into(),
-        );
+        return Some(SyntaxHint::MetadataFirst);
     }
     if positives.contains(&Rule::when_clause) {
-        return Some(
-            "a rule needs metadata first, then `when <condition>`, then `then <conclusion>`".into(),
-        );
+        return Some(SyntaxHint::RuleShape);
     }
     None
 }
@@ -628,24 +606,23 @@ impl Builder {
                                 chars.next();
                             }
                         }
-                        None => self.errors.push(
-                            Diagnostic::new(
-                                Code::InvalidEscape,
-                                Span::new(self.file, base + i, base + i + 2),
-                                "invalid unicode escape",
-                            )
-                            .hint("write `\\u{XXXX}` with 1 to 6 hex digits of a valid code point"),
-                        ),
+                        None => {
+                            self.errors
+                                .push(DiagnosticKind::InvalidUnicodeEscape.at(Span::new(
+                                    self.file,
+                                    base + i,
+                                    base + i + 2,
+                                )))
+                        }
                     }
                 }
-                other => self.errors.push(
-                    Diagnostic::new(
-                        Code::InvalidEscape,
-                        Span::new(self.file, base + i, base + i + 1 + other.len_utf8()),
-                        format!("unknown escape `\\{other}`"),
-                    )
-                    .hint("valid escapes are \\\" \\\\ \\n \\t \\r \\0 \\u{XXXX}"),
-                ),
+                other => self
+                    .errors
+                    .push(DiagnosticKind::UnknownEscape { ch: other }.at(Span::new(
+                        self.file,
+                        base + i,
+                        base + i + 1 + other.len_utf8(),
+                    ))),
             }
         }
         out
