@@ -13,18 +13,7 @@ pub fn load_stored(
     map: &mut DnsMap,
     store: &mut dyn flowprint::inventory::Store,
 ) -> anyhow::Result<()> {
-    for p in store.load_dns()? {
-        if let Ok(addr) = p.addr.parse() {
-            map.insert_saved(
-                addr,
-                &p.name,
-                p.first_seen,
-                p.last_seen,
-                p.ttl,
-                flowprint::dns::Source::parse(&p.source),
-            );
-        }
-    }
+    flowprint::inventory::StoredDnsPair::restore(&store.load_dns()?, map);
     Ok(())
 }
 

@@ -148,6 +148,26 @@ pub mod postgres;
 pub mod sqlite;
 
 impl StoredDnsPair {
+    /// Puts stored pairs back into a DNS map as pairs already written (`DnsMap::insert_saved`);
+    /// a row whose address does not parse is left out. How many were put back.
+    pub fn restore(pairs: &[StoredDnsPair], map: &mut crate::dns::DnsMap) -> usize {
+        let mut restored = 0;
+        for p in pairs {
+            if let Ok(addr) = p.addr.parse() {
+                map.insert_saved(
+                    addr,
+                    &p.name,
+                    p.first_seen,
+                    p.last_seen,
+                    p.ttl,
+                    crate::dns::Source::parse(&p.source),
+                );
+                restored += 1;
+            }
+        }
+        restored
+    }
+
     /// Every (address, name) pair of a DNS map, as stored rows.
     pub fn all_of(map: &crate::dns::DnsMap) -> Vec<StoredDnsPair> {
         Self::changed_in(map, None)

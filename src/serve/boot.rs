@@ -200,18 +200,7 @@ fn restore(
         if let Some(note) = restored.kept_note() {
             tracing::warn!("inventory: {note}");
         }
-        for p in db.load_dns()? {
-            if let Ok(addr) = p.addr.parse() {
-                dns.insert_saved(
-                    addr,
-                    &p.name,
-                    p.first_seen,
-                    p.last_seen,
-                    p.ttl,
-                    crate::dns::Source::parse(&p.source),
-                );
-            }
-        }
+        crate::inventory::StoredDnsPair::restore(&db.load_dns()?, &mut dns);
         tracing::info!(
             hosts = full.len(),
             kept_rows = restored.kept_rows,

@@ -104,18 +104,7 @@ impl Daemon {
                     .dns
                     .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                for p in stored {
-                    if let Ok(addr) = p.addr.parse() {
-                        map.insert_saved(
-                            addr,
-                            &p.name,
-                            p.first_seen,
-                            p.last_seen,
-                            p.ttl,
-                            crate::dns::Source::parse(&p.source),
-                        );
-                    }
-                }
+                crate::inventory::StoredDnsPair::restore(&stored, &mut map);
             }
             Ok(())
         });
