@@ -1,9 +1,10 @@
 //! `flowprint analyze`
 
-use super::args::{MaybeMs, one_of, parse_half_life, parse_idle};
+use super::args::{one_of, parse_half_life, parse_idle};
 use super::{DiagFormat, RuleArgs, has_errors, print_diagnostics};
 use flowprint::eval::LocalNets;
 use flowprint::flow::ingest::InputFormat;
+use flowprint::flow::time::MaybeDur;
 use flowprint::infer::{HostSummary, HostTable, InferConfig};
 use flowprint::scan::Scanner;
 use ipnet::IpNet;
@@ -41,14 +42,14 @@ pub struct Args {
     pub hosts: Vec<std::net::IpAddr>,
     /// Half-life of evidence (`30d`, `12h`, or `none` for no decay).
     #[arg(long, default_value = "30d", value_parser = parse_half_life)]
-    pub half_life: MaybeMs,
+    pub half_life: MaybeDur,
     /// Most hosts kept in memory at any time; a new host beyond evicts the least recently seen
     /// tenth (they stay in the inventory as they were last saved).
     #[arg(long, default_value_t = 1_000_000)]
     pub max_hosts: usize,
     /// Evict hosts silent for this long (`7d`; default `none`: never).
     #[arg(long, default_value = "none", value_parser = parse_idle)]
-    pub idle: MaybeMs,
+    pub idle: MaybeDur,
     /// Passive DNS (repeatable): a Zeek `dns.log` (TSV or JSON), flowprint DNS JSON lines, or a
     /// packet capture whose DNS answers are read; `peer.domain` then also matches the names a
     /// peer address answered for at the time of each flow.
@@ -92,9 +93,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         super::dns::load_stored(&mut dns, store.as_mut())?;
     }
     let mut inventory = HostTable::with_config(InferConfig {
-        half_life_ms: args.half_life.0,
+        half_life_ms: args.half_life.ms(),
         max_hosts: args.max_hosts.max(1),
-        idle_ms: args.idle.0,
+        idle_ms: args.idle.ms(),
         record_samples: args.explain || args.format == Format::Json,
         ..Default::default()
     });

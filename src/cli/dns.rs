@@ -84,8 +84,8 @@ fn parse_server(s: &str) -> Result<std::net::SocketAddr, String> {
 }
 
 fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
-    match super::args::parse_duration_opt(s)?.0 {
-        Some(ms) if ms > 0 => Ok(std::time::Duration::from_millis(ms as u64)),
+    match s.parse::<flowprint::flow::time::MaybeDur>() {
+        Ok(flowprint::flow::time::MaybeDur(Some(d))) if !d.is_zero() => Ok(d),
         _ => Err("the timeout must be a positive duration (`2s`, `500ms`)".into()),
     }
 }

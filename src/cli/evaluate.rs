@@ -1,10 +1,11 @@
 //! `flowprint evaluate`: score the OS verdicts against labelled hosts.
 
 use super::RuleArgs;
-use super::args::{MaybeMs, one_of, parse_half_life};
+use super::args::{one_of, parse_half_life};
 use flowprint::accuracy::{Label, parse_labels, scope_matches, score};
 use flowprint::eval::LocalNets;
 use flowprint::flow::ingest::InputFormat;
+use flowprint::flow::time::MaybeDur;
 use flowprint::infer::{HostTable, InferConfig};
 use flowprint::scan::Scanner;
 use ipnet::IpNet;
@@ -29,7 +30,7 @@ pub struct Args {
     dns_logs: Vec<String>,
     /// Half-life of evidence (`30d`, or `none` for no decay).
     #[arg(long, default_value = "none", value_parser = parse_half_life)]
-    half_life: MaybeMs,
+    half_life: MaybeDur,
     /// Format of the inputs.
     #[arg(long, value_parser = one_of::<InputFormat>(InputFormat::VALUES), default_value = "auto")]
     input_format: InputFormat,
@@ -73,7 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let unreadable = std::cell::Cell::new(false);
     let analyse = |files: &[String]| -> anyhow::Result<Vec<flowprint::infer::HostSummary>> {
         let inventory = HostTable::with_config(InferConfig {
-            half_life_ms: args.half_life.0,
+            half_life_ms: args.half_life.ms(),
             record_samples: false,
             ..Default::default()
         });

@@ -1,6 +1,7 @@
 //! `flowprint serve`: the daemon. Options come from `--config FILE` (YAML), then flags.
 
-use flowprint::serve::config::{Dur, MaybeDur, ServeConfig};
+use flowprint::flow::time::{Dur, MaybeDur};
+use flowprint::serve::config::ServeConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -185,19 +186,11 @@ pub struct Args {
 }
 
 fn dur(key: &str, s: &str) -> anyhow::Result<Dur> {
-    match flowprint::flow::time::parse_duration_ms(s)
-        .map_err(|e| anyhow::anyhow!("--{key}: {e}"))?
-    {
-        Some(ms) if ms >= 0 => Ok(Dur(std::time::Duration::from_millis(ms as u64))),
-        _ => anyhow::bail!("--{key}: `{s}` is not a duration here"),
-    }
+    s.parse().map_err(|e| anyhow::anyhow!("--{key}: {e}"))
 }
 
 fn maybe_dur(key: &str, s: &str) -> anyhow::Result<MaybeDur> {
-    if s == "none" {
-        return Ok(MaybeDur(None));
-    }
-    Ok(MaybeDur(Some(dur(key, s)?.0)))
+    s.parse().map_err(|e| anyhow::anyhow!("--{key}: {e}"))
 }
 
 impl Args {

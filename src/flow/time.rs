@@ -247,6 +247,79 @@ pub enum DurationError {
         /// The text.
         text: String,
     },
+    /// `none`, or a negative length, where a length is required ([`Dur`]).
+    #[error("`{text}` is not a duration here")]
+    NotHere {
+        /// The text.
+        text: String,
+    },
+    /// A negative length where `none` is allowed ([`MaybeDur`]).
+    #[error("a duration cannot be negative")]
+    Negative,
+}
+
+/// A length of time as people write it in flowprint's arguments and configuration: `250ms`,
+/// `30s`, `15m`, `12h`, `7d` (fractions allowed: `1.5s`). The one duration type of what users
+/// write (the serve configuration, the command line); inside, times are `i64` milliseconds.
+/// `none` is refused: a setting that can be off is a [`MaybeDur`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub std::time::Duration);
+
+/// A [`Dur`], or `none` (in YAML also `null`): a setting that can be off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MaybeDur(pub Option<std::time::Duration>);
+
+impl Dur {
+    /// In milliseconds.
+    pub fn ms(self) -> i64 {
+        i64::try_from(self.0.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+impl MaybeDur {
+    /// In milliseconds; `None` for `none`.
+    pub fn ms(self) -> Option<i64> {
+        self.0.map(|d| Dur(d).ms())
+    }
+}
+
+impl std::str::FromStr for Dur {
+    type Err = DurationError;
+    fn from_str(s: &str) -> Result<Dur, DurationError> {
+        match parse_duration_ms(s)? {
+            Some(ms) if ms >= 0 => Ok(Dur(std::time::Duration::from_millis(ms as u64))),
+            _ => Err(DurationError::NotHere {
+                text: crate::text::printable(s.trim()).into_owned(),
+            }),
+        }
+    }
+}
+
+impl std::str::FromStr for MaybeDur {
+    type Err = DurationError;
+    fn from_str(s: &str) -> Result<MaybeDur, DurationError> {
+        match parse_duration_ms(s)? {
+            None => Ok(MaybeDur(None)),
+            Some(ms) if ms >= 0 => Ok(MaybeDur(Some(std::time::Duration::from_millis(ms as u64)))),
+            Some(_) => Err(DurationError::Negative),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Dur, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MaybeDur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MaybeDur, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(MaybeDur(None)),
+            Some(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// Parses a duration: `30d`, `12h`, `15m`, `30s`, `500ms` (fractions allowed: `1.5s`), or
@@ -288,6 +361,44 @@ pub fn parse_duration_ms(s: &str) -> Result<Option<i64>, DurationError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn dur_and_maybe_dur_from_text_and_yaml() {
+        use std::time::Duration;
+        assert_eq!("1.5s".parse(), Ok(Dur(Duration::from_millis(1_500))));
+        assert_eq!("2m".parse::<Dur>().map(Dur::ms), Ok(120_000));
+        assert_eq!(
+            "none".parse::<Dur>(),
+            Err(DurationError::NotHere {
+                text: "none".into()
+            })
+        );
+        assert_eq!("none".parse(), Ok(MaybeDur(None)));
+        assert_eq!(
+            "7d".parse::<MaybeDur>().map(MaybeDur::ms),
+            Ok(Some(604_800_000))
+        );
+        assert!(matches!(
+            "soon".parse::<MaybeDur>(),
+            Err(DurationError::NoUnit { .. } | DurationError::Number { .. })
+        ));
+        #[derive(serde::Deserialize)]
+        struct C {
+            every: Dur,
+            idle: MaybeDur,
+            off: MaybeDur,
+        }
+        let c: C = yaml_serde::from_str("every: 250ms\nidle: none\noff: null\n").unwrap();
+        assert_eq!(c.every, Dur(Duration::from_millis(250)));
+        assert_eq!((c.idle, c.off), (MaybeDur(None), MaybeDur(None)));
+        let e = yaml_serde::from_str::<C>("every: none\nidle: 1s\noff: 1s\n")
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("`none` is not a duration here"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn durations_and_their_error_kinds() {

@@ -64,45 +64,12 @@ mod error;
 pub use error::ConfigError;
 use error::{invalid, locate};
 
+use crate::flow::time::{Dur, MaybeDur};
 use ipnet::IpNet;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// A duration in the config: `250ms`, `30s`, `15m`, `12h`, `7d`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Dur(pub Duration);
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Dur, D::Error> {
-        let s = String::deserialize(d)?;
-        match crate::flow::time::parse_duration_ms(&s).map_err(serde::de::Error::custom)? {
-            Some(ms) if ms >= 0 => Ok(Dur(Duration::from_millis(ms as u64))),
-            _ => Err(serde::de::Error::custom(format!(
-                "`{s}` is not a duration here"
-            ))),
-        }
-    }
-}
-
-/// An optional duration: a duration, `none` or null.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct MaybeDur(pub Option<Duration>);
-
-impl<'de> Deserialize<'de> for MaybeDur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<MaybeDur, D::Error> {
-        let s: Option<String> = Option::deserialize(d)?;
-        let Some(s) = s else {
-            return Ok(MaybeDur(None));
-        };
-        match crate::flow::time::parse_duration_ms(&s).map_err(serde::de::Error::custom)? {
-            None => Ok(MaybeDur(None)),
-            Some(ms) if ms >= 0 => Ok(MaybeDur(Some(Duration::from_millis(ms as u64)))),
-            Some(_) => Err(serde::de::Error::custom("a duration cannot be negative")),
-        }
-    }
-}
 
 /// Where the rules come from and how they are watched.
 #[derive(Debug, Clone, Deserialize)]
