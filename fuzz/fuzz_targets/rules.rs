@@ -7,7 +7,7 @@
 use flowprint::compiler::Compiler;
 use flowprint::eval::{Evaluator, LocalNets, eval_naive};
 use flowprint::flow::{Flow, normalize_name, proto};
-use flowprint::infer::Inventory;
+use flowprint::infer::HostTable;
 use libfuzzer_sys::fuzz_target;
 use std::net::IpAddr;
 
@@ -120,7 +120,7 @@ fuzz_target!(|data: &[u8]| {
     let mut scanner = flowprint::scan::Scanner::new(
         compiled.ruleset.clone(),
         std::sync::Arc::new(local.clone()),
-        Inventory::new(),
+        HostTable::new(),
     );
     let mut dns = flowprint::dns::DnsMap::new();
     for flow in flows() {
@@ -136,5 +136,5 @@ fuzz_target!(|data: &[u8]| {
         );
         scanner.apply_learning(&flow, &mut dns);
     }
-    let _ = scanner.inventory().summaries(&compiled.ruleset);
+    let _ = scanner.hosts().summaries(&compiled.ruleset);
 });
