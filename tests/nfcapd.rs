@@ -509,7 +509,11 @@ fn huge_block_claims_are_refused_without_allocating() {
         );
         assert!(d.flows.is_empty());
         assert_eq!(d.errors.len(), 1, "{:?}", d.errors);
-        assert!(d.errors[0].reason.contains("exceeds"), "{}", d.errors[0]);
+        assert!(
+            d.errors[0].reason.to_string().contains("exceeds"),
+            "{}",
+            d.errors[0]
+        );
         assert_eq!(d.errors[0].line, 1);
         assert_eq!(d.result.unwrap().skipped, 1);
     }
@@ -520,7 +524,11 @@ fn huge_block_claims_are_refused_without_allocating() {
     LARGEST.with(|c| c.set(0));
     let d = decode(&file);
     assert!(LARGEST.with(Cell::get) < 1 << 20);
-    assert!(d.errors[0].reason.contains("truncated"), "{}", d.errors[0]);
+    assert!(
+        d.errors[0].reason.to_string().contains("truncated"),
+        "{}",
+        d.errors[0]
+    );
 }
 
 /// The one data block of a corpus file (header, payload) and its appendix.
@@ -549,7 +557,11 @@ fn a_bad_block_is_reported_and_the_next_one_read() {
     exact(&d.flows, &want, "after a bad block");
     assert_eq!(d.errors.len(), 1);
     assert_eq!(d.errors[0].line, 1);
-    assert!(d.errors[0].reason.contains("overruns"), "{}", d.errors[0]);
+    assert!(
+        d.errors[0].reason.to_string().contains("overruns"),
+        "{}",
+        d.errors[0]
+    );
 
     // A block that does not decompress.
     let packed = repack(&plain, 3, &lz4);
@@ -567,7 +579,7 @@ fn a_bad_block_is_reported_and_the_next_one_read() {
     exact(&d.flows, &want, "after a corrupt LZ4 block");
     assert_eq!(d.errors.len(), 1);
     assert!(
-        d.errors[0].reason.starts_with("LZ4 block"),
+        d.errors[0].reason.to_string().starts_with("LZ4 block"),
         "{}",
         d.errors[0]
     );
@@ -583,7 +595,10 @@ fn a_bad_block_is_reported_and_the_next_one_read() {
     assert!(d.flows.is_empty());
     assert_eq!(d.errors.len(), 1, "{:?}", d.errors);
     assert!(
-        d.errors[0].reason.starts_with("record 2: element 1"),
+        d.errors[0]
+            .reason
+            .to_string()
+            .starts_with("record 2: element 1"),
         "{}",
         d.errors[0]
     );
@@ -863,13 +878,26 @@ fn synthetic_records_fill_every_field() {
     let d = decode(&file_of(&[short]));
     assert!(d.flows.is_empty());
     assert_eq!(
-        d.errors[0].reason,
+        d.errors[0].reason.to_string(),
         "record 1: EXipInfo element has 2 bytes, needs 4"
+    );
+    assert!(
+        matches!(
+            d.errors[0].reason,
+            flowprint::flow::ingest::Reason::Block(
+                flowprint::flow::ingest::nfcapd::BlockError::Record { record: 1, .. }
+            )
+        ),
+        "{:?}",
+        d.errors[0].reason
     );
     let no_addr = v3_record(1, 0, &[generic(0, 0, 1, 1, 1, 1, 17, 0)]);
     let d = decode(&file_of(&[no_addr]));
     assert!(
-        d.errors[0].reason.contains("without IPv4 or IPv6"),
+        d.errors[0]
+            .reason
+            .to_string()
+            .contains("without IPv4 or IPv6"),
         "{}",
         d.errors[0]
     );

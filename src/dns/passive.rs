@@ -99,7 +99,7 @@ pub fn read_log<R: BufRead>(
             on_error(ReadError {
                 source: source.to_string(),
                 line: stats.lines,
-                reason: format!("line longer than {} bytes", crate::flow::ingest::MAX_LINE),
+                reason: crate::flow::ingest::Reason::LineTooLong,
             });
             continue;
         }
@@ -113,7 +113,7 @@ pub fn read_log<R: BufRead>(
             on_error(ReadError {
                 source: source.to_string(),
                 line: stats.lines,
-                reason,
+                reason: crate::flow::ingest::Reason::DnsLog(reason),
             });
         };
         if let Some(rest) = line.strip_prefix("#fields") {

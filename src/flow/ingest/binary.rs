@@ -1,7 +1,7 @@
 //! Binary inputs: packet captures of export datagrams (NetFlow v5/v9, IPFIX, sFlow v5), IPFIX
 //! files (RFC 5655) and nfdump's own `nfcapd` files.
 
-use super::{ReadError, ReadStats};
+use super::{ReadError, ReadStats, Reason};
 use crate::flow::Flow;
 use crate::flow::netflow::Decoder;
 use std::io::{self, Read};
@@ -70,7 +70,10 @@ pub fn read_capture_flows<R: Read>(
                 on_error(ReadError {
                     source: source.to_string(),
                     line: stats.lines,
-                    reason: format!("datagram from {}: {reason}", d.src),
+                    reason: Reason::Datagram {
+                        from: d.src,
+                        error: reason,
+                    },
                 });
             }
         }
@@ -80,7 +83,7 @@ pub fn read_capture_flows<R: Read>(
         on_error(ReadError {
             source: source.to_string(),
             line: stats.lines + 1,
-            reason: format!("capture cut short at byte {at}"),
+            reason: Reason::CaptureCutShort(at),
         });
         stats.skipped += 1;
     }
@@ -114,7 +117,7 @@ pub fn read_ipfix_file<R: Read>(
                 on_error(ReadError {
                     source: source.to_string(),
                     line: stats.lines + 1,
-                    reason: format!("file ends inside a message header ({n} of 4 bytes)"),
+                    reason: Reason::IpfixHeaderCut(n),
                 });
                 return Ok(stats);
             }
@@ -127,9 +130,7 @@ pub fn read_ipfix_file<R: Read>(
             on_error(ReadError {
                 source: source.to_string(),
                 line: stats.lines,
-                reason: format!(
-                    "not an IPFIX message (version {version}, length {len}); the rest of the file is skipped"
-                ),
+                reason: Reason::NotIpfix { version, len },
             });
             return Ok(stats);
         }
@@ -140,7 +141,7 @@ pub fn read_ipfix_file<R: Read>(
             on_error(ReadError {
                 source: source.to_string(),
                 line: stats.lines,
-                reason: format!("file ends inside a message ({} of {len} bytes)", got + 4),
+                reason: Reason::IpfixCut { got: got + 4, len },
             });
             return Ok(stats);
         }
@@ -152,7 +153,7 @@ pub fn read_ipfix_file<R: Read>(
             on_error(ReadError {
                 source: source.to_string(),
                 line: stats.lines,
-                reason: e.to_string(),
+                reason: Reason::Ipfix(e),
             });
         }
     }

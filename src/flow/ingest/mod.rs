@@ -83,7 +83,66 @@ pub struct ReadError {
     /// 1-based line number.
     pub line: u64,
     /// What is wrong, e.g. ``bad source address `1.2.3` in column 4 `sa` ``.
-    pub reason: String,
+    pub reason: Reason,
+}
+
+/// What is wrong with one skipped line, record or datagram of an input (the `reason` of a
+/// [`ReadError`]): the reader's own typed error where it has one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reason {
+    /// A line longer than [`MAX_LINE`].
+    #[error("line longer than {MAX_LINE} bytes")]
+    LineTooLong,
+    /// A line that is not UTF-8: the 1-based byte of the first bad one.
+    #[error("invalid UTF-8 at byte {0}")]
+    NotUtf8(usize),
+    /// A JSON line (flowprint's schema or goflow2).
+    #[error(transparent)]
+    Json(JsonError),
+    /// A CSV row.
+    #[error(transparent)]
+    Csv(CsvError),
+    /// A datagram of a capture.
+    #[error("datagram from {from}: {error}")]
+    Datagram {
+        /// Its sender (address:port).
+        from: std::net::SocketAddr,
+        /// What is wrong with it.
+        error: binary::DatagramError,
+    },
+    /// A capture that ends inside a packet, at this byte.
+    #[error("capture cut short at byte {0}")]
+    CaptureCutShort(u64),
+    /// An IPFIX file that ends inside a message header: bytes of it there are.
+    #[error("file ends inside a message header ({0} of 4 bytes)")]
+    IpfixHeaderCut(usize),
+    /// An IPFIX file whose next message is not one; the rest of the file is skipped.
+    #[error(
+        "not an IPFIX message (version {version}, length {len}); the rest of the file is skipped"
+    )]
+    NotIpfix {
+        /// The version field.
+        version: u16,
+        /// The length field.
+        len: usize,
+    },
+    /// An IPFIX file that ends inside a message.
+    #[error("file ends inside a message ({got} of {len} bytes)")]
+    IpfixCut {
+        /// Bytes of the message there are.
+        got: usize,
+        /// Its length.
+        len: usize,
+    },
+    /// An IPFIX message of a file that does not decode.
+    #[error(transparent)]
+    Ipfix(crate::flow::netflow::DecodeError),
+    /// A block of an nfcapd file.
+    #[error(transparent)]
+    Block(nfcapd::BlockError),
+    /// A line of a passive DNS log that is not an answer: what is wrong with it.
+    #[error("{0}")]
+    DnsLog(String),
 }
 
 impl fmt::Display for ReadError {
@@ -96,7 +155,7 @@ impl fmt::Display for ReadError {
             "{}:{}: {}",
             printable(&self.source),
             self.line,
-            printable(&self.reason)
+            printable(&self.reason.to_string())
         )
     }
 }
@@ -198,7 +257,7 @@ enum Outcome {
     /// A line that is part of the format but not a record (header, summary block).
     Skip,
     /// A malformed line, with the reason.
-    Malformed(String),
+    Malformed(Reason),
     /// The rest of the input cannot be read (e.g. a CSV header without addresses).
     Fatal(CsvError),
 }
@@ -219,7 +278,7 @@ impl Reader {
                 if line.starts_with('{') {
                     match json_kind(line) {
                         Ok(kind) => *self = kind,
-                        Err(error) => return Outcome::Malformed(error.to_string()),
+                        Err(error) => return Outcome::Malformed(Reason::Json(error)),
                     }
                 } else {
                     *self = Reader::Csv(nfdump_csv::CsvReader::new());
@@ -229,11 +288,11 @@ impl Reader {
             Reader::Csv(csv) => csv.line(line),
             Reader::Goflow2 => match goflow2::parse_line(line) {
                 Ok(flow) => Outcome::Flow(flow),
-                Err(error) => Outcome::Malformed(error.to_string()),
+                Err(error) => Outcome::Malformed(Reason::Json(error)),
             },
             Reader::Jsonl => match jsonl::parse_line(line) {
                 Ok(flow) => Outcome::Flow(flow),
-                Err(error) => Outcome::Malformed(error.to_string()),
+                Err(error) => Outcome::Malformed(Reason::Json(error)),
             },
         }
     }
@@ -350,7 +409,7 @@ fn read_any<R: BufRead>(
         InputFormat::Jsonl => Reader::Jsonl,
     };
     let mut buf = Vec::with_capacity(1024);
-    let mut report = |stats: &mut ReadStats, reason: String| {
+    let mut report = |stats: &mut ReadStats, reason: Reason| {
         stats.skipped += 1;
         on_error(ReadError {
             source: source.to_owned(),
@@ -365,7 +424,7 @@ fn read_any<R: BufRead>(
         }
         stats.lines += 1;
         if kind == Line::TooLong {
-            report(stats, format!("line longer than {MAX_LINE} bytes"));
+            report(stats, Reason::LineTooLong);
             continue;
         }
         let mut bytes = buf.as_slice();
@@ -376,8 +435,7 @@ fn read_any<R: BufRead>(
         let line = match std::str::from_utf8(bytes) {
             Ok(line) => line,
             Err(e) => {
-                let reason = format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1);
-                report(stats, reason);
+                report(stats, Reason::NotUtf8(e.valid_up_to() + 1));
                 continue;
             }
         };

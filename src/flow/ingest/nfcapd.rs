@@ -357,7 +357,7 @@ pub fn read_nfcapd<R: Read>(
         on_error(ReadError {
             source: source.to_owned(),
             line: block,
-            reason: error.to_string(),
+            reason: super::Reason::Block(error),
         });
     };
     let mut raw = Vec::new();

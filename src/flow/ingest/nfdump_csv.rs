@@ -345,7 +345,7 @@ impl CsvReader {
                 } else {
                     match self.record(line) {
                         Ok(flow) => Outcome::Flow(flow),
-                        Err(error) => Outcome::Malformed(error.to_string()),
+                        Err(error) => Outcome::Malformed(super::Reason::Csv(error)),
                     }
                 }
             }

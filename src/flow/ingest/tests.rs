@@ -14,7 +14,7 @@ fn read(input: &[u8], format: InputFormat) -> (Vec<Flow>, Vec<(u64, String)>, Re
     let mut flows = Vec::new();
     let mut errors = Vec::new();
     let stats = read_flows(input, "t", format, &mut |f| flows.push(f), &mut |e| {
-        errors.push((e.line, e.reason))
+        errors.push((e.line, e.reason.to_string()))
     })
     .unwrap();
     (flows, errors, stats)
@@ -338,9 +338,16 @@ fn read_error_display() {
     let e = ReadError {
         source: "file.csv".into(),
         line: 12,
-        reason: "bad source address `1.2.3`".into(),
+        reason: Reason::NotUtf8(7),
     };
-    assert_eq!(e.to_string(), "file.csv:12: bad source address `1.2.3`");
+    assert_eq!(e.to_string(), "file.csv:12: invalid UTF-8 at byte 7");
+    // A reason quoting input never reaches the terminal with its control characters.
+    let e = ReadError {
+        source: "log\u{1b}[31m".into(),
+        line: 1,
+        reason: Reason::DnsLog("bad `ts` `\u{1b}[2J`".into()),
+    };
+    assert!(!e.to_string().contains('\u{1b}'), "{e}");
 }
 
 proptest! {
