@@ -28,28 +28,11 @@ fn v9(seq: u32, source_id: u32, sets: &[(u16, Vec<u8>)]) -> Vec<u8> {
 
 /// Template `id`: src/dst IPv4, ports, protocol, bytes, packets.
 fn template(id: u16) -> Vec<u8> {
-    build::template(
-        id,
-        &[
-            (8, 4, 0),
-            (12, 4, 0),
-            (7, 2, 0),
-            (11, 2, 0),
-            (4, 1, 0),
-            (1, 4, 0),
-            (2, 4, 0),
-        ],
-    )
+    build::template(id, build::BASIC_V4)
 }
 
 fn record() -> Vec<u8> {
-    let mut r = vec![10, 7, 0, 1, 198, 51, 100, 1];
-    r.extend_from_slice(&40000u16.to_be_bytes());
-    r.extend_from_slice(&443u16.to_be_bytes());
-    r.push(6);
-    r.extend_from_slice(&1500u32.to_be_bytes());
-    r.extend_from_slice(&3u32.to_be_bytes());
-    r
+    build::basic_v4_record([10, 7, 0, 1], [198, 51, 100, 1], 40000, 443, 1500, 3)
 }
 
 fn vm_rss_kib(pid: u32) -> u64 {

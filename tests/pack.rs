@@ -485,10 +485,11 @@ fn a_fixture_that_rests_on_a_learned_name_behaves_as_the_daemon() {
     // dispatcher of three workers.
     let store = Arc::new(
         flowprint::store::RuleStore::open(flowprint::store::StoreConfig {
-            embedded: false,
-            paths: vec![d.join("learn")],
+            sources: flowprint::sources::Selection {
+                paths: vec![d.join("learn")],
+                ..Default::default()
+            },
             state_dir: None,
-            ..Default::default()
         })
         .unwrap(),
     );

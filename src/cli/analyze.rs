@@ -75,7 +75,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<i32> {
     // Reading starts at once, beside compiling the rules and loading the inventory.
     let reading = super::ReadAhead::start(args.inputs.clone(), args.input_format)?;
-    let compiled = args.rules.compile()?;
+    let compiled = args.rules.compile();
     print_diagnostics(&compiled, DiagFormat::Text)?;
     let rule_errors = has_errors(&compiled);
     let local = if args.local_net.is_empty() {

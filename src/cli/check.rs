@@ -38,7 +38,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         packs_dir: args.packs_dir,
         overrides: args.overrides,
     };
-    let compiled = rules.compile()?;
+    let compiled = rules.compile();
     print_diagnostics(&compiled, args.format)?;
     if args.format == DiagFormat::Text {
         eprintln!(

@@ -95,7 +95,7 @@ fn resolve(args: ResolveArgs, out: &mut impl Write) -> anyhow::Result<i32> {
     use flowprint::dns::resolve::{
         AnswerKind, HickoryResolver, ResolverSettings, resolve_all_answers,
     };
-    let compiled = args.rules.compile()?;
+    let compiled = args.rules.compile();
     print_diagnostics(&compiled, DiagFormat::Text)?;
     let names = compiled.ruleset.domain_names();
     let settings = ResolverSettings {

@@ -50,7 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         "a labels file",
     )?;
     let labels = parse_labels(&text).map_err(|e| anyhow::anyhow!("{}: {e}", args.labels))?;
-    let compiled = args.rules.compile()?;
+    let compiled = args.rules.compile();
     if super::has_errors(&compiled) {
         super::print_diagnostics(&compiled, super::DiagFormat::Text)?;
     }

@@ -93,10 +93,10 @@ impl RuleArgs {
     /// Reads and compiles the selected rules (`flowprint::sources`): a path, file or
     /// overrides file that cannot be read is an error diagnostic (FP0019) reported with the
     /// others, and the rules that could be read compile.
-    pub fn compile(&self) -> anyhow::Result<Compiled> {
+    pub fn compile(&self) -> Compiled {
         let mut c = Compiler::new();
         c.add_sources(&Sources::read(&self.selection()));
-        Ok(c.compile())
+        c.compile()
     }
 }
 

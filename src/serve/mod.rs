@@ -105,10 +105,12 @@ pub fn log_reload(r: &ReloadReport) {
 /// The rule store's configuration of a daemon configuration.
 pub fn store_config(config: &ServeConfig) -> StoreConfig {
     StoreConfig {
-        embedded: config.rules.embedded,
-        paths: config.rules.paths.clone(),
-        packs_dirs: config.rules.packs_dir.iter().cloned().collect(),
-        overrides: config.rules.overrides.clone(),
+        sources: crate::sources::Selection {
+            embedded: config.rules.embedded,
+            paths: config.rules.paths.clone(),
+            packs_dirs: config.rules.packs_dir.iter().cloned().collect(),
+            overrides: config.rules.overrides.clone(),
+        },
         state_dir: Some(config.state_dir.clone()),
     }
 }

@@ -372,10 +372,11 @@ mod tests {
         .unwrap();
         let store = Arc::new(
             RuleStore::open(StoreConfig {
-                embedded: false,
-                paths: vec![dir.join("r.rules")],
+                sources: crate::sources::Selection {
+                    paths: vec![dir.join("r.rules")],
+                    ..Default::default()
+                },
                 state_dir: None,
-                ..Default::default()
             })
             .unwrap(),
         );

@@ -350,14 +350,6 @@ impl Sources {
         true
     }
 
-    /// The parsed manifest of `pack`, when one was read and is valid.
-    pub fn manifest(&self, pack: &str) -> Option<&Manifest> {
-        self.manifests
-            .iter()
-            .filter_map(|m| m.parsed.as_ref().ok())
-            .find(|m| m.name == pack)
-    }
-
     /// How many paths, files, manifests or overrides could not be read.
     pub fn unreadable(&self) -> usize {
         self.problems
@@ -489,10 +481,6 @@ mod tests {
         assert!(s.files.iter().all(|f| f.pack == "real-name"));
         assert!(!s.files.iter().any(|f| f.name.contains("hidden")));
         assert!(s.problems.is_empty(), "{:?}", s.problems);
-        assert_eq!(
-            s.manifest("real-name").unwrap().version.to_string(),
-            "1.2.3"
-        );
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -34,16 +34,8 @@ use std::time::Instant;
 /// Where the rules come from.
 #[derive(Debug, Clone, Default)]
 pub struct StoreConfig {
-    /// Load the packs embedded in the binary.
-    pub embedded: bool,
-    /// Rule files and pack directories (as `analyze --rules`: a directory is one pack, named by
-    /// its `pack.yaml` or after the directory).
-    pub paths: Vec<PathBuf>,
-    /// Directories of installed packs (`flowprint pack install`): every entry that is a
-    /// directory (or a link to one) is a pack. Missing directories are empty.
-    pub packs_dirs: Vec<PathBuf>,
-    /// A local overrides file (`docs/packs.md`).
-    pub overrides: Option<PathBuf>,
+    /// The rules: bundled packs, paths, installed packs, overrides (as `analyze` selects them).
+    pub sources: Selection,
     /// Where the last good set is kept; `None`: nowhere (no boot from the last good set).
     pub state_dir: Option<PathBuf>,
 }
@@ -356,28 +348,12 @@ fn diff(old: &Snapshot, new: &Snapshot, report: &mut ReloadReport) {
     }
 }
 
-impl StoreConfig {
-    /// The rules this configuration selects.
-    pub fn selection(&self) -> Selection {
-        Selection {
-            embedded: self.embedded,
-            paths: self.paths.clone(),
-            packs_dirs: self.packs_dirs.clone(),
-            overrides: self.overrides.clone(),
-        }
-    }
-}
-
-fn read_stable(config: &StoreConfig) -> Sources {
-    Sources::read_stable(&config.selection())
-}
-
 impl RuleStore {
     /// Loads and compiles the rules; when they do not compile, boots from the last good set
     /// in the state directory (and says so in [`RuleStore::boot_status`]).
     pub fn open(config: StoreConfig) -> Result<RuleStore, StoreError> {
         let started = Instant::now();
-        let sources = read_stable(&config);
+        let sources = Sources::read_stable(&config.sources);
         let (snapshot, boot, report) = match compile(&sources, 1) {
             Ok(s) => {
                 let report = ReloadReport {
@@ -500,7 +476,7 @@ impl RuleStore {
         let started = Instant::now();
         self.reloads.fetch_add(1, Ordering::Relaxed);
         let old = self.current();
-        let sources = read_stable(&self.config);
+        let sources = Sources::read_stable(&self.config.sources);
         let mut report = ReloadReport {
             trigger: trigger.to_string(),
             ..Default::default()
@@ -607,10 +583,11 @@ mod tests {
         std::fs::create_dir_all(&pack).unwrap();
         std::fs::write(pack.join("a.rules"), RULE_A).unwrap();
         let store = RuleStore::open(StoreConfig {
-            embedded: false,
-            paths: vec![pack.clone()],
+            sources: Selection {
+                paths: vec![pack.clone()],
+                ..Default::default()
+            },
             state_dir: Some(d.join("state")),
-            ..Default::default()
         })
         .unwrap();
         assert_eq!(store.current().generation, 1);
@@ -649,10 +626,11 @@ mod tests {
         std::fs::create_dir_all(&pack).unwrap();
         std::fs::write(pack.join("a.rules"), RULE_A).unwrap();
         let config = StoreConfig {
-            embedded: false,
-            paths: vec![pack.clone()],
+            sources: Selection {
+                paths: vec![pack.clone()],
+                ..Default::default()
+            },
             state_dir: Some(d.join("state")),
-            ..Default::default()
         };
         drop(RuleStore::open(config.clone()).unwrap());
         std::fs::write(pack.join("a.rules"), "rule a { when }").unwrap();
@@ -669,10 +647,11 @@ mod tests {
         // No last good set and broken rules: no boot.
         std::fs::write(pack.join("a.rules"), "rule a { when }").unwrap();
         let err = RuleStore::open(StoreConfig {
-            embedded: false,
-            paths: vec![pack],
+            sources: Selection {
+                paths: vec![pack],
+                ..Default::default()
+            },
             state_dir: Some(d.join("empty2")),
-            ..Default::default()
         })
         .unwrap_err();
         assert!(err.to_string().contains("no last good set"), "{err}");
@@ -685,10 +664,11 @@ mod tests {
         std::fs::create_dir_all(&pack).unwrap();
         std::fs::write(pack.join("x.rules"), format!("{RULE_A}\n{RULE_B}")).unwrap();
         let store = RuleStore::open(StoreConfig {
-            embedded: false,
-            paths: vec![pack.clone()],
+            sources: Selection {
+                paths: vec![pack.clone()],
+                ..Default::default()
+            },
             state_dir: None,
-            ..Default::default()
         })
         .unwrap();
         let old = store.current();

@@ -162,6 +162,7 @@ fn dir_id(p: &Path) -> Option<(u64, u64)> {
 /// each single file's directory, and the parents of those.
 fn targets(store: &RuleStore) -> Vec<Target> {
     let sc = store.config();
+    let sc = &sc.sources;
     let mut sources: Vec<PathBuf> = sc.paths.clone();
     sources.extend(sc.packs_dirs.iter().cloned());
     sources.extend(sc.overrides.iter().cloned());
@@ -523,10 +524,11 @@ mod tests {
         std::fs::write(pack.join("a.rules"), rule(80)).unwrap();
         let store = Arc::new(
             RuleStore::open(StoreConfig {
-                embedded: false,
-                paths: vec![pack.clone()],
+                sources: crate::sources::Selection {
+                    paths: vec![pack.clone()],
+                    ..Default::default()
+                },
                 state_dir: None,
-                ..Default::default()
             })
             .unwrap(),
         );
@@ -640,10 +642,11 @@ mod rewatch_tests {
         std::fs::write(pack.join("a.rules"), rule("One")).unwrap();
         let store = Arc::new(
             RuleStore::open(StoreConfig {
-                embedded: false,
-                paths: vec![pack.clone()],
+                sources: crate::sources::Selection {
+                    paths: vec![pack.clone()],
+                    ..Default::default()
+                },
                 state_dir: None,
-                ..Default::default()
             })
             .unwrap(),
         );

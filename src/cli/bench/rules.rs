@@ -141,10 +141,11 @@ pub(super) fn reload(rules: usize, reloads: usize) -> anyhow::Result<()> {
     let text = generate_rules(rules, 42);
     std::fs::write(&file, &text)?;
     let store = Arc::new(RuleStore::open(StoreConfig {
-        embedded: false,
-        paths: vec![file.clone()],
+        sources: flowprint::sources::Selection {
+            paths: vec![file.clone()],
+            ..Default::default()
+        },
         state_dir: None,
-        ..Default::default()
     })?);
     println!(
         "{} rules ({} KiB); boot {:.0} ms",

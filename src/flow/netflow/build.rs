@@ -133,6 +133,38 @@ pub fn template(id: u16, fields: &[(u16, u16, u32)]) -> Vec<u8> {
     b
 }
 
+/// A template's fields for plain IPv4 records (IANA elements, no enterprise number): source and
+/// destination address, source and destination port, protocol, bytes, packets.
+pub const BASIC_V4: &[(u16, u16, u32)] = &[
+    (8, 4, 0),
+    (12, 4, 0),
+    (7, 2, 0),
+    (11, 2, 0),
+    (4, 1, 0),
+    (1, 4, 0),
+    (2, 4, 0),
+];
+
+/// A TCP data record of [`BASIC_V4`].
+pub fn basic_v4_record(
+    src: [u8; 4],
+    dst: [u8; 4],
+    src_port: u16,
+    dst_port: u16,
+    bytes: u32,
+    packets: u32,
+) -> Vec<u8> {
+    let mut r = Vec::with_capacity(21);
+    r.extend_from_slice(&src);
+    r.extend_from_slice(&dst);
+    r.extend_from_slice(&src_port.to_be_bytes());
+    r.extend_from_slice(&dst_port.to_be_bytes());
+    r.push(6);
+    r.extend_from_slice(&bytes.to_be_bytes());
+    r.extend_from_slice(&packets.to_be_bytes());
+    r
+}
+
 /// `body` padded with zeros to a multiple of four bytes, as exporters pad their data sets.
 pub fn padded(mut body: Vec<u8>) -> Vec<u8> {
     body.resize(body.len().div_ceil(4) * 4, 0);
@@ -168,19 +200,8 @@ mod tests {
         };
         dec.decode(exporter, &v5(&h, &[r]), &mut |f| flows.push(f))
             .unwrap();
-        let fields = [
-            (8, 4, 0),
-            (12, 4, 0),
-            (7, 2, 0),
-            (11, 2, 0),
-            (4, 1, 0),
-            (1, 4, 0),
-        ];
-        let mut rec = vec![10, 0, 0, 2, 192, 0, 2, 53];
-        rec.extend_from_slice(&5353u16.to_be_bytes());
-        rec.extend_from_slice(&53u16.to_be_bytes());
-        rec.push(17);
-        rec.extend_from_slice(&99u32.to_be_bytes());
+        let fields = BASIC_V4;
+        let rec = basic_v4_record([10, 0, 0, 2], [192, 0, 2, 53], 5353, 53, 99, 1);
         let v9h = V9Header {
             count: 2,
             uptime_ms: 10_000,
@@ -190,14 +211,14 @@ mod tests {
         };
         let m = v9(
             &v9h,
-            &[(0, template(300, &fields)), (300, padded(rec.clone()))],
+            &[(0, template(300, fields)), (300, padded(rec.clone()))],
         );
         dec.decode(exporter, &m, &mut |f| flows.push(f)).unwrap();
         let m = ipfix(
             0,
             1_700_000_000,
             7,
-            &[(2, template(300, &fields)), (300, rec)],
+            &[(2, template(300, fields)), (300, rec)],
         );
         dec.decode(exporter, &m, &mut |f| flows.push(f)).unwrap();
         assert_eq!(flows.len(), 3);
@@ -207,7 +228,7 @@ mod tests {
         );
         assert_eq!(
             (flows[1].dst_port, flows[1].proto, flows[1].bytes),
-            (53, 17, 99)
+            (53, 6, 99)
         );
         assert_eq!((flows[2].src_port, flows[2].bytes), (5353, 99));
     }

@@ -14,34 +14,7 @@ pub(super) fn ipfix(seq: u32, export_secs: u32, sets: &[(u16, Vec<u8>)]) -> Vec<
 
 pub(super) use build::template;
 
-pub(super) const BASIC: &[(u16, u16, u32)] = &[
-    (8, 4, 0),
-    (12, 4, 0),
-    (7, 2, 0),
-    (11, 2, 0),
-    (4, 1, 0),
-    (1, 4, 0),
-    (2, 4, 0),
-];
-
-pub(super) fn basic_record(
-    src: [u8; 4],
-    dst: [u8; 4],
-    sp: u16,
-    dp: u16,
-    bytes: u32,
-    pkts: u32,
-) -> Vec<u8> {
-    let mut r = Vec::new();
-    r.extend_from_slice(&src);
-    r.extend_from_slice(&dst);
-    r.extend_from_slice(&sp.to_be_bytes());
-    r.extend_from_slice(&dp.to_be_bytes());
-    r.push(6);
-    r.extend_from_slice(&bytes.to_be_bytes());
-    r.extend_from_slice(&pkts.to_be_bytes());
-    r
-}
+pub(super) use build::{BASIC_V4 as BASIC, basic_v4_record as basic_record};
 
 fn decode_all(dec: &mut Decoder, msgs: &[Vec<u8>]) -> Vec<Flow> {
     let mut flows = Vec::new();
